@@ -1,0 +1,2 @@
+//! Typed client API of the IOMMU server.
+#![no_std]

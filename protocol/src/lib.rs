@@ -1,0 +1,2 @@
+//! Wire protocol between driver processes and the IOMMU server.
+#![no_std]

@@ -1,0 +1,1 @@
+//! Software SMMUv3 model: the host tests' oracle.

@@ -1,0 +1,69 @@
+//! The host test suite: `cargo test` over the host workspace, counted.
+
+use crate::{Ctx, Tally};
+use anyhow::{Context, Result};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+/// Runs every host test (unit, integration, doc) and counts the results from
+/// libtest's `test result:` lines. A build failure counts as one failure.
+pub fn run(ctx: &Ctx) -> Result<Tally> {
+    println!("== host tests (cargo test --workspace)");
+    let mut child = Command::new(env!("CARGO"))
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .current_dir(&ctx.root)
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("could not start cargo test")?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut tally = Tally::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(counts) = parse_result_line(&line) {
+            tally.add(counts);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && tally.failed == 0 {
+        // Compilation failed, or a test binary crashed before reporting.
+        tally.failed += 1;
+    }
+    Ok(tally)
+}
+
+/// Parses libtest's `test result: ok. 12 passed; 0 failed; 1 ignored; ...`.
+fn parse_result_line(line: &str) -> Option<Tally> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let mut tally = Tally::default();
+    for part in rest.split(';') {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        // Each part ends "<count> <what>"; the first part starts with "ok." or "FAILED.".
+        if let [.., count, what @ ("passed" | "failed")] = words.as_slice() {
+            let count: usize = count.parse().ok()?;
+            if *what == "passed" {
+                tally.passed = count;
+            } else {
+                tally.failed = count;
+            }
+        }
+    }
+    Some(tally)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_result_line;
+
+    #[test]
+    fn reads_libtest_summary() {
+        let t = parse_result_line(
+            "test result: FAILED. 7 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+        )
+        .unwrap();
+        assert_eq!((t.passed, t.failed), (7, 2));
+        assert!(parse_result_line("running 3 tests").is_none());
+    }
+}

@@ -1,0 +1,111 @@
+//! Installs what the build and the tests need, only where it is missing.
+
+use crate::Ctx;
+use anyhow::{bail, Context, Result};
+use std::process::Command;
+
+/// Debian packages: (a program that shows the package is there, the package).
+const APT_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-aarch64", "qemu-system-arm"),
+    ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+    ("make", "make"),
+];
+
+/// Python modules the seL4 kernel build runs (module name = PyPI name).
+const PYTHON_MODULES: &[&str] = &["ply", "tempita"];
+
+pub fn ensure(_ctx: &Ctx) -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .filter(|(program, _)| !on_path(program))
+        .map(|(_, package)| *package)
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("setup: installing Debian packages {missing:?}");
+        let sudo = if is_root() { None } else { Some("sudo") };
+        run_privileged(sudo, &["apt-get", "update", "-qq"])?;
+        let mut install = vec!["apt-get", "install", "-y", "-qq", "--no-install-recommends"];
+        install.extend(&missing);
+        run_privileged(sudo, &install)?;
+    }
+
+    let python = python();
+    for module in PYTHON_MODULES {
+        let present = Command::new(&python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !present {
+            eprintln!("setup: installing Python module {module}");
+            let mut pip = Command::new(&python);
+            pip.args(["-m", "pip", "install", "-q", module]);
+            if !run(&mut pip)? {
+                // Debian's system Python refuses plain pip installs (PEP 668).
+                let mut pip = Command::new(&python);
+                pip.args(["-m", "pip", "install", "-q", "--break-system-packages", module]);
+                if !run(&mut pip)? {
+                    bail!("setup: could not install the Python module {module}");
+                }
+            }
+        }
+    }
+
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("setup: rustup is needed to add the aarch64-unknown-none target")?;
+    if !String::from_utf8_lossy(&installed.stdout).contains("aarch64-unknown-none") {
+        eprintln!("setup: adding the Rust target aarch64-unknown-none");
+        if !run(Command::new("rustup").args(["target", "add", "aarch64-unknown-none"]))? {
+            bail!("setup: rustup target add aarch64-unknown-none failed");
+        }
+    }
+    Ok(())
+}
+
+/// The Python the kernel build will use (`python3` on PATH).
+pub fn python() -> String {
+    "python3".to_string()
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn run_privileged(sudo: Option<&str>, argv: &[&str]) -> Result<()> {
+    let mut command = match sudo {
+        Some(sudo) => {
+            let mut c = Command::new(sudo);
+            c.args(argv);
+            c
+        }
+        None => {
+            let mut c = Command::new(argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    command.env("DEBIAN_FRONTEND", "noninteractive");
+    if !run(&mut command)? {
+        bail!("setup: `{}` failed", argv.join(" "));
+    }
+    Ok(())
+}
+
+fn run(command: &mut Command) -> Result<bool> {
+    Ok(command
+        .status()
+        .with_context(|| format!("setup: could not start {command:?}"))?
+        .success())
+}
