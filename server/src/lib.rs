@@ -6,4 +6,5 @@
 //! only through the traits in [`hal`].
 #![no_std]
 
+pub mod dma_pool;
 pub mod hal;
