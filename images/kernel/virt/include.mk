@@ -1,0 +1,2 @@
+# Our QEMU virt platform headers (no bitfield files of its own).
+DIRECTORIES += plat/machine

@@ -1,0 +1,3 @@
+# Our QEMU virt platform sources.
+DIRECTORIES += src/plat/virt/machine
+PLAT_C_SOURCES += machine/machine.c
