@@ -1,2 +1,487 @@
 //! Wire protocol between driver processes and the IOMMU server.
+//!
+//! One definition of every message, shared by the server (`iommu-server`'s
+//! request handler) and the client library (`iommu-client`). Messages are
+//! [postcard] encodings of [`Request`] and [`Reply`], carried in the message
+//! registers of one `seL4_Call` on the client's badged endpoint. The badge,
+//! not anything in the message, says who the caller is.
+//!
+//! # Message registers and byte length
+//!
+//! An seL4 message is at most [`MSG_MAX_WORDS`] (120) 64-bit message
+//! registers, i.e. [`MSG_MAX_BYTES`] (960) bytes. The first
+//! [`FASTPATH_WORDS`] (4) travel in CPU registers; a message of at most 4
+//! words **and no capability** takes the kernel's IPC fastpath, roughly a
+//! third of the cost of any other call (see DESIGN.md section 7).
+//!
+//! Bytes are packed into words little-endian ([`pack_words`] /
+//! [`unpack_words`]); the length *in words* goes into seL4's `MessageInfo`.
+//! **No length prefix is sent**: postcard is self-delimiting, so the decoder
+//! reads one value and then requires that what is left is *zero padding
+//! shorter than one word* (at most 7 bytes, all zero). Anything else left over
+//! is [`ErrorCode::Malformed`]. This costs nothing on the wire and keeps the
+//! encoding of each value unique up to padding.
+//!
+//! Decoding any byte string returns a value or [`ErrorCode::Malformed`]; it
+//! never panics (tested by proptest here and by the `fuzz/` target).
+//!
+//! # Units
+//!
+//! Addresses and lengths in [`Request::Map`], [`Request::MapBatch`] and
+//! [`Request::Unmap`] are in **4 KiB wire pages** ([`WIRE_PAGE_SIZE`]):
+//! `iova_pfn` is `iova >> 12`, `offset_pfn` the offset into the registered
+//! memory in pages, `pages` the length in pages. This is what makes the worst
+//! case of a single map fit the fastpath: a byte-granular encoding of the same
+//! request can reach 42 bytes. The client library takes bytes and converts
+//! (refusing unaligned values locally with [`ErrorCode::Misaligned`]). A server
+//! whose domains use a larger granule still checks alignment against it.
+//!
+//! # Wire format
+//!
+//! Each [`Request`] is its postcard variant index (one byte, all indices are
+//! below 128) followed by its fields: `u8` as one raw byte, every wider
+//! integer (and every handle newtype) as a LEB128 varint (`u16` ≤ 3 bytes,
+//! `u32` ≤ 5, `u64` ≤ 10), `Option` as a 0/1 byte then the value, `bool` as
+//! 0/1, sequences as a varint length then the elements. Sizes below are the
+//! full range over **every** value of the field types, not only valid ones
+//! (the `sizes` tests assert each bound).
+//!
+//! | request | index | bytes | words (MRs) | extra caps | fastpath |
+//! |---|---|---|---|---|---|
+//! | `Hello { min_version, max_version }` | 0 | 3–7 | 1 | 0 | yes |
+//! | `AllocDomain` | 1 | 1 | 1 | 0 | yes |
+//! | `FreeDomain { domain }` | 2 | 2–6 | 1 | 0 | yes |
+//! | `Attach { stream, ssid, domain }` | 3 | 4–16 | 1–2 | 0 | yes |
+//! | `Detach { stream, ssid }` | 4 | 3–11 | 1–2 | 0 | yes |
+//! | `Map { domain, iova_pfn, memory, offset_pfn, pages, perms }` | 5 | 7–**32** | 1–**4** | 0 | **yes, always** |
+//! | `MapBatch { domain, entries[≤32] }` | 6 | 3–839 | 1–105 | 0 | only if ≤ 32 bytes (e.g. one small entry) |
+//! | `Unmap { domain, iova_pfn, pages }` | 7 | 4–21 | 1–3 | 0 | **yes, always** |
+//! | `BindSva { stream, ssid }` | 8 | 3–11 | 1–2 | 0 | yes |
+//! | `UnbindSva { stream, ssid }` | 9 | 3–11 | 1–2 | 0 | yes |
+//! | `Faults { max }` | 10 | 2 | 1 | 0 | yes |
+//! | `Stats` | 11 | 1 | 1 | 0 | yes |
+//! | `RegisterMemory { extend }` | 12 | 2–7 | 1 | 1–3 frame caps | no (carries caps) |
+//! | `UnregisterMemory { memory }` | 13 | 2–6 | 1 | 0 | yes |
+//!
+//! | reply | index | bytes | words (MRs) | fastpath |
+//! |---|---|---|---|---|
+//! | `Ok` | 0 | 1 | 1 | yes |
+//! | `Hello(ServerInfo)` | 1 | 8–21 | 1–3 | yes |
+//! | `Domain(id)` | 2 | 2–6 | 1 | yes |
+//! | `Memory { memory, pages }` | 3 | 3–16 | 1–2 | yes |
+//! | `Faults(FaultBatch)` | 4 | 4–872 | 1–109 | only if ≤ 32 bytes (≤ 1 small record) |
+//! | `Stats(ClientStats)` | 5 | 17–91 | 3–12 | only if ≤ 32 bytes |
+//! | `Err(code)` | 6 | 2 | 1 | yes |
+//!
+//! (The reply's fastpath eligibility matters less: `seL4_ReplyRecv` takes the
+//! fastpath under the same ≤ 4 words, no caps rule, and the hot replies,
+//! `Ok` and `Err`, are one word.)
+//!
+//! # Capabilities
+//!
+//! Only [`Request::RegisterMemory`] carries capabilities: seL4 transfers at
+//! most [`MAX_CAPS_PER_MSG`] (3, `seL4_MsgMaxExtraCaps`) extra caps per
+//! message. A region made of more frames is registered by one call with
+//! `extend: None` (creates a handle), then further calls with
+//! `extend: Some(handle)` that append frames to the handle's offset space in
+//! order. Any capability sent with another request is released by the server
+//! and the request is still handled on its own merits; a `RegisterMemory` with
+//! no capability or more than 3 is [`ErrorCode::Malformed`].
+//!
+//! # Versioning
+//!
+//! [`Request::Hello`] carries the range of ABI versions the client speaks; the
+//! server picks the highest one it also speaks ([`ABI_VERSION`]) or answers
+//! [`ErrorCode::VersionMismatch`]. Any other request before a successful
+//! `Hello` is answered with [`ErrorCode::VersionMismatch`] as well.
 #![no_std]
+#![forbid(unsafe_code)]
+
+use heapless::Vec;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate speaks.
+pub const ABI_VERSION: u16 = 1;
+
+/// Message registers in one seL4 message (`seL4_MsgMaxLength`).
+pub const MSG_MAX_WORDS: usize = 120;
+/// Bytes in one message register.
+pub const WORD_BYTES: usize = 8;
+/// Largest message in bytes: the request and reply buffers have this size.
+pub const MSG_MAX_BYTES: usize = MSG_MAX_WORDS * WORD_BYTES;
+/// Messages of at most this many words (and no capability) take seL4's IPC
+/// fastpath on AArch64.
+pub const FASTPATH_WORDS: usize = 4;
+/// [`FASTPATH_WORDS`] in bytes.
+pub const FASTPATH_BYTES: usize = FASTPATH_WORDS * WORD_BYTES;
+/// Extra capabilities per seL4 message (`seL4_MsgMaxExtraCaps`).
+pub const MAX_CAPS_PER_MSG: usize = 3;
+
+/// Unit of addresses and lengths in map and unmap requests.
+pub const WIRE_PAGE_SHIFT: u32 = 12;
+/// `1 << WIRE_PAGE_SHIFT`.
+pub const WIRE_PAGE_SIZE: u64 = 1 << WIRE_PAGE_SHIFT;
+
+/// Most entries in one [`Request::MapBatch`] (its worst case is 839 bytes).
+pub const MAX_BATCH: usize = 32;
+/// Most fault records in one [`Reply::Faults`].
+pub const MAX_FAULTS_PER_REPLY: usize = 32;
+
+/// A buffer of one message's size.
+pub type MsgBuf = [u8; MSG_MAX_BYTES];
+
+/// A client's name for one of its I/O address spaces. Handles are per
+/// client: the same number held by two clients names two different domains
+/// (or none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DomainId(pub u32);
+
+/// A client's name for memory it registered (a list of frames). Per client,
+/// like [`DomainId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MemoryHandle(pub u32);
+
+/// An SMMUv3 StreamID (a PCI requester ID on QEMU `virt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StreamId(pub u32);
+
+/// A SubstreamID (PASID). `Ssid(0)` is the substream of a device without
+/// PASIDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Ssid(pub u32);
+
+/// Access permissions of a mapping (bits; unknown bits are refused by the
+/// server with [`ErrorCode::Malformed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Perms(pub u8);
+
+impl Perms {
+    /// The device may read.
+    pub const READ: Perms = Perms(1);
+    /// The device may write.
+    pub const WRITE: Perms = Perms(2);
+    /// Read and write.
+    pub const RW: Perms = Perms(3);
+    /// Every defined bit.
+    pub const ALL: Perms = Perms(3);
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Perms) -> bool {
+        self.0 & other.0 == other.0
+    }
+    /// Only defined bits, and at least one of them (a mapping nobody can use
+    /// is a client bug).
+    pub const fn is_valid(self) -> bool {
+        self.0 & !Self::ALL.0 == 0 && self.0 != 0
+    }
+}
+
+impl core::ops::BitOr for Perms {
+    type Output = Perms;
+    fn bitor(self, rhs: Perms) -> Perms {
+        Perms(self.0 | rhs.0)
+    }
+}
+
+/// One region of a scatter list: `pages` wire pages of `memory` starting at
+/// page `offset_pfn`, mapped at I/O page `iova_pfn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapEntry {
+    pub iova_pfn: u64,
+    pub memory: MemoryHandle,
+    pub offset_pfn: u32,
+    pub pages: u32,
+    pub perms: Perms,
+}
+
+/// A request from a client. See the crate docs for sizes.
+///
+/// Variant order is the wire format: append new variants, never reorder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Negotiate the protocol version; the reply carries the server's
+    /// limits. Must be the first request of a client.
+    Hello { min_version: u16, max_version: u16 },
+    /// Create an empty I/O address space (one page table, one ASID).
+    AllocDomain,
+    /// Destroy a domain. Refused with [`ErrorCode::InUse`] while a stream is
+    /// attached; its remaining mappings are removed.
+    FreeDomain { domain: DomainId },
+    /// Make `(stream, ssid)` translate through `domain`. If the pair is
+    /// attached elsewhere it moves (the server detaches it first, under its
+    /// ASID lock).
+    Attach {
+        stream: StreamId,
+        ssid: Ssid,
+        domain: DomainId,
+    },
+    /// Stop translating `(stream, ssid)` (its DMA then aborts).
+    Detach { stream: StreamId, ssid: Ssid },
+    /// Map `pages` wire pages of registered memory. Always ≤ 32 bytes.
+    Map {
+        domain: DomainId,
+        iova_pfn: u64,
+        memory: MemoryHandle,
+        offset_pfn: u32,
+        pages: u32,
+        perms: Perms,
+    },
+    /// Map a scatter list into one domain: all entries or none.
+    MapBatch {
+        domain: DomainId,
+        entries: Vec<MapEntry, MAX_BATCH>,
+    },
+    /// Remove every translation in `[iova_pfn, iova_pfn + pages)`; the whole
+    /// range must be mapped. Always ≤ 21 bytes.
+    Unmap {
+        domain: DomainId,
+        iova_pfn: u64,
+        pages: u32,
+    },
+    /// Give `(stream, ssid)` the client's shared virtual address space (one
+    /// per client, one ASID shared by all its bindings). The reply names the
+    /// SVA domain, which the client fills with `Map` at its own virtual
+    /// addresses.
+    BindSva { stream: StreamId, ssid: Ssid },
+    /// Undo [`Request::BindSva`].
+    UnbindSva { stream: StreamId, ssid: Ssid },
+    /// Take up to `max` (capped at [`MAX_FAULTS_PER_REPLY`]) pending fault
+    /// records of this client's streams.
+    Faults { max: u8 },
+    /// This client's usage and quotas.
+    Stats,
+    /// Register the frames whose caps travel with this message (1 to 3).
+    /// `extend: None` creates a handle; `Some(h)` appends to `h`.
+    RegisterMemory { extend: Option<MemoryHandle> },
+    /// Forget registered memory and release its caps. Refused with
+    /// [`ErrorCode::InUse`] while any page of it is mapped (unmap first).
+    UnregisterMemory { memory: MemoryHandle },
+}
+
+/// What the server can do, returned by [`Request::Hello`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// The version both sides now speak.
+    pub version: u16,
+    /// Most entries in one [`Request::MapBatch`] (≤ [`MAX_BATCH`]).
+    pub max_batch: u16,
+    /// Page and block sizes the server's page tables use: bit n set means
+    /// 2^n bytes.
+    pub page_sizes: u64,
+    /// Input (IOVA) address bits.
+    pub ias_bits: u8,
+    /// SubstreamID bits (0: no substreams, only `Ssid(0)`).
+    pub ssid_bits: u8,
+    /// Most records one [`Request::Faults`] returns.
+    pub max_faults: u8,
+    /// Whether [`Request::BindSva`] is available.
+    pub sva: bool,
+}
+
+/// Kinds of fault record, after SMMUv3 event types (F_TRANSLATION etc.).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FaultKind {
+    /// No translation for the address (F_TRANSLATION).
+    Translation,
+    /// Translation exists but forbids the access (F_PERMISSION).
+    Permission,
+    /// Access flag fault (F_ACCESS).
+    Access,
+    /// Address out of the table's range (F_ADDR_SIZE).
+    AddressSize,
+    /// Stream or substream not configured (C_BAD_STE, C_BAD_CD, …).
+    BadConfig,
+    /// Anything else.
+    Other,
+}
+
+/// One fault on one of the client's streams. Repeats of the same fault (same
+/// stream, substream, page, kind and direction) are coalesced into `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    pub stream: StreamId,
+    pub ssid: Ssid,
+    /// Faulting input address.
+    pub iova: u64,
+    pub kind: FaultKind,
+    /// The access was a write.
+    pub write: bool,
+    /// How many events this record stands for.
+    pub count: u32,
+}
+
+/// Reply to [`Request::Faults`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultBatch {
+    pub records: Vec<FaultRecord, MAX_FAULTS_PER_REPLY>,
+    /// Records that could not be queued since the last `Faults` call (queue
+    /// full or the stream over its share).
+    pub dropped: u32,
+    /// More records are still pending.
+    pub more: bool,
+}
+
+/// A client's usage and limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ClientStats {
+    pub domains: u32,
+    pub max_domains: u32,
+    pub mapped_bytes: u64,
+    pub max_mapped_bytes: u64,
+    pub mappings: u32,
+    pub max_mappings: u32,
+    pub pt_pages: u32,
+    pub max_pt_pages: u32,
+    pub asids: u32,
+    pub max_asids: u32,
+    pub memory_regions: u32,
+    pub max_memory_regions: u32,
+    pub memory_frames: u32,
+    pub max_memory_frames: u32,
+    pub faults_pending: u32,
+    pub faults_dropped: u32,
+}
+
+/// Why a request failed. Variant order is the wire format: append only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The policy does not let this client do that (e.g. a stream it does not
+    /// own), or the badge is unknown.
+    NotPermitted,
+    /// The stream (or substream) does not exist on this SMMU, or the pair is
+    /// not attached.
+    NoSuchStream,
+    /// No domain of this client has that handle.
+    NoSuchDomain,
+    /// No memory of this client has that handle.
+    NoSuchMemory,
+    /// The IOVA range overlaps an existing mapping.
+    Overlap,
+    /// Part of the range is not mapped.
+    NotMapped,
+    /// An address or length is not aligned to the domain's granule.
+    Misaligned,
+    /// An address or length is outside what the domain or memory covers.
+    OutOfRange,
+    /// The request would exceed one of the client's quotas.
+    QuotaExceeded,
+    /// The server ran out of memory for tables.
+    NoMemory,
+    /// Not supported by this server or SMMU (e.g. SSIDs without substreams).
+    Unsupported,
+    /// The message does not decode, or carries invalid values.
+    Malformed,
+    /// Try again later.
+    Busy,
+    /// The SMMU reported an error (command queue error, timeout).
+    HardwareError,
+    /// No common protocol version, or no successful `Hello` yet.
+    VersionMismatch,
+    /// The object is still in use (attached domain, mapped memory).
+    InUse,
+    /// A transferred capability is not a frame the server can use.
+    BadCapability,
+}
+
+/// A reply from the server. Variant order is the wire format: append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Success with nothing to return.
+    Ok,
+    Hello(ServerInfo),
+    Domain(DomainId),
+    /// A registration: the handle and its total size in wire pages so far.
+    Memory {
+        memory: MemoryHandle,
+        pages: u64,
+    },
+    Faults(FaultBatch),
+    Stats(ClientStats),
+    Err(ErrorCode),
+}
+
+/// Why encoding failed: only a buffer too small for the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferTooSmall;
+
+/// Encodes `value` at the start of `buf`; returns the byte length.
+///
+/// Every [`Request`] and [`Reply`] fits [`MSG_MAX_BYTES`], so with a
+/// [`MsgBuf`] this only fails for a buffer that is too small.
+pub fn encode<T: Serialize>(value: &T, buf: &mut [u8]) -> Result<usize, BufferTooSmall> {
+    postcard::to_slice(value, buf)
+        .map(|s| s.len())
+        .map_err(|_| BufferTooSmall)
+}
+
+/// Decodes one value from `bytes`, tolerating up to 7 bytes of zero padding
+/// after it (the rest of the last message word). Anything else, including
+/// trailing bytes, is [`ErrorCode::Malformed`]. Never panics.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ErrorCode> {
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|_| ErrorCode::Malformed)?;
+    if rest.len() < WORD_BYTES && rest.iter().all(|&b| b == 0) {
+        Ok(value)
+    } else {
+        Err(ErrorCode::Malformed)
+    }
+}
+
+/// Decodes a request; see [`decode`].
+pub fn decode_request(bytes: &[u8]) -> Result<Request, ErrorCode> {
+    decode(bytes)
+}
+
+/// Decodes a reply; see [`decode`].
+pub fn decode_reply(bytes: &[u8]) -> Result<Reply, ErrorCode> {
+    decode(bytes)
+}
+
+/// Message words needed for `bytes` bytes (what goes into `MessageInfo`).
+pub const fn words_for(bytes: usize) -> usize {
+    bytes.div_ceil(WORD_BYTES)
+}
+
+/// Packs `bytes` into message-register words, little-endian, zero-padding
+/// the last word. Returns the number of words written, or `None` if `words`
+/// is too short.
+pub fn pack_words(bytes: &[u8], words: &mut [u64]) -> Option<usize> {
+    let n = words_for(bytes.len());
+    let out = words.get_mut(..n)?;
+    for (word, chunk) in out.iter_mut().zip(bytes.chunks(WORD_BYTES)) {
+        let mut w = [0u8; WORD_BYTES];
+        w[..chunk.len()].copy_from_slice(chunk);
+        *word = u64::from_le_bytes(w);
+    }
+    Some(n)
+}
+
+/// Unpacks message-register words into bytes (the inverse of
+/// [`pack_words`]); returns the byte length, `8 * words.len()`, padding
+/// included (which [`decode`] tolerates), or `None` if `bytes` is too short.
+pub fn unpack_words(words: &[u64], bytes: &mut [u8]) -> Option<usize> {
+    let n = words.len().checked_mul(WORD_BYTES)?;
+    let out = bytes.get_mut(..n)?;
+    for (chunk, word) in out.chunks_mut(WORD_BYTES).zip(words) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    Some(n)
+}
+
+/// Whether a message of `bytes` bytes and `caps` capabilities takes the
+/// seL4 IPC fastpath.
+pub const fn fastpath_eligible(bytes: usize, caps: usize) -> bool {
+    caps == 0 && words_for(bytes) <= FASTPATH_WORDS
+}
+
+impl Request {
+    /// Whether this request must carry capabilities.
+    pub fn carries_caps(&self) -> bool {
+        matches!(self, Request::RegisterMemory { .. })
+    }
+}
+
+impl From<ErrorCode> for Reply {
+    fn from(e: ErrorCode) -> Reply {
+        Reply::Err(e)
+    }
+}
