@@ -197,6 +197,9 @@ pub struct MapEntry {
 /// A request from a client. See the crate docs for sizes.
 ///
 /// Variant order is the wire format: append new variants, never reorder.
+// Boxing is not available (no allocator); a message is decoded once per
+// call into one stack value, so the size of the largest variant is fine.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Negotiate the protocol version; the reply carries the server's
@@ -384,6 +387,9 @@ pub enum ErrorCode {
 }
 
 /// A reply from the server. Variant order is the wire format: append only.
+// Boxing is not available (no allocator); a message is decoded once per
+// call into one stack value, so the size of the largest variant is fine.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     /// Success with nothing to return.

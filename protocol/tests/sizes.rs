@@ -38,7 +38,7 @@ fn record_max() -> FaultRecord {
 
 /// (name, smallest, largest) in bytes for each request, as in the crate docs.
 fn request_cases() -> [(&'static str, Request, Request, usize, usize); 14] {
-    let full: Vec<MapEntry, MAX_BATCH> = core::iter::repeat(entry_max()).take(MAX_BATCH).collect();
+    let full: Vec<MapEntry, MAX_BATCH> = (0..MAX_BATCH).map(|_| entry_max()).collect();
     [
         (
             "Hello",
@@ -283,9 +283,8 @@ fn reply_sizes_match_the_documented_table() {
         faults_pending: u32::MAX,
         faults_dropped: u32::MAX,
     };
-    let full: Vec<FaultRecord, MAX_FAULTS_PER_REPLY> = core::iter::repeat(record_max())
-        .take(MAX_FAULTS_PER_REPLY)
-        .collect();
+    let full: Vec<FaultRecord, MAX_FAULTS_PER_REPLY> =
+        (0..MAX_FAULTS_PER_REPLY).map(|_| record_max()).collect();
     let cases: [(&str, Reply, Reply, usize, usize); 7] = [
         ("Ok", Reply::Ok, Reply::Ok, 1, 1),
         (
