@@ -1,2 +1,440 @@
 //! Typed client API of the IOMMU server.
+//!
+//! A driver holds a badged endpoint capability to the server; every method
+//! of [`Iommu`] is one `seL4_Call` on it through a [`Transport`] (two or more
+//! only for [`Iommu::register_memory`] with more than three frames). Memory is
+//! never named by physical address: the driver registers the frame
+//! capabilities it holds and names memory by the returned [`MemoryHandle`],
+//! so it can never map memory it does not hold.
+//!
+//! ```
+//! use iommu_client::{Error, ErrorCode, Iommu, Perms, Ssid, StreamId, Transport};
+//!
+//! /// Give device 00:01.0 (StreamID 8) a 2-page DMA window at I/O address
+//! /// 0x10_0000 over the frames `frames` (caps this driver holds).
+//! fn setup_dma<T: Transport>(transport: T, frames: &[T::Cap]) -> Result<Iommu<T>, Error> {
+//!     let mut iommu = Iommu::connect(transport)?; // negotiates the version
+//!     let domain = iommu.alloc_domain()?;
+//!     let memory = iommu.register_memory(frames)?;
+//!     iommu.map(domain, 0x10_0000, memory.handle, 0, 0x2000, Perms::RW)?;
+//!     iommu.attach(StreamId(8), Ssid(0), domain)?;
+//!     // Errors are an enum: mapping the same range again is an Overlap.
+//!     match iommu.map(domain, 0x10_0000, memory.handle, 0, 0x1000, Perms::READ) {
+//!         Err(Error::Iommu(ErrorCode::Overlap)) => {}
+//!         other => panic!("unexpected {other:?}"),
+//!     }
+//!     for fault in iommu.faults()?.records {
+//!         let _ = (fault.stream, fault.iova, fault.kind);
+//!     }
+//!     Ok(iommu)
+//! }
+//! ```
+//!
+//! Host tests use [`InProcess`], which calls the server's request handler
+//! directly (see `server/tests/client_*.rs`); on seL4 the transport packs the
+//! request into message registers with [`iommu_protocol::pack_words`] and
+//! makes one `seL4_Call`.
 #![no_std]
+#![forbid(unsafe_code)]
+
+use iommu_protocol::{
+    decode_reply, encode, pack_words, unpack_words, MapEntry, MsgBuf, Reply, Request, MSG_MAX_WORDS,
+};
+pub use iommu_protocol::{
+    ClientStats, DomainId, ErrorCode, FaultBatch, FaultKind, FaultRecord, MemoryHandle, Perms,
+    ServerInfo, Ssid, StreamId, ABI_VERSION, MAX_BATCH, MAX_CAPS_PER_MSG, MSG_MAX_BYTES,
+    WIRE_PAGE_SIZE,
+};
+
+/// How a transport failed (the request may or may not have reached the
+/// server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportError {
+    /// More than [`MAX_CAPS_PER_MSG`] capabilities.
+    TooManyCaps,
+    /// More than [`MSG_MAX_BYTES`] bytes.
+    TooLong,
+    /// The kernel refused the call (an seL4 error code).
+    Ipc(u64),
+}
+
+/// Everything a call can fail with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// The server refused, or the library refused locally for the reason
+    /// the server would give (e.g. [`ErrorCode::Misaligned`]).
+    Iommu(ErrorCode),
+    /// The message did not get through.
+    Transport(TransportError),
+    /// The server answered with a reply of the wrong kind or one that does
+    /// not decode.
+    UnexpectedReply,
+}
+
+impl From<ErrorCode> for Error {
+    fn from(e: ErrorCode) -> Self {
+        Error::Iommu(e)
+    }
+}
+
+impl From<TransportError> for Error {
+    fn from(e: TransportError) -> Self {
+        Error::Transport(e)
+    }
+}
+
+/// One request/reply exchange with the server, shaped like one `seL4_Call`:
+/// the request's bytes go in message registers (the transport sends
+/// `ceil(len / 8)` words, zero-padded; the protocol tolerates the padding),
+/// `caps` go as extra capabilities (at most 3), and the reply's bytes come
+/// back in `reply` (padding included).
+pub trait Transport {
+    /// A capability as the sender names it: an seL4 CPtr in the client's
+    /// CSpace, or a host test's token.
+    type Cap: Copy;
+    /// Returns the reply's length in bytes.
+    fn call(
+        &mut self,
+        request: &[u8],
+        caps: &[Self::Cap],
+        reply: &mut MsgBuf,
+    ) -> Result<usize, TransportError>;
+}
+
+impl<T: Transport + ?Sized> Transport for &mut T {
+    type Cap = T::Cap;
+    fn call(
+        &mut self,
+        request: &[u8],
+        caps: &[Self::Cap],
+        reply: &mut MsgBuf,
+    ) -> Result<usize, TransportError> {
+        (**self).call(request, caps, reply)
+    }
+}
+
+/// The server side of [`InProcess`]: what the server's request handler
+/// looks like to a transport (`handle(badge, request, caps, reply) -> reply
+/// length`). Implemented for every such closure.
+pub trait LocalServer<C> {
+    fn handle(&mut self, badge: u64, request: &[u8], caps: &[C], reply: &mut [u8]) -> usize;
+}
+
+impl<C, F: FnMut(u64, &[u8], &[C], &mut [u8]) -> usize> LocalServer<C> for F {
+    fn handle(&mut self, badge: u64, request: &[u8], caps: &[C], reply: &mut [u8]) -> usize {
+        self(badge, request, caps, reply)
+    }
+}
+
+/// A transport that calls the server's handler in the same process, with
+/// the client's badge, and does to the bytes what seL4 does: both ways they
+/// travel as whole message words (zero-padded), at most 120 of them, with
+/// at most 3 capabilities.
+pub struct InProcess<S, C> {
+    server: S,
+    badge: u64,
+    _cap: core::marker::PhantomData<fn(C)>,
+}
+
+impl<S: LocalServer<C>, C: Copy> InProcess<S, C> {
+    /// A client whose endpoint carries `badge`.
+    pub fn new(badge: u64, server: S) -> Self {
+        InProcess {
+            server,
+            badge,
+            _cap: core::marker::PhantomData,
+        }
+    }
+}
+
+impl<S: LocalServer<C>, C: Copy> Transport for InProcess<S, C> {
+    type Cap = C;
+    fn call(
+        &mut self,
+        request: &[u8],
+        caps: &[C],
+        reply: &mut MsgBuf,
+    ) -> Result<usize, TransportError> {
+        if caps.len() > MAX_CAPS_PER_MSG {
+            return Err(TransportError::TooManyCaps);
+        }
+        // Through message registers and back, as the kernel would copy them.
+        let mut words = [0u64; MSG_MAX_WORDS];
+        let n = pack_words(request, &mut words).ok_or(TransportError::TooLong)?;
+        let mut bytes: MsgBuf = [0; MSG_MAX_BYTES];
+        let len = unpack_words(&words[..n], &mut bytes).ok_or(TransportError::TooLong)?;
+        let mut out: MsgBuf = [0; MSG_MAX_BYTES];
+        let reply_len = self
+            .server
+            .handle(self.badge, &bytes[..len], caps, &mut out)
+            .min(MSG_MAX_BYTES);
+        let n = pack_words(&out[..reply_len], &mut words).ok_or(TransportError::TooLong)?;
+        unpack_words(&words[..n], reply).ok_or(TransportError::TooLong)
+    }
+}
+
+/// Memory registered with [`Iommu::register_memory`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    pub handle: MemoryHandle,
+    /// Its size in bytes (the frames' sizes added up).
+    pub len: u64,
+}
+
+/// One region of a scatter list for [`Iommu::map_batch`], in bytes (each a
+/// multiple of [`WIRE_PAGE_SIZE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub iova: u64,
+    pub memory: MemoryHandle,
+    pub offset: u64,
+    pub len: u64,
+    pub perms: Perms,
+}
+
+/// A connection to the IOMMU server.
+pub struct Iommu<T: Transport> {
+    transport: T,
+    info: ServerInfo,
+}
+
+fn pages(bytes: u64) -> Result<u32, Error> {
+    if bytes & (WIRE_PAGE_SIZE - 1) != 0 {
+        return Err(Error::Iommu(ErrorCode::Misaligned));
+    }
+    u32::try_from(bytes / WIRE_PAGE_SIZE).map_err(|_| Error::Iommu(ErrorCode::OutOfRange))
+}
+
+fn pfn(addr: u64) -> Result<u64, Error> {
+    if addr & (WIRE_PAGE_SIZE - 1) != 0 {
+        return Err(Error::Iommu(ErrorCode::Misaligned));
+    }
+    Ok(addr / WIRE_PAGE_SIZE)
+}
+
+fn entry(r: &Region) -> Result<MapEntry, Error> {
+    Ok(MapEntry {
+        iova_pfn: pfn(r.iova)?,
+        memory: r.memory,
+        offset_pfn: pages(r.offset)?,
+        pages: pages(r.len)?,
+        perms: r.perms,
+    })
+}
+
+fn expect_ok(reply: Reply) -> Result<(), Error> {
+    match reply {
+        Reply::Ok => Ok(()),
+        _ => Err(Error::UnexpectedReply),
+    }
+}
+
+impl<T: Transport> Iommu<T> {
+    /// Says hello (negotiating the protocol version) and returns the
+    /// connection.
+    pub fn connect(mut transport: T) -> Result<Self, Error> {
+        let hello = Request::Hello {
+            min_version: ABI_VERSION,
+            max_version: ABI_VERSION,
+        };
+        match call(&mut transport, &hello, &[])? {
+            Reply::Hello(info) if info.version == ABI_VERSION => Ok(Iommu { transport, info }),
+            Reply::Hello(_) => Err(Error::Iommu(ErrorCode::VersionMismatch)),
+            _ => Err(Error::UnexpectedReply),
+        }
+    }
+
+    /// The server's limits, from the hello.
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    /// The transport, e.g. to drop the connection.
+    pub fn into_transport(self) -> T {
+        self.transport
+    }
+
+    fn call(&mut self, request: &Request, caps: &[T::Cap]) -> Result<Reply, Error> {
+        call(&mut self.transport, request, caps)
+    }
+
+    /// A new, empty I/O address space.
+    pub fn alloc_domain(&mut self) -> Result<DomainId, Error> {
+        match self.call(&Request::AllocDomain, &[])? {
+            Reply::Domain(d) => Ok(d),
+            _ => Err(Error::UnexpectedReply),
+        }
+    }
+
+    /// Destroys a domain with no attached stream (its mappings go with it).
+    pub fn free_domain(&mut self, domain: DomainId) -> Result<(), Error> {
+        expect_ok(self.call(&Request::FreeDomain { domain }, &[])?)
+    }
+
+    /// Makes `(stream, ssid)` translate through `domain`.
+    pub fn attach(&mut self, stream: StreamId, ssid: Ssid, domain: DomainId) -> Result<(), Error> {
+        expect_ok(self.call(
+            &Request::Attach {
+                stream,
+                ssid,
+                domain,
+            },
+            &[],
+        )?)
+    }
+
+    /// Stops translating `(stream, ssid)`; its DMA aborts from the reply on.
+    pub fn detach(&mut self, stream: StreamId, ssid: Ssid) -> Result<(), Error> {
+        expect_ok(self.call(&Request::Detach { stream, ssid }, &[])?)
+    }
+
+    /// Registers the frames `frames` (in order: the handle's offset 0 is the
+    /// start of the first frame). Sends them three per call; if a later call
+    /// fails, the partly registered handle is unregistered again and the
+    /// error returned.
+    pub fn register_memory(&mut self, frames: &[T::Cap]) -> Result<Memory, Error> {
+        let mut chunks = frames.chunks(MAX_CAPS_PER_MSG);
+        let first = chunks.next().ok_or(Error::Iommu(ErrorCode::Malformed))?;
+        let (handle, mut pages) = self.register_chunk(None, first)?;
+        for chunk in chunks {
+            match self.register_chunk(Some(handle), chunk) {
+                Ok((_, p)) => pages = p,
+                Err(e) => {
+                    // Best effort: the caller gets the first error either way.
+                    let _ = self.unregister_memory(handle);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Memory {
+            handle,
+            len: pages.saturating_mul(WIRE_PAGE_SIZE),
+        })
+    }
+
+    fn register_chunk(
+        &mut self,
+        extend: Option<MemoryHandle>,
+        caps: &[T::Cap],
+    ) -> Result<(MemoryHandle, u64), Error> {
+        match self.call(&Request::RegisterMemory { extend }, caps)? {
+            Reply::Memory { memory, pages } => Ok((memory, pages)),
+            _ => Err(Error::UnexpectedReply),
+        }
+    }
+
+    /// Forgets registered memory; refused with [`ErrorCode::InUse`] while
+    /// any of it is mapped.
+    pub fn unregister_memory(&mut self, memory: MemoryHandle) -> Result<(), Error> {
+        expect_ok(self.call(&Request::UnregisterMemory { memory }, &[])?)
+    }
+
+    /// Maps `len` bytes of `memory` from `offset` at `iova`. All three are
+    /// multiples of 4 KiB. One fastpath IPC.
+    pub fn map(
+        &mut self,
+        domain: DomainId,
+        iova: u64,
+        memory: MemoryHandle,
+        offset: u64,
+        len: u64,
+        perms: Perms,
+    ) -> Result<(), Error> {
+        let e = entry(&Region {
+            iova,
+            memory,
+            offset,
+            len,
+            perms,
+        })?;
+        let req = Request::Map {
+            domain,
+            iova_pfn: e.iova_pfn,
+            memory,
+            offset_pfn: e.offset_pfn,
+            pages: e.pages,
+            perms,
+        };
+        expect_ok(self.call(&req, &[])?)
+    }
+
+    /// Maps a scatter list into `domain` in one call: every region or none.
+    /// At most `info().max_batch` regions ([`ErrorCode::OutOfRange`]
+    /// otherwise, before anything is sent).
+    pub fn map_batch(&mut self, domain: DomainId, regions: &[Region]) -> Result<(), Error> {
+        if regions.len() > usize::from(self.info.max_batch).min(MAX_BATCH) {
+            return Err(Error::Iommu(ErrorCode::OutOfRange));
+        }
+        let mut entries = heapless::Vec::new();
+        for r in regions {
+            // Cannot overflow: checked against MAX_BATCH above.
+            entries
+                .push(entry(r)?)
+                .map_err(|_| Error::Iommu(ErrorCode::OutOfRange))?;
+        }
+        expect_ok(self.call(&Request::MapBatch { domain, entries }, &[])?)
+    }
+
+    /// Removes the translations of `[iova, iova + len)`, all of which must be
+    /// mapped. When it returns, no DMA can reach the old pages (TLBs are
+    /// invalidated and synced first). One fastpath IPC.
+    pub fn unmap(&mut self, domain: DomainId, iova: u64, len: u64) -> Result<(), Error> {
+        let req = Request::Unmap {
+            domain,
+            iova_pfn: pfn(iova)?,
+            pages: pages(len)?,
+        };
+        expect_ok(self.call(&req, &[])?)
+    }
+
+    /// Binds `(stream, ssid)` to this client's shared virtual address space;
+    /// returns the SVA domain, to fill with [`Iommu::map`] at the client's own
+    /// virtual addresses.
+    pub fn bind_sva(&mut self, stream: StreamId, ssid: Ssid) -> Result<DomainId, Error> {
+        match self.call(&Request::BindSva { stream, ssid }, &[])? {
+            Reply::Domain(d) => Ok(d),
+            _ => Err(Error::UnexpectedReply),
+        }
+    }
+
+    /// Undoes [`Iommu::bind_sva`].
+    pub fn unbind_sva(&mut self, stream: StreamId, ssid: Ssid) -> Result<(), Error> {
+        expect_ok(self.call(&Request::UnbindSva { stream, ssid }, &[])?)
+    }
+
+    /// Takes the pending fault records of this client's streams (as many as
+    /// one reply holds; `more` says whether to call again).
+    pub fn faults(&mut self) -> Result<FaultBatch, Error> {
+        let max = self.info.max_faults;
+        match self.call(&Request::Faults { max }, &[])? {
+            Reply::Faults(batch) => Ok(batch),
+            _ => Err(Error::UnexpectedReply),
+        }
+    }
+
+    /// This client's usage and quotas.
+    pub fn stats(&mut self) -> Result<ClientStats, Error> {
+        match self.call(&Request::Stats, &[])? {
+            Reply::Stats(s) => Ok(s),
+            _ => Err(Error::UnexpectedReply),
+        }
+    }
+}
+
+/// Encodes, calls, decodes; a `Reply::Err` becomes `Err(Error::Iommu)`.
+fn call<T: Transport>(
+    transport: &mut T,
+    request: &Request,
+    caps: &[T::Cap],
+) -> Result<Reply, Error> {
+    let mut buf: MsgBuf = [0; MSG_MAX_BYTES];
+    // Every request fits one message (protocol size tests).
+    let n = encode(request, &mut buf).map_err(|_| Error::Transport(TransportError::TooLong))?;
+    let mut reply: MsgBuf = [0; MSG_MAX_BYTES];
+    let len = transport.call(&buf[..n], caps, &mut reply)?;
+    match decode_reply(reply.get(..len).ok_or(Error::UnexpectedReply)?) {
+        Ok(Reply::Err(code)) => Err(Error::Iommu(code)),
+        Ok(r) => Ok(r),
+        Err(_) => Err(Error::UnexpectedReply),
+    }
+}
