@@ -1,0 +1,214 @@
+//! The start-info page: what the root task tells a process about itself.
+//!
+//! Each process starts with `x0` = the address of a read-only page holding one
+//! [`StartInfo`]. Capabilities are CPtrs into the process's own CSpace, which
+//! is a single CNode whose guard makes every CPtr a plain slot number.
+//! The crate also holds the ELF reader shared by the loader and the root task.
+#![no_std]
+
+pub mod elf;
+
+/// `StartInfo::magic`: "seL4 START" in ASCII, little-endian.
+pub const START_INFO_MAGIC: u64 = 0x5452_4154_5334_6c65;
+/// Bumped whenever the layout changes.
+pub const START_INFO_VERSION: u32 = 1;
+
+pub const NAME_LEN: usize = 24;
+pub const MAX_CAPS: usize = 16;
+pub const MAX_DEVICES: usize = 8;
+pub const MAX_IRQS: usize = 8;
+pub const MAX_UNTYPED: usize = 8;
+
+/// Fixed slots in every process's CSpace (slot 0 stays empty).
+pub mod slot {
+    /// Badged endpoint to the root task: faults arrive there (kernel use).
+    pub const FAULT_EP: u64 = 1;
+    /// Badged endpoint to the root task for `done` and other reports.
+    pub const CONTROL_EP: u64 = 2;
+    /// The process's own TCB.
+    pub const TCB: u64 = 3;
+    /// Its own CNode, if the description grants it (else empty).
+    pub const CNODE: u64 = 4;
+    /// Its own VSpace (PGD), if granted (else empty).
+    pub const VSPACE: u64 = 5;
+    /// Described capabilities are placed from here on.
+    pub const FIRST_FREE: u64 = 8;
+}
+
+/// Messages on the control endpoint (the message label).
+pub mod control {
+    /// `done`: MR0 = 1 for pass, 0 for fail. The root task does not reply.
+    pub const DONE: u64 = 0x646f;
+}
+
+/// Kind of a named capability.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CapKind {
+    Endpoint = 1,
+    Notification = 2,
+}
+
+/// A fixed-size, NUL-padded name.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Name(pub [u8; NAME_LEN]);
+
+impl Name {
+    pub const EMPTY: Name = Name([0; NAME_LEN]);
+
+    /// Truncates to `NAME_LEN` bytes.
+    pub const fn new(s: &str) -> Name {
+        let mut out = [0u8; NAME_LEN];
+        let b = s.as_bytes();
+        let mut i = 0;
+        while i < b.len() && i < NAME_LEN {
+            out[i] = b[i];
+            i += 1;
+        }
+        Name(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        let len = self.0.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+        core::str::from_utf8(&self.0[..len]).unwrap_or("?")
+    }
+}
+
+impl core::fmt::Debug for Name {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// An endpoint or notification capability the description gave this process.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct NamedCap {
+    /// The object's name in the system description.
+    pub name: Name,
+    pub kind: u32,
+    /// Rights granted: bit 0 read, 1 write, 2 grant, 3 grant-reply.
+    pub rights: u32,
+    pub cptr: u64,
+    /// The badge minted into this cap (0: unbadged).
+    pub badge: u64,
+}
+
+/// Device memory mapped uncached into this process.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceRegion {
+    pub name: Name,
+    pub vaddr: u64,
+    pub paddr: u64,
+    pub size: u64,
+}
+
+/// An IRQ handler capability (already bound to nothing: the process calls
+/// `IRQHandler_SetNotification` itself, or the description bound it to
+/// `notification`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct IrqCap {
+    pub name: Name,
+    /// GIC interrupt ID.
+    pub irq: u64,
+    pub cptr: u64,
+    /// Notification the root task bound it to (0: none), signalled with `badge`.
+    pub notification: u64,
+    pub badge: u64,
+}
+
+/// Physically contiguous DMA memory: `frames` 4 KiB frames from `paddr`,
+/// mapped cached at `vaddr`, with their frame caps in consecutive slots from
+/// `first_frame_cap` (page `i` is slot `first_frame_cap + i`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DmaPool {
+    pub vaddr: u64,
+    pub paddr: u64,
+    pub size: u64,
+    pub first_frame_cap: u64,
+    pub frames: u64,
+}
+
+/// An untyped capability handed to the process.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UntypedCap {
+    pub cptr: u64,
+    pub paddr: u64,
+    pub size_bits: u64,
+}
+
+/// The start-info page.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct StartInfo {
+    pub magic: u64,
+    pub version: u32,
+    /// Index of this process in the system description (also its badge on
+    /// the fault and control endpoints).
+    pub index: u32,
+    pub name: Name,
+    /// Where the IPC buffer is mapped; the runtime puts it in `TPIDR_EL0`.
+    pub ipc_buffer: u64,
+    /// Stack [stack_bottom, stack_top); `sp` starts at the top.
+    pub stack_bottom: u64,
+    pub stack_top: u64,
+    /// log2 of the CSpace CNode's slot count.
+    pub cnode_size_bits: u64,
+    /// Empty slots `[free_first, free_first + free_count)` for receiving caps.
+    pub free_first: u64,
+    pub free_count: u64,
+    pub num_caps: u64,
+    pub caps: [NamedCap; MAX_CAPS],
+    pub num_devices: u64,
+    pub devices: [DeviceRegion; MAX_DEVICES],
+    pub num_irqs: u64,
+    pub irqs: [IrqCap; MAX_IRQS],
+    pub dma: DmaPool,
+    pub num_untyped: u64,
+    pub untyped: [UntypedCap; MAX_UNTYPED],
+}
+
+impl StartInfo {
+    pub fn is_valid(&self) -> bool {
+        self.magic == START_INFO_MAGIC && self.version == START_INFO_VERSION
+    }
+
+    pub fn caps(&self) -> &[NamedCap] {
+        &self.caps[..(self.num_caps as usize).min(MAX_CAPS)]
+    }
+
+    pub fn devices(&self) -> &[DeviceRegion] {
+        &self.devices[..(self.num_devices as usize).min(MAX_DEVICES)]
+    }
+
+    pub fn irqs(&self) -> &[IrqCap] {
+        &self.irqs[..(self.num_irqs as usize).min(MAX_IRQS)]
+    }
+
+    pub fn untyped(&self) -> &[UntypedCap] {
+        &self.untyped[..(self.num_untyped as usize).min(MAX_UNTYPED)]
+    }
+
+    /// The capability the description calls `name`.
+    pub fn cap(&self, name: &str) -> Option<&NamedCap> {
+        self.caps().iter().find(|c| c.name.as_str() == name)
+    }
+
+    /// The device region the description calls `name`.
+    pub fn device(&self, name: &str) -> Option<&DeviceRegion> {
+        self.devices().iter().find(|d| d.name.as_str() == name)
+    }
+
+    /// The IRQ handler the description calls `name`.
+    pub fn irq(&self, name: &str) -> Option<&IrqCap> {
+        self.irqs().iter().find(|i| i.name.as_str() == name)
+    }
+}
+
+// The page is 4 KiB; the struct must fit.
+const _: () = assert!(core::mem::size_of::<StartInfo>() <= 4096);
