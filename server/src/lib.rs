@@ -8,3 +8,5 @@
 
 pub mod dma_pool;
 pub mod hal;
+pub mod handler;
+pub mod policy;

@@ -1,0 +1,941 @@
+//! Handler tests against a reference core: a page map per domain that
+//! checks the core contract (all-or-nothing map and unmap), with failure
+//! injection to exercise rollback. End-to-end tests against the real core and
+//! the SMMU model are in `server/tests/client_*.rs`.
+
+extern crate std;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::vec;
+use std::vec::Vec as StdVec;
+
+use iommu_protocol::*;
+use proptest::prelude::*;
+
+use super::*;
+use crate::policy::{ClientPolicy, Policy, Quotas, StreamGrant};
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct RefCore {
+    next: u32,
+    domains: BTreeMap<u32, BTreeMap<u64, (u64, Perms)>>,
+    attached: BTreeMap<(u32, u32), u32>,
+    /// Fail the n-th next core map (0 = the next one).
+    pub fail_map_in: Option<usize>,
+    pub events: StdVec<CoreEvent>,
+    pub ssid_bits: u8,
+}
+
+impl RefCore {
+    pub fn translate(&self, stream: StreamId, ssid: Ssid, iova: u64) -> Option<(u64, Perms)> {
+        let d = self.attached.get(&(stream.0, ssid.0))?;
+        let (p, perms) = self.domains.get(d)?.get(&(iova >> 12))?;
+        Some(((p << 12) | (iova & 0xfff), *perms))
+    }
+}
+
+impl Core for RefCore {
+    type Domain = u32;
+    fn caps(&self) -> CoreCaps {
+        CoreCaps {
+            ssid_bits: self.ssid_bits,
+            ias_bits: 48,
+            page_sizes: (1 << 12) | (1 << 21) | (1 << 30),
+        }
+    }
+    fn alloc_domain(&mut self) -> Result<u32, ErrorCode> {
+        self.next += 1;
+        self.domains.insert(self.next, BTreeMap::new());
+        Ok(self.next)
+    }
+    fn free_domain(&mut self, d: u32) -> Result<(), ErrorCode> {
+        assert!(
+            !self.attached.values().any(|&x| x == d),
+            "freed an attached domain"
+        );
+        self.domains
+            .remove(&d)
+            .map(|_| ())
+            .ok_or(ErrorCode::NoSuchDomain)
+    }
+    fn attach(&mut self, stream: StreamId, ssid: Ssid, d: u32) -> Result<(), ErrorCode> {
+        assert!(self.domains.contains_key(&d));
+        self.attached.insert((stream.0, ssid.0), d);
+        Ok(())
+    }
+    fn detach(&mut self, stream: StreamId, ssid: Ssid) -> Result<(), ErrorCode> {
+        self.attached
+            .remove(&(stream.0, ssid.0))
+            .map(|_| ())
+            .ok_or(ErrorCode::NoSuchStream)
+    }
+    fn map(
+        &mut self,
+        d: u32,
+        iova: u64,
+        paddr: u64,
+        len: u64,
+        perms: Perms,
+    ) -> Result<(), ErrorCode> {
+        if let Some(n) = self.fail_map_in.as_mut() {
+            if *n == 0 {
+                self.fail_map_in = None;
+                return Err(ErrorCode::NoMemory);
+            }
+            *n -= 1;
+        }
+        assert!((iova | paddr | len) & 0xfff == 0 && len > 0);
+        let pt = self.domains.get_mut(&d).ok_or(ErrorCode::NoSuchDomain)?;
+        let (v, p, n) = (iova >> 12, paddr >> 12, len >> 12);
+        if (v..v + n).any(|x| pt.contains_key(&x)) {
+            return Err(ErrorCode::Overlap);
+        }
+        for i in 0..n {
+            pt.insert(v + i, (p + i, perms));
+        }
+        Ok(())
+    }
+    fn unmap(&mut self, d: u32, iova: u64, len: u64) -> Result<(), ErrorCode> {
+        let pt = self.domains.get_mut(&d).ok_or(ErrorCode::NoSuchDomain)?;
+        let (v, n) = (iova >> 12, len >> 12);
+        if !(v..v + n).all(|x| pt.contains_key(&x)) {
+            return Err(ErrorCode::NotMapped);
+        }
+        for x in v..v + n {
+            pt.remove(&x);
+        }
+        Ok(())
+    }
+    fn pt_pages(&self, d: u32) -> u32 {
+        let Some(pt) = self.domains.get(&d) else {
+            return 0;
+        };
+        let l3: BTreeSet<u64> = pt.keys().map(|v| v >> 9).collect();
+        let l2: BTreeSet<u64> = pt.keys().map(|v| v >> 18).collect();
+        let l1: BTreeSet<u64> = pt.keys().map(|v| v >> 27).collect();
+        1 + (l3.len() + l2.len() + l1.len()) as u32
+    }
+    fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) {
+        for e in self.events.drain(..) {
+            sink(e);
+        }
+    }
+}
+
+const QUOTAS: Quotas = Quotas {
+    domains: 3,
+    mapped_bytes: 256 << 12,
+    mappings: 16,
+    pt_pages: 24,
+    asids: 3,
+    memory_regions: 3,
+    memory_frames: 8,
+};
+
+static CLIENTS: [ClientPolicy; 2] = [
+    ClientPolicy {
+        name: "a",
+        badge: 0xa,
+        streams: &[
+            StreamGrant::new(StreamId(8)),
+            StreamGrant::with_ssids(StreamId(9), 3),
+        ],
+        quotas: QUOTAS,
+    },
+    ClientPolicy {
+        name: "b",
+        badge: 0xb,
+        streams: &[StreamGrant::new(StreamId(16))],
+        quotas: QUOTAS,
+    },
+];
+const POLICY: Policy = Policy::new(&CLIENTS);
+const A: u64 = 0xa;
+const B: u64 = 0xb;
+
+type H = Handler<RefCore, FakeFrames>;
+
+fn handler() -> std::boxed::Box<H> {
+    let core = RefCore {
+        ssid_bits: 4,
+        ..RefCore::default()
+    };
+    std::boxed::Box::new(Handler::new(core, FakeFrames::new(), POLICY).unwrap())
+}
+
+fn call(h: &mut H, badge: u64, req: &Request, caps: &[ReceivedCap]) -> Reply {
+    let mut buf = [0u8; MSG_MAX_BYTES];
+    let n = encode(req, &mut buf).unwrap();
+    let mut out = [0u8; MSG_MAX_BYTES];
+    let m = h.handle(badge, &buf[..n], caps, &mut out);
+    decode_reply(&out[..m]).unwrap()
+}
+
+fn hello(h: &mut H, badge: u64) {
+    let r = call(
+        h,
+        badge,
+        &Request::Hello {
+            min_version: 1,
+            max_version: 1,
+        },
+        &[],
+    );
+    assert!(matches!(r, Reply::Hello(_)), "{r:?}");
+}
+
+fn domain(h: &mut H, badge: u64) -> DomainId {
+    match call(h, badge, &Request::AllocDomain, &[]) {
+        Reply::Domain(d) => d,
+        r => panic!("{r:?}"),
+    }
+}
+
+fn register(h: &mut H, badge: u64, caps: &[ReceivedCap]) -> MemoryHandle {
+    match call(h, badge, &Request::RegisterMemory { extend: None }, caps) {
+        Reply::Memory { memory, .. } => memory,
+        r => panic!("{r:?}"),
+    }
+}
+
+fn map(d: DomainId, iova_pfn: u64, memory: MemoryHandle, offset_pfn: u32, pages: u32) -> Request {
+    Request::Map {
+        domain: d,
+        iova_pfn,
+        memory,
+        offset_pfn,
+        pages,
+        perms: Perms::RW,
+    }
+}
+
+const ERR: fn(ErrorCode) -> Reply = Reply::Err;
+
+#[test]
+fn unknown_badge_and_no_hello_are_refused() {
+    let mut h = handler();
+    assert_eq!(
+        call(&mut h, 0, &Request::Stats, &[]),
+        ERR(ErrorCode::NotPermitted)
+    );
+    assert_eq!(
+        call(
+            &mut h,
+            0x77,
+            &Request::Hello {
+                min_version: 1,
+                max_version: 1
+            },
+            &[]
+        ),
+        ERR(ErrorCode::NotPermitted)
+    );
+    assert_eq!(
+        call(&mut h, A, &Request::AllocDomain, &[]),
+        ERR(ErrorCode::VersionMismatch)
+    );
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::Hello {
+                min_version: 2,
+                max_version: 9
+            },
+            &[]
+        ),
+        ERR(ErrorCode::VersionMismatch)
+    );
+    hello(&mut h, A);
+    domain(&mut h, A);
+    // Garbage gets Malformed, not a panic.
+    let mut out = [0u8; MSG_MAX_BYTES];
+    let n = h.handle(A, &[0xff, 0xff, 0xff], &[], &mut out);
+    assert_eq!(decode_reply(&out[..n]), Ok(ERR(ErrorCode::Malformed)));
+    // A reply buffer too small for anything gets nothing.
+    assert_eq!(h.handle(A, &[11], &[], &mut out[..1]), 0);
+}
+
+#[test]
+fn map_translate_unmap_and_cross_client_refusals() {
+    let mut h = handler();
+    hello(&mut h, A);
+    hello(&mut h, B);
+    let f1 = h.resolver.frame(0x8000_0000, 0x2000);
+    let f2 = h.resolver.frame(0x9000_0000, 0x1000);
+    let da = domain(&mut h, A);
+    let ma = register(&mut h, A, &[f1, f2]);
+    assert_eq!(call(&mut h, A, &map(da, 0x100, ma, 0, 3), &[]), Reply::Ok);
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::Attach {
+                stream: StreamId(8),
+                ssid: Ssid(0),
+                domain: da
+            },
+            &[]
+        ),
+        Reply::Ok
+    );
+    let core = h.core();
+    assert_eq!(
+        core.translate(StreamId(8), Ssid(0), 0x100_123),
+        Some((0x8000_0123, Perms::RW))
+    );
+    assert_eq!(
+        core.translate(StreamId(8), Ssid(0), 0x101_000),
+        Some((0x8000_1000, Perms::RW))
+    );
+    assert_eq!(
+        core.translate(StreamId(8), Ssid(0), 0x102_008),
+        Some((0x9000_0008, Perms::RW))
+    );
+    assert_eq!(core.translate(StreamId(8), Ssid(0), 0x103_000), None);
+
+    // B cannot touch A's stream, domain or memory.
+    // First while B has no domain, then while it has one (whose handle
+    // must still not be A's).
+    let no_domain = DomainId(0);
+    assert_eq!(
+        call(&mut h, B, &map(no_domain, 0x200, ma, 0, 1), &[]),
+        ERR(ErrorCode::NoSuchDomain)
+    );
+    let db = domain(&mut h, B);
+    assert_ne!(db, da);
+    let before_b = h.core().clone();
+    for req in [
+        Request::Attach {
+            stream: StreamId(8),
+            ssid: Ssid(0),
+            domain: db,
+        },
+        Request::Detach {
+            stream: StreamId(8),
+            ssid: Ssid(0),
+        },
+        Request::BindSva {
+            stream: StreamId(8),
+            ssid: Ssid(0),
+        },
+        Request::UnbindSva {
+            stream: StreamId(8),
+            ssid: Ssid(0),
+        },
+    ] {
+        assert_eq!(
+            call(&mut h, B, &req, &[]),
+            ERR(ErrorCode::NotPermitted),
+            "{req:?}"
+        );
+    }
+    for req in [
+        map(da, 0x200, ma, 0, 1),
+        Request::Unmap {
+            domain: da,
+            iova_pfn: 0x100,
+            pages: 1,
+        },
+        Request::FreeDomain { domain: da },
+        Request::Attach {
+            stream: StreamId(16),
+            ssid: Ssid(0),
+            domain: da,
+        },
+    ] {
+        assert_eq!(
+            call(&mut h, B, &req, &[]),
+            ERR(ErrorCode::NoSuchDomain),
+            "{req:?}"
+        );
+    }
+    for req in [
+        map(db, 0x200, ma, 0, 1),
+        Request::UnregisterMemory { memory: ma },
+    ] {
+        assert_eq!(
+            call(&mut h, B, &req, &[]),
+            ERR(ErrorCode::NoSuchMemory),
+            "{req:?}"
+        );
+    }
+    assert_eq!(h.core(), &before_b);
+
+    // Unmap the middle page: the record splits and the rest still works.
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::Unmap {
+                domain: da,
+                iova_pfn: 0x101,
+                pages: 1
+            },
+            &[]
+        ),
+        Reply::Ok
+    );
+    let core = h.core();
+    assert_eq!(core.translate(StreamId(8), Ssid(0), 0x101_000), None);
+    assert_eq!(
+        core.translate(StreamId(8), Ssid(0), 0x102_000),
+        Some((0x9000_0000, Perms::RW))
+    );
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::Unmap {
+                domain: da,
+                iova_pfn: 0x100,
+                pages: 2
+            },
+            &[]
+        ),
+        ERR(ErrorCode::NotMapped)
+    );
+    assert_eq!(
+        call(&mut h, A, &Request::UnregisterMemory { memory: ma }, &[]),
+        ERR(ErrorCode::InUse)
+    );
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::Unmap {
+                domain: da,
+                iova_pfn: 0x100,
+                pages: 1
+            },
+            &[]
+        ),
+        Reply::Ok
+    );
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::Unmap {
+                domain: da,
+                iova_pfn: 0x102,
+                pages: 1
+            },
+            &[]
+        ),
+        Reply::Ok
+    );
+    assert!(!h.resolver().is_released(f1));
+    assert_eq!(
+        call(&mut h, A, &Request::UnregisterMemory { memory: ma }, &[]),
+        Reply::Ok
+    );
+    assert!(h.resolver().is_released(f1) && h.resolver().is_released(f2));
+    // The handle is dead now, even for its owner.
+    assert_eq!(
+        call(&mut h, A, &map(da, 0x100, ma, 0, 1), &[]),
+        ERR(ErrorCode::NoSuchMemory)
+    );
+    assert_eq!(
+        call(&mut h, A, &Request::FreeDomain { domain: da }, &[]),
+        ERR(ErrorCode::InUse)
+    );
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::Detach {
+                stream: StreamId(8),
+                ssid: Ssid(0)
+            },
+            &[]
+        ),
+        Reply::Ok
+    );
+    assert_eq!(
+        call(&mut h, A, &Request::FreeDomain { domain: da }, &[]),
+        Reply::Ok
+    );
+    assert_eq!(
+        call(&mut h, A, &Request::FreeDomain { domain: da }, &[]),
+        ERR(ErrorCode::NoSuchDomain)
+    );
+    assert_eq!(h.resolver().double_releases(), 0);
+}
+
+#[test]
+fn batch_is_all_or_nothing() {
+    let mut h = handler();
+    hello(&mut h, A);
+    let f = h.resolver.frame(0x4000_0000, 0x10000);
+    let d = domain(&mut h, A);
+    let m = register(&mut h, A, &[f]);
+    let e = |iova_pfn, offset_pfn, pages| MapEntry {
+        iova_pfn,
+        memory: m,
+        offset_pfn,
+        pages,
+        perms: Perms::READ,
+    };
+    let entries = |v: &[MapEntry]| Request::MapBatch {
+        domain: d,
+        entries: Vec::from_slice(v).unwrap(),
+    };
+    // Overlap within the batch: nothing happens.
+    let before = h.core().clone();
+    assert_eq!(
+        call(&mut h, A, &entries(&[e(0, 0, 2), e(1, 4, 1)]), &[]),
+        ERR(ErrorCode::Overlap)
+    );
+    // Out of range in the last entry: nothing happens.
+    assert_eq!(
+        call(&mut h, A, &entries(&[e(0, 0, 2), e(8, 15, 2)]), &[]),
+        ERR(ErrorCode::OutOfRange)
+    );
+    // The core fails on the third map: the first two are rolled back.
+    h.core_mut().fail_map_in = Some(2);
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &entries(&[e(0, 0, 1), e(4, 1, 1), e(8, 2, 1)]),
+            &[]
+        ),
+        ERR(ErrorCode::NoMemory)
+    );
+    assert_eq!(h.core(), &before);
+    let stats = match call(&mut h, A, &Request::Stats, &[]) {
+        Reply::Stats(s) => s,
+        r => panic!("{r:?}"),
+    };
+    assert_eq!((stats.mapped_bytes, stats.mappings), (0, 0));
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &entries(&[e(0, 0, 1), e(4, 1, 1), e(8, 2, 1)]),
+            &[]
+        ),
+        Reply::Ok
+    );
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::Unmap {
+                domain: d,
+                iova_pfn: 0,
+                pages: 9
+            },
+            &[]
+        ),
+        ERR(ErrorCode::NotMapped)
+    );
+}
+
+#[test]
+fn quotas_hold() {
+    let mut h = handler();
+    hello(&mut h, A);
+    for _ in 0..3 {
+        domain(&mut h, A);
+    }
+    assert_eq!(
+        call(&mut h, A, &Request::AllocDomain, &[]),
+        ERR(ErrorCode::QuotaExceeded)
+    );
+    let caps: StdVec<_> = (0..9)
+        .map(|i| h.resolver.frame(0x1_0000_0000 + i * 0x1000, 0x1000))
+        .collect();
+    let m = register(&mut h, A, &caps[..3]);
+    assert!(matches!(
+        call(
+            &mut h,
+            A,
+            &Request::RegisterMemory { extend: Some(m) },
+            &caps[3..6]
+        ),
+        Reply::Memory { pages: 6, .. }
+    ));
+    // 8 frames allowed: 3 more is over; the caps come back.
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::RegisterMemory { extend: Some(m) },
+            &caps[6..9]
+        ),
+        ERR(ErrorCode::QuotaExceeded)
+    );
+    assert!(caps[6..9].iter().all(|&c| h.resolver().is_released(c)));
+    assert!(!h.resolver().is_released(caps[0]));
+    // A cap that is not a frame spoils the whole registration.
+    let bad = h.resolver.not_a_frame();
+    let good = h.resolver.frame(0x2000, 0x1000);
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::RegisterMemory { extend: None },
+            &[good, bad]
+        ),
+        ERR(ErrorCode::BadCapability)
+    );
+    assert!(h.resolver().is_released(good) && h.resolver().is_released(bad));
+    // Caps sent with other requests are released.
+    let stray = h.resolver.frame(0x3000, 0x1000);
+    assert!(matches!(
+        call(&mut h, A, &Request::Stats, &[stray]),
+        Reply::Stats(_)
+    ));
+    assert!(h.resolver().is_released(stray));
+    assert_eq!(h.resolver().double_releases(), 0);
+}
+
+#[test]
+fn sva_binding_and_substreams() {
+    let mut h = handler();
+    hello(&mut h, A);
+    let sva = match call(
+        &mut h,
+        A,
+        &Request::BindSva {
+            stream: StreamId(9),
+            ssid: Ssid(2),
+        },
+        &[],
+    ) {
+        Reply::Domain(d) => d,
+        r => panic!("{r:?}"),
+    };
+    let again = call(
+        &mut h,
+        A,
+        &Request::BindSva {
+            stream: StreamId(9),
+            ssid: Ssid(3),
+        },
+        &[],
+    );
+    assert_eq!(again, Reply::Domain(sva), "one SVA domain per client");
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::BindSva {
+                stream: StreamId(9),
+                ssid: Ssid(4)
+            },
+            &[]
+        ),
+        ERR(ErrorCode::NotPermitted)
+    );
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::BindSva {
+                stream: StreamId(8),
+                ssid: Ssid(1)
+            },
+            &[]
+        ),
+        ERR(ErrorCode::NotPermitted)
+    );
+    let f = h.resolver.frame(0x5000_0000, 0x1000);
+    let m = register(&mut h, A, &[f]);
+    assert_eq!(
+        call(&mut h, A, &map(sva, 0x7f00_0000, m, 0, 1), &[]),
+        Reply::Ok
+    );
+    assert_eq!(
+        h.core().translate(StreamId(9), Ssid(3), 0x7f_0000_0000),
+        Some((0x5000_0000, Perms::RW))
+    );
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::UnbindSva {
+                stream: StreamId(9),
+                ssid: Ssid(2)
+            },
+            &[]
+        ),
+        Reply::Ok
+    );
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::UnbindSva {
+                stream: StreamId(9),
+                ssid: Ssid(2)
+            },
+            &[]
+        ),
+        ERR(ErrorCode::NoSuchStream)
+    );
+    assert_eq!(
+        h.core().translate(StreamId(9), Ssid(2), 0x7f_0000_0000),
+        None
+    );
+    // Without substreams in the hardware, SSID != 0 is Unsupported.
+    h.core_mut().ssid_bits = 0;
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::BindSva {
+                stream: StreamId(9),
+                ssid: Ssid(1)
+            },
+            &[]
+        ),
+        ERR(ErrorCode::Unsupported)
+    );
+}
+
+#[test]
+fn faults_are_routed_coalesced_and_bounded() {
+    let mut h = handler();
+    hello(&mut h, A);
+    hello(&mut h, B);
+    let ev = |stream, iova| CoreEvent {
+        stream: StreamId(stream),
+        ssid: Ssid(0),
+        iova,
+        kind: FaultKind::Translation,
+        write: true,
+    };
+    // A storm on stream 8: 1024 events per page over 100 pages.
+    for page in 0..100u64 {
+        for off in (0..4096).step_by(4) {
+            h.core_mut().events.push(ev(8, page * 4096 + off));
+        }
+    }
+    h.core_mut().events.push(ev(9, 0x5000));
+    h.core_mut().events.push(ev(16, 0x6000));
+    h.core_mut().events.push(ev(99, 0x7000));
+    let notify = h.route_faults();
+    assert_eq!(notify.as_slice(), &[A, B]);
+    assert_eq!(h.unrouted_faults(), 1);
+    let mut seen9 = false;
+    let mut total = 0;
+    let mut dropped = 0;
+    loop {
+        let Reply::Faults(b) = call(&mut h, A, &Request::Faults { max: 255 }, &[]) else {
+            panic!()
+        };
+        for r in &b.records {
+            seen9 |= r.stream == StreamId(9);
+            if r.stream == StreamId(8) {
+                assert_eq!(r.count, 1024);
+            }
+        }
+        total += b.records.len();
+        dropped += b.dropped;
+        if !b.more {
+            break;
+        }
+    }
+    assert!(seen9, "stream 9's fault survives stream 8's storm");
+    assert_eq!(total, FAULT_QUEUE / 2 + 1);
+    assert_eq!(
+        dropped as usize,
+        (100 - FAULT_QUEUE / 2) * 1024,
+        "dropped counts events"
+    );
+    let Reply::Faults(b) = call(&mut h, B, &Request::Faults { max: 4 }, &[]) else {
+        panic!()
+    };
+    assert_eq!(b.records.len(), 1);
+    assert_eq!(b.records[0].stream, StreamId(16));
+}
+
+/// What a client may ask for, over a small space so that sequences collide.
+fn request(d: u32, m: u32) -> impl Strategy<Value = (bool, Request, u8)> {
+    // Handles are generation << 12 | client << 8 | slot: cover both
+    // clients' numbers and a stale generation.
+    let handle = |n: u32| (0u32..2, 0u32..2, 0..n).prop_map(|(g, c, s)| (g << 12) | (c << 8) | s);
+    let dom = handle(d).prop_map(DomainId);
+    let mem = handle(m).prop_map(MemoryHandle);
+    let stream = prop::sample::select(std::vec![8u32, 9, 16]).prop_map(StreamId);
+    let ssid = (0u32..3).prop_map(Ssid);
+    let req = prop_oneof![
+        Just(Request::AllocDomain),
+        dom.clone()
+            .prop_map(|domain| Request::FreeDomain { domain }),
+        (stream.clone(), ssid.clone(), dom.clone()).prop_map(|(stream, ssid, domain)| {
+            Request::Attach {
+                stream,
+                ssid,
+                domain,
+            }
+        }),
+        (stream.clone(), ssid.clone()).prop_map(|(stream, ssid)| Request::Detach { stream, ssid }),
+        (dom.clone(), 0u64..24, mem.clone(), 0u32..6, 0u32..6, 0u8..4).prop_map(
+            |(domain, iova_pfn, memory, offset_pfn, pages, p)| {
+                Request::Map {
+                    domain,
+                    iova_pfn: iova_pfn * 300,
+                    memory,
+                    offset_pfn,
+                    pages,
+                    perms: Perms(p),
+                }
+            }
+        ),
+        (
+            dom.clone(),
+            prop::collection::vec((0u64..24, mem.clone(), 0u32..6, 1u32..4), 0..4)
+        )
+            .prop_map(|(domain, es)| {
+                Request::MapBatch {
+                    domain,
+                    entries: es
+                        .into_iter()
+                        .map(|(i, memory, offset_pfn, pages)| MapEntry {
+                            iova_pfn: i * 300,
+                            memory,
+                            offset_pfn,
+                            pages,
+                            perms: Perms::RW,
+                        })
+                        .collect(),
+                }
+            }),
+        (dom.clone(), 0u64..7200, 0u32..8).prop_map(|(domain, iova_pfn, pages)| Request::Unmap {
+            domain,
+            iova_pfn,
+            pages
+        }),
+        (stream.clone(), ssid.clone()).prop_map(|(stream, ssid)| Request::BindSva { stream, ssid }),
+        (stream, ssid).prop_map(|(stream, ssid)| Request::UnbindSva { stream, ssid }),
+        (0u8..8).prop_map(|max| Request::Faults { max }),
+        Just(Request::Stats),
+        proptest::option::of(mem.clone()).prop_map(|extend| Request::RegisterMemory { extend }),
+        mem.prop_map(|memory| Request::UnregisterMemory { memory }),
+    ];
+    (any::<bool>(), req, 0u8..4)
+}
+
+/// Every translation the core has is backed by a record of the client that
+/// owns the stream, into memory that client registered.
+fn check_translation_invariant(h: &H, frames: &BTreeMap<u64, u64>) {
+    let core = h.core();
+    for (&(stream, ssid), &d) in &core.attached {
+        let owner = POLICY
+            .owner_of(StreamId(stream))
+            .expect("attached stream has an owner");
+        let c = &h.clients[owner];
+        let att = c
+            .attachments
+            .iter()
+            .find(|a| a.stream.0 == stream && a.ssid.0 == ssid)
+            .expect("recorded");
+        let slot = c.domains[att.domain as usize].expect("live domain");
+        assert_eq!(slot.core, d);
+        let _ = ssid;
+    }
+    for (ci, c) in h.clients.iter().enumerate() {
+        let mut expect: BTreeMap<(u32, u64), u64> = BTreeMap::new();
+        for m in &c.mappings {
+            let d = c.domains[m.domain as usize]
+                .expect("record of live domain")
+                .core;
+            let mem = c.memory[m.memory as usize]
+                .as_ref()
+                .expect("record of live memory");
+            let mut pages = StdVec::new();
+            for f in &mem.frames {
+                for i in 0..f.pages {
+                    pages.push((f.paddr >> 12) + i);
+                }
+            }
+            for i in 0..m.pages {
+                expect.insert((d, m.iova_pfn + i), pages[(m.offset_pfn + i) as usize]);
+            }
+        }
+        let mut actual = BTreeMap::new();
+        for (slot, d) in c.domains.iter().enumerate() {
+            if let Some(d) = d {
+                for (&v, &(p, _)) in &core.domains[&d.core] {
+                    actual.insert((d.core, v), p);
+                    // Only frames someone gave this server.
+                    assert!(
+                        frames.contains_key(&p),
+                        "client {ci} slot {slot} maps unregistered page {p:#x}"
+                    );
+                }
+            }
+        }
+        assert_eq!(expect, actual, "client {ci}");
+        let mapped: u64 = c.mappings.iter().map(|m| m.pages).sum();
+        assert_eq!(mapped, c.mapped_pages);
+        assert!(c.mapped_pages * 4096 <= c.policy.quotas.mapped_bytes);
+        assert!(c.domain_count() <= c.policy.quotas.domains);
+        assert!(c.mappings.len() as u32 <= c.policy.quotas.mappings);
+        for (i, m) in c.memory.iter().enumerate() {
+            if let Some(m) = m {
+                let n: u64 = c
+                    .mappings
+                    .iter()
+                    .filter(|r| r.memory as usize == i)
+                    .map(|r| r.pages)
+                    .sum();
+                assert_eq!(n, m.mapped);
+            }
+        }
+    }
+    // Domains in the core are exactly the clients' live domains.
+    let live: usize = h.clients.iter().map(|c| c.domain_count() as usize).sum();
+    assert_eq!(live, core.domains.len());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn request_sequences_keep_the_invariants(
+        seq in prop::collection::vec(request(3, 3), 1..60),
+        fail in proptest::option::of(0usize..6),
+    ) {
+        let mut h = handler();
+        h.core_mut().fail_map_in = fail;
+        let mut frames = BTreeMap::new();
+        hello(&mut h, A);
+        hello(&mut h, B);
+        for (i, (who, req, ncaps)) in seq.into_iter().enumerate() {
+            let badge = if who { A } else { B };
+            let caps: StdVec<ReceivedCap> = (0..ncaps)
+                .map(|k| {
+                    let paddr = 0x1_0000_0000 + ((i as u64 * 4 + k as u64) << 16);
+                    for p in 0..4 {
+                        frames.insert((paddr >> 12) + p, 0);
+                    }
+                    h.resolver.frame(paddr, 0x4000)
+                })
+                .collect();
+            let before = h.core().clone();
+            let r = call(&mut h, badge, &req, &caps);
+            if let Reply::Err(_) = r {
+                // A failed request changed nothing in the core.
+                prop_assert_eq!(&before.domains, &h.core().domains);
+                prop_assert_eq!(&before.attached, &h.core().attached);
+            }
+            // Every cap sent is now either held or released, never twice.
+            prop_assert_eq!(h.resolver().double_releases(), 0);
+            check_translation_invariant(&h, &frames);
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_handler(bytes in prop::collection::vec(any::<u8>(), 0..200), badge in prop::sample::select(std::vec![0u64, A, B, 5])) {
+        let mut h = handler();
+        hello(&mut h, A);
+        let mut out = [0u8; MSG_MAX_BYTES];
+        let n = h.handle(badge, &bytes, &[], &mut out);
+        prop_assert!(decode_reply(&out[..n]).is_ok());
+    }
+}
