@@ -649,7 +649,7 @@ fn sva_binding_and_substreams() {
         Reply::Ok
     );
     assert_eq!(
-        h.core().translate(StreamId(9), Ssid(3), 0x7f_0000_0000),
+        h.core().translate(StreamId(9), Ssid(3), 0x7f0_0000_0000),
         Some((0x5000_0000, Perms::RW))
     );
     assert_eq!(
@@ -677,7 +677,7 @@ fn sva_binding_and_substreams() {
         ERR(ErrorCode::NoSuchStream)
     );
     assert_eq!(
-        h.core().translate(StreamId(9), Ssid(2), 0x7f_0000_0000),
+        h.core().translate(StreamId(9), Ssid(2), 0x7f0_0000_0000),
         None
     );
     // Without substreams in the hardware, SSID != 0 is Unsupported.
