@@ -1,10 +1,28 @@
+//! The seL4 root task: builds every process of the system description it was
+//! compiled with, then serves as their fault handler and collects their
+//! `done` reports; when every awaited process is done it ends the run with a
+//! semihosting exit (0: all passed).
 #![no_std]
 #![no_main]
+
+mod desc;
+mod kobj;
+#[macro_use]
+mod out;
+mod process;
+
+use desc::SYSTEM;
+use kobj::{Fail, Kernel};
+use process::{Running, Shared, CONTROL_BADGE, FAULT_BADGE};
+use sel4_abi::{CPtr, Endpoint, ObjectType, TCB};
+
+const MAX_PROCESSES: usize = 16;
 
 core::arch::global_asm!(
     ".section .text._start, \"ax\"",
     ".global _start",
     "_start:",
+    // The kernel starts the root task without a stack.
     "    adrp x9, {stack}",
     "    add x9, x9, :lo12:{stack}",
     "    add x9, x9, #16, lsl #12",
@@ -15,33 +33,139 @@ core::arch::global_asm!(
 );
 
 #[repr(C, align(16))]
-struct Stack([u8; 65536]);
-static mut STACK: Stack = Stack([0; 65536]);
+struct Stack([u8; 0x10000]);
+static mut STACK: Stack = Stack([0; 0x10000]);
 
-fn putc(c: u8) {
-    unsafe {
-        core::arch::asm!("svc #0", inout("x0") c as u64 => _, in("x7") -9i64 as u64, lateout("x1") _, lateout("x2") _, lateout("x3") _, lateout("x4") _, lateout("x5") _, lateout("x6") _);
-    }
+fn exit(code: u32) -> ! {
+    sel4_abi::syscalls::semihosting_exit(code)
 }
 
-fn exit(code: u64) -> ! {
-    let block = [0x20026u64, code];
-    unsafe {
-        core::arch::asm!("hlt #0xf000", in("x0") 0x18u64, in("x1") block.as_ptr());
+fn fail(what: &str, f: Fail) -> ! {
+    match f {
+        Fail::Kernel(call, e) => println!("root: ERROR: {what}: {call} failed: {e:?}"),
+        Fail::OutOfSlots => println!("root: ERROR: {what}: the root CNode has no empty slots left"),
+        Fail::OutOfMemory { size_bits, count } => println!(
+            "root: ERROR: {what}: not enough untyped memory for {count} object(s) of 2^{size_bits} bytes"
+        ),
+        Fail::NoDeviceUntyped { paddr } => println!(
+            "root: ERROR: {what}: no device untyped covers {paddr:#x} (is the region in the kernel's dev_p_regs?)"
+        ),
+        Fail::NotContiguous => println!("root: ERROR: {what}: DMA pool frames are not physically contiguous"),
+        Fail::Elf => println!("root: ERROR: {what}: the process ELF is not a loadable AArch64 executable"),
     }
-    loop {}
+    exit(2)
 }
 
 #[no_mangle]
 extern "C" fn main(bootinfo: u64) -> ! {
-    for b in b"roottask: hello\n" {
-        putc(*b);
+    println!("root: seL4 root task, system \"{}\"", SYSTEM.name);
+    // SAFETY: x0 at entry is the bootinfo address the kernel mapped for us.
+    let bi = match unsafe { sel4_abi::BootInfo::from_addr(bootinfo as usize) } {
+        Ok(bi) => bi,
+        Err(e) => {
+            println!("root: ERROR: bad bootinfo at {bootinfo:#x}: {e:?}");
+            exit(2)
+        }
+    };
+    let mut k = Kernel::new(&bi);
+    println!(
+        "root: {} untypeds, {} MiB free RAM, empty slots {:?}",
+        bi.untyped().len(),
+        k.free_ram() >> 20,
+        bi.empty()
+    );
+    if SYSTEM.processes.len() > MAX_PROCESSES || SYSTEM.endpoints.len() > 32 || SYSTEM.notifications.len() > 32 {
+        println!("root: ERROR: at most {MAX_PROCESSES} processes, 32 endpoints, 32 notifications");
+        exit(2);
     }
-    let _ = bootinfo;
-    exit(0)
+
+    let root_ep = k.alloc(ObjectType::EndpointObject, 0).unwrap_or_else(|e| fail("root endpoint", e));
+    let mut shared = Shared { endpoints: [CPtr(0); 32], notifications: [CPtr(0); 32], root_ep };
+    for i in 0..SYSTEM.endpoints.len() {
+        shared.endpoints[i] = k.alloc(ObjectType::EndpointObject, 0).unwrap_or_else(|e| fail("endpoints", e));
+    }
+    for i in 0..SYSTEM.notifications.len() {
+        shared.notifications[i] =
+            k.alloc(ObjectType::NotificationObject, 0).unwrap_or_else(|e| fail("notifications", e));
+    }
+
+    let mut running: [Option<Running>; MAX_PROCESSES] = [None; MAX_PROCESSES];
+    for (i, p) in SYSTEM.processes.iter().enumerate() {
+        match process::build(&mut k, &shared, i, p) {
+            Ok(r) => running[i] = Some(r),
+            Err(e) => fail(p.name, e),
+        }
+        println!("root: built process {} ({} bytes of ELF, priority {})", p.name, p.elf.len(), p.priority);
+    }
+    for r in running.iter().flatten() {
+        r.tcb.resume().unwrap_or_else(|e| fail("TCB_Resume", kobj::Fail::Kernel("TCB_Resume", e)));
+    }
+    println!("root: started {} process(es)", SYSTEM.processes.len());
+    serve(Endpoint(root_ep), &running)
+}
+
+/// Faults and `done` reports until every awaited process is done.
+fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES]) -> ! {
+    let mut done = [false; MAX_PROCESSES];
+    let mut passed = [false; MAX_PROCESSES];
+    let awaited = SYSTEM.processes.iter().filter(|p| p.wait).count();
+    if awaited == 0 {
+        println!("root: no process to wait for; stopping");
+        exit(0);
+    }
+    loop {
+        let mut mrs = [0u64; 4];
+        let (info, badge) = sel4_abi::syscalls::recv_with_mrs(ep.cptr(), &mut mrs);
+        let who = (badge.0 & 0xffff) as usize;
+        let Some(p) = SYSTEM.processes.get(who) else {
+            println!("root: message with unknown badge {:#x}", badge.0);
+            continue;
+        };
+        if badge.0 & FAULT_BADGE != 0 {
+            report_fault(p.name, info.label(), &mrs);
+            // The faulting thread stays blocked (no reply); stop it for good.
+            if let Some(r) = running[who] {
+                let _ = TCB::suspend(r.tcb);
+            }
+            done[who] = true;
+            passed[who] = false;
+        } else if badge.0 & CONTROL_BADGE != 0 && info.label() == procinfo::control::DONE {
+            let pass = mrs[0] == 1;
+            println!("root: {} done: {}", p.name, if pass { "pass" } else { "FAIL" });
+            done[who] = true;
+            passed[who] = pass;
+        } else {
+            println!("root: {} sent an unknown message (label {:#x})", p.name, info.label());
+            continue;
+        }
+        let finished = SYSTEM.processes.iter().enumerate().filter(|(i, p)| p.wait && done[*i]).count();
+        if finished == awaited {
+            let ok = SYSTEM.processes.iter().enumerate().all(|(i, p)| !p.wait || passed[i]);
+            println!("root: all {awaited} awaited process(es) done: {}", if ok { "PASS" } else { "FAIL" });
+            exit(if ok { 0 } else { 1 });
+        }
+    }
+}
+
+/// seL4 5.0.0 fault labels (`seL4_Fault_*` in shared_types.bf).
+fn report_fault(name: &str, label: u64, mrs: &[u64; 4]) {
+    match label {
+        1 => println!("FAULT in {name}: capability fault at pc {:#x} (cptr {:#x})", mrs[0], mrs[1]),
+        2 => println!("FAULT in {name}: unknown syscall at pc {:#x}", mrs[0]),
+        3 => println!("FAULT in {name}: user exception at pc {:#x}", mrs[0]),
+        5 => println!(
+            "FAULT in {name}: VM fault at address {:#x}, pc {:#x}, {} (FSR {:#x})",
+            mrs[1],
+            mrs[0],
+            if mrs[2] != 0 { "instruction fetch" } else { "data access" },
+            mrs[3]
+        ),
+        _ => println!("FAULT in {name}: fault label {label}, MRs {mrs:x?}"),
+    }
 }
 
 #[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("root: PANIC: {info}");
     exit(3)
 }

@@ -12,6 +12,7 @@ mod imagetests;
 mod kernel;
 mod qemu;
 mod setup;
+mod system;
 
 use anyhow::{bail, Result};
 use std::path::PathBuf;

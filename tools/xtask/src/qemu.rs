@@ -1,28 +1,177 @@
-//! Boots an image in qemu-system-aarch64 (placeholder).
-use crate::Ctx;
-use anyhow::{bail, Result};
-use std::path::Path;
+//! Boots an image in qemu-system-aarch64 with a hard wall-clock limit.
+//!
+//! The machine is DESIGN.md §4's: `virt` with an SMMUv3 in front of PCIe,
+//! `highmem=off` (ECAM at 0x3f00_0000), a cortex-a53, 1 GiB, no NIC (so the
+//! first `edu` sits at 00:01.0, StreamID 0x8) and semihosting from EL0 so the
+//! root task can end the run with an exit code.
+
+use crate::{kernel, system, Ctx};
+use anyhow::{Context, Result};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub struct BootOptions {
     pub system: String,
+    /// Kill QEMU after this long (None: the system's `qemu.timeout_secs`, else 30 s).
+    pub timeout: Option<Duration>,
+    /// Echo the serial output to our stdout as it arrives.
+    pub echo: bool,
+    /// Record QEMU's `smmuv3_*` / `smmu_*` trace events in a file.
+    pub trace: bool,
+    /// `-icount shift=0`: one instruction = 1 ns of virtual time (benchmarks).
+    pub icount: bool,
+    /// More `-device` values, after the system's own.
+    pub extra_devices: Vec<String>,
 }
 
 impl BootOptions {
     pub fn interactive(system: &str) -> BootOptions {
-        BootOptions { system: system.to_string() }
+        BootOptions {
+            system: system.to_string(),
+            timeout: None,
+            echo: true,
+            trace: false,
+            icount: false,
+            extra_devices: Vec::new(),
+        }
+    }
+
+    /// For tests: quiet, traced.
+    pub fn test(system: &str) -> BootOptions {
+        BootOptions { echo: false, trace: true, ..BootOptions::interactive(system) }
     }
 }
 
 pub struct BootOutcome {
+    /// Everything the guest wrote to the serial port (loader, kernel, processes).
+    pub serial: String,
+    /// QEMU's exit status (the semihosting exit code); None if it was killed.
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    /// Where the SMMU trace went, when asked for.
+    pub trace_file: Option<PathBuf>,
+    /// What QEMU printed on stderr (its own errors).
+    pub stderr: String,
+    pub elapsed: Duration,
+    /// Exit code 0 within the time limit.
     pub clean_exit: bool,
 }
 
 impl BootOutcome {
     pub fn summary(&self) -> String {
-        String::new()
+        if self.timed_out {
+            format!("killed after {:.1?} (time limit)", self.elapsed)
+        } else {
+            match self.exit_code {
+                Some(code) => format!("exit code {code} after {:.1?}", self.elapsed),
+                None => format!("QEMU ended by a signal after {:.1?}", self.elapsed),
+            }
+        }
     }
 }
 
-pub fn boot(_ctx: &Ctx, _image: &Path, options: &BootOptions) -> Result<BootOutcome> {
-    bail!("booting {} is not written yet", options.system)
+/// The QEMU command line for an image (without `-trace`).
+pub fn command(image: &Path, edu: &str, devices: &[String], icount: bool) -> Command {
+    let mut c = Command::new("qemu-system-aarch64");
+    c.args(["-M", "virt,iommu=smmuv3,highmem=off", "-cpu", "cortex-a53"]);
+    c.args(["-m", &format!("{}M", kernel::RAM_SIZE >> 20)]);
+    c.args(["-nographic", "-nic", "none", "-monitor", "none", "-serial", "stdio"]);
+    c.args(["-device", edu]);
+    for d in devices {
+        c.args(["-device", d]);
+    }
+    c.arg("-kernel").arg(image);
+    c.args(["-semihosting-config", "enable=on,target=native,userspace=on"]);
+    if icount {
+        c.args(["-icount", "shift=0"]);
+    }
+    c
+}
+
+pub fn boot(ctx: &Ctx, image: &Path, options: &BootOptions) -> Result<BootOutcome> {
+    let desc = system::load(&ctx.root, &options.system)?;
+    let timeout = options
+        .timeout
+        .unwrap_or(Duration::from_secs(desc.qemu.timeout_secs.unwrap_or(30)));
+    let mut devices = desc.qemu.devices.clone();
+    devices.extend(options.extra_devices.iter().cloned());
+    let edu = desc.qemu.edu.as_deref().unwrap_or("edu");
+    let mut cmd = command(image, edu, &devices, options.icount);
+
+    let log_dir = ctx.build.join("images").join(&options.system);
+    std::fs::create_dir_all(&log_dir)?;
+    let trace_file = options.trace.then(|| log_dir.join("smmu-trace.log"));
+    if let Some(file) = &trace_file {
+        let _ = std::fs::remove_file(file);
+        cmd.args(["-trace", "smmuv3_*", "-trace", "smmu_*", "-D"]).arg(file);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+
+    let started = Instant::now();
+    let mut child = cmd.spawn().context("could not start qemu-system-aarch64")?;
+    let serial = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let mut stdout = child.stdout.take().expect("piped");
+    let echo = options.echo;
+    let reader = {
+        let serial = Arc::clone(&serial);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if echo {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(&buf[..n]);
+                    let _ = out.flush();
+                }
+                serial.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let mut stderr_pipe = child.stderr.take().expect("piped");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s);
+        s
+    });
+
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() >= timeout {
+            timed_out = true;
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = started.elapsed();
+    let _ = reader.join();
+    let stderr = err_reader.join().unwrap_or_default();
+    let serial = String::from_utf8_lossy(&serial.lock().unwrap()).replace("\r\n", "\n");
+    let exit_code = status.and_then(|s| s.code());
+    if !stderr.trim().is_empty() && echo {
+        eprintln!("qemu: {}", stderr.trim());
+    }
+    let outcome = BootOutcome {
+        clean_exit: !timed_out && exit_code == Some(0),
+        serial,
+        exit_code,
+        timed_out,
+        trace_file,
+        stderr,
+        elapsed,
+    };
+    let _ = std::fs::write(log_dir.join("serial.log"), &outcome.serial);
+    if echo {
+        println!("\nqemu: {} ({})", options.system, outcome.summary());
+    }
+    Ok(outcome)
 }

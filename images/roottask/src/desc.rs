@@ -1,0 +1,75 @@
+//! The system description, as data. xtask generates the `SYSTEM` static from
+//! `images/systems/<name>.toml` (see tools/xtask/src/system.rs).
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ObjKind {
+    Endpoint,
+    Notification,
+}
+
+pub struct System {
+    pub name: &'static str,
+    pub endpoints: &'static [&'static str],
+    pub notifications: &'static [&'static str],
+    pub processes: &'static [Process],
+}
+
+pub struct Process {
+    pub name: &'static str,
+    pub elf: &'static [u8],
+    pub priority: u8,
+    pub stack_pages: u32,
+    pub grant_cnode: bool,
+    pub grant_vspace: bool,
+    /// The run ends when every process with `wait` has reported done.
+    pub wait: bool,
+    pub caps: &'static [CapDesc],
+    pub devices: &'static [DeviceDesc],
+    pub irqs: &'static [IrqDesc],
+    pub dma: Option<DmaDesc>,
+    /// Untyped memory to hand over, by size in bits.
+    pub untyped: &'static [u8],
+}
+
+pub struct CapDesc {
+    pub kind: ObjKind,
+    /// Index into `System::endpoints` or `System::notifications`.
+    pub object: usize,
+    pub badge: u64,
+    pub read: bool,
+    pub write: bool,
+    pub grant: bool,
+}
+
+pub struct DeviceDesc {
+    pub name: &'static str,
+    pub paddr: u64,
+    pub size: u64,
+    pub vaddr: u64,
+}
+
+pub struct IrqDesc {
+    pub name: &'static str,
+    pub irq: u16,
+    /// Index into `System::notifications`.
+    pub notification: Option<usize>,
+    pub badge: u64,
+}
+
+pub struct DmaDesc {
+    pub pages: u32,
+    pub vaddr: u64,
+}
+
+#[cfg(has_system)]
+include!(env!("ROOTTASK_SYSTEM_RS"));
+
+/// Without a description (clippy, a bare `cargo build`) the root task runs
+/// nothing and says so.
+#[cfg(not(has_system))]
+pub static SYSTEM: System = System {
+    name: "(none: build with cargo xtask image)",
+    endpoints: &[],
+    notifications: &[],
+    processes: &[],
+};

@@ -1,0 +1,277 @@
+//! Building one process from its description: CSpace, VSpace, ELF image,
+//! stack, IPC buffer, start-info page, capabilities, TCB.
+
+use crate::desc::{ObjKind, Process, SYSTEM};
+use crate::kobj::{Ctx, Fail, Kernel, Result, DEPTH, INIT_ASID_POOL, INIT_CNODE, IRQ_CONTROL, PAGE};
+use procinfo::elf::{Elf, PF_W, PF_X};
+use procinfo::{slot, CapKind, DeviceRegion, DmaPool, IrqCap, Name, NamedCap, StartInfo, UntypedCap};
+use sel4_abi::{
+    ASIDPool, CNode, CPtr, CapData, CapRights, IRQControl, IRQHandler, Page, PageGlobalDirectory,
+    PrioProps, UserContext, VMAttributes, TCB,
+};
+
+/// Fixed addresses in every process (xtask keeps described regions below 4 GiB).
+pub const INFO_VADDR: u64 = 0x1_0000_0000;
+pub const IPC_VADDR: u64 = INFO_VADDR + PAGE;
+/// The stack starts here (a guard page below it stays unmapped).
+pub const STACK_BOTTOM: u64 = INFO_VADDR + 0x10_0000;
+
+/// Badges on the root task's endpoint: which process, and fault or control.
+pub const FAULT_BADGE: u64 = 1 << 20;
+pub const CONTROL_BADGE: u64 = 2 << 20;
+
+/// What the root task keeps about a running process.
+#[derive(Clone, Copy)]
+pub struct Running {
+    pub tcb: TCB,
+}
+
+/// Objects shared between processes, by index in the description.
+pub struct Shared {
+    pub endpoints: [CPtr; 32],
+    pub notifications: [CPtr; 32],
+    /// The root task's own endpoint (faults and control messages).
+    pub root_ep: CPtr,
+}
+
+fn log2_ceil(n: u64) -> u64 {
+    64 - (n.max(2) - 1).leading_zeros() as u64
+}
+
+pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Result<Running> {
+    let elf = Elf::parse(p.elf).map_err(|_| Fail::Elf)?;
+    let dma_pages = p.dma.as_ref().map(|d| d.pages as u64).unwrap_or(0);
+    let needed = slot::FIRST_FREE
+        + p.caps.len() as u64
+        + p.irqs.len() as u64
+        + p.untyped.len() as u64
+        + dma_pages
+        + 64;
+    let cnode_bits = log2_ceil(needed).max(8);
+    let guard = CapData::guard(0, 64 - cnode_bits);
+    // Slots of the new CNode are named relative to its cap, which has no guard.
+    let pdepth = cnode_bits as u8;
+
+    let cnode = CNode(k.alloc(sel4_abi::ObjectType::CapTableObject, cnode_bits)?);
+    let vspace = PageGlobalDirectory(k.alloc(sel4_abi::ObjectType::ARM_PageGlobalDirectoryObject, 0)?);
+    ASIDPool(INIT_ASID_POOL).assign(vspace.cptr()).ctx("ASIDPool_Assign")?;
+    let tcb = TCB(k.alloc(sel4_abi::ObjectType::TCBObject, 0)?);
+
+    load_elf(k, vspace, &elf)?;
+
+    // IPC buffer and stack.
+    let ipc = k.alloc(sel4_abi::ObjectType::ARM_SmallPageObject, 0)?;
+    k.map(vspace, ipc, IPC_VADDR, CapRights::READ_WRITE, VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER)?;
+    let stack_pages = p.stack_pages.max(1) as u64;
+    let stack = k.alloc_n(sel4_abi::ObjectType::ARM_SmallPageObject, 0, stack_pages)?;
+    for i in 0..stack_pages {
+        k.map(
+            vspace,
+            CPtr(stack.0 + i),
+            STACK_BOTTOM + i * PAGE,
+            CapRights::READ_WRITE,
+            VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER,
+        )?;
+    }
+    let stack_top = STACK_BOTTOM + stack_pages * PAGE;
+
+    let mut info = StartInfo {
+        magic: procinfo::START_INFO_MAGIC,
+        version: procinfo::START_INFO_VERSION,
+        index: index as u32,
+        name: Name::new(p.name),
+        ipc_buffer: IPC_VADDR,
+        stack_bottom: STACK_BOTTOM,
+        stack_top,
+        cnode_size_bits: cnode_bits,
+        free_first: 0,
+        free_count: 0,
+        num_caps: 0,
+        caps: [NamedCap { name: Name::EMPTY, kind: 0, rights: 0, cptr: 0, badge: 0 }; procinfo::MAX_CAPS],
+        num_devices: 0,
+        devices: [DeviceRegion { name: Name::EMPTY, vaddr: 0, paddr: 0, size: 0 }; procinfo::MAX_DEVICES],
+        num_irqs: 0,
+        irqs: [IrqCap { name: Name::EMPTY, irq: 0, cptr: 0, notification: 0, badge: 0 }; procinfo::MAX_IRQS],
+        dma: DmaPool::default(),
+        num_untyped: 0,
+        untyped: [UntypedCap::default(); procinfo::MAX_UNTYPED],
+    };
+
+    // Fixed slots.
+    let root_ep = shared.root_ep;
+    cnode
+        .mint(slot::FAULT_EP, pdepth, INIT_CNODE, root_ep.0, DEPTH, CapRights::ALL, CapData::badge(FAULT_BADGE | index as u64))
+        .ctx("CNode_Mint (fault endpoint)")?;
+    cnode
+        .mint(slot::CONTROL_EP, pdepth, INIT_CNODE, root_ep.0, DEPTH, CapRights::new(true, false, true), CapData::badge(CONTROL_BADGE | index as u64))
+        .ctx("CNode_Mint (control endpoint)")?;
+    cnode.copy(slot::TCB, pdepth, INIT_CNODE, tcb.cptr().0, DEPTH, CapRights::ALL).ctx("CNode_Copy (TCB)")?;
+    if p.grant_cnode {
+        cnode
+            .mint(slot::CNODE, pdepth, INIT_CNODE, cnode.cptr().0, DEPTH, CapRights::ALL, guard)
+            .ctx("CNode_Mint (own CNode)")?;
+    }
+    if p.grant_vspace {
+        cnode
+            .copy(slot::VSPACE, pdepth, INIT_CNODE, vspace.cptr().0, DEPTH, CapRights::ALL)
+            .ctx("CNode_Copy (own VSpace)")?;
+    }
+    let mut next = slot::FIRST_FREE;
+
+    for (i, c) in p.caps.iter().enumerate() {
+        let (object, name, kind) = match c.kind {
+            ObjKind::Endpoint => (shared.endpoints[c.object], SYSTEM.endpoints[c.object], CapKind::Endpoint),
+            ObjKind::Notification => {
+                (shared.notifications[c.object], SYSTEM.notifications[c.object], CapKind::Notification)
+            }
+        };
+        let rights = CapRights::new(c.grant, c.read, c.write);
+        cnode
+            .mint(next, pdepth, INIT_CNODE, object.0, DEPTH, rights, CapData::badge(c.badge))
+            .ctx("CNode_Mint (described cap)")?;
+        info.caps[i] = NamedCap {
+            name: Name::new(name),
+            kind: kind as u32,
+            rights: c.read as u32 | (c.write as u32) << 1 | (c.grant as u32) << 2,
+            cptr: next,
+            badge: c.badge,
+        };
+        info.num_caps += 1;
+        next += 1;
+    }
+
+    for (i, d) in p.devices.iter().enumerate() {
+        let frames = k.device_frames(d.paddr, d.size)?;
+        for pg in 0..d.size / PAGE {
+            // Attributes 0: Device-nGnRnE, never executable.
+            k.map(vspace, CPtr(frames.0 + pg), d.vaddr + pg * PAGE, CapRights::READ_WRITE, VMAttributes::EXECUTE_NEVER)?;
+        }
+        info.devices[i] = DeviceRegion { name: Name::new(d.name), vaddr: d.vaddr, paddr: d.paddr, size: d.size };
+        info.num_devices += 1;
+    }
+
+    for (i, q) in p.irqs.iter().enumerate() {
+        let handler = k.slot()?;
+        IRQControl(IRQ_CONTROL)
+            .get(q.irq as i32, INIT_CNODE, handler.0, DEPTH)
+            .ctx("IRQControl_Get")?;
+        let mut ntfn_cptr = 0;
+        if let Some(n) = q.notification {
+            let badged = k.slot()?;
+            INIT_CNODE
+                .mint(badged.0, DEPTH, INIT_CNODE, shared.notifications[n].0, DEPTH, CapRights::ALL, CapData::badge(q.badge))
+                .ctx("CNode_Mint (IRQ notification)")?;
+            IRQHandler(handler).set_notification(badged).ctx("IRQHandler_SetNotification")?;
+            ntfn_cptr = (0..p.caps.len())
+                .find(|&c| p.caps[c].kind == ObjKind::Notification && p.caps[c].object == n)
+                .map(|c| info.caps[c].cptr)
+                .unwrap_or(0);
+        }
+        cnode.move_(next, pdepth, INIT_CNODE, handler.0, DEPTH).ctx("CNode_Move (IRQ handler)")?;
+        info.irqs[i] = IrqCap { name: Name::new(q.name), irq: q.irq as u64, cptr: next, notification: ntfn_cptr, badge: q.badge };
+        info.num_irqs += 1;
+        next += 1;
+    }
+
+    if let Some(d) = &p.dma {
+        let pages = d.pages as u64;
+        // One retype stream from one untyped: physically contiguous.
+        let frames = k.alloc_n(sel4_abi::ObjectType::ARM_SmallPageObject, 0, pages)?;
+        let first_paddr = Page(frames).get_address().ctx("ARM_Page_GetAddress")?;
+        let last_paddr = Page(CPtr(frames.0 + pages - 1)).get_address().ctx("ARM_Page_GetAddress")?;
+        if last_paddr != first_paddr + (pages - 1) * PAGE {
+            return Err(Fail::NotContiguous);
+        }
+        for pg in 0..pages {
+            k.map(vspace, CPtr(frames.0 + pg), d.vaddr + pg * PAGE, CapRights::READ_WRITE, VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER)?;
+            // The copy the process gets is unmapped: it can hand it to others.
+            cnode
+                .copy(next + pg, pdepth, INIT_CNODE, frames.0 + pg, DEPTH, CapRights::ALL)
+                .ctx("CNode_Copy (DMA frame)")?;
+        }
+        info.dma = DmaPool { vaddr: d.vaddr, paddr: first_paddr, size: pages * PAGE, first_frame_cap: next, frames: pages };
+        next += pages;
+    }
+
+    for (i, &bits) in p.untyped.iter().enumerate() {
+        let ut = k.alloc(sel4_abi::ObjectType::UntypedObject, bits as u64)?;
+        // The untyped is fresh: its address is where the allocator put it,
+        // which the root task does not track exactly; report 0 = unknown.
+        cnode.move_(next, pdepth, INIT_CNODE, ut.0, DEPTH).ctx("CNode_Move (untyped)")?;
+        info.untyped[i] = UntypedCap { cptr: next, paddr: 0, size_bits: bits as u64 };
+        info.num_untyped += 1;
+        next += 1;
+    }
+
+    info.free_first = next;
+    info.free_count = (1u64 << cnode_bits) - next;
+
+    // The start-info page, read-only for the process.
+    let info_frame = k.alloc(sel4_abi::ObjectType::ARM_SmallPageObject, 0)?;
+    // SAFETY: StartInfo is repr(C) plain data; viewing it as bytes is sound.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(&info as *const StartInfo as *const u8, core::mem::size_of::<StartInfo>())
+    };
+    k.write_frame(info_frame, 0, bytes)?;
+    k.map(vspace, info_frame, INFO_VADDR, CapRights::READ, VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER)?;
+
+    tcb.configure(
+        CPtr(slot::FAULT_EP),
+        PrioProps::new(p.priority, p.priority),
+        cnode,
+        guard,
+        CNode(vspace.cptr()),
+        CapData::NONE,
+        IPC_VADDR,
+        ipc,
+    )
+    .ctx("TCB_Configure")?;
+    tcb.set_priority(p.priority).ctx("TCB_SetPriority")?;
+    // spsr 0: EL0t with interrupts unmasked. Only pc, sp, spsr, x0 matter.
+    let regs = UserContext { pc: elf.entry(), sp: stack_top, x0: INFO_VADDR, ..Default::default() };
+    tcb.write_registers(false, 0, 4, &regs).ctx("TCB_WriteRegisters")?;
+    Ok(Running { tcb })
+}
+
+/// Loads every PT_LOAD segment into fresh frames mapped in `vspace`.
+fn load_elf(k: &mut Kernel, vspace: PageGlobalDirectory, elf: &Elf) -> Result<()> {
+    // Pages already mapped for this image (segments may share a page).
+    let mut mapped: [(u64, u64); 256] = [(u64::MAX, 0); 256];
+    let mut n_mapped = 0;
+    for s in elf.loads() {
+        let data = elf.data(&s);
+        let start = s.vaddr & !(PAGE - 1);
+        let end = (s.vaddr + s.memsz).div_ceil(PAGE) * PAGE;
+        let mut page = start;
+        while page < end {
+            let frame = match mapped[..n_mapped].iter().find(|m| m.0 == page) {
+                Some(m) => CPtr(m.1),
+                None => {
+                    let f = k.alloc(sel4_abi::ObjectType::ARM_SmallPageObject, 0)?;
+                    let mut attrs = VMAttributes::DEFAULT;
+                    if s.flags & PF_X == 0 {
+                        attrs = attrs | VMAttributes::EXECUTE_NEVER;
+                    }
+                    let rights = if s.flags & PF_W != 0 { CapRights::READ_WRITE } else { CapRights::READ };
+                    k.map(vspace, f, page, rights, attrs)?;
+                    if n_mapped == mapped.len() {
+                        return Err(Fail::Elf);
+                    }
+                    mapped[n_mapped] = (page, f.0);
+                    n_mapped += 1;
+                    f
+                }
+            };
+            // The file bytes that fall into this page (frames start zeroed).
+            let lo = page.max(s.vaddr);
+            let hi = (page + PAGE).min(s.vaddr + s.filesz);
+            if lo < hi {
+                let from = (lo - s.vaddr) as usize;
+                let to = (hi - s.vaddr) as usize;
+                k.write_frame(frame, (lo - page) as usize, &data[from..to])?;
+            }
+            page += PAGE;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,383 @@
+//! System descriptions (`images/systems/<name>.toml`): which processes a
+//! bootable image runs and what each of them may touch.
+//!
+//! xtask validates a description and turns it into a Rust file that the root
+//! task `include!`s (`ROOTTASK_SYSTEM_RS`): plain `static` data of the types in
+//! `images/roottask/src/desc.rs`, with each process ELF embedded by
+//! `include_bytes!`.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct System {
+    /// One line on what the system shows.
+    #[serde(default)]
+    pub description: String,
+    /// Processes whose `done` ends the run (default: every process).
+    pub wait_for: Option<Vec<String>>,
+    #[serde(default)]
+    pub qemu: Qemu,
+    #[serde(default, rename = "endpoint")]
+    pub endpoints: Vec<Object>,
+    #[serde(default, rename = "notification")]
+    pub notifications: Vec<Object>,
+    #[serde(rename = "process")]
+    pub processes: Vec<Process>,
+}
+
+/// QEMU settings this system needs beyond the common command line.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Qemu {
+    /// The `edu` device's `-device` value (default `edu`).
+    pub edu: Option<String>,
+    /// Extra `-device` values.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// Wall-clock limit of a run in seconds (default 30).
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Object {
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Process {
+    pub name: String,
+    /// The crate under `images/` that builds this process's ELF.
+    #[serde(rename = "crate")]
+    pub krate: String,
+    /// seL4 priority, below the root task's 255 (default 100).
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// Stack size in 4 KiB pages (default 16).
+    #[serde(default = "default_stack_pages")]
+    pub stack_pages: u32,
+    /// Copy of its own CNode / VSpace cap into its CSpace.
+    #[serde(default)]
+    pub grant_cnode: bool,
+    #[serde(default)]
+    pub grant_vspace: bool,
+    #[serde(default)]
+    pub caps: Vec<Cap>,
+    #[serde(default)]
+    pub devices: Vec<Device>,
+    #[serde(default)]
+    pub irqs: Vec<Irq>,
+    pub dma: Option<Dma>,
+    /// Untyped memory handed over, by size in bits (12..=30).
+    #[serde(default)]
+    pub untyped: Vec<u8>,
+}
+
+fn default_priority() -> u8 {
+    100
+}
+
+fn default_stack_pages() -> u32 {
+    16
+}
+
+/// A capability to an endpoint or notification of the system.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cap {
+    /// The endpoint's or notification's name.
+    pub object: String,
+    #[serde(default)]
+    pub badge: u64,
+    /// Any of `r`, `w`, `g` (grant); default `rwg`.
+    #[serde(default = "default_rights")]
+    pub rights: String,
+}
+
+fn default_rights() -> String {
+    "rwg".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub name: String,
+    pub paddr: u64,
+    pub size: u64,
+    pub vaddr: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Irq {
+    pub name: String,
+    /// GIC interrupt ID (SPI n is n + 32).
+    pub irq: u16,
+    /// A notification of the system to bind it to, signalled with `badge`.
+    pub notification: Option<String>,
+    #[serde(default)]
+    pub badge: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dma {
+    pub pages: u32,
+    pub vaddr: u64,
+}
+
+pub fn path(root: &Path, name: &str) -> PathBuf {
+    root.join("images/systems").join(format!("{name}.toml"))
+}
+
+/// Reads and checks `images/systems/<name>.toml`.
+pub fn load(root: &Path, name: &str) -> Result<System> {
+    let file = path(root, name);
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("no system description {}", file.display()))?;
+    let system: System =
+        toml::from_str(&text).with_context(|| format!("in {}", file.display()))?;
+    system.check().with_context(|| format!("in {}", file.display()))?;
+    Ok(system)
+}
+
+const PAGE: u64 = 4096;
+/// Process images are linked at 0x20_0000 and up; keep mappings clear of
+/// them and of the start-info page, IPC buffer and stack the root task places
+/// in the top quarter of the first 4 GiB (see roottask/src/process.rs).
+const LOW_LIMIT: u64 = 0x1000_0000;
+const HIGH_LIMIT: u64 = 0x8000_0000_0000;
+
+impl System {
+    fn check(&self) -> Result<()> {
+        if self.processes.is_empty() {
+            bail!("a system needs at least one [[process]]");
+        }
+        let mut names = HashSet::new();
+        for o in self.endpoints.iter().chain(&self.notifications) {
+            if !names.insert(o.name.as_str()) {
+                bail!("object name {:?} is used twice", o.name);
+            }
+        }
+        let mut procs = HashSet::new();
+        for p in &self.processes {
+            if !procs.insert(p.name.as_str()) {
+                bail!("process name {:?} is used twice", p.name);
+            }
+            if p.priority == 255 {
+                bail!("{}: priority 255 is the root task's", p.name);
+            }
+            if p.caps.len() > 16 || p.devices.len() > 8 || p.irqs.len() > 8 || p.untyped.len() > 8
+            {
+                bail!("{}: at most 16 caps, 8 devices, 8 IRQs, 8 untypeds", p.name);
+            }
+            for c in &p.caps {
+                if self.object_kind(&c.object).is_none() {
+                    bail!("{}: no endpoint or notification named {:?}", p.name, c.object);
+                }
+                if c.rights.chars().any(|r| !"rwg".contains(r)) {
+                    bail!("{}: rights {:?}: use r, w, g", p.name, c.rights);
+                }
+            }
+            let mut regions: Vec<(u64, u64, String)> = Vec::new();
+            for d in &p.devices {
+                if d.paddr % PAGE != 0 || d.size % PAGE != 0 || d.vaddr % PAGE != 0 || d.size == 0 {
+                    bail!("{}: device {}: paddr, size and vaddr must be 4 KiB multiples", p.name, d.name);
+                }
+                regions.push((d.vaddr, d.size, format!("device {}", d.name)));
+            }
+            if let Some(dma) = &p.dma {
+                if dma.vaddr % PAGE != 0 || dma.pages == 0 {
+                    bail!("{}: dma: vaddr must be page aligned and pages > 0", p.name);
+                }
+                regions.push((dma.vaddr, dma.pages as u64 * PAGE, "dma".into()));
+            }
+            regions.sort();
+            for r in &regions {
+                if r.0 < LOW_LIMIT || r.0 + r.1 > HIGH_LIMIT {
+                    bail!("{}: {} must lie in [{LOW_LIMIT:#x}, {HIGH_LIMIT:#x})", p.name, r.2);
+                }
+            }
+            for w in regions.windows(2) {
+                if w[0].0 + w[0].1 > w[1].0 {
+                    bail!("{}: {} and {} overlap", p.name, w[0].2, w[1].2);
+                }
+            }
+            for i in &p.irqs {
+                if i.irq > 255 || i.irq < 32 {
+                    bail!("{}: IRQ {}: only SPIs 32..=255", p.name, i.irq);
+                }
+                if let Some(n) = &i.notification {
+                    if !self.notifications.iter().any(|o| &o.name == n) {
+                        bail!("{}: IRQ {}: no notification named {n:?}", p.name, i.name);
+                    }
+                }
+            }
+            for &u in &p.untyped {
+                if !(12..=30).contains(&u) {
+                    bail!("{}: untyped size bits {u} not in 12..=30", p.name);
+                }
+            }
+        }
+        for w in self.wait_for.iter().flatten() {
+            if !procs.contains(w.as_str()) {
+                bail!("wait_for names {w:?}, which is not a process");
+            }
+        }
+        Ok(())
+    }
+
+    fn object_kind(&self, name: &str) -> Option<(&'static str, usize)> {
+        if let Some(i) = self.endpoints.iter().position(|o| o.name == name) {
+            return Some(("Endpoint", i));
+        }
+        self.notifications
+            .iter()
+            .position(|o| o.name == name)
+            .map(|i| ("Notification", i))
+    }
+
+    /// The crates to build, in process order, deduplicated.
+    pub fn crates(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for p in &self.processes {
+            if !out.contains(&p.krate.as_str()) {
+                out.push(&p.krate);
+            }
+        }
+        out
+    }
+
+    /// The Rust source the root task includes; `elf(krate)` gives each ELF path.
+    pub fn generate(&self, name: &str, elf: impl Fn(&str) -> PathBuf) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "// Generated by `cargo xtask image {name}` from images/systems/{name}.toml. Do not edit.");
+        let _ = writeln!(s, "pub static SYSTEM: System = System {{");
+        let _ = writeln!(s, "    name: {name:?},");
+        let _ = writeln!(s, "    endpoints: &{:?},", self.endpoints.iter().map(|o| &o.name).collect::<Vec<_>>());
+        let _ = writeln!(
+            s,
+            "    notifications: &{:?},",
+            self.notifications.iter().map(|o| &o.name).collect::<Vec<_>>()
+        );
+        let _ = writeln!(s, "    processes: &[");
+        for p in &self.processes {
+            let wait = match &self.wait_for {
+                Some(list) => list.contains(&p.name),
+                None => true,
+            };
+            let _ = writeln!(s, "        Process {{");
+            let _ = writeln!(s, "            name: {:?},", p.name);
+            let _ = writeln!(s, "            elf: include_bytes!({:?}),", elf(&p.krate).display().to_string());
+            let _ = writeln!(s, "            priority: {},", p.priority);
+            let _ = writeln!(s, "            stack_pages: {},", p.stack_pages);
+            let _ = writeln!(s, "            grant_cnode: {},", p.grant_cnode);
+            let _ = writeln!(s, "            grant_vspace: {},", p.grant_vspace);
+            let _ = writeln!(s, "            wait: {wait},");
+            let _ = writeln!(s, "            caps: &[");
+            for c in &p.caps {
+                let (kind, index) = self.object_kind(&c.object).expect("checked");
+                let _ = writeln!(
+                    s,
+                    "                CapDesc {{ kind: ObjKind::{kind}, object: {index}, badge: {:#x}, read: {}, write: {}, grant: {} }},",
+                    c.badge,
+                    c.rights.contains('r'),
+                    c.rights.contains('w'),
+                    c.rights.contains('g'),
+                );
+            }
+            let _ = writeln!(s, "            ],");
+            let _ = writeln!(s, "            devices: &[");
+            for d in &p.devices {
+                let _ = writeln!(
+                    s,
+                    "                DeviceDesc {{ name: {:?}, paddr: {:#x}, size: {:#x}, vaddr: {:#x} }},",
+                    d.name, d.paddr, d.size, d.vaddr
+                );
+            }
+            let _ = writeln!(s, "            ],");
+            let _ = writeln!(s, "            irqs: &[");
+            for i in &p.irqs {
+                let notification = match &i.notification {
+                    Some(n) => format!(
+                        "Some({})",
+                        self.notifications.iter().position(|o| &o.name == n).expect("checked")
+                    ),
+                    None => "None".into(),
+                };
+                let _ = writeln!(
+                    s,
+                    "                IrqDesc {{ name: {:?}, irq: {}, notification: {notification}, badge: {:#x} }},",
+                    i.name, i.irq, i.badge
+                );
+            }
+            let _ = writeln!(s, "            ],");
+            match &p.dma {
+                Some(d) => {
+                    let _ = writeln!(s, "            dma: Some(DmaDesc {{ pages: {}, vaddr: {:#x} }}),", d.pages, d.vaddr);
+                }
+                None => {
+                    let _ = writeln!(s, "            dma: None,");
+                }
+            }
+            let _ = writeln!(s, "            untyped: &{:?},", p.untyped);
+            let _ = writeln!(s, "        }},");
+        }
+        let _ = writeln!(s, "    ],");
+        let _ = writeln!(s, "}};");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    #[test]
+    fn every_checked_in_system_parses() {
+        let dir = root().join("images/systems");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+                let system = load(&root(), &name).unwrap();
+                let rust = system.generate(&name, |k| PathBuf::from(format!("/x/{k}")));
+                assert!(rust.contains("pub static SYSTEM"));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2);
+    }
+
+    #[test]
+    fn refuses_unknown_objects_and_overlaps() {
+        let bad_cap = r#"
+            [[process]]
+            name = "a"
+            crate = "hello-client"
+            caps = [{ object = "nope" }]
+        "#;
+        let s: System = toml::from_str(bad_cap).unwrap();
+        assert!(s.check().is_err());
+        let overlap = r#"
+            [[process]]
+            name = "a"
+            crate = "hello-client"
+            devices = [{ name = "x", paddr = 0x9050000, size = 0x2000, vaddr = 0x10000000 }]
+            dma = { pages = 4, vaddr = 0x10001000 }
+        "#;
+        let s: System = toml::from_str(overlap).unwrap();
+        assert!(s.check().is_err());
+    }
+}
