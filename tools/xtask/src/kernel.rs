@@ -33,11 +33,7 @@ pub struct Kernel {
     pub src_dir: PathBuf,
 }
 
-/// Builds the debug kernel (or reuses an up-to-date build); returns kernel.elf.
-pub fn build(ctx: &Ctx) -> Result<PathBuf> {
-    Ok(build_kernel(ctx)?.elf)
-}
-
+/// Builds the debug kernel, or reuses an up-to-date build.
 pub fn build_kernel(ctx: &Ctx) -> Result<Kernel> {
     let root = ctx.build.join("kernel");
     let src_dir = root.join("src");

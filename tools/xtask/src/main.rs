@@ -50,8 +50,9 @@ fn main() -> Result<()> {
         "setup" => setup::ensure(&ctx),
         "kernel" => {
             setup::ensure(&ctx)?;
-            let elf = kernel::build(&ctx)?;
-            println!("kernel: {}", elf.display());
+            let kernel = kernel::build_kernel(&ctx)?;
+            println!("kernel: {}", kernel.elf.display());
+            println!("kernel: generated headers in {}", kernel.build_dir.display());
             Ok(())
         }
         "image" => {

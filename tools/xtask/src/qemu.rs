@@ -56,11 +56,20 @@ pub struct BootOutcome {
     /// What QEMU printed on stderr (its own errors).
     pub stderr: String,
     pub elapsed: Duration,
+    /// When each chunk of serial output arrived: (time since QEMU started,
+    /// byte offset of the chunk's end in `serial`).
+    pub arrivals: Vec<(Duration, usize)>,
     /// Exit code 0 within the time limit.
     pub clean_exit: bool,
 }
 
 impl BootOutcome {
+    /// Roughly when `needle` first appeared on the serial port (chunk granularity).
+    pub fn time_to(&self, needle: &str) -> Option<Duration> {
+        let at = self.serial.find(needle)? + needle.len();
+        self.arrivals.iter().find(|(_, end)| *end >= at).map(|(t, _)| *t)
+    }
+
     pub fn summary(&self) -> String {
         if self.timed_out {
             format!("killed after {:.1?} (time limit)", self.elapsed)
@@ -100,6 +109,9 @@ pub fn boot(ctx: &Ctx, image: &Path, options: &BootOptions) -> Result<BootOutcom
     devices.extend(options.extra_devices.iter().cloned());
     let edu = desc.qemu.edu.as_deref().unwrap_or("edu");
     let mut cmd = command(image, edu, &devices, options.icount);
+    if options.echo && !desc.description.is_empty() {
+        println!("qemu: booting {}: {}", options.system, desc.description);
+    }
 
     let log_dir = ctx.build.join("images").join(&options.system);
     std::fs::create_dir_all(&log_dir)?;
@@ -113,10 +125,12 @@ pub fn boot(ctx: &Ctx, image: &Path, options: &BootOptions) -> Result<BootOutcom
     let started = Instant::now();
     let mut child = cmd.spawn().context("could not start qemu-system-aarch64")?;
     let serial = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
     let mut stdout = child.stdout.take().expect("piped");
     let echo = options.echo;
     let reader = {
         let serial = Arc::clone(&serial);
+        let arrivals = Arc::clone(&arrivals);
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = stdout.read(&mut buf) {
@@ -128,7 +142,10 @@ pub fn boot(ctx: &Ctx, image: &Path, options: &BootOptions) -> Result<BootOutcom
                     let _ = out.write_all(&buf[..n]);
                     let _ = out.flush();
                 }
-                serial.lock().unwrap().extend_from_slice(&buf[..n]);
+                let mut serial = serial.lock().unwrap();
+                // Carriage returns are dropped: the loader sends CRLF, the kernel LF.
+                serial.extend(buf[..n].iter().filter(|&&b| b != b'\r'));
+                arrivals.lock().unwrap().push((started.elapsed(), serial.len()));
             }
         })
     };
@@ -155,7 +172,7 @@ pub fn boot(ctx: &Ctx, image: &Path, options: &BootOptions) -> Result<BootOutcom
     let elapsed = started.elapsed();
     let _ = reader.join();
     let stderr = err_reader.join().unwrap_or_default();
-    let serial = String::from_utf8_lossy(&serial.lock().unwrap()).replace("\r\n", "\n");
+    let serial = String::from_utf8_lossy(&serial.lock().unwrap()).into_owned();
     let exit_code = status.and_then(|s| s.code());
     if !stderr.trim().is_empty() && echo {
         eprintln!("qemu: {}", stderr.trim());
@@ -168,6 +185,7 @@ pub fn boot(ctx: &Ctx, image: &Path, options: &BootOptions) -> Result<BootOutcom
         trace_file,
         stderr,
         elapsed,
+        arrivals: std::mem::take(&mut *arrivals.lock().unwrap()),
     };
     let _ = std::fs::write(log_dir.join("serial.log"), &outcome.serial);
     if echo {
