@@ -27,8 +27,8 @@ pub mod spec;
 
 pub use mem::{AllocStats, BlockKind, LiveBlock, MemConfig, PhysMem};
 pub use smmu::{
-    Access, AccessKind, CfgErr, Counters, DmaFault, Fault, Features, LoggedCommand, ModelOptions,
-    Smmu, SyncHook, SyncSnapshot, SyncView, TlbView, Translation,
+    Access, AccessKind, CdSnapshot, CfgErr, Counters, DmaFault, Fault, Features, LoggedCommand,
+    ModelOptions, Smmu, SyncHook, SyncSnapshot, SyncView, TlbView, Translation,
 };
 pub use spec::{Cd, Command, Event, Ste, SteConfig};
 

@@ -140,12 +140,12 @@ fn align_up(x: u64, a: u64) -> u64 {
 impl PhysMem {
     pub fn new(cfg: MemConfig) -> Self {
         assert!(
-            cfg.size > 0 && cfg.size % 4096 == 0,
+            cfg.size > 0 && cfg.size.is_multiple_of(4096),
             "arena size must be pages"
         );
         let align = cfg.size.next_power_of_two().max(4096);
         assert!(
-            cfg.phys_base % align as u64 == 0,
+            cfg.phys_base.is_multiple_of(align as u64),
             "phys_base must be aligned to the arena size rounded up to a power of two"
         );
         let layout = Layout::from_size_align(cfg.size, align).expect("arena layout");

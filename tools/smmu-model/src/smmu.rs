@@ -368,8 +368,11 @@ pub struct SyncSnapshot {
     /// `seq` of the CMD_SYNC in the command log.
     pub cmd_seq: u64,
     pub stes: Vec<(u32, Result<Ste, CfgErr>)>,
-    pub cds: Vec<((u32, Option<u32>), Result<Cd, CfgErr>)>,
+    pub cds: Vec<CdSnapshot>,
 }
+
+/// `((StreamID, SSID), CD in memory)` in a [`SyncSnapshot`].
+pub type CdSnapshot = ((u32, Option<u32>), Result<Cd, CfgErr>);
 
 /// Read-only view handed to the sync hook: the configuration the SMMU would
 /// fetch from memory right now (bypassing its caches).
@@ -1004,12 +1007,10 @@ impl State {
                 }
                 self.r.cr2 = v;
             }
-            reg::GBPA => {
-                // 6.3.14: fields take effect when written with Update = 1;
-                // the model completes the update at once (Update reads 0).
-                if v & reg::GBPA_UPDATE != 0 {
-                    self.r.gbpa = v & !reg::GBPA_UPDATE & 0x001F_3FF0;
-                }
+            // 6.3.14: fields take effect when written with Update = 1; the
+            // model completes the update at once (Update reads 0).
+            reg::GBPA if v & reg::GBPA_UPDATE != 0 => {
+                self.r.gbpa = v & !reg::GBPA_UPDATE & 0x001F_3FF0;
             }
             reg::IRQ_CTRL => self.r.irq_ctrl = v & 7,
             reg::GERRORN => {
@@ -1983,7 +1984,7 @@ fn permitted(e: &TlbEntry, cd: &Cd, acc: Access) -> bool {
                 false
             } else if acc.privileged {
                 // A region writable at EL0 is never executable at EL1.
-                !pxn && !(el0 && writable)
+                !(pxn || el0 && writable)
             } else {
                 !uxn
             }
