@@ -1,0 +1,42 @@
+//! Word access to DMA-visible memory ([`DmaBlock`]).
+//!
+//! All accesses are volatile 64-bit, so that each descriptor qword is
+//! single-copy atomic as the SMMU observes it (3.21.3 "Single-copy atomicity").
+
+use crate::hal::DmaBlock;
+
+/// Reads the `idx`-th 64-bit word of `b`; 0 if out of bounds (never happens
+/// for the driver's own indices, which are bounded by construction).
+#[inline]
+pub fn read_u64(b: &DmaBlock, idx: usize) -> u64 {
+    if b.vaddr.is_null() || idx >= b.size / 8 || !(b.vaddr as usize).is_multiple_of(8) {
+        return 0;
+    }
+    // SAFETY: the allocator promised `size` valid bytes at `vaddr`; idx is in
+    // bounds and the pointer is 8-aligned (checked above).
+    unsafe { core::ptr::read_volatile((b.vaddr as *const u64).add(idx)) }
+}
+
+/// Writes the `idx`-th 64-bit word of `b`; ignored if out of bounds.
+#[inline]
+pub fn write_u64(b: &DmaBlock, idx: usize, v: u64) {
+    if b.vaddr.is_null() || idx >= b.size / 8 || !(b.vaddr as usize).is_multiple_of(8) {
+        return;
+    }
+    // SAFETY: as in `read_u64`; the block is owned by the driver.
+    unsafe { core::ptr::write_volatile((b.vaddr as *mut u64).add(idx), v) }
+}
+
+/// A sub-block `[offset, offset + size)` of `b` (same memory, shifted
+/// addresses). Returns `None` if it does not fit.
+#[inline]
+pub fn sub_block(b: &DmaBlock, offset: usize, size: usize) -> Option<DmaBlock> {
+    if offset.checked_add(size)? > b.size {
+        return None;
+    }
+    Some(DmaBlock {
+        vaddr: b.vaddr.wrapping_add(offset),
+        paddr: b.paddr + offset as u64,
+        size,
+    })
+}

@@ -1,0 +1,694 @@
+//! ARM VMSAv8-64 stage-1 I/O page tables: 4 KiB granule, 48-bit input,
+//! levels 0..=3 (ARM DDI 0487, D8 "The AArch64 Virtual Memory System
+//! Architecture"; used by the SMMU through the CD, SMMUv3 3.4 and 5.4).
+//!
+//! Leaf sizes are chosen automatically: 1 GiB blocks at level 1, 2 MiB
+//! blocks at level 2, 4 KiB pages at level 3. Levels 0..=2 tables are
+//! 8 KiB blocks: the 4 KiB hardware table followed by a 4 KiB shadow array
+//! with the virtual addresses of the child tables (the SMMU never reads it).
+//! Level-3 tables are plain 4 KiB blocks.
+//!
+//! This module only edits memory. Invalidation is gathered into a [`Gather`]
+//! that the caller turns into TLBI commands ([`crate::Smmu::unmap`]).
+
+use crate::barrier;
+use crate::cd::{MAIR_IDX_CACHE, MAIR_IDX_DEV};
+use crate::dma;
+use crate::error::{Error, Result};
+use crate::hal::{DmaAllocator, DmaBlock};
+use crate::regs::{field, genmask, prep};
+
+/// The translation granule.
+pub const GRANULE: u64 = 4096;
+/// Input address bits (T0SZ = 16).
+pub const IAS_BITS: u32 = 48;
+/// Largest IOVA + 1.
+pub const IOVA_LIMIT: u64 = 1 << IAS_BITS;
+const ENTRIES: usize = 512;
+const SHIFT: [u32; 4] = [39, 30, 21, 12];
+
+/// Descriptor bit 0: valid.
+pub const PTE_VALID: u64 = 1 << 0;
+/// Descriptor bit 1: table (levels 0..=2) or page (level 3); 0 = block.
+pub const PTE_TYPE: u64 = 1 << 1;
+/// AttrIndx [4:2]: index into the CD's MAIR.
+pub const PTE_ATTRINDX: u64 = genmask(4, 2);
+/// AP[1] (bit 6): unprivileged access allowed.
+pub const PTE_AP_UNPRIV: u64 = 1 << 6;
+/// AP[2] (bit 7): read-only.
+pub const PTE_AP_RDONLY: u64 = 1 << 7;
+/// SH [9:8]: 3 = inner shareable.
+pub const PTE_SH_IS: u64 = 3 << 8;
+/// AF (bit 10): access flag.
+pub const PTE_AF: u64 = 1 << 10;
+/// nG (bit 11): not global (ASID-tagged).
+pub const PTE_NG: u64 = 1 << 11;
+/// Output address [47:12].
+pub const PTE_ADDR: u64 = genmask(47, 12);
+/// PXN (bit 53) and UXN/XN (bit 54).
+pub const PTE_PXN: u64 = 1 << 53;
+pub const PTE_UXN: u64 = 1 << 54;
+
+/// Access permissions and memory type of a mapping (like Linux `IOMMU_*` prot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Perms(pub u8);
+
+impl Perms {
+    /// Device may read.
+    pub const READ: Perms = Perms(1 << 0);
+    /// Device may write (stage 1 cannot express write-only: implies READ).
+    pub const WRITE: Perms = Perms(1 << 1);
+    /// Instruction fetch allowed (else UXN = PXN = 1).
+    pub const EXEC: Perms = Perms(1 << 2);
+    /// Privileged only (AP[1] = 0); else unprivileged and privileged.
+    pub const PRIV: Perms = Perms(1 << 3);
+    /// Device memory (MAIR index Device-nGnRE) instead of normal write-back.
+    pub const DEVICE: Perms = Perms(1 << 4);
+    /// READ | WRITE.
+    pub const RW: Perms = Perms(0b11);
+
+    /// Whether every flag of `o` is set.
+    pub const fn contains(self, o: Perms) -> bool {
+        self.0 & o.0 == o.0
+    }
+    /// Union.
+    pub const fn union(self, o: Perms) -> Perms {
+        Perms(self.0 | o.0)
+    }
+}
+
+impl core::ops::BitOr for Perms {
+    type Output = Perms;
+    fn bitor(self, o: Perms) -> Perms {
+        self.union(o)
+    }
+}
+
+/// Leaf descriptor attribute bits for `p` (without address and type bits).
+pub fn pte_attrs(p: Perms) -> u64 {
+    let mut pte = PTE_AF | PTE_NG | PTE_SH_IS;
+    let idx = if p.contains(Perms::DEVICE) {
+        MAIR_IDX_DEV
+    } else {
+        MAIR_IDX_CACHE
+    };
+    pte |= prep(idx as u64, 4, 2);
+    if !p.contains(Perms::WRITE) {
+        pte |= PTE_AP_RDONLY;
+    }
+    if !p.contains(Perms::PRIV) {
+        pte |= PTE_AP_UNPRIV;
+    }
+    if !p.contains(Perms::EXEC) {
+        pte |= PTE_UXN | PTE_PXN;
+    }
+    pte
+}
+
+/// The permissions a leaf descriptor grants (inverse of [`pte_attrs`];
+/// READ is always set).
+pub fn pte_perms(pte: u64) -> Perms {
+    let mut p = Perms::READ;
+    if pte & PTE_AP_RDONLY == 0 {
+        p = p | Perms::WRITE;
+    }
+    if pte & PTE_AP_UNPRIV == 0 {
+        p = p | Perms::PRIV;
+    }
+    if pte & (PTE_UXN | PTE_PXN) == 0 {
+        p = p | Perms::EXEC;
+    }
+    if field(pte, 4, 2) == MAIR_IDX_DEV as u64 {
+        p = p | Perms::DEVICE;
+    }
+    p
+}
+
+/// Bytes mapped by one leaf at `level` (1, 2 or 3).
+pub const fn level_size(level: usize) -> u64 {
+    1 << SHIFT[level]
+}
+
+fn idx(va: u64, level: usize) -> usize {
+    ((va >> SHIFT[level]) as usize) & (ENTRIES - 1)
+}
+
+fn table_size(level: usize) -> usize {
+    if level < 3 {
+        8192
+    } else {
+        4096
+    }
+}
+
+fn is_table(desc: u64, level: usize) -> bool {
+    level < 3 && desc & 3 == 3
+}
+
+/// Leaf TLB invalidations still owed for a change, and table memory that may
+/// only be freed after they completed.
+#[derive(Debug, Default)]
+pub struct Gather {
+    /// Lowest and highest+1 IOVA of removed leaves (empty if start >= end).
+    pub start: u64,
+    pub end: u64,
+    /// Removed leaves (IOVA, level), up to [`GATHER_LEAVES`]; see `overflow`.
+    pub leaves: heapless::Vec<(u64, u8), GATHER_LEAVES>,
+    /// More leaves were removed than `leaves` holds.
+    pub overflow: bool,
+    /// Table entries were removed: walk caches must be invalidated as well
+    /// (TLBI with Leaf = 0).
+    pub tables_removed: bool,
+    /// Unlinked tables waiting for the invalidation to complete.
+    pub free_list: heapless::Vec<(DmaBlock, u8), GATHER_TABLES>,
+}
+
+/// Leaves a [`Gather`] remembers individually.
+pub const GATHER_LEAVES: usize = 32;
+/// Tables a [`Gather`] holds before it must be flushed.
+pub const GATHER_TABLES: usize = 16;
+
+impl Gather {
+    /// Whether there is nothing to invalidate.
+    pub fn is_empty(&self) -> bool {
+        self.start >= self.end && !self.tables_removed
+    }
+
+    fn add_leaf(&mut self, va: u64, level: usize) {
+        let end = va + level_size(level);
+        if self.start >= self.end {
+            self.start = va;
+            self.end = end;
+        } else {
+            self.start = self.start.min(va);
+            self.end = self.end.max(end);
+        }
+        if self.leaves.push((va, level as u8)).is_err() {
+            self.overflow = true;
+        }
+    }
+
+    /// Forgets everything except the tables (after invalidation).
+    fn reset_ranges(&mut self) {
+        self.start = 0;
+        self.end = 0;
+        self.leaves.clear();
+        self.overflow = false;
+        self.tables_removed = false;
+    }
+}
+
+/// Called to invalidate everything a [`Gather`] describes and wait for it
+/// (TLBI… + CMD_SYNC), before its tables are freed.
+pub type FlushFn<'a> = &'a mut dyn FnMut(&Gather) -> Result<()>;
+
+/// One domain's stage-1 page table.
+#[derive(Debug)]
+pub struct IoPageTable {
+    root: DmaBlock,
+    /// Table blocks in use, including the root (for quotas).
+    pages: u32,
+    /// Bytes of table memory in use.
+    bytes: usize,
+    oas_bits: u8,
+}
+
+impl IoPageTable {
+    /// Allocates an empty level-0 table. Output addresses must fit `oas_bits`.
+    pub fn new<A: DmaAllocator>(alloc: &mut A, oas_bits: u8) -> Result<Self> {
+        let root = alloc.alloc(table_size(0), 4096)?;
+        Ok(IoPageTable {
+            root,
+            pages: 1,
+            bytes: table_size(0),
+            oas_bits: oas_bits.min(48),
+        })
+    }
+
+    /// TTB0 for the CD.
+    pub fn ttbr(&self) -> u64 {
+        self.root.paddr
+    }
+
+    /// Table blocks in use (including the root).
+    pub fn table_pages(&self) -> u32 {
+        self.pages
+    }
+
+    /// Bytes of DMA memory the tables use.
+    pub fn table_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn child(&self, t: &DmaBlock, i: usize, level: usize) -> DmaBlock {
+        let desc = dma::read_u64(t, i);
+        DmaBlock {
+            vaddr: dma::read_u64(t, ENTRIES + i) as usize as *mut u8,
+            paddr: desc & PTE_ADDR,
+            size: table_size(level + 1),
+        }
+    }
+
+    fn link(t: &DmaBlock, i: usize, child: &DmaBlock) {
+        dma::write_u64(t, ENTRIES + i, child.vaddr as usize as u64);
+        // The child's contents must be visible before the pointer to it.
+        barrier::dma_wmb();
+        dma::write_u64(t, i, (child.paddr & PTE_ADDR) | PTE_TYPE | PTE_VALID);
+    }
+
+    fn check_range(&self, iova: u64, len: u64) -> Result<()> {
+        if len == 0 || !iova.is_multiple_of(GRANULE) || !len.is_multiple_of(GRANULE) {
+            return Err(Error::Misaligned);
+        }
+        match iova.checked_add(len) {
+            Some(end) if end <= IOVA_LIMIT => Ok(()),
+            _ => Err(Error::OutOfRange),
+        }
+    }
+
+    /// Translates `iova`: the physical address and the leaf's permissions.
+    pub fn iova_to_phys(&self, iova: u64) -> Option<(u64, Perms)> {
+        if iova >= IOVA_LIMIT {
+            return None;
+        }
+        let mut t = self.root;
+        for level in 0..4 {
+            let desc = dma::read_u64(&t, idx(iova, level));
+            if desc & PTE_VALID == 0 {
+                return None;
+            }
+            if is_table(desc, level) {
+                t = self.child(&t, idx(iova, level), level);
+                continue;
+            }
+            if level == 0 {
+                return None; // no level-0 blocks with 4 KiB granules
+            }
+            let off = iova & (level_size(level) - 1);
+            return Some((
+                (desc & PTE_ADDR & !(level_size(level) - 1)) + off,
+                pte_perms(desc),
+            ));
+        }
+        None
+    }
+
+    /// Whether any leaf lies in `[start, end)` below table `t` at `level`.
+    fn any_mapped(&self, t: &DmaBlock, level: usize, start: u64, end: u64) -> bool {
+        let base = start & !(level_size(level) * ENTRIES as u64 - 1);
+        for i in idx(start, level)..=idx(end - 1, level) {
+            let desc = dma::read_u64(t, i);
+            if desc & PTE_VALID == 0 {
+                continue;
+            }
+            if !is_table(desc, level) {
+                return true;
+            }
+            let va = base + ((i as u64) << SHIFT[level]);
+            let (s, e) = (start.max(va), end.min(va + level_size(level)));
+            if self.any_mapped(&self.child(t, i, level), level + 1, s, e) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether any part of `[iova, iova + len)` is mapped.
+    pub fn is_mapped(&self, iova: u64, len: u64) -> bool {
+        match iova.checked_add(len) {
+            Some(end) if len > 0 && end <= IOVA_LIMIT => self.any_mapped(&self.root, 0, iova, end),
+            _ => false,
+        }
+    }
+
+    /// Maps `[iova, iova + len)` to `[paddr, paddr + len)`.
+    ///
+    /// Checks the whole range first: any existing mapping is
+    /// [`Error::Overlap`] and nothing changes. Issues no invalidation (the
+    /// range was invalid, and invalid entries are not cached). If table
+    /// memory runs out half-way, what was mapped is removed again (through
+    /// `flush`, since the SMMU may have walked it) and [`Error::NoMemory`]
+    /// is returned.
+    pub fn map<A: DmaAllocator>(
+        &mut self,
+        alloc: &mut A,
+        iova: u64,
+        paddr: u64,
+        len: u64,
+        perms: Perms,
+        flush: FlushFn<'_>,
+    ) -> Result<()> {
+        self.check_range(iova, len)?;
+        if !paddr.is_multiple_of(GRANULE) {
+            return Err(Error::Misaligned);
+        }
+        match paddr.checked_add(len) {
+            Some(e) if e <= (1u64 << self.oas_bits) => {}
+            _ => return Err(Error::OutOfRange),
+        }
+        if !perms.contains(Perms::READ) && !perms.contains(Perms::WRITE) {
+            return Err(Error::Unsupported);
+        }
+        if self.any_mapped(&self.root, 0, iova, iova + len) {
+            return Err(Error::Overlap);
+        }
+        let attrs = pte_attrs(perms);
+        let mut done = 0u64;
+        while done < len {
+            let (va, pa, rem) = (iova + done, paddr + done, len - done);
+            let level = (1..=3)
+                .find(|&l| {
+                    let s = level_size(l);
+                    va.is_multiple_of(s) && pa.is_multiple_of(s) && rem >= s
+                })
+                .unwrap_or(3);
+            if let Err(e) = self.map_one(alloc, va, pa, level, attrs) {
+                if done > 0 {
+                    let mut g = Gather::default();
+                    // Undo: the range holds exactly the leaves just written.
+                    let _ = self.clear_range(alloc, iova, iova + done, &mut g, flush);
+                    let _ = self.finish(alloc, &mut g, flush);
+                }
+                return Err(e);
+            }
+            done += level_size(level);
+        }
+        barrier::dma_wmb();
+        Ok(())
+    }
+
+    /// Writes one leaf at `level`, allocating all missing tables on its path
+    /// first (so a failure links nothing).
+    fn map_one<A: DmaAllocator>(
+        &mut self,
+        alloc: &mut A,
+        va: u64,
+        pa: u64,
+        level: usize,
+        attrs: u64,
+    ) -> Result<()> {
+        // Find how deep the existing path goes.
+        let mut t = self.root;
+        let mut l = 0;
+        while l < level {
+            let i = idx(va, l);
+            let desc = dma::read_u64(&t, i);
+            if desc & PTE_VALID == 0 {
+                break;
+            }
+            if !is_table(desc, l) {
+                return Err(Error::Overlap);
+            }
+            t = self.child(&t, i, l);
+            l += 1;
+        }
+        // Allocate tables for levels l+1..=level.
+        let mut fresh: heapless::Vec<DmaBlock, 3> = heapless::Vec::new();
+        for nl in (l + 1)..=level {
+            match alloc.alloc(table_size(nl), 4096) {
+                Ok(b) => {
+                    let _ = fresh.push(b);
+                }
+                Err(_) => {
+                    for b in fresh {
+                        alloc.free(b);
+                    }
+                    return Err(Error::NoMemory);
+                }
+            }
+        }
+        // Fill from the bottom up, then link the top one.
+        let type_bit = if level == 3 { PTE_TYPE } else { 0 };
+        let leaf = attrs | (pa & PTE_ADDR) | type_bit | PTE_VALID;
+        if fresh.is_empty() {
+            let i = idx(va, level);
+            if dma::read_u64(&t, i) & PTE_VALID != 0 {
+                return Err(Error::Overlap);
+            }
+            dma::write_u64(&t, i, leaf);
+            return Ok(());
+        }
+        let n = fresh.len();
+        dma::write_u64(&fresh[n - 1], idx(va, level), leaf);
+        for k in (0..n - 1).rev() {
+            let nl = l + 1 + k; // level of fresh[k]
+            Self::link(&fresh[k], idx(va, nl), &fresh[k + 1]);
+        }
+        Self::link(&t, idx(va, l), &fresh[0]);
+        for (k, b) in fresh.iter().enumerate() {
+            self.pages += 1;
+            self.bytes += table_size(l + 1 + k);
+            let _ = b;
+        }
+        Ok(())
+    }
+
+    /// Tables (8 KiB, 4 KiB) a split at boundary `b` would need.
+    fn splits_needed(&self, b: u64) -> (usize, usize) {
+        if b == 0 || b >= IOVA_LIMIT || b.is_multiple_of(level_size(1)) {
+            return (0, 0);
+        }
+        let mut t = self.root;
+        for level in 0..3 {
+            let i = idx(b, level);
+            let desc = dma::read_u64(&t, i);
+            if desc & PTE_VALID == 0 {
+                return (0, 0);
+            }
+            if is_table(desc, level) {
+                t = self.child(&t, i, level);
+                continue;
+            }
+            if b.is_multiple_of(level_size(level)) {
+                return (0, 0);
+            }
+            // block at level 1 or 2 covering b
+            return if level == 1 {
+                (1, !b.is_multiple_of(level_size(2)) as usize)
+            } else {
+                (0, 1)
+            };
+        }
+        (0, 0)
+    }
+
+    /// Splits blocks so that `b` becomes a leaf boundary, using `spare`.
+    fn split_at(&mut self, b: u64, spare: &mut heapless::Vec<(DmaBlock, usize), 4>) {
+        if b == 0 || b >= IOVA_LIMIT {
+            return;
+        }
+        let mut t = self.root;
+        for level in 0..3 {
+            let i = idx(b, level);
+            let desc = dma::read_u64(&t, i);
+            if desc & PTE_VALID == 0 {
+                return;
+            }
+            if !is_table(desc, level) {
+                if level == 0 || b.is_multiple_of(level_size(level)) {
+                    return;
+                }
+                let want = table_size(level + 1);
+                let Some(pos) = spare.iter().position(|(_, sz)| *sz == want) else {
+                    return; // cannot happen: counted by splits_needed
+                };
+                let (nt, _) = spare.swap_remove(pos);
+                let attrs = desc & !(PTE_ADDR | PTE_TYPE | PTE_VALID);
+                let base_pa = desc & PTE_ADDR & !(level_size(level) - 1);
+                let sub = level_size(level + 1);
+                let type_bit = if level + 1 == 3 { PTE_TYPE } else { 0 };
+                for k in 0..ENTRIES {
+                    let pa = base_pa + k as u64 * sub;
+                    dma::write_u64(&nt, k, attrs | pa | type_bit | PTE_VALID);
+                }
+                // Replace the block by an equivalent table (Linux
+                // `arm_lpae_split_blk_unmap`); the caller's TLBI of the
+                // unmapped range also removes the old block entry.
+                Self::link(&t, i, &nt);
+                self.pages += 1;
+                self.bytes += want;
+            }
+            t = self.child(&t, i, level);
+        }
+    }
+
+    /// Unmaps everything in `[iova, iova + len)`, splitting blocks that
+    /// straddle either end, freeing tables that become empty (after `flush`).
+    /// Returns the bytes unmapped; [`Error::NotMapped`] if none were.
+    ///
+    /// On [`Error::NoMemory`] (no memory for a split) nothing changed. The
+    /// leaves removed are left in `g` for the caller to invalidate; tables in
+    /// `g.free_list` must be passed to [`Self::finish`] after that.
+    pub fn unmap<A: DmaAllocator>(
+        &mut self,
+        alloc: &mut A,
+        iova: u64,
+        len: u64,
+        g: &mut Gather,
+        flush: FlushFn<'_>,
+    ) -> Result<u64> {
+        self.check_range(iova, len)?;
+        let end = iova + len;
+        if !self.any_mapped(&self.root, 0, iova, end) {
+            return Err(Error::NotMapped);
+        }
+        let (a8, a4) = self.splits_needed(iova);
+        let (b8, b4) = self.splits_needed(end);
+        let mut spare: heapless::Vec<(DmaBlock, usize), 4> = heapless::Vec::new();
+        for (count, size) in [(a8 + b8, 8192usize), (a4 + b4, 4096)] {
+            for _ in 0..count {
+                match alloc.alloc(size, 4096) {
+                    Ok(b) => {
+                        let _ = spare.push((b, size));
+                    }
+                    Err(_) => {
+                        for (b, _) in spare {
+                            alloc.free(b);
+                        }
+                        return Err(Error::NoMemory);
+                    }
+                }
+            }
+        }
+        self.split_at(iova, &mut spare);
+        self.split_at(end, &mut spare);
+        for (b, _) in spare {
+            alloc.free(b);
+        }
+        self.clear_range(alloc, iova, end, g, flush)
+    }
+
+    /// Removes leaves fully inside `[start, end)` and the tables that become
+    /// empty (never the root).
+    fn clear_range<A: DmaAllocator>(
+        &mut self,
+        alloc: &mut A,
+        start: u64,
+        end: u64,
+        g: &mut Gather,
+        flush: FlushFn<'_>,
+    ) -> Result<u64> {
+        let root = self.root;
+        self.clear(alloc, &root, 0, start, end, g, flush)
+            .map(|(n, _)| n)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn clear<A: DmaAllocator>(
+        &mut self,
+        alloc: &mut A,
+        t: &DmaBlock,
+        level: usize,
+        start: u64,
+        end: u64,
+        g: &mut Gather,
+        flush: FlushFn<'_>,
+    ) -> Result<(u64, bool)> {
+        let base = start & !(level_size(level) * ENTRIES as u64 - 1);
+        let mut removed = 0u64;
+        let mut touched = false;
+        for i in idx(start, level)..=idx(end - 1, level) {
+            let desc = dma::read_u64(t, i);
+            if desc & PTE_VALID == 0 {
+                continue;
+            }
+            let va = base + ((i as u64) << SHIFT[level]);
+            let (s, e) = (start.max(va), end.min(va + level_size(level)));
+            if is_table(desc, level) {
+                let child = self.child(t, i, level);
+                let (n, empty) = self.clear(alloc, &child, level + 1, s, e, g, flush)?;
+                removed += n;
+                if empty {
+                    dma::write_u64(t, i, 0);
+                    touched = true;
+                    g.tables_removed = true;
+                    if g.free_list.is_full() {
+                        self.flush_and_free(alloc, g, flush)?;
+                    }
+                    let _ = g.free_list.push((child, (level + 1) as u8));
+                }
+            } else if level > 0 && s == va && e == va + level_size(level) {
+                dma::write_u64(t, i, 0);
+                touched = true;
+                g.add_leaf(va, level);
+                removed += level_size(level);
+            }
+        }
+        let empty = touched && (0..ENTRIES).all(|i| dma::read_u64(t, i) & PTE_VALID == 0);
+        Ok((removed, empty))
+    }
+
+    fn flush_and_free<A: DmaAllocator>(
+        &mut self,
+        alloc: &mut A,
+        g: &mut Gather,
+        flush: FlushFn<'_>,
+    ) -> Result<()> {
+        flush(g)?;
+        for (b, level) in g.free_list.iter() {
+            alloc.free(*b);
+            self.pages -= 1;
+            self.bytes -= table_size(*level as usize);
+        }
+        g.free_list.clear();
+        g.reset_ranges();
+        Ok(())
+    }
+
+    /// Invalidates what `g` holds (through `flush`) and frees its tables.
+    pub fn finish<A: DmaAllocator>(
+        &mut self,
+        alloc: &mut A,
+        g: &mut Gather,
+        flush: FlushFn<'_>,
+    ) -> Result<()> {
+        if g.is_empty() && g.free_list.is_empty() {
+            return Ok(());
+        }
+        self.flush_and_free(alloc, g, flush)
+    }
+
+    /// Frees every table. The SMMU must no longer reach them: no CD points
+    /// here and the ASID was invalidated.
+    pub fn destroy<A: DmaAllocator>(self, alloc: &mut A) {
+        fn free_rec<A: DmaAllocator>(pt: &IoPageTable, alloc: &mut A, t: &DmaBlock, level: usize) {
+            if level < 3 {
+                for i in 0..ENTRIES {
+                    let desc = dma::read_u64(t, i);
+                    if desc & PTE_VALID != 0 && is_table(desc, level) {
+                        let c = pt.child(t, i, level);
+                        free_rec(pt, alloc, &c, level + 1);
+                    }
+                }
+            }
+            alloc.free(*t);
+        }
+        let root = self.root;
+        free_rec(&self, alloc, &root, 0);
+    }
+
+    /// Visits every leaf: `f(iova, paddr, size, perms)`, in IOVA order.
+    pub fn for_each_leaf(&self, f: &mut dyn FnMut(u64, u64, u64, Perms)) {
+        fn rec(
+            pt: &IoPageTable,
+            t: &DmaBlock,
+            level: usize,
+            base: u64,
+            f: &mut dyn FnMut(u64, u64, u64, Perms),
+        ) {
+            for i in 0..ENTRIES {
+                let desc = dma::read_u64(t, i);
+                if desc & PTE_VALID == 0 {
+                    continue;
+                }
+                let va = base + ((i as u64) << SHIFT[level]);
+                if is_table(desc, level) {
+                    rec(pt, &pt.child(t, i, level), level + 1, va, f);
+                } else if level > 0 {
+                    f(va, desc & PTE_ADDR, level_size(level), pte_perms(desc));
+                }
+            }
+        }
+        rec(self, &self.root, 0, 0, f);
+    }
+}
