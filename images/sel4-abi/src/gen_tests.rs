@@ -456,6 +456,55 @@ fn libsel4_headers_match() {
     ] {
         c += &printf(&format!("seL4_{n}={v}"), &format!("seL4_{n}"));
     }
+    // Fault message layouts.
+    use crate::fault::msg as fm;
+    for (n, v) in [
+        ("VMFault_IP", fm::VM_FAULT_IP),
+        ("VMFault_Addr", fm::VM_FAULT_ADDR),
+        ("VMFault_PrefetchFault", fm::VM_FAULT_PREFETCH_FAULT),
+        ("VMFault_FSR", fm::VM_FAULT_FSR),
+        ("VMFault_Length", fm::VM_FAULT_LENGTH),
+        ("UserException_FaultIP", fm::USER_EXCEPTION_FAULT_IP),
+        ("UserException_SP", fm::USER_EXCEPTION_SP),
+        ("UserException_SPSR", fm::USER_EXCEPTION_SPSR),
+        ("UserException_Number", fm::USER_EXCEPTION_NUMBER),
+        ("UserException_Code", fm::USER_EXCEPTION_CODE),
+        ("UserException_Length", fm::USER_EXCEPTION_LENGTH),
+        ("UnknownSyscall_X0", fm::UNKNOWN_SYSCALL_X0),
+        ("UnknownSyscall_FaultIP", fm::UNKNOWN_SYSCALL_FAULT_IP),
+        ("UnknownSyscall_SP", fm::UNKNOWN_SYSCALL_SP),
+        ("UnknownSyscall_LR", fm::UNKNOWN_SYSCALL_LR),
+        ("UnknownSyscall_SPSR", fm::UNKNOWN_SYSCALL_SPSR),
+        ("UnknownSyscall_Syscall", fm::UNKNOWN_SYSCALL_SYSCALL),
+        ("UnknownSyscall_Length", fm::UNKNOWN_SYSCALL_LENGTH),
+        ("CapFault_IP", fm::CAP_FAULT_IP),
+        ("CapFault_Addr", fm::CAP_FAULT_ADDR),
+        ("CapFault_InRecvPhase", fm::CAP_FAULT_IN_RECV_PHASE),
+        (
+            "CapFault_LookupFailureType",
+            fm::CAP_FAULT_LOOKUP_FAILURE_TYPE,
+        ),
+        ("CapFault_BitsLeft", fm::CAP_FAULT_BITS_LEFT),
+        (
+            "CapFault_DepthMismatch_BitsFound",
+            fm::CAP_FAULT_DEPTH_MISMATCH_BITS_FOUND,
+        ),
+        (
+            "CapFault_GuardMismatch_GuardFound",
+            fm::CAP_FAULT_GUARD_MISMATCH_GUARD_FOUND,
+        ),
+        (
+            "CapFault_GuardMismatch_BitsFound",
+            fm::CAP_FAULT_GUARD_MISMATCH_BITS_FOUND,
+        ),
+        ("NoFailure", 0),
+        ("InvalidRoot", 1),
+        ("MissingCapability", 2),
+        ("DepthMismatch", 3),
+        ("GuardMismatch", 4),
+    ] {
+        c += &printf(&format!("seL4_{n}={v}"), &format!("seL4_{n}"));
+    }
     // Layouts.
     use crate::bootinfo::offsets as bo;
     use crate::ipc_buffer::offsets as io;

@@ -38,6 +38,8 @@
 //! - [`object`]: object sizes; [`ObjectType`] (generated).
 //! - [`generated`]: [`Syscall`], [`InvocationLabel`], [`ObjectType`],
 //!   [`Error`] (= [`Sel4Error`]); [`config`]: the kernel configuration.
+//! - [`fault`]: [`fault::Fault`] decodes fault messages (VM, cap, user
+//!   exception, unknown syscall).
 //! - [`debug`]: [`debug_print!`]/[`debug_println!`] over `DebugPutChar`.
 //!
 //! ## Invocations
@@ -51,6 +53,7 @@ pub mod arch;
 
 pub mod bootinfo;
 pub mod debug;
+pub mod fault;
 pub mod generated;
 #[cfg(any(target_arch = "aarch64", test))]
 pub mod invocation;

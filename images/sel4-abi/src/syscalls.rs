@@ -19,7 +19,9 @@ use crate::arch::{self, Mrs};
 use crate::generated::Syscall;
 use crate::ipc_buffer::buf;
 use crate::message::MessageInfo;
-use crate::types::{Badge, CPtr, Notification, Word};
+#[cfg(sel4_debug_build)]
+use crate::types::Word;
+use crate::types::{Badge, CPtr, Notification};
 
 fn mrs_from_buffer() -> Mrs {
     let b = buf();
