@@ -1,0 +1,177 @@
+//! The server side on seL4: the SMMU's registers in device frames, received
+//! frame capabilities, and time from the ARM generic timer.
+
+use embedded_hal::delay::DelayNs;
+use iommu_protocol::ErrorCode;
+use iommu_server::hal::Mmio;
+use iommu_server::handler::{Frame, FrameResolver, ReceivedCap};
+use sel4_abi::{CNode, CPtr, Page};
+
+/// The SMMU register file mapped (Device-nGnRnE) at `base`.
+pub struct DeviceRegisters {
+    base: usize,
+}
+
+impl DeviceRegisters {
+    /// # Safety
+    /// `base` must map the SMMU's two 64 KiB register pages as device memory,
+    /// and nothing else may program the SMMU.
+    pub unsafe fn new(base: usize) -> DeviceRegisters {
+        DeviceRegisters { base }
+    }
+}
+
+// The register file is 128 KiB; an offset past it is a bug of the core, which
+// must not turn into a stray access elsewhere in the address space.
+const REGISTER_FILE: usize = 0x2_0000;
+
+impl Mmio for DeviceRegisters {
+    fn read32(&self, offset: usize) -> u32 {
+        if offset + 4 > REGISTER_FILE {
+            return 0;
+        }
+        // SAFETY: in bounds of the mapping `new` was given; aligned by the
+        // register layout.
+        unsafe { core::ptr::read_volatile((self.base + offset) as *const u32) }
+    }
+
+    fn write32(&self, offset: usize, value: u32) {
+        if offset + 4 > REGISTER_FILE {
+            return;
+        }
+        // SAFETY: as in `read32`.
+        unsafe { core::ptr::write_volatile((self.base + offset) as *mut u32, value) }
+    }
+
+    fn read64(&self, offset: usize) -> u64 {
+        if offset + 8 > REGISTER_FILE {
+            return 0;
+        }
+        // SAFETY: as in `read32`.
+        unsafe { core::ptr::read_volatile((self.base + offset) as *const u64) }
+    }
+
+    fn write64(&self, offset: usize, value: u64) {
+        if offset + 8 > REGISTER_FILE {
+            return;
+        }
+        // SAFETY: as in `read32`.
+        unsafe { core::ptr::write_volatile((self.base + offset) as *mut u64, value) }
+    }
+}
+
+/// Busy-waits on the virtual counter (CNTVCT_EL0), which the loader lets EL0
+/// read (CNTKCTL_EL1.EL0VCTEN).
+pub struct CounterDelay {
+    ticks_per_us: u64,
+}
+
+impl CounterDelay {
+    pub fn new() -> CounterDelay {
+        let frequency: u64;
+        // SAFETY: reading CNTFRQ_EL0 has no side effects; EL0 may read it
+        // whenever it may read the counter.
+        unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) frequency) };
+        CounterDelay {
+            ticks_per_us: (frequency / 1_000_000).max(1),
+        }
+    }
+
+    pub fn now() -> u64 {
+        let ticks: u64;
+        // SAFETY: as above; the ISB keeps the read from being hoisted.
+        unsafe { core::arch::asm!("isb", "mrs {}, cntvct_el0", out(reg) ticks) };
+        ticks
+    }
+}
+
+impl Default for CounterDelay {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DelayNs for CounterDelay {
+    fn delay_ns(&mut self, ns: u32) {
+        let ticks = (ns as u64 * self.ticks_per_us).div_ceil(1000);
+        let start = Self::now();
+        while Self::now().wrapping_sub(start) < ticks {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Slots of the server's own CNode that receive frame caps, and the frames
+/// they hold.
+///
+/// Each received cap stays in its slot while the memory is registered (so
+/// the server keeps a reference to the frame) and is deleted on release.
+pub struct ReceivedFrames<const WORDS: usize> {
+    cnode: CNode,
+    first: u64,
+    count: u64,
+    used: [u64; WORDS],
+}
+
+/// Depth that resolves a whole CPtr in a process CSpace: a single CNode whose
+/// guard makes every CPtr a slot number.
+const FULL_DEPTH: u8 = 64;
+
+impl<const WORDS: usize> ReceivedFrames<WORDS> {
+    /// `cnode`: the server's own CNode cap; slots `[first, first + count)`
+    /// are free for received caps.
+    pub fn new(cnode: CPtr, first: u64, count: u64) -> Self {
+        ReceivedFrames {
+            cnode: CNode(cnode),
+            first,
+            count: count.min(WORDS as u64 * 64),
+            used: [0; WORDS],
+        }
+    }
+
+    /// A free slot to point the next receive at, without taking it.
+    pub fn free_slot(&self) -> Option<u64> {
+        (0..self.count)
+            .find(|&i| self.used[i as usize / 64] & (1 << (i % 64)) == 0)
+            .map(|i| self.first + i)
+    }
+
+    /// A cap arrived in `slot` (the one `free_slot` named).
+    pub fn take(&mut self, slot: u64) -> ReceivedCap {
+        if let Some(i) = slot.checked_sub(self.first).filter(|&i| i < self.count) {
+            self.used[i as usize / 64] |= 1 << (i % 64);
+        }
+        ReceivedCap(slot)
+    }
+
+    /// (CNode, index, depth) for the IPC buffer's receive path.
+    pub fn receive_path(&self, slot: u64) -> (CPtr, u64, u64) {
+        (self.cnode.0, slot, FULL_DEPTH as u64)
+    }
+}
+
+/// Frame size the server assumes for every received frame cap. seL4 5.0.0
+/// tells a frame's address (Page_GetAddress) but not its size outside debug
+/// kernels, so a larger frame counts as its first 4 KiB: never more memory
+/// than the client holds.
+pub const ASSUMED_FRAME_SIZE: u64 = 4096;
+
+impl<const WORDS: usize> FrameResolver for ReceivedFrames<WORDS> {
+    fn resolve(&mut self, cap: ReceivedCap) -> Result<Frame, ErrorCode> {
+        // The invocation fails on anything that is not a frame cap.
+        let paddr = Page(CPtr(cap.0))
+            .get_address()
+            .map_err(|_| ErrorCode::BadCapability)?;
+        Ok(Frame {
+            paddr,
+            size: ASSUMED_FRAME_SIZE,
+        })
+    }
+
+    fn release(&mut self, cap: ReceivedCap) {
+        let _ = self.cnode.delete(cap.0, FULL_DEPTH);
+        if let Some(i) = cap.0.checked_sub(self.first).filter(|&i| i < self.count) {
+            self.used[i as usize / 64] &= !(1 << (i % 64));
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The client side: each request is one `seL4_Call` on the badged endpoint
+//! the system description gave the driver.
+
+use crate::message;
+use iommu_client::{Transport, TransportError};
+use iommu_protocol::{pack_words, unpack_words, MsgBuf, MAX_CAPS_PER_MSG, MSG_MAX_WORDS};
+use sel4_abi::message::MSG_REGISTERS;
+use sel4_abi::{ipc_buffer, syscalls, CPtr, MessageInfo};
+
+/// Requests carry label 0; the kernel answers a failed invocation of a
+/// non-endpoint cap with an error label, which the transport reports.
+const REQUEST_LABEL: u64 = 0;
+
+pub struct Sel4Transport {
+    endpoint: CPtr,
+}
+
+impl Sel4Transport {
+    /// `endpoint`: the badged endpoint capability to the IOMMU server.
+    pub fn new(endpoint: CPtr) -> Sel4Transport {
+        Sel4Transport { endpoint }
+    }
+}
+
+impl Transport for Sel4Transport {
+    type Cap = CPtr;
+
+    fn call(
+        &mut self,
+        request: &[u8],
+        caps: &[CPtr],
+        reply: &mut MsgBuf,
+    ) -> Result<usize, TransportError> {
+        // seL4 gives a receiver one slot per message: a second capability
+        // would be silently dropped, so refuse it here.
+        if caps.len() > MAX_CAPS_PER_MSG.min(1) {
+            return Err(TransportError::TooManyCaps);
+        }
+        let buffer = ipc_buffer().ok_or(TransportError::Ipc(0))?;
+        let mut words = [0u64; MSG_MAX_WORDS];
+        let length = pack_words(request, &mut words).ok_or(TransportError::TooLong)?;
+        let mut registers = [0u64; MSG_REGISTERS];
+        message::store(&words[..length], &mut registers, buffer);
+        for (i, cap) in caps.iter().enumerate() {
+            buffer.set_cap(i, *cap);
+        }
+        let info = MessageInfo::new(REQUEST_LABEL, 0, caps.len() as u64, length as u64);
+        let answer = syscalls::call_with_mrs(self.endpoint, info, &mut registers);
+        if answer.label() != REQUEST_LABEL {
+            return Err(TransportError::Ipc(answer.label()));
+        }
+        let buffer = ipc_buffer().ok_or(TransportError::Ipc(0))?;
+        let n = message::load(answer.length(), &registers, buffer, &mut words);
+        unpack_words(&words[..n], reply).ok_or(TransportError::TooLong)
+    }
+}
