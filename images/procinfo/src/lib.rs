@@ -7,8 +7,6 @@
 #![no_std]
 
 pub mod elf;
-#[cfg(feature = "rt")]
-pub mod rt;
 
 /// `StartInfo::magic`: "seL4 START" in ASCII, little-endian.
 pub const START_INFO_MAGIC: u64 = 0x5452_4154_5334_6c65;

@@ -2,16 +2,15 @@
 
 use sel4_abi::BootInfo;
 use sel4_abi::{
-    CNode, CPtr, CapRights, Error, ObjectType, Page, PageDirectory, PageGlobalDirectory,
-    PageTable, PageUpperDirectory, Untyped, VMAttributes, Word,
+    ASIDPool, CNode, CPtr, CapRights, Error, IRQControl, ObjectType, Page, PageDirectory,
+    PageGlobalDirectory, PageTable, PageUpperDirectory, Untyped, VMAttributes, Word,
 };
 
-/// Initial capabilities (seL4 5.0.0 `seL4_RootCNodeCapSlots`).
-pub const INIT_TCB: CPtr = CPtr(1);
-pub const INIT_CNODE: CNode = CNode(CPtr(2));
-pub const INIT_VSPACE: PageGlobalDirectory = PageGlobalDirectory(CPtr(3));
-pub const IRQ_CONTROL: CPtr = CPtr(4);
-pub const INIT_ASID_POOL: CPtr = CPtr(6);
+/// Initial capabilities of the root task.
+pub const INIT_CNODE: CNode = sel4_abi::slots::INIT_THREAD_CNODE;
+pub const INIT_VSPACE: PageGlobalDirectory = sel4_abi::slots::INIT_THREAD_VSPACE;
+pub const IRQ_CONTROL: IRQControl = sel4_abi::slots::IRQ_CONTROL;
+pub const INIT_ASID_POOL: ASIDPool = sel4_abi::slots::INIT_THREAD_ASID_POOL;
 
 /// The root CNode is addressed with full-word depth (its guard pads it).
 pub const DEPTH: u8 = 64;
@@ -108,7 +107,12 @@ impl Kernel {
 
     fn add_untyped(&mut self, desc: UntypedDesc) {
         if self.n_uts < MAX_UNTYPED {
-            self.uts[self.n_uts] = Some(Ut { desc, used: 0, full: false, split: false });
+            self.uts[self.n_uts] = Some(Ut {
+                desc,
+                used: 0,
+                full: false,
+                split: false,
+            });
             self.n_uts += 1;
         }
     }
@@ -189,7 +193,10 @@ impl Kernel {
             }
             return Ok(first);
         }
-        Err(Fail::OutOfMemory { size_bits: bits as u8, count })
+        Err(Fail::OutOfMemory {
+            size_bits: bits as u8,
+            count,
+        })
     }
 
     pub fn alloc(&mut self, ty: ObjectType, size_bits: u64) -> Result<CPtr> {
@@ -231,7 +238,15 @@ impl Kernel {
             if u.desc.size_bits == 12 {
                 let slot = self.slot()?;
                 Untyped(CPtr(u.desc.cptr))
-                    .retype(ObjectType::ARM_SmallPageObject, 0, INIT_CNODE, 0, 0, slot.0, 1)
+                    .retype(
+                        ObjectType::ARM_SmallPageObject,
+                        0,
+                        INIT_CNODE,
+                        0,
+                        0,
+                        slot.0,
+                        1,
+                    )
                     .ctx("Untyped_Retype (device frame)")?;
                 self.uts[i].as_mut().unwrap().full = true;
                 return Ok(slot);
@@ -240,7 +255,15 @@ impl Kernel {
             let half = u.desc.size_bits - 1;
             let slots = self.slots(2)?;
             Untyped(CPtr(u.desc.cptr))
-                .retype(ObjectType::UntypedObject, half as Word, INIT_CNODE, 0, 0, slots.0, 2)
+                .retype(
+                    ObjectType::UntypedObject,
+                    half as Word,
+                    INIT_CNODE,
+                    0,
+                    0,
+                    slots.0,
+                    2,
+                )
                 .ctx("Untyped_Retype (split device untyped)")?;
             self.uts[i].as_mut().unwrap().split = true;
             for h in 0..2u64 {
@@ -304,7 +327,10 @@ impl Kernel {
                 Err(e) => return Err(Fail::Kernel("paging structure map", e)),
             }
         }
-        Err(Fail::Kernel("ARM_Page_Map (all levels present)", Error::FailedLookup))
+        Err(Fail::Kernel(
+            "ARM_Page_Map (all levels present)",
+            Error::FailedLookup,
+        ))
     }
 
     /// Writes `data` at byte `offset` of `frame` through a scratch mapping
@@ -315,7 +341,13 @@ impl Kernel {
         INIT_CNODE
             .copy(copy.0, DEPTH, INIT_CNODE, frame.0, DEPTH, CapRights::ALL)
             .ctx("CNode_Copy (scratch)")?;
-        self.map(INIT_VSPACE, copy, SCRATCH, CapRights::READ_WRITE, VMAttributes::DEFAULT)?;
+        self.map(
+            INIT_VSPACE,
+            copy,
+            SCRATCH,
+            CapRights::READ_WRITE,
+            VMAttributes::DEFAULT,
+        )?;
         let len = data.len().min(PAGE as usize - offset);
         // SAFETY: SCRATCH maps the 4 KiB frame just now, and nothing else
         // refers to that address range.
@@ -324,7 +356,9 @@ impl Kernel {
             core::ptr::copy_nonoverlapping(data.as_ptr(), dst, len);
         }
         Page(copy).unmap().ctx("ARM_Page_Unmap (scratch)")?;
-        INIT_CNODE.delete(copy.0, DEPTH).ctx("CNode_Delete (scratch)")?;
+        INIT_CNODE
+            .delete(copy.0, DEPTH)
+            .ctx("CNode_Delete (scratch)")?;
         Ok(())
     }
 

@@ -74,19 +74,31 @@ extern "C" fn main(bootinfo: u64) -> ! {
         k.free_ram() >> 20,
         bi.empty()
     );
-    if SYSTEM.processes.len() > MAX_PROCESSES || SYSTEM.endpoints.len() > 32 || SYSTEM.notifications.len() > 32 {
+    if SYSTEM.processes.len() > MAX_PROCESSES
+        || SYSTEM.endpoints.len() > 32
+        || SYSTEM.notifications.len() > 32
+    {
         println!("root: ERROR: at most {MAX_PROCESSES} processes, 32 endpoints, 32 notifications");
         exit(2);
     }
 
-    let root_ep = k.alloc(ObjectType::EndpointObject, 0).unwrap_or_else(|e| fail("root endpoint", e));
-    let mut shared = Shared { endpoints: [CPtr(0); 32], notifications: [CPtr(0); 32], root_ep };
+    let root_ep = k
+        .alloc(ObjectType::EndpointObject, 0)
+        .unwrap_or_else(|e| fail("root endpoint", e));
+    let mut shared = Shared {
+        endpoints: [CPtr(0); 32],
+        notifications: [CPtr(0); 32],
+        root_ep,
+    };
     for i in 0..SYSTEM.endpoints.len() {
-        shared.endpoints[i] = k.alloc(ObjectType::EndpointObject, 0).unwrap_or_else(|e| fail("endpoints", e));
+        shared.endpoints[i] = k
+            .alloc(ObjectType::EndpointObject, 0)
+            .unwrap_or_else(|e| fail("endpoints", e));
     }
     for i in 0..SYSTEM.notifications.len() {
-        shared.notifications[i] =
-            k.alloc(ObjectType::NotificationObject, 0).unwrap_or_else(|e| fail("notifications", e));
+        shared.notifications[i] = k
+            .alloc(ObjectType::NotificationObject, 0)
+            .unwrap_or_else(|e| fail("notifications", e));
     }
 
     let mut running: [Option<Running>; MAX_PROCESSES] = [None; MAX_PROCESSES];
@@ -95,10 +107,17 @@ extern "C" fn main(bootinfo: u64) -> ! {
             Ok(r) => running[i] = Some(r),
             Err(e) => fail(p.name, e),
         }
-        println!("root: built process {} ({} bytes of ELF, priority {})", p.name, p.elf.len(), p.priority);
+        println!(
+            "root: built process {} ({} bytes of ELF, priority {})",
+            p.name,
+            p.elf.len(),
+            p.priority
+        );
     }
     for r in running.iter().flatten() {
-        r.tcb.resume().unwrap_or_else(|e| fail("TCB_Resume", kobj::Fail::Kernel("TCB_Resume", e)));
+        r.tcb
+            .resume()
+            .unwrap_or_else(|e| fail("TCB_Resume", kobj::Fail::Kernel("TCB_Resume", e)));
     }
     println!("root: started {} process(es)", SYSTEM.processes.len());
     serve(Endpoint(root_ep), &running)
@@ -131,17 +150,37 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES]) -> ! {
             passed[who] = false;
         } else if badge.0 & CONTROL_BADGE != 0 && info.label() == procinfo::control::DONE {
             let pass = mrs[0] == 1;
-            println!("root: {} done: {}", p.name, if pass { "pass" } else { "FAIL" });
+            println!(
+                "root: {} done: {}",
+                p.name,
+                if pass { "pass" } else { "FAIL" }
+            );
             done[who] = true;
             passed[who] = pass;
         } else {
-            println!("root: {} sent an unknown message (label {:#x})", p.name, info.label());
+            println!(
+                "root: {} sent an unknown message (label {:#x})",
+                p.name,
+                info.label()
+            );
             continue;
         }
-        let finished = SYSTEM.processes.iter().enumerate().filter(|(i, p)| p.wait && done[*i]).count();
+        let finished = SYSTEM
+            .processes
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| p.wait && done[*i])
+            .count();
         if finished == awaited {
-            let ok = SYSTEM.processes.iter().enumerate().all(|(i, p)| !p.wait || passed[i]);
-            println!("root: all {awaited} awaited process(es) done: {}", if ok { "PASS" } else { "FAIL" });
+            let ok = SYSTEM
+                .processes
+                .iter()
+                .enumerate()
+                .all(|(i, p)| !p.wait || passed[i]);
+            println!(
+                "root: all {awaited} awaited process(es) done: {}",
+                if ok { "PASS" } else { "FAIL" }
+            );
             exit(if ok { 0 } else { 1 });
         }
     }
@@ -150,14 +189,21 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES]) -> ! {
 /// seL4 5.0.0 fault labels (`seL4_Fault_*` in shared_types.bf).
 fn report_fault(name: &str, label: u64, mrs: &[u64; 4]) {
     match label {
-        1 => println!("FAULT in {name}: capability fault at pc {:#x} (cptr {:#x})", mrs[0], mrs[1]),
+        1 => println!(
+            "FAULT in {name}: capability fault at pc {:#x} (cptr {:#x})",
+            mrs[0], mrs[1]
+        ),
         2 => println!("FAULT in {name}: unknown syscall at pc {:#x}", mrs[0]),
         3 => println!("FAULT in {name}: user exception at pc {:#x}", mrs[0]),
         5 => println!(
             "FAULT in {name}: VM fault at address {:#x}, pc {:#x}, {} (FSR {:#x})",
             mrs[1],
             mrs[0],
-            if mrs[2] != 0 { "instruction fetch" } else { "data access" },
+            if mrs[2] != 0 {
+                "instruction fetch"
+            } else {
+                "data access"
+            },
             mrs[3]
         ),
         _ => println!("FAULT in {name}: fault label {label}, MRs {mrs:x?}"),

@@ -2,12 +2,16 @@
 //! stack, IPC buffer, start-info page, capabilities, TCB.
 
 use crate::desc::{ObjKind, Process, SYSTEM};
-use crate::kobj::{Ctx, Fail, Kernel, Result, DEPTH, INIT_ASID_POOL, INIT_CNODE, IRQ_CONTROL, PAGE};
+use crate::kobj::{
+    Ctx, Fail, Kernel, Result, DEPTH, INIT_ASID_POOL, INIT_CNODE, IRQ_CONTROL, PAGE,
+};
 use procinfo::elf::{Elf, PF_W, PF_X};
-use procinfo::{slot, CapKind, DeviceRegion, DmaPool, IrqCap, Name, NamedCap, StartInfo, UntypedCap};
+use procinfo::{
+    slot, CapKind, DeviceRegion, DmaPool, IrqCap, Name, NamedCap, StartInfo, UntypedCap,
+};
 use sel4_abi::{
-    ASIDPool, CNode, CPtr, CapData, CapRights, IRQControl, IRQHandler, Page, PageGlobalDirectory,
-    PrioProps, UserContext, VMAttributes, TCB,
+    CNode, CPtr, CapData, CapRights, IRQHandler, Page, PageGlobalDirectory, PrioProps, UserContext,
+    VMAttributes, TCB,
 };
 
 /// Fixed addresses in every process (xtask keeps described regions below 4 GiB).
@@ -53,15 +57,24 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
     let pdepth = cnode_bits as u8;
 
     let cnode = CNode(k.alloc(sel4_abi::ObjectType::CapTableObject, cnode_bits)?);
-    let vspace = PageGlobalDirectory(k.alloc(sel4_abi::ObjectType::ARM_PageGlobalDirectoryObject, 0)?);
-    ASIDPool(INIT_ASID_POOL).assign(vspace.cptr()).ctx("ASIDPool_Assign")?;
+    let vspace =
+        PageGlobalDirectory(k.alloc(sel4_abi::ObjectType::ARM_PageGlobalDirectoryObject, 0)?);
+    INIT_ASID_POOL
+        .assign(vspace.cptr())
+        .ctx("ASIDPool_Assign")?;
     let tcb = TCB(k.alloc(sel4_abi::ObjectType::TCBObject, 0)?);
 
     load_elf(k, vspace, &elf)?;
 
     // IPC buffer and stack.
     let ipc = k.alloc(sel4_abi::ObjectType::ARM_SmallPageObject, 0)?;
-    k.map(vspace, ipc, IPC_VADDR, CapRights::READ_WRITE, VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER)?;
+    k.map(
+        vspace,
+        ipc,
+        IPC_VADDR,
+        CapRights::READ_WRITE,
+        VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER,
+    )?;
     let stack_pages = p.stack_pages.max(1) as u64;
     let stack = k.alloc_n(sel4_abi::ObjectType::ARM_SmallPageObject, 0, stack_pages)?;
     for i in 0..stack_pages {
@@ -87,11 +100,28 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
         free_first: 0,
         free_count: 0,
         num_caps: 0,
-        caps: [NamedCap { name: Name::EMPTY, kind: 0, rights: 0, cptr: 0, badge: 0 }; procinfo::MAX_CAPS],
+        caps: [NamedCap {
+            name: Name::EMPTY,
+            kind: 0,
+            rights: 0,
+            cptr: 0,
+            badge: 0,
+        }; procinfo::MAX_CAPS],
         num_devices: 0,
-        devices: [DeviceRegion { name: Name::EMPTY, vaddr: 0, paddr: 0, size: 0 }; procinfo::MAX_DEVICES],
+        devices: [DeviceRegion {
+            name: Name::EMPTY,
+            vaddr: 0,
+            paddr: 0,
+            size: 0,
+        }; procinfo::MAX_DEVICES],
         num_irqs: 0,
-        irqs: [IrqCap { name: Name::EMPTY, irq: 0, cptr: 0, notification: 0, badge: 0 }; procinfo::MAX_IRQS],
+        irqs: [IrqCap {
+            name: Name::EMPTY,
+            irq: 0,
+            cptr: 0,
+            notification: 0,
+            badge: 0,
+        }; procinfo::MAX_IRQS],
         dma: DmaPool::default(),
         num_untyped: 0,
         untyped: [UntypedCap::default(); procinfo::MAX_UNTYPED],
@@ -100,34 +130,88 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
     // Fixed slots.
     let root_ep = shared.root_ep;
     cnode
-        .mint(slot::FAULT_EP, pdepth, INIT_CNODE, root_ep.0, DEPTH, CapRights::ALL, CapData::badge(FAULT_BADGE | index as u64))
+        .mint(
+            slot::FAULT_EP,
+            pdepth,
+            INIT_CNODE,
+            root_ep.0,
+            DEPTH,
+            CapRights::ALL,
+            CapData::badge(FAULT_BADGE | index as u64),
+        )
         .ctx("CNode_Mint (fault endpoint)")?;
     cnode
-        .mint(slot::CONTROL_EP, pdepth, INIT_CNODE, root_ep.0, DEPTH, CapRights::new(true, false, true), CapData::badge(CONTROL_BADGE | index as u64))
+        .mint(
+            slot::CONTROL_EP,
+            pdepth,
+            INIT_CNODE,
+            root_ep.0,
+            DEPTH,
+            CapRights::new(true, false, true),
+            CapData::badge(CONTROL_BADGE | index as u64),
+        )
         .ctx("CNode_Mint (control endpoint)")?;
-    cnode.copy(slot::TCB, pdepth, INIT_CNODE, tcb.cptr().0, DEPTH, CapRights::ALL).ctx("CNode_Copy (TCB)")?;
+    cnode
+        .copy(
+            slot::TCB,
+            pdepth,
+            INIT_CNODE,
+            tcb.cptr().0,
+            DEPTH,
+            CapRights::ALL,
+        )
+        .ctx("CNode_Copy (TCB)")?;
     if p.grant_cnode {
         cnode
-            .mint(slot::CNODE, pdepth, INIT_CNODE, cnode.cptr().0, DEPTH, CapRights::ALL, guard)
+            .mint(
+                slot::CNODE,
+                pdepth,
+                INIT_CNODE,
+                cnode.cptr().0,
+                DEPTH,
+                CapRights::ALL,
+                guard,
+            )
             .ctx("CNode_Mint (own CNode)")?;
     }
     if p.grant_vspace {
         cnode
-            .copy(slot::VSPACE, pdepth, INIT_CNODE, vspace.cptr().0, DEPTH, CapRights::ALL)
+            .copy(
+                slot::VSPACE,
+                pdepth,
+                INIT_CNODE,
+                vspace.cptr().0,
+                DEPTH,
+                CapRights::ALL,
+            )
             .ctx("CNode_Copy (own VSpace)")?;
     }
     let mut next = slot::FIRST_FREE;
 
     for (i, c) in p.caps.iter().enumerate() {
         let (object, name, kind) = match c.kind {
-            ObjKind::Endpoint => (shared.endpoints[c.object], SYSTEM.endpoints[c.object], CapKind::Endpoint),
-            ObjKind::Notification => {
-                (shared.notifications[c.object], SYSTEM.notifications[c.object], CapKind::Notification)
-            }
+            ObjKind::Endpoint => (
+                shared.endpoints[c.object],
+                SYSTEM.endpoints[c.object],
+                CapKind::Endpoint,
+            ),
+            ObjKind::Notification => (
+                shared.notifications[c.object],
+                SYSTEM.notifications[c.object],
+                CapKind::Notification,
+            ),
         };
         let rights = CapRights::new(c.grant, c.read, c.write);
         cnode
-            .mint(next, pdepth, INIT_CNODE, object.0, DEPTH, rights, CapData::badge(c.badge))
+            .mint(
+                next,
+                pdepth,
+                INIT_CNODE,
+                object.0,
+                DEPTH,
+                rights,
+                CapData::badge(c.badge),
+            )
             .ctx("CNode_Mint (described cap)")?;
         info.caps[i] = NamedCap {
             name: Name::new(name),
@@ -144,31 +228,60 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
         let frames = k.device_frames(d.paddr, d.size)?;
         for pg in 0..d.size / PAGE {
             // Attributes 0: Device-nGnRnE, never executable.
-            k.map(vspace, CPtr(frames.0 + pg), d.vaddr + pg * PAGE, CapRights::READ_WRITE, VMAttributes::EXECUTE_NEVER)?;
+            k.map(
+                vspace,
+                CPtr(frames.0 + pg),
+                d.vaddr + pg * PAGE,
+                CapRights::READ_WRITE,
+                VMAttributes::EXECUTE_NEVER,
+            )?;
         }
-        info.devices[i] = DeviceRegion { name: Name::new(d.name), vaddr: d.vaddr, paddr: d.paddr, size: d.size };
+        info.devices[i] = DeviceRegion {
+            name: Name::new(d.name),
+            vaddr: d.vaddr,
+            paddr: d.paddr,
+            size: d.size,
+        };
         info.num_devices += 1;
     }
 
     for (i, q) in p.irqs.iter().enumerate() {
         let handler = k.slot()?;
-        IRQControl(IRQ_CONTROL)
+        IRQ_CONTROL
             .get(q.irq as i32, INIT_CNODE, handler.0, DEPTH)
             .ctx("IRQControl_Get")?;
         let mut ntfn_cptr = 0;
         if let Some(n) = q.notification {
             let badged = k.slot()?;
             INIT_CNODE
-                .mint(badged.0, DEPTH, INIT_CNODE, shared.notifications[n].0, DEPTH, CapRights::ALL, CapData::badge(q.badge))
+                .mint(
+                    badged.0,
+                    DEPTH,
+                    INIT_CNODE,
+                    shared.notifications[n].0,
+                    DEPTH,
+                    CapRights::ALL,
+                    CapData::badge(q.badge),
+                )
                 .ctx("CNode_Mint (IRQ notification)")?;
-            IRQHandler(handler).set_notification(badged).ctx("IRQHandler_SetNotification")?;
+            IRQHandler(handler)
+                .set_notification(badged)
+                .ctx("IRQHandler_SetNotification")?;
             ntfn_cptr = (0..p.caps.len())
                 .find(|&c| p.caps[c].kind == ObjKind::Notification && p.caps[c].object == n)
                 .map(|c| info.caps[c].cptr)
                 .unwrap_or(0);
         }
-        cnode.move_(next, pdepth, INIT_CNODE, handler.0, DEPTH).ctx("CNode_Move (IRQ handler)")?;
-        info.irqs[i] = IrqCap { name: Name::new(q.name), irq: q.irq as u64, cptr: next, notification: ntfn_cptr, badge: q.badge };
+        cnode
+            .move_(next, pdepth, INIT_CNODE, handler.0, DEPTH)
+            .ctx("CNode_Move (IRQ handler)")?;
+        info.irqs[i] = IrqCap {
+            name: Name::new(q.name),
+            irq: q.irq as u64,
+            cptr: next,
+            notification: ntfn_cptr,
+            badge: q.badge,
+        };
         info.num_irqs += 1;
         next += 1;
     }
@@ -178,18 +291,39 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
         // One retype stream from one untyped: physically contiguous.
         let frames = k.alloc_n(sel4_abi::ObjectType::ARM_SmallPageObject, 0, pages)?;
         let first_paddr = Page(frames).get_address().ctx("ARM_Page_GetAddress")?;
-        let last_paddr = Page(CPtr(frames.0 + pages - 1)).get_address().ctx("ARM_Page_GetAddress")?;
+        let last_paddr = Page(CPtr(frames.0 + pages - 1))
+            .get_address()
+            .ctx("ARM_Page_GetAddress")?;
         if last_paddr != first_paddr + (pages - 1) * PAGE {
             return Err(Fail::NotContiguous);
         }
         for pg in 0..pages {
-            k.map(vspace, CPtr(frames.0 + pg), d.vaddr + pg * PAGE, CapRights::READ_WRITE, VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER)?;
+            k.map(
+                vspace,
+                CPtr(frames.0 + pg),
+                d.vaddr + pg * PAGE,
+                CapRights::READ_WRITE,
+                VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER,
+            )?;
             // The copy the process gets is unmapped: it can hand it to others.
             cnode
-                .copy(next + pg, pdepth, INIT_CNODE, frames.0 + pg, DEPTH, CapRights::ALL)
+                .copy(
+                    next + pg,
+                    pdepth,
+                    INIT_CNODE,
+                    frames.0 + pg,
+                    DEPTH,
+                    CapRights::ALL,
+                )
                 .ctx("CNode_Copy (DMA frame)")?;
         }
-        info.dma = DmaPool { vaddr: d.vaddr, paddr: first_paddr, size: pages * PAGE, first_frame_cap: next, frames: pages };
+        info.dma = DmaPool {
+            vaddr: d.vaddr,
+            paddr: first_paddr,
+            size: pages * PAGE,
+            first_frame_cap: next,
+            frames: pages,
+        };
         next += pages;
     }
 
@@ -197,8 +331,14 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
         let ut = k.alloc(sel4_abi::ObjectType::UntypedObject, bits as u64)?;
         // The untyped is fresh: its address is where the allocator put it,
         // which the root task does not track exactly; report 0 = unknown.
-        cnode.move_(next, pdepth, INIT_CNODE, ut.0, DEPTH).ctx("CNode_Move (untyped)")?;
-        info.untyped[i] = UntypedCap { cptr: next, paddr: 0, size_bits: bits as u64 };
+        cnode
+            .move_(next, pdepth, INIT_CNODE, ut.0, DEPTH)
+            .ctx("CNode_Move (untyped)")?;
+        info.untyped[i] = UntypedCap {
+            cptr: next,
+            paddr: 0,
+            size_bits: bits as u64,
+        };
         info.num_untyped += 1;
         next += 1;
     }
@@ -210,10 +350,19 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
     let info_frame = k.alloc(sel4_abi::ObjectType::ARM_SmallPageObject, 0)?;
     // SAFETY: StartInfo is repr(C) plain data; viewing it as bytes is sound.
     let bytes = unsafe {
-        core::slice::from_raw_parts(&info as *const StartInfo as *const u8, core::mem::size_of::<StartInfo>())
+        core::slice::from_raw_parts(
+            &info as *const StartInfo as *const u8,
+            core::mem::size_of::<StartInfo>(),
+        )
     };
     k.write_frame(info_frame, 0, bytes)?;
-    k.map(vspace, info_frame, INFO_VADDR, CapRights::READ, VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER)?;
+    k.map(
+        vspace,
+        info_frame,
+        INFO_VADDR,
+        CapRights::READ,
+        VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER,
+    )?;
 
     tcb.configure(
         CPtr(slot::FAULT_EP),
@@ -228,8 +377,14 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
     .ctx("TCB_Configure")?;
     tcb.set_priority(p.priority).ctx("TCB_SetPriority")?;
     // spsr 0: EL0t with interrupts unmasked. Only pc, sp, spsr, x0 matter.
-    let regs = UserContext { pc: elf.entry(), sp: stack_top, x0: INFO_VADDR, ..Default::default() };
-    tcb.write_registers(false, 0, 4, &regs).ctx("TCB_WriteRegisters")?;
+    let regs = UserContext {
+        pc: elf.entry(),
+        sp: stack_top,
+        x0: INFO_VADDR,
+        ..Default::default()
+    };
+    tcb.write_registers(false, 0, 4, &regs)
+        .ctx("TCB_WriteRegisters")?;
     Ok(Running { tcb })
 }
 
@@ -252,7 +407,11 @@ fn load_elf(k: &mut Kernel, vspace: PageGlobalDirectory, elf: &Elf) -> Result<()
                     if s.flags & PF_X == 0 {
                         attrs = attrs | VMAttributes::EXECUTE_NEVER;
                     }
-                    let rights = if s.flags & PF_W != 0 { CapRights::READ_WRITE } else { CapRights::READ };
+                    let rights = if s.flags & PF_W != 0 {
+                        CapRights::READ_WRITE
+                    } else {
+                        CapRights::READ
+                    };
                     k.map(vspace, f, page, rights, attrs)?;
                     if n_mapped == mapped.len() {
                         return Err(Fail::Elf);

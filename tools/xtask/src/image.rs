@@ -44,7 +44,10 @@ pub fn build(ctx: &Ctx, name: &str) -> Result<PathBuf> {
         ctx,
         &kernel,
         &["build", "--release", "--target", TARGET, "-p", "loader"],
-        &[("LOADER_KERNEL_ELF", &kernel.elf), ("LOADER_ROOTTASK_ELF", &roottask)],
+        &[
+            ("LOADER_KERNEL_ELF", &kernel.elf),
+            ("LOADER_ROOTTASK_ELF", &roottask),
+        ],
     )
     .context("building the loader")?;
     let image = out.join("image.elf");
@@ -61,7 +64,10 @@ fn cargo(ctx: &Ctx, kernel: &kernel::Kernel, args: &[&str], env: &[(&str, &Path)
         .args(args)
         .current_dir(ctx.root.join("images"))
         .env("SEL4_SOURCE", &kernel.src_dir)
-        .env("SEL4_AUTOCONF", kernel.src_dir.join("include/plat/virt/autoconf.h"))
+        .env(
+            "SEL4_AUTOCONF",
+            kernel.src_dir.join("include/plat/virt/autoconf.h"),
+        )
         .env("SEL4_DEFINES", "CONFIG_DEBUG_BUILD")
         // The host workspace's xtask runs under `cargo run`; do not leak its
         // target directory or flags into the aarch64 build.

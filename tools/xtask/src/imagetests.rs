@@ -13,7 +13,10 @@ pub fn run_all(ctx: &Ctx) -> Tally {
     let mut t = Checks::default();
     hello(ctx, &mut t);
     fault(ctx, &mut t);
-    println!("== image tests: {} passed, {} failed", t.tally.passed, t.tally.failed);
+    println!(
+        "== image tests: {} passed, {} failed",
+        t.tally.passed, t.tally.failed
+    );
     t.tally
 }
 
@@ -52,7 +55,10 @@ fn boot(ctx: &Ctx, t: &mut Checks, system: &str) -> Option<BootOutcome> {
     match qemu::boot(ctx, &image, &options) {
         Ok(outcome) => {
             if let Some(at) = outcome.time_to("root: seL4 root task") {
-                println!("   ({system}: first root-task output {at:.1?} after QEMU start; run {})", outcome.summary());
+                println!(
+                    "   ({system}: first root-task output {at:.1?} after QEMU start; run {})",
+                    outcome.summary()
+                );
             }
             Some(outcome)
         }
@@ -67,22 +73,37 @@ fn contains(out: &BootOutcome, needle: &str) -> Result<(), String> {
     if out.serial.contains(needle) {
         Ok(())
     } else {
-        let qemu = if out.stderr.trim().is_empty() { String::new() } else { format!("; QEMU said: {}", out.stderr.trim()) };
-        Err(format!("no {needle:?} in the serial output ({}{qemu})\n{}", out.summary(), tail(&out.serial)))
+        let qemu = if out.stderr.trim().is_empty() {
+            String::new()
+        } else {
+            format!("; QEMU said: {}", out.stderr.trim())
+        };
+        Err(format!(
+            "no {needle:?} in the serial output ({}{qemu})\n{}",
+            out.summary(),
+            tail(&out.serial)
+        ))
     }
 }
 
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     let from = lines.len().saturating_sub(15);
-    lines[from..].iter().map(|l| format!("    | {l}\n")).collect()
+    lines[from..]
+        .iter()
+        .map(|l| format!("    | {l}\n"))
+        .collect()
 }
 
 /// The hex value printed after `key=` on the first line containing `prefix`.
 fn hex_after(serial: &str, prefix: &str, key: &str) -> Option<u64> {
     let line = serial.lines().find(|l| l.contains(prefix))?;
     let rest = &line[line.find(&format!("{key}="))? + key.len() + 1..];
-    let digits: String = rest.trim_start_matches("0x").chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+    let digits: String = rest
+        .trim_start_matches("0x")
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect();
     u64::from_str_radix(&digits, 16).ok()
 }
 
@@ -90,7 +111,11 @@ fn hex_after(serial: &str, prefix: &str, key: &str) -> Option<u64> {
 fn number_after(serial: &str, prefix: &str, word: &str) -> Option<u64> {
     let line = serial.lines().find(|l| l.contains(prefix))?;
     let rest = &line[line.find(&format!("{word} "))? + word.len() + 1..];
-    rest.chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().ok()
+    rest.chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .ok()
 }
 
 fn qemu_is_72() -> bool {
@@ -102,8 +127,13 @@ fn qemu_is_72() -> bool {
 }
 
 fn hello(ctx: &Ctx, t: &mut Checks) {
-    let Some(out) = boot(ctx, t, "hello") else { return };
-    t.check("hello/kernel-boots", contains(&out, "Booting all finished, dropped to user space"));
+    let Some(out) = boot(ctx, t, "hello") else {
+        return;
+    };
+    t.check(
+        "hello/kernel-boots",
+        contains(&out, "Booting all finished, dropped to user space"),
+    );
     t.check(
         "hello/two-processes-started",
         contains(&out, "root: built process server")
@@ -113,32 +143,50 @@ fn hello(ctx: &Ctx, t: &mut Checks) {
 
     // The answer must be request * 1000 + the client's badge, where the
     // badge comes from the system description, not from the guest.
-    let badge = system::load(&ctx.root, "hello")
-        .ok()
-        .and_then(|s| s.processes.iter().find(|p| p.name == "client").and_then(|p| p.caps.first().map(|c| c.badge)));
+    let badge = system::load(&ctx.root, "hello").ok().and_then(|s| {
+        s.processes
+            .iter()
+            .find(|p| p.name == "client")
+            .and_then(|p| p.caps.first().map(|c| c.badge))
+    });
     let request = number_after(&out.serial, "client: called server", "with");
     let reply = number_after(&out.serial, "client: called server", "reply");
     t.check(
         "hello/badged-call-reply",
         match (badge, request, reply) {
             (Some(b), Some(q), Some(r)) if r == q * 1000 + b => Ok(()),
-            (Some(b), Some(q), Some(r)) => Err(format!("reply {r}, want {q} * 1000 + badge {b:#x} = {}", q * 1000 + b)),
-            _ => Err(format!("no client call line ({})\n{}", out.summary(), tail(&out.serial))),
+            (Some(b), Some(q), Some(r)) => Err(format!(
+                "reply {r}, want {q} * 1000 + badge {b:#x} = {}",
+                q * 1000 + b
+            )),
+            _ => Err(format!(
+                "no client call line ({})\n{}",
+                out.summary(),
+                tail(&out.serial)
+            )),
         },
     );
 
-    let read: Vec<(&str, Option<u64>)> =
-        QEMU72_IDR.iter().map(|(k, _)| (*k, hex_after(&out.serial, "server: SMMU at", k))).collect();
+    let read: Vec<(&str, Option<u64>)> = QEMU72_IDR
+        .iter()
+        .map(|(k, _)| (*k, hex_after(&out.serial, "server: SMMU at", k)))
+        .collect();
     t.check(
         "hello/smmu-id-registers",
         if read.iter().any(|(_, v)| v.is_none()) {
-            Err(format!("no SMMU ID register line ({})\n{}", out.summary(), tail(&out.serial)))
+            Err(format!(
+                "no SMMU ID register line ({})\n{}",
+                out.summary(),
+                tail(&out.serial)
+            ))
         } else if qemu_is_72() {
             let wrong: Vec<String> = QEMU72_IDR
                 .iter()
                 .zip(&read)
                 .filter(|((_, want), (_, got))| Some(*want as u64) != *got)
-                .map(|((k, want), (_, got))| format!("{k} read {:#x}, QEMU 7.2 has {want:#x}", got.unwrap()))
+                .map(|((k, want), (_, got))| {
+                    format!("{k} read {:#x}, QEMU 7.2 has {want:#x}", got.unwrap())
+                })
                 .collect();
             if wrong.is_empty() {
                 Ok(())
@@ -157,7 +205,10 @@ fn hello(ctx: &Ctx, t: &mut Checks) {
     );
     // QEMU's own trace is an independent witness that the printed values are
     // what the guest read from the SMMU's MMIO.
-    t.check("hello/smmu-reads-match-qemu-trace", trace_witness(&out, &read));
+    t.check(
+        "hello/smmu-reads-match-qemu-trace",
+        trace_witness(&out, &read),
+    );
     t.check(
         "hello/ends-by-itself-with-pass",
         if out.timed_out {
@@ -184,7 +235,10 @@ fn trace_witness(out: &BootOutcome, read: &[(&str, Option<u64>)]) -> Result<(), 
     let trace = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     for (name, value) in read {
         let value = value.ok_or(format!("{name} was not printed"))?;
-        let want = format!("smmuv3_read_mmio addr: {:#x} val:{value:#x} ", idr_offset(name));
+        let want = format!(
+            "smmuv3_read_mmio addr: {:#x} val:{value:#x} ",
+            idr_offset(name)
+        );
         if !trace.contains(&want) {
             return Err(format!("QEMU's trace ({}) has no {want:?}", file.display()));
         }
@@ -193,7 +247,9 @@ fn trace_witness(out: &BootOutcome, read: &[(&str, Option<u64>)]) -> Result<(), 
 }
 
 fn fault(ctx: &Ctx, t: &mut Checks) {
-    let Some(out) = boot(ctx, t, "fault") else { return };
+    let Some(out) = boot(ctx, t, "fault") else {
+        return;
+    };
     t.check(
         "fault/reported-by-root-task",
         contains(&out, "FAULT in faulter: VM fault at address 0xdead0000"),
@@ -203,7 +259,10 @@ fn fault(ctx: &Ctx, t: &mut Checks) {
         if out.timed_out {
             Err(format!("killed at the time limit\n{}", tail(&out.serial)))
         } else if out.exit_code != Some(1) {
-            Err(format!("want exit code 1 (a failed process), got {}", out.summary()))
+            Err(format!(
+                "want exit code 1 (a failed process), got {}",
+                out.summary()
+            ))
         } else if out.serial.contains("no fault happened") {
             Err("the read of an unmapped address returned".into())
         } else {

@@ -46,7 +46,11 @@ pub fn build_kernel(ctx: &Ctx) -> Result<Kernel> {
     let fingerprint = fingerprint(&upstream, &ours)?;
     if elf.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(fingerprint.as_str()) {
         println!("kernel: up to date ({})", elf.display());
-        return Ok(Kernel { elf, build_dir, src_dir });
+        return Ok(Kernel {
+            elf,
+            build_dir,
+            src_dir,
+        });
     }
 
     let started = Instant::now();
@@ -86,8 +90,16 @@ pub fn build_kernel(ctx: &Ctx) -> Result<Kernel> {
         bail!("the seL4 kernel build failed (in {})", build_dir.display());
     }
     fs::write(&stamp, &fingerprint)?;
-    println!("kernel: built {} in {:.1?}", elf.display(), started.elapsed());
-    Ok(Kernel { elf, build_dir, src_dir })
+    println!(
+        "kernel: built {} in {:.1?}",
+        elf.display(),
+        started.elapsed()
+    );
+    Ok(Kernel {
+        elf,
+        build_dir,
+        src_dir,
+    })
 }
 
 /// Finds the seL4 source inside the `sel4-sys` package, fetching it with cargo.
@@ -117,7 +129,10 @@ fn sel4_source(ctx: &Ctx) -> Result<PathBuf> {
         .output()
         .context("could not run cargo metadata")?;
     if !out.status.success() {
-        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let package = meta["packages"]
@@ -127,11 +142,22 @@ fn sel4_source(ctx: &Ctx) -> Result<PathBuf> {
                 .find(|p| p["name"] == "sel4-sys" && p["version"] == SEL4_SYS_VERSION)
         })
         .context("cargo metadata does not list sel4-sys")?;
-    let manifest = PathBuf::from(package["manifest_path"].as_str().context("no manifest_path")?);
-    let source = manifest.parent().context("manifest has no parent")?.join("seL4");
+    let manifest = PathBuf::from(
+        package["manifest_path"]
+            .as_str()
+            .context("no manifest_path")?,
+    );
+    let source = manifest
+        .parent()
+        .context("manifest has no parent")?
+        .join("seL4");
     let version = fs::read_to_string(source.join("VERSION")).unwrap_or_default();
     if version.trim() != "5.0.0" {
-        bail!("{} is not seL4 5.0.0 (VERSION says {:?})", source.display(), version.trim());
+        bail!(
+            "{} is not seL4 5.0.0 (VERSION says {:?})",
+            source.display(),
+            version.trim()
+        );
     }
     Ok(source)
 }
@@ -141,12 +167,30 @@ const PLATFORM_FILES: &[(&str, &str)] = &[
     ("virt/include.mk", "include/plat/virt/plat/Makefile"),
     ("virt/machine.h", "include/plat/virt/plat/machine.h"),
     ("virt/devices.h", "include/plat/virt/plat/machine/devices.h"),
-    ("virt/hardware.h", "include/plat/virt/plat/machine/hardware.h"),
-    ("virt/api_constants.h", "include/plat/virt/plat/api/constants.h"),
-    ("virt/api_constants.h", "libsel4/sel4_plat_include/virt/sel4/plat/api/constants.h"),
-    ("virt/mode_machine.h", "include/plat/virt/plat/64/plat_mode/machine.h"),
-    ("virt/mode_devices.h", "include/plat/virt/plat/64/plat_mode/machine/devices.h"),
-    ("virt/mode_hardware.h", "include/plat/virt/plat/64/plat_mode/machine/hardware.h"),
+    (
+        "virt/hardware.h",
+        "include/plat/virt/plat/machine/hardware.h",
+    ),
+    (
+        "virt/api_constants.h",
+        "include/plat/virt/plat/api/constants.h",
+    ),
+    (
+        "virt/api_constants.h",
+        "libsel4/sel4_plat_include/virt/sel4/plat/api/constants.h",
+    ),
+    (
+        "virt/mode_machine.h",
+        "include/plat/virt/plat/64/plat_mode/machine.h",
+    ),
+    (
+        "virt/mode_devices.h",
+        "include/plat/virt/plat/64/plat_mode/machine/devices.h",
+    ),
+    (
+        "virt/mode_hardware.h",
+        "include/plat/virt/plat/64/plat_mode/machine/hardware.h",
+    ),
     ("virt/src.mk", "src/plat/virt/Makefile"),
     ("virt/machine.c", "src/plat/virt/machine/machine.c"),
     ("virt/linker.lds", "src/plat/virt/linker.lds"),
@@ -155,7 +199,11 @@ const PLATFORM_FILES: &[(&str, &str)] = &[
 /// Text edits to the copied seL4 source: (file, old, new). Each must apply once.
 const EDITS: &[(&str, &str, &str)] = &[
     // Our platform joins the list of known ones.
-    ("Makefile", "hikey bcm2837 tx1\n", "hikey bcm2837 tx1 virt\n"),
+    (
+        "Makefile",
+        "hikey bcm2837 tx1\n",
+        "hikey bcm2837 tx1 virt\n",
+    ),
     // `-marm` selects the AArch32 instruction set; aarch64 gcc rejects it.
     (
         "Makefile",
@@ -169,7 +217,11 @@ const EDITS: &[(&str, &str, &str)] = &[
         "missing-declarations undef pointer-arith no-nonnull no-error=attributes",
     ),
     // Clashes with the definition in our autoconf.h.
-    ("Makefile", "DEFINES += -DCONFIG_USER_STACK_TRACE_LENGTH=1\n", ""),
+    (
+        "Makefile",
+        "DEFINES += -DCONFIG_USER_STACK_TRACE_LENGTH=1\n",
+        "",
+    ),
     // The GICv2 driver is built for our platform too.
     (
         "src/arch/arm/machine/Makefile",
@@ -182,8 +234,7 @@ fn apply_platform(ours: &Path, src: &Path) -> Result<()> {
     for (from, to) in PLATFORM_FILES {
         let to = src.join(to);
         fs::create_dir_all(to.parent().unwrap())?;
-        fs::copy(ours.join(from), &to)
-            .with_context(|| format!("copying images/kernel/{from}"))?;
+        fs::copy(ours.join(from), &to).with_context(|| format!("copying images/kernel/{from}"))?;
     }
     let mut autoconf = fs::read_to_string(ours.join("autoconf.h"))?;
     autoconf.push_str(&format!("#define VIRT_RAM_SIZE {RAM_SIZE:#x}ul\n"));

@@ -52,7 +52,10 @@ fn main() -> Result<()> {
             setup::ensure(&ctx)?;
             let kernel = kernel::build_kernel(&ctx)?;
             println!("kernel: {}", kernel.elf.display());
-            println!("kernel: generated headers in {}", kernel.build_dir.display());
+            println!(
+                "kernel: generated headers in {}",
+                kernel.build_dir.display()
+            );
             Ok(())
         }
         "image" => {
@@ -68,7 +71,10 @@ fn main() -> Result<()> {
             let image = image::build(&ctx, system)?;
             let outcome = qemu::boot(&ctx, &image, &qemu::BootOptions::interactive(system))?;
             if !outcome.clean_exit {
-                bail!("{system}: the run did not end cleanly ({})", outcome.summary());
+                bail!(
+                    "{system}: the run did not end cleanly ({})",
+                    outcome.summary()
+                );
             }
             Ok(())
         }

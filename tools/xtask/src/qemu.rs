@@ -41,7 +41,11 @@ impl BootOptions {
 
     /// For tests: quiet, traced.
     pub fn test(system: &str) -> BootOptions {
-        BootOptions { echo: false, trace: true, ..BootOptions::interactive(system) }
+        BootOptions {
+            echo: false,
+            trace: true,
+            ..BootOptions::interactive(system)
+        }
     }
 }
 
@@ -67,7 +71,10 @@ impl BootOutcome {
     /// Roughly when `needle` first appeared on the serial port (chunk granularity).
     pub fn time_to(&self, needle: &str) -> Option<Duration> {
         let at = self.serial.find(needle)? + needle.len();
-        self.arrivals.iter().find(|(_, end)| *end >= at).map(|(t, _)| *t)
+        self.arrivals
+            .iter()
+            .find(|(_, end)| *end >= at)
+            .map(|(t, _)| *t)
     }
 
     pub fn summary(&self) -> String {
@@ -87,13 +94,24 @@ pub fn command(image: &Path, edu: &str, devices: &[String], icount: bool) -> Com
     let mut c = Command::new("qemu-system-aarch64");
     c.args(["-M", "virt,iommu=smmuv3,highmem=off", "-cpu", "cortex-a53"]);
     c.args(["-m", &format!("{}M", kernel::RAM_SIZE >> 20)]);
-    c.args(["-nographic", "-nic", "none", "-monitor", "none", "-serial", "stdio"]);
+    c.args([
+        "-nographic",
+        "-nic",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "stdio",
+    ]);
     c.args(["-device", edu]);
     for d in devices {
         c.args(["-device", d]);
     }
     c.arg("-kernel").arg(image);
-    c.args(["-semihosting-config", "enable=on,target=native,userspace=on"]);
+    c.args([
+        "-semihosting-config",
+        "enable=on,target=native,userspace=on",
+    ]);
     if icount {
         c.args(["-icount", "shift=0"]);
     }
@@ -118,9 +136,12 @@ pub fn boot(ctx: &Ctx, image: &Path, options: &BootOptions) -> Result<BootOutcom
     let trace_file = options.trace.then(|| log_dir.join("smmu-trace.log"));
     if let Some(file) = &trace_file {
         let _ = std::fs::remove_file(file);
-        cmd.args(["-trace", "smmuv3_*", "-trace", "smmu_*", "-D"]).arg(file);
+        cmd.args(["-trace", "smmuv3_*", "-trace", "smmu_*", "-D"])
+            .arg(file);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
 
     let started = Instant::now();
     let mut child = cmd.spawn().context("could not start qemu-system-aarch64")?;
@@ -145,7 +166,10 @@ pub fn boot(ctx: &Ctx, image: &Path, options: &BootOptions) -> Result<BootOutcom
                 let mut serial = serial.lock().unwrap();
                 // Carriage returns are dropped: the loader sends CRLF, the kernel LF.
                 serial.extend(buf[..n].iter().filter(|&&b| b != b'\r'));
-                arrivals.lock().unwrap().push((started.elapsed(), serial.len()));
+                arrivals
+                    .lock()
+                    .unwrap()
+                    .push((started.elapsed(), serial.len()));
             }
         })
     };

@@ -3,10 +3,10 @@
 #![no_std]
 #![no_main]
 
-use procinfo::{println, StartInfo};
+use procrt::{println, StartInfo};
 use sel4_abi::{syscalls, CPtr, MessageInfo};
 
-procinfo::main!(main);
+procrt::main!(main);
 
 fn main(info: &'static StartInfo) -> bool {
     let Some(ep) = info.cap("hello") else {

@@ -3,9 +3,9 @@
 #![no_std]
 #![no_main]
 
-use procinfo::{println, StartInfo};
+use procrt::{println, StartInfo};
 
-procinfo::main!(main);
+procrt::main!(main);
 
 const UNMAPPED: u64 = 0xdead_0000;
 

@@ -4,10 +4,10 @@
 #![no_std]
 #![no_main]
 
-use procinfo::{println, StartInfo};
+use procrt::{println, StartInfo};
 use sel4_abi::{syscalls, CPtr, MessageInfo};
 
-procinfo::main!(main);
+procrt::main!(main);
 
 /// The reply to `request` from a client with `badge`; the client checks it.
 fn answer(badge: u64, request: u64) -> u64 {

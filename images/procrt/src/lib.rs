@@ -1,12 +1,16 @@
 //! The runtime of a process started by the root task: entry point, console
 //! output, `done` reporting and the panic handler.
 //!
-//! A process crate depends on `procinfo` with feature `rt` and names its main
-//! function with [`main!`](crate::main): `fn main(info: &'static StartInfo) -> bool`,
-//! where the result is its verdict (reported as `done(pass)`).
+//! A process crate depends on `procrt` and names its main function with
+//! [`main!`]: `fn main(info: &'static StartInfo) -> bool`, where the result is
+//! its verdict (reported to the root task as `done(pass)`). It is a crate of
+//! its own (not a feature of `procinfo`) because it defines the panic handler,
+//! which the loader and the root task define for themselves.
+#![no_std]
 
-use crate::{control, slot, StartInfo};
 use core::fmt::{self, Write};
+pub use procinfo::{self, StartInfo};
+use procinfo::{control, slot};
 use sel4_abi::{syscalls, CPtr, MessageInfo, TCB};
 
 core::arch::global_asm!(
@@ -81,7 +85,7 @@ pub fn _print(args: fmt::Arguments) {
 #[macro_export]
 macro_rules! println {
     ($($arg:tt)*) => {
-        $crate::rt::_print(format_args!("{}\n", format_args!($($arg)*)))
+        $crate::_print(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
 
