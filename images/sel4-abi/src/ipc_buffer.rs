@@ -54,7 +54,7 @@ pub mod offsets {
 impl IpcBuffer {
     /// Message register `i` as stored in the buffer. MRs 0..4 travel in
     /// registers; the syscall wrappers that take no explicit MRs
-    /// ([`crate::syscalls::call`] etc.) copy them to and from `msg[0..4]`.
+    /// (`syscalls::call` etc.) copy them to and from `msg[0..4]`.
     pub fn mr(&self, i: usize) -> Word {
         self.msg[i]
     }

@@ -20,11 +20,11 @@
 //!   kernel, or the debug syscalls (and [`debug_println!`]) are compiled out.
 //!
 //! ## Modules
-//! - [`syscalls`] (AArch64): `call`, `reply_recv`, `send`, `nb_send`, `recv`,
+//! - `syscalls` (AArch64 only): `call`, `reply_recv`, `send`, `nb_send`, `recv`,
 //!   `nb_recv`, `reply`, `yield_now`, `signal`, `wait`, `poll` (each also
 //!   `*_with_mrs`), `debug_put_char`, `debug_halt`, `debug_cap_identify`,
 //!   `debug_snapshot`, `debug_name_thread` (debug kernels), `semihosting_exit`.
-//! - [`MessageInfo`], [`IpcBuffer`] (+ [`ipc_buffer()`] on AArch64 via
+//! - [`MessageInfo`], [`IpcBuffer`] (+ `ipc_buffer()` on AArch64 via
 //!   `TPIDR_EL0`): message registers, extra caps, receive path, badges.
 //! - [`types`]: [`Word`], [`CPtr`], [`Badge`], [`CapRights`], [`CapData`],
 //!   [`PrioProps`], [`VMAttributes`], and one wrapper per capability type
@@ -32,7 +32,7 @@
 //!   [`IRQControl`], [`IRQHandler`], [`Page`], [`PageTable`],
 //!   [`PageDirectory`], [`PageUpperDirectory`], [`PageGlobalDirectory`]
 //!   (the VSpace root), [`ASIDControl`], [`ASIDPool`], ...).
-//! - [`invocation`]: the object invocations as methods on the cap types (list
+//! - `invocation` (AArch64 only): the object invocations as methods on the cap types (list
 //!   below), each returning `Result<_, Error>` with the reply label as error.
 //! - [`bootinfo`]: [`BootInfo`] parsing, initial cap [`slots`].
 //! - [`object`]: object sizes; [`ObjectType`] (generated).

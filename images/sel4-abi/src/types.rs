@@ -92,8 +92,13 @@ impl CapData {
     /// No badge / no guard change (`seL4_NilData`).
     pub const NONE: CapData = CapData(0);
 
-    /// A badge (the low [`BADGE_BITS`] bits are kept for IPC).
+    /// An endpoint badge. Endpoint caps hold [`BADGE_BITS`] (28) bits of
+    /// badge: a wider value would trip an assertion in a debug kernel
+    /// (`cap_endpoint_cap_set_capEPBadge`) and be truncated by a release one,
+    /// so it panics here. (Notification caps hold a full word: use
+    /// `CapData(word)` for those.)
     pub const fn badge(badge: Word) -> CapData {
+        assert!(badge >> BADGE_BITS == 0, "endpoint badges have 28 bits");
         CapData(badge)
     }
     /// A CNode guard: `guard_size` bits whose value is `guard`.
