@@ -1,0 +1,421 @@
+//! Stage-1 page tables: leaf-size choice, permissions, overlap, split,
+//! freeing, out-of-memory rollback; and the invalidation each unmap issues.
+
+#[path = "core_support.rs"]
+mod support;
+
+use iommu_server::pgtable::{
+    pte_attrs, Gather, IoPageTable, PTE_AP_RDONLY, PTE_AP_UNPRIV, PTE_PXN, PTE_UXN,
+};
+use iommu_server::{Command, Config, Error, Perms, Result};
+use support::*;
+
+const K4: u64 = 0x1000;
+const M2: u64 = 0x20_0000;
+const G1: u64 = 0x4000_0000;
+
+fn no_flush() -> impl FnMut(&Gather) -> Result<()> {
+    |_g: &Gather| Ok(())
+}
+
+fn leaves(pt: &IoPageTable) -> Vec<(u64, u64, u64, Perms)> {
+    let mut v = Vec::new();
+    pt.for_each_leaf(&mut |va, pa, sz, p| v.push((va, pa, sz, p)));
+    v
+}
+
+#[test]
+fn leaf_sizes_are_chosen_automatically() {
+    let mut a = HostAlloc::new();
+    let mut pt = IoPageTable::new(&mut a, 44).unwrap();
+    let mut f = no_flush();
+    // 4K + 2M + 1G + 2M + 4K, all congruent
+    let iova = G1 - M2 - K4;
+    let pa = 0x10_0000_0000 - M2 - K4;
+    pt.map(&mut a, iova, pa, K4 + M2 + G1 + M2 + K4, Perms::RW, &mut f)
+        .unwrap();
+    let sizes: Vec<u64> = leaves(&pt).iter().map(|l| l.2).collect();
+    assert_eq!(sizes, vec![K4, M2, G1, M2, K4]);
+    for (va, p, _, perms) in leaves(&pt) {
+        assert_eq!(p - pa, va - iova);
+        assert_eq!(perms, Perms::RW);
+    }
+    assert_eq!(
+        pt.iova_to_phys(G1 + 0x1234_5678),
+        Some((pa + K4 + M2 + 0x1234_5678, Perms::RW))
+    );
+    assert_eq!(pt.iova_to_phys(iova - K4), None);
+    // 1 root + L1 + (L2 for first GB) + L2 for third GB + 2 L3 tables
+    assert_eq!(pt.table_pages(), 6);
+    // misaligned physical address: only 4 KiB leaves
+    let mut pt2 = IoPageTable::new(&mut a, 44).unwrap();
+    pt2.map(&mut a, 0, K4, M2, Perms::READ, &mut f).unwrap();
+    assert_eq!(leaves(&pt2).len(), 512);
+}
+
+#[test]
+fn permission_bits() {
+    let base = pte_attrs(Perms::RW);
+    // AF, nG, SH inner, AttrIndx 1 (normal WB), AP[1]=1 (unpriv), XN
+    assert_eq!(base & (1 << 10), 1 << 10);
+    assert_eq!(base & (1 << 11), 1 << 11);
+    assert_eq!((base >> 8) & 3, 3);
+    assert_eq!((base >> 2) & 7, 1);
+    assert_eq!(base & PTE_AP_UNPRIV, PTE_AP_UNPRIV);
+    assert_eq!(base & PTE_AP_RDONLY, 0);
+    assert_eq!(base & (PTE_UXN | PTE_PXN), PTE_UXN | PTE_PXN);
+    let ro = pte_attrs(Perms::READ);
+    assert_eq!(ro & PTE_AP_RDONLY, PTE_AP_RDONLY);
+    let px = pte_attrs(Perms::READ | Perms::PRIV | Perms::EXEC);
+    assert_eq!(px & (PTE_AP_UNPRIV | PTE_UXN | PTE_PXN), 0);
+    let dev = pte_attrs(Perms::RW | Perms::DEVICE);
+    assert_eq!((dev >> 2) & 7, 2);
+    let mut a = HostAlloc::new();
+    let mut pt = IoPageTable::new(&mut a, 44).unwrap();
+    let mut f = no_flush();
+    for (i, p) in [
+        Perms::READ,
+        Perms::RW,
+        Perms::READ | Perms::EXEC,
+        Perms::RW | Perms::PRIV,
+        Perms::RW | Perms::DEVICE,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let iova = i as u64 * K4;
+        pt.map(&mut a, iova, 0x8000_0000 + iova, K4, p, &mut f)
+            .unwrap();
+        assert_eq!(pt.iova_to_phys(iova).unwrap().1, p);
+    }
+    // write-only is write+read on stage 1
+    pt.map(&mut a, 0x10_0000, 0, K4, Perms::WRITE, &mut f)
+        .unwrap();
+    assert_eq!(pt.iova_to_phys(0x10_0000).unwrap().1, Perms::RW);
+    assert_eq!(
+        pt.map(&mut a, 0x20_0000, 0, K4, Perms::EXEC, &mut f),
+        Err(Error::Unsupported)
+    );
+}
+
+#[test]
+fn argument_errors_change_nothing() {
+    let mut a = HostAlloc::new();
+    let mut pt = IoPageTable::new(&mut a, 44).unwrap();
+    let mut f = no_flush();
+    assert_eq!(
+        pt.map(&mut a, 0x123, 0, K4, Perms::RW, &mut f),
+        Err(Error::Misaligned)
+    );
+    assert_eq!(
+        pt.map(&mut a, 0, 0x123, K4, Perms::RW, &mut f),
+        Err(Error::Misaligned)
+    );
+    assert_eq!(
+        pt.map(&mut a, 0, 0, 0x800, Perms::RW, &mut f),
+        Err(Error::Misaligned)
+    );
+    assert_eq!(
+        pt.map(&mut a, 0, 0, 0, Perms::RW, &mut f),
+        Err(Error::Misaligned)
+    );
+    assert_eq!(
+        pt.map(&mut a, (1 << 48) - K4, 0, 2 * K4, Perms::RW, &mut f),
+        Err(Error::OutOfRange)
+    );
+    assert_eq!(
+        pt.map(&mut a, u64::MAX - 0xfff, 0, K4, Perms::RW, &mut f),
+        Err(Error::OutOfRange)
+    );
+    assert_eq!(
+        pt.map(&mut a, 0, (1 << 44) - K4, 2 * K4, Perms::RW, &mut f),
+        Err(Error::OutOfRange)
+    );
+    assert_eq!(
+        pt.map(&mut a, 0, u64::MAX - 0xfff, K4, Perms::RW, &mut f),
+        Err(Error::OutOfRange)
+    );
+    let mut g = Gather::default();
+    assert_eq!(
+        pt.unmap(&mut a, 0, K4, &mut g, &mut f),
+        Err(Error::NotMapped)
+    );
+    assert_eq!(
+        pt.unmap(&mut a, 1, K4, &mut g, &mut f),
+        Err(Error::Misaligned)
+    );
+    assert_eq!(pt.table_pages(), 1);
+    assert_eq!(a.live(), 1);
+}
+
+#[test]
+fn overlap_checks_whole_range_first() {
+    let mut a = HostAlloc::new();
+    let mut pt = IoPageTable::new(&mut a, 44).unwrap();
+    let mut f = no_flush();
+    pt.map(
+        &mut a,
+        0x40_0000 + 5 * K4,
+        0x9000_0000,
+        K4,
+        Perms::RW,
+        &mut f,
+    )
+    .unwrap();
+    let before = leaves(&pt);
+    let live = a.live();
+    // the conflict is at the end of a range that would need new tables first
+    assert_eq!(
+        pt.map(&mut a, 0, 0, 0x40_0000 + 6 * K4, Perms::RW, &mut f),
+        Err(Error::Overlap)
+    );
+    assert_eq!(
+        pt.map(&mut a, 0x40_0000 + 5 * K4, 0, K4, Perms::RW, &mut f),
+        Err(Error::Overlap)
+    );
+    assert_eq!(leaves(&pt), before);
+    assert_eq!(a.live(), live);
+    // a block over an existing page, and a page inside an existing block
+    pt.map(&mut a, G1, 0, G1, Perms::RW, &mut f).unwrap();
+    assert_eq!(
+        pt.map(&mut a, G1 + 7 * K4, 0, K4, Perms::RW, &mut f),
+        Err(Error::Overlap)
+    );
+    assert_eq!(
+        pt.map(&mut a, 0, 0, M2 * 4, Perms::RW, &mut f),
+        Err(Error::Overlap)
+    );
+}
+
+#[test]
+fn split_blocks_on_partial_unmap_and_free_tables() {
+    let mut a = HostAlloc::new();
+    let mut pt = IoPageTable::new(&mut a, 44).unwrap();
+    let mut f = no_flush();
+    pt.map(&mut a, G1, 0x8000_0000, G1, Perms::RW, &mut f)
+        .unwrap();
+    assert_eq!(pt.table_pages(), 2);
+    // one page in the middle of the 1 GiB block: L1 block -> L2 table -> L3 table
+    let mut g = Gather::default();
+    let hole = G1 + 3 * M2 + 5 * K4;
+    assert_eq!(pt.unmap(&mut a, hole, K4, &mut g, &mut f), Ok(K4));
+    pt.finish(&mut a, &mut g, &mut f).unwrap();
+    assert_eq!(pt.iova_to_phys(hole), None);
+    assert_eq!(
+        pt.iova_to_phys(hole - K4),
+        Some((0x8000_0000 + 3 * M2 + 4 * K4, Perms::RW))
+    );
+    assert_eq!(
+        pt.iova_to_phys(hole + K4),
+        Some((0x8000_0000 + 3 * M2 + 6 * K4, Perms::RW))
+    );
+    assert_eq!(
+        pt.iova_to_phys(G1 + G1 - K4),
+        Some((0x8000_0000 + G1 - K4, Perms::RW))
+    );
+    assert_eq!(pt.table_pages(), 4);
+    let l = leaves(&pt);
+    assert_eq!(l.iter().map(|x| x.2).sum::<u64>(), G1 - K4);
+    assert_eq!(l.iter().filter(|x| x.2 == M2).count(), 511);
+    assert_eq!(l.iter().filter(|x| x.2 == K4).count(), 511);
+    // unmap an unaligned range straddling two 2 MiB blocks
+    let mut g = Gather::default();
+    let start = G1 + 10 * M2 - 3 * K4;
+    assert_eq!(pt.unmap(&mut a, start, 6 * K4, &mut g, &mut f), Ok(6 * K4));
+    pt.finish(&mut a, &mut g, &mut f).unwrap();
+    assert_eq!(
+        pt.iova_to_phys(start - K4).map(|x| x.0),
+        Some(0x8000_0000 + 10 * M2 - 4 * K4)
+    );
+    assert_eq!(
+        pt.iova_to_phys(start + 6 * K4).map(|x| x.0),
+        Some(0x8000_0000 + 10 * M2 + 3 * K4)
+    );
+    assert_eq!(pt.table_pages(), 6);
+    // everything away: all tables but the root freed
+    let mut g = Gather::default();
+    assert_eq!(
+        pt.unmap(&mut a, 0, 1 << 48, &mut g, &mut f),
+        Ok(G1 - 7 * K4)
+    );
+    assert!(g.tables_removed);
+    pt.finish(&mut a, &mut g, &mut f).unwrap();
+    assert_eq!(pt.table_pages(), 1);
+    assert_eq!(a.live(), 1);
+    assert!(leaves(&pt).is_empty());
+    pt.destroy(&mut a);
+    assert_eq!(a.live(), 0);
+    assert_eq!(a.bad_frees(), 0);
+}
+
+#[test]
+fn out_of_memory_mid_map_is_undone() {
+    let mut a = HostAlloc::new();
+    let mut pt = IoPageTable::new(&mut a, 44).unwrap();
+    let flushes = std::cell::Cell::new(0);
+    let mut f = |_g: &Gather| -> Result<()> {
+        flushes.set(flushes.get() + 1);
+        Ok(())
+    };
+    pt.map(&mut a, 0, 0, K4, Perms::RW, &mut f).unwrap();
+    let pages = pt.table_pages();
+    let live = a.live();
+    // 4 MiB of 4 KiB pages straddling 3 L3 tables: needs 2 new L3 tables
+    a.set_budget(Some(1));
+    assert_eq!(
+        pt.map(
+            &mut a,
+            M2 - 8 * K4,
+            0x100_0000,
+            M2 + 16 * K4,
+            Perms::RW,
+            &mut f
+        ),
+        Err(Error::NoMemory)
+    );
+    assert_eq!(pt.table_pages(), pages);
+    assert_eq!(a.live(), live);
+    assert_eq!(leaves(&pt).len(), 1);
+    assert_eq!(flushes.get(), 1, "undone leaves were invalidated");
+    // a path needing three fresh tables with budget for two: nothing linked
+    a.set_budget(Some(2));
+    assert_eq!(
+        pt.map(&mut a, 1 << 40, 0, K4, Perms::RW, &mut f),
+        Err(Error::NoMemory)
+    );
+    assert_eq!(a.live(), live);
+    a.set_budget(None);
+    pt.map(
+        &mut a,
+        M2 - 8 * K4,
+        0x100_0000,
+        M2 + 16 * K4,
+        Perms::RW,
+        &mut f,
+    )
+    .unwrap();
+    // out of memory for a split: nothing changes
+    pt.map(&mut a, G1, 0, G1, Perms::RW, &mut f).unwrap();
+    let before = leaves(&pt);
+    let pages = pt.table_pages();
+    a.set_budget(Some(1)); // needs 2 (L2 + L3)
+    let mut g = Gather::default();
+    assert_eq!(
+        pt.unmap(&mut a, G1 + K4, K4, &mut g, &mut f),
+        Err(Error::NoMemory)
+    );
+    assert_eq!(leaves(&pt), before);
+    assert_eq!(pt.table_pages(), pages);
+    assert!(g.is_empty());
+    a.set_budget(None);
+}
+
+// ------------------------------------------------------- invalidation
+
+fn smmu(
+    ril: bool,
+) -> (
+    FakeSmmu,
+    iommu_server::Smmu<FakeSmmu, HostAlloc, CountDelay>,
+) {
+    let fake = FakeSmmu::qemu();
+    let cfg = Config {
+        use_ril: ril,
+        ..test_config()
+    };
+    let s = smmu_with(&fake, &HostAlloc::new(), cfg).unwrap();
+    fake.clear_log();
+    (fake, s)
+}
+
+#[test]
+fn map_issues_no_commands_unmap_one_sync() {
+    let (fake, mut s) = smmu(true);
+    let d = s.alloc_domain().unwrap();
+    s.map(d, 0x10_0000, 0x8000_0000, 16 * K4, Perms::RW)
+        .unwrap();
+    assert!(fake.log().is_empty());
+    // range TLBI: 16 pages = (NUM 0 + 1) << SCALE 4; tables freed -> Leaf = 0
+    s.unmap(d, 0x10_0000, 16 * K4).unwrap();
+    let asid = s.domain_info(d).unwrap().asid;
+    let log = fake.log();
+    assert_eq!(fake.opcodes(), vec![op::TLBI_NH_VA, op::CMD_SYNC]);
+    let c = log[0];
+    assert_eq!(c[0] >> 48, asid as u64);
+    assert_eq!((c[0] >> 12) & 0x1f, 0); // NUM+1 = 1 ...
+    assert_eq!((c[0] >> 20) & 0x1f, 4); // ... << SCALE 4 = 16 pages
+    assert_eq!((c[1] >> 10) & 3, 1); // TG 4K
+    assert_eq!(c[1] & !0xfff, 0x10_0000);
+    assert_eq!(c[1] & 1, 0, "tables were freed: Leaf = 0");
+    // 19 pages = 0b10011: one command, NUM 18, SCALE 0
+    s.map(d, 0x10_0000, 0x8000_0000, 20 * K4, Perms::RW)
+        .unwrap();
+    fake.clear_log();
+    s.unmap(d, 0x10_0000, 19 * K4).unwrap();
+    let log = fake.log();
+    assert_eq!(fake.opcodes(), vec![op::TLBI_NH_VA, op::CMD_SYNC]);
+    assert_eq!((log[0][0] >> 12) & 0x1f, 18);
+    assert_eq!(log[0][1] & 1, 1, "no table freed: Leaf = 1");
+    // 33 pages = 0b100001: two commands (1 page, then 32 pages)
+    s.map(d, 0x40_0000, 0x8000_0000, 33 * K4, Perms::RW)
+        .unwrap();
+    fake.clear_log();
+    s.unmap(d, 0x40_0000, 33 * K4).unwrap();
+    let cmds = fake.log();
+    assert_eq!(
+        fake.opcodes(),
+        vec![op::TLBI_NH_VA, op::TLBI_NH_VA, op::CMD_SYNC]
+    );
+    assert_eq!(cmds[0][1] & !0xfff, 0x40_0000);
+    assert_eq!(cmds[1][1] & !0xfff, 0x40_1000);
+    assert_eq!(
+        ((cmds[1][0] >> 12) & 0x1f, (cmds[1][0] >> 20) & 0x1f),
+        (0, 5)
+    );
+    assert!(fake.doorbells() > 0);
+}
+
+#[test]
+fn without_ril_per_leaf_then_asid() {
+    let (fake, mut s) = smmu(false);
+    let d = s.alloc_domain().unwrap();
+    let asid = s.domain_info(d).unwrap().asid;
+    s.map(d, 0, 0x8000_0000, 8 * K4, Perms::RW).unwrap();
+    s.map(d, 0x100_0000, 0x8000_0000, M2, Perms::RW).unwrap();
+    fake.clear_log();
+    s.unmap(d, 0, 4 * K4).unwrap();
+    let ops = fake.opcodes();
+    assert_eq!(
+        ops,
+        vec![op::TLBI_NH_VA; 4]
+            .into_iter()
+            .chain([op::CMD_SYNC])
+            .collect::<Vec<_>>()
+    );
+    for (i, c) in fake.log()[..4].iter().enumerate() {
+        assert_eq!(
+            *c,
+            Command::TlbiNhVa {
+                asid,
+                addr: i as u64 * K4,
+                leaf: true,
+                range: Default::default()
+            }
+            .encode()
+        );
+    }
+    // one 2 MiB block = one TLBI
+    fake.clear_log();
+    s.unmap(d, 0x100_0000, M2).unwrap();
+    assert_eq!(fake.opcodes(), vec![op::TLBI_NH_VA, op::CMD_SYNC]);
+    // beyond the threshold: one TLBI_NH_ASID
+    s.map(d, 0x200_0000, 0x8000_0000, 64 * K4, Perms::RW)
+        .unwrap();
+    fake.clear_log();
+    s.unmap(d, 0x200_0000, 64 * K4).unwrap();
+    assert_eq!(fake.opcodes(), vec![op::TLBI_NH_ASID, op::CMD_SYNC]);
+    assert_eq!(fake.log()[0], Command::TlbiNhAsid { asid }.encode());
+    // errors
+    assert_eq!(s.unmap(d, 0x200_0000, K4), Err(Error::NotMapped));
+    assert_eq!(s.map(d, 4 * K4, 0, K4, Perms::RW), Err(Error::Overlap));
+}
