@@ -88,6 +88,33 @@ impl IpcBuffer {
             self.receive_depth,
         )
     }
+    /// Copy `words` into `msg[start..]` (for messages built in place).
+    pub fn set_mrs(&mut self, start: usize, words: &[Word]) {
+        self.msg[start..start + words.len()].copy_from_slice(words);
+    }
+    /// The message registers as bytes (little-endian words, 960 bytes).
+    pub fn msg_bytes(&self) -> &[u8] {
+        // SAFETY: `msg` is a live, initialised array of u64; viewing its
+        // storage as bytes is always valid (u8 has no alignment or validity
+        // requirement) and the length is exactly its size.
+        unsafe {
+            core::slice::from_raw_parts(
+                self.msg.as_ptr().cast::<u8>(),
+                core::mem::size_of_val(&self.msg),
+            )
+        }
+    }
+    /// Mutable byte view of the message registers.
+    pub fn msg_bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as `msg_bytes`; every byte pattern is a valid u64, and the
+        // exclusive borrow of `self` covers the whole array.
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                self.msg.as_mut_ptr().cast::<u8>(),
+                core::mem::size_of_val(&self.msg),
+            )
+        }
+    }
 }
 
 /// This thread's IPC buffer, from `TPIDR_EL0`.
@@ -133,5 +160,19 @@ mod tests {
         assert_eq!(offset_of!(IpcBuffer, receive_cnode), offsets::RECEIVE_CNODE);
         assert_eq!(offset_of!(IpcBuffer, receive_index), offsets::RECEIVE_INDEX);
         assert_eq!(offset_of!(IpcBuffer, receive_depth), offsets::RECEIVE_DEPTH);
+    }
+
+    #[test]
+    fn accessors() {
+        let mut b = IpcBuffer::default();
+        b.set_mrs(4, &[0x0807_0605_0403_0201, 9]);
+        assert_eq!((b.mr(4), b.mr(5)), (0x0807_0605_0403_0201, 9));
+        assert_eq!(&b.msg_bytes()[32..40], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        b.msg_bytes_mut()[0] = 0xff;
+        assert_eq!(b.mr(0), 0xff);
+        b.set_cap(2, CPtr(7));
+        assert_eq!((b.cap(2), b.badge(2)), (CPtr(7), Badge(7)));
+        b.set_receive_path(CPtr(2), 40, 64);
+        assert_eq!(b.receive_path(), (CPtr(2), 40, 64));
     }
 }

@@ -231,3 +231,33 @@ cap_types! {
 
 /// The VSpace root type on AArch64 (5.0.0, 48-bit VA: four levels).
 pub type VSpace = PageGlobalDirectory;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitfields() {
+        // shared_types_64.bf: capAllowGrant bit 2, capAllowRead bit 1, capAllowWrite bit 0;
+        // libsel4's seL4_ReadWrite = seL4_CapRights_new(0, 1, 1).
+        assert_eq!(CapRights::READ_WRITE.0, 0b011);
+        assert_eq!(CapRights::ALL.0, 0b111);
+        assert_eq!(CapRights::GRANT.0, 0b100);
+        assert!(CapRights::READ.read() && !CapRights::READ.write());
+        // structures_64.bf cnode_capdata: guard bits 8..26, guardSize bits 2..8.
+        assert_eq!(CapData::guard(0x5, 10).0, (5 << 8) | (10 << 2));
+        assert_eq!(CapData::guard(0, 50).0, 50 << 2);
+        // shared_types_64.bf seL4_PrioProps: mcp bits 8..16, prio bits 0..8.
+        let p = PrioProps::new(254, 100);
+        assert_eq!(p.0, (254 << 8) | 100);
+        assert_eq!((p.mcp(), p.prio()), (254, 100));
+        assert_eq!((VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER).0, 7);
+        assert!(VMAttributes::DEFAULT.contains(VMAttributes::PAGE_CACHEABLE));
+    }
+
+    #[test]
+    fn badges() {
+        assert_eq!(CapData::badge((1 << 28) - 1).0, 0x0fff_ffff);
+        assert!(std::panic::catch_unwind(|| CapData::badge(1 << 28)).is_err());
+    }
+}
