@@ -384,6 +384,11 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         &self.resolver
     }
 
+    /// The frame resolver, mutably (host tests mint fake caps through it).
+    pub fn resolver_mut(&mut self) -> &mut R {
+        &mut self.resolver
+    }
+
     /// Fault events seen for streams that no client owns.
     pub fn unrouted_faults(&self) -> u64 {
         self.unrouted_faults
