@@ -313,9 +313,18 @@ fn run(features: Features, config: Config, ssids: Vec<u32>, ops: &[Op]) {
         run.check(op);
     }
     // The samples went through the model's TLB, so a missing invalidation
-    // would have been served stale (not re-walked).
+    // would have been served stale (not re-walked). (A second pass makes
+    // sure of a hit even if the last step was the first attach.)
+    if let Some(last) = ops.last() {
+        run.check(last);
+    }
     let c = run.m.smmu.counters();
-    if run.r.doms.iter().any(|d| !d.1.is_empty()) && !run.r.attached.is_empty() {
+    let r = &run.r;
+    let attached_mapped = r
+        .attached
+        .values()
+        .any(|id| r.doms.iter().any(|d| d.0 == *id && !d.1.is_empty()));
+    if attached_mapped {
         assert!(c.tlb_hits > 0, "the TLB was never hit: {c:?}");
     }
     run.teardown(&baseline);
