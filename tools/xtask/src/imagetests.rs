@@ -13,6 +13,7 @@ pub fn run_all(ctx: &Ctx) -> Tally {
     let mut t = Checks::default();
     hello(ctx, &mut t);
     fault(ctx, &mut t);
+    resources(ctx, &mut t);
     println!(
         "== image tests: {} passed, {} failed",
         t.tally.passed, t.tally.failed
@@ -267,6 +268,43 @@ fn fault(ctx: &Ctx, t: &mut Checks) {
             Err("the read of an unmapped address returned".into())
         } else {
             Ok(())
+        },
+    );
+}
+
+/// What the `resources` system's checker verifies from inside the guest.
+const RESOURCE_CHECKS: &[&str] = &[
+    "start-info",
+    "devices",
+    "dma-pool",
+    "irq",
+    "untyped-and-own-cnode",
+    "own-vspace",
+];
+
+fn resources(ctx: &Ctx, t: &mut Checks) {
+    let Some(out) = boot(ctx, t, "resources") else {
+        return;
+    };
+    for name in RESOURCE_CHECKS {
+        let line = format!("check {name}: ");
+        let result = match out.serial.lines().find(|l| l.starts_with(&line)) {
+            Some(l) if l.ends_with(": ok") => Ok(()),
+            Some(l) => Err(l.to_string()),
+            None => Err(format!(
+                "no {line:?} line ({})\n{}",
+                out.summary(),
+                tail(&out.serial)
+            )),
+        };
+        t.check(&format!("resources/{name}"), result);
+    }
+    t.check(
+        "resources/ends-with-pass",
+        if out.clean_exit {
+            Ok(())
+        } else {
+            Err(format!("{}\n{}", out.summary(), tail(&out.serial)))
         },
     );
 }
