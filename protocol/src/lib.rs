@@ -317,8 +317,8 @@ pub struct FaultRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultBatch {
     pub records: Vec<FaultRecord, MAX_FAULTS_PER_REPLY>,
-    /// Records that could not be queued since the last `Faults` call (queue
-    /// full or the stream over its share).
+    /// Fault events that could not be queued since the last `Faults` call
+    /// (queue full or the stream over its share).
     pub dropped: u32,
     /// More records are still pending.
     pub more: bool,
