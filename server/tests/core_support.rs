@@ -125,6 +125,9 @@ pub enum Consumer {
     Slow(u32),
 }
 
+/// Called with each command the fake executes.
+pub type CmdHook = Box<dyn FnMut(&[u64; 2])>;
+
 pub struct FakeState {
     pub regs: BTreeMap<usize, u64>,
     pub consumer: Consumer,
@@ -140,7 +143,7 @@ pub struct FakeState {
     pub halted: bool,
     /// Called at each executed command with (command, state) - e.g. to
     /// snapshot an STE at each CFGI_STE.
-    pub on_cmd: Option<Box<dyn FnMut(&[u64; 2])>>,
+    pub on_cmd: Option<CmdHook>,
     pub doorbells: u64,
 }
 
@@ -291,15 +294,13 @@ impl Mmio for FakeSmmu {
                     s.doorbells += 1;
                     consume = s.consumer == Consumer::Immediate;
                 }
-                regs::GERRORN => {
-                    if s.halted {
-                        let g = *s.regs.get(&regs::GERROR).unwrap_or(&0) as u32;
-                        if (g ^ value) & 1 == 0 {
-                            s.halted = false;
-                            let c = *s.regs.get(&regs::CMDQ_CONS).unwrap_or(&0) & 0x00ff_ffff;
-                            s.regs.insert(regs::CMDQ_CONS, c);
-                            consume = s.consumer == Consumer::Immediate;
-                        }
+                regs::GERRORN if s.halted => {
+                    let g = *s.regs.get(&regs::GERROR).unwrap_or(&0) as u32;
+                    if (g ^ value) & 1 == 0 {
+                        s.halted = false;
+                        let c = *s.regs.get(&regs::CMDQ_CONS).unwrap_or(&0) & 0x00ff_ffff;
+                        s.regs.insert(regs::CMDQ_CONS, c);
+                        consume = s.consumer == Consumer::Immediate;
                     }
                 }
                 _ => {}

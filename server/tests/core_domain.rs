@@ -1,0 +1,309 @@
+//! Domains, attach/detach/move (hitless), ASIDs, events, error paths.
+
+#[path = "core_support.rs"]
+mod support;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use iommu_server::domain::MAX_DEVICES_PER_DOMAIN;
+use iommu_server::{regs, Config, DomainId, Error, EventKind, Perms};
+use support::*;
+
+type S = iommu_server::Smmu<FakeSmmu, HostAlloc, CountDelay>;
+
+fn setup(cfg: Config) -> (FakeSmmu, HostAlloc, S) {
+    let fake = FakeSmmu::qemu();
+    let alloc = HostAlloc::new();
+    let s = smmu_with(&fake, &alloc, cfg).unwrap();
+    fake.clear_log();
+    (fake, alloc, s)
+}
+
+fn linear() -> Config {
+    Config {
+        linear_strtab: true,
+        max_sid_bits: 8,
+        ..test_config()
+    }
+}
+
+#[test]
+fn attach_detach_command_sequences() {
+    let (fake, _a, mut s) = setup(test_config());
+    let d = s.alloc_domain().unwrap();
+    assert!(fake.log().is_empty(), "a fresh ASID needs no invalidation");
+    s.attach(8, 0, d).unwrap();
+    assert_eq!(
+        fake.opcodes(),
+        vec![op::CFGI_STE, op::CMD_SYNC, op::CFGI_STE, op::CMD_SYNC]
+    );
+    assert_eq!(fake.log()[0][0] >> 32, 8);
+    let ste = s.read_ste(8).unwrap().unwrap();
+    assert_eq!(ste[0] & 0xf, 0xb, "V=1, Config=S1 translate");
+    assert_eq!(ste[0] >> 59, 0, "S1CDMax = 0");
+    assert_eq!(ste[1] & (1 << 27), 0, "S1STALLD = 0");
+    // the CD the STE points at
+    let cd0 = peek(ste[0] & 0x000f_ffff_ffff_ffc0);
+    assert_eq!(cd0 >> 48, s.domain_info(d).unwrap().asid as u64);
+    assert_eq!(cd0 & (1 << 31), 1 << 31);
+    assert_eq!(cd0 & (1 << 45), 1 << 45, "CD.R = 1");
+    assert_eq!((cd0 >> 32) & 7, 4, "IPS = OAS (44 bits)");
+    assert_eq!(
+        peek((ste[0] & 0x000f_ffff_ffff_ffc0) + 8),
+        s.page_table(d).unwrap().ttbr()
+    );
+    assert_eq!(s.domain_devices(d).unwrap(), &[(8, 0)]);
+    assert_eq!(s.attached_domain(8, 0), Some(d));
+    // attaching again is a no-op
+    fake.clear_log();
+    s.attach(8, 0, d).unwrap();
+    assert!(fake.log().is_empty());
+    // detach: STE to abort (one critical qword), clean-up, CFGI_CD_ALL
+    s.detach(8, 0).unwrap();
+    assert_eq!(
+        fake.opcodes(),
+        vec![
+            op::CFGI_STE,
+            op::CMD_SYNC,
+            op::CFGI_STE,
+            op::CMD_SYNC,
+            op::CFGI_CD_ALL,
+            op::CMD_SYNC
+        ]
+    );
+    assert_eq!(s.read_ste(8).unwrap().unwrap(), [1, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(s.detach(8, 0), Err(Error::NotAttached));
+    assert!(s.domain_devices(d).unwrap().is_empty());
+}
+
+type Effective = Option<(u64, u64)>;
+
+/// The effective configuration of a stream as the SMMU sees it after an
+/// invalidation: None = abort / invalid, Some((asid, ttb0)).
+fn effective(ste_addr: u64) -> Option<(u64, u64)> {
+    let q0 = peek(ste_addr);
+    if q0 & 1 == 0 || (q0 >> 1) & 7 != 5 {
+        return None;
+    }
+    let cd = q0 & 0x000f_ffff_ffff_ffc0;
+    let c0 = peek(cd);
+    if c0 & (1 << 31) == 0 {
+        return None;
+    }
+    Some((c0 >> 48, peek(cd + 8) & 0x000f_ffff_ffff_fff0))
+}
+
+#[test]
+fn moving_between_domains_is_hitless() {
+    let (fake, alloc, mut s) = setup(linear());
+    let base = fake.reg(regs::STRTAB_BASE) & 0x000f_ffff_ffff_ffc0;
+    let sid = 0x21u32;
+    let ste_addr = base + sid as u64 * 64;
+    let d1 = s.alloc_domain().unwrap();
+    let d2 = s.alloc_domain().unwrap();
+    s.map(d1, 0, 0x8000_0000, 0x1000, Perms::RW).unwrap();
+    s.map(d2, 0, 0x9000_0000, 0x1000, Perms::RW).unwrap();
+    s.attach(sid, 0, d1).unwrap();
+    let c1 = (
+        s.domain_info(d1).unwrap().asid as u64,
+        s.page_table(d1).unwrap().ttbr(),
+    );
+    let c2 = (
+        s.domain_info(d2).unwrap().asid as u64,
+        s.page_table(d2).unwrap().ttbr(),
+    );
+    assert_eq!(effective(ste_addr), Some(c1));
+    let seen: Rc<RefCell<Vec<Effective>>> = Rc::default();
+    let seen2 = seen.clone();
+    fake.0.borrow_mut().on_cmd = Some(Box::new(move |_c| {
+        seen2.borrow_mut().push(effective(ste_addr))
+    }));
+    let live = alloc.live();
+    fake.clear_log();
+    s.attach(sid, 0, d2).unwrap();
+    fake.0.borrow_mut().on_cmd = None;
+    assert_eq!(effective(ste_addr), Some(c2));
+    for e in seen.borrow().iter() {
+        assert!(*e == Some(c1) || *e == Some(c2), "exposed {e:?}");
+    }
+    assert_eq!(
+        fake.opcodes(),
+        vec![op::CFGI_STE, op::CMD_SYNC, op::CFGI_CD_ALL, op::CMD_SYNC]
+    );
+    assert_eq!(alloc.live(), live, "old CD table freed");
+    assert_eq!(s.domain_devices(d1).unwrap(), &[]);
+    assert_eq!(s.domain_devices(d2).unwrap(), &[(sid, 0)]);
+    // d1 can go now, d2 cannot
+    assert_eq!(s.free_domain(d2), Err(Error::Busy));
+    s.free_domain(d1).unwrap();
+    assert_eq!(s.domain_info(d1), Err(Error::NoSuchDomain));
+    assert_eq!(s.attach(sid, 0, d1), Err(Error::NoSuchDomain));
+    assert_eq!(s.map(d1, 0, 0, 0x1000, Perms::RW), Err(Error::NoSuchDomain));
+    assert_eq!(s.iova_to_phys(d2, 0), Some((0x9000_0000, Perms::RW)));
+    assert_eq!(s.iova_to_phys(d1, 0), None);
+}
+
+#[test]
+fn attach_errors_change_nothing() {
+    let (fake, alloc, mut s) = setup(test_config());
+    let d = s.alloc_domain().unwrap();
+    assert_eq!(s.attach(1 << 16, 0, d), Err(Error::StreamOutOfRange));
+    assert_eq!(s.attach(8, 1, d), Err(Error::SsidOutOfRange));
+    assert_eq!(
+        s.attach(8, 0, DomainId::from_raw(0xdead)),
+        Err(Error::NoSuchDomain)
+    );
+    assert_eq!(s.detach(8, 0), Err(Error::NotAttached));
+    assert_eq!(
+        s.set_stream_bypass(1 << 16, true),
+        Err(Error::StreamOutOfRange)
+    );
+    // no memory for the level-2 stream table / the CD table
+    let live = alloc.live();
+    alloc.set_budget(Some(0));
+    assert_eq!(s.attach(0x300, 0, d), Err(Error::NoMemory));
+    alloc.set_budget(Some(1)); // L2 table yes, CD table no
+    assert_eq!(s.attach(0x300, 0, d), Err(Error::NoMemory));
+    alloc.set_budget(None);
+    assert!(s.domain_devices(d).unwrap().is_empty());
+    assert_eq!(
+        s.read_ste(0x300).unwrap(),
+        Some([1, 0, 0, 0, 0, 0, 0, 0]),
+        "still abort"
+    );
+    assert_eq!(
+        alloc.live(),
+        live + 1,
+        "only the (abort-filled) level-2 table stays"
+    );
+    assert!(fake.log().is_empty());
+    // a full device list
+    for sid in 0..MAX_DEVICES_PER_DOMAIN as u32 {
+        s.attach(sid, 0, d).unwrap();
+    }
+    assert_eq!(s.attach(0x1000, 0, d), Err(Error::NoSlot));
+    assert_eq!(s.free_domain(d), Err(Error::Busy));
+    for sid in 0..MAX_DEVICES_PER_DOMAIN as u32 {
+        s.detach(sid, 0).unwrap();
+    }
+    s.free_domain(d).unwrap();
+    assert_eq!(alloc.bad_frees(), 0);
+}
+
+#[test]
+fn asids_never_zero_invalidated_before_reuse() {
+    let (fake, alloc, mut s) = setup(Config {
+        max_asids: 4,
+        ..test_config()
+    });
+    let ds: Vec<DomainId> = (0..3).map(|_| s.alloc_domain().unwrap()).collect();
+    let asids: Vec<u16> = ds.iter().map(|d| s.domain_info(*d).unwrap().asid).collect();
+    assert_eq!(asids, vec![1, 2, 3]);
+    assert_eq!(s.alloc_domain(), Err(Error::NoAsid));
+    assert_eq!(s.asids_in_use(), 3);
+    fake.clear_log();
+    s.free_domain(ds[1]).unwrap();
+    assert_eq!(
+        fake.log()[0],
+        iommu_server::Command::TlbiNhAsid { asid: 2 }.encode()
+    );
+    assert_eq!(fake.opcodes(), vec![op::TLBI_NH_ASID, op::CMD_SYNC]);
+    let d = s.alloc_domain().unwrap();
+    assert_eq!(s.domain_info(d).unwrap().asid, 2);
+    // a failed invalidation keeps the domain (and the ASID is not reused)
+    fake.set_consumer(Consumer::Stuck);
+    assert!(matches!(s.free_domain(d), Err(Error::Timeout(_))));
+    assert!(s.domain_info(d).is_ok());
+    fake.set_consumer(Consumer::Immediate);
+    // out of memory for the root table: ASID returned
+    alloc.set_budget(Some(0));
+    s.free_domain(ds[0]).unwrap();
+    assert_eq!(s.alloc_domain(), Err(Error::NoMemory));
+    alloc.set_budget(None);
+    assert_eq!(s.asids_in_use(), 2);
+    let e = s.alloc_domain().unwrap();
+    assert_ne!(s.domain_info(e).unwrap().asid, 0);
+}
+
+#[test]
+fn domain_table_full() {
+    let (_f, _a, mut s) = setup(test_config());
+    let ds: Vec<DomainId> = (0..iommu_server::MAX_DOMAINS)
+        .map(|_| s.alloc_domain().unwrap())
+        .collect();
+    assert_eq!(s.alloc_domain(), Err(Error::NoSlot));
+    s.free_domain(ds[5]).unwrap();
+    let d = s.alloc_domain().unwrap();
+    assert_ne!(d, ds[5], "generation differs");
+    assert_eq!(s.domain_info(ds[5]), Err(Error::NoSuchDomain));
+    assert_eq!(s.domains().count(), iommu_server::MAX_DOMAINS);
+}
+
+#[test]
+fn table_page_counters() {
+    let (_f, alloc, mut s) = setup(test_config());
+    let d = s.alloc_domain().unwrap();
+    assert_eq!(s.domain_info(d).unwrap().table_pages, 1);
+    s.map(d, 0x1000, 0x8000_1000, 0x1000, Perms::RW).unwrap();
+    assert_eq!(s.domain_info(d).unwrap().table_pages, 4);
+    s.unmap(d, 0x1000, 0x1000).unwrap();
+    assert_eq!(s.domain_info(d).unwrap().table_pages, 1);
+    let live = alloc.live();
+    s.map(d, 0x1000, 0x8000_1000, 0x1000, Perms::RW).unwrap();
+    s.free_domain(d).unwrap();
+    assert_eq!(alloc.live(), live - 1);
+}
+
+#[test]
+fn events_decode_and_overflow() {
+    let (fake, _a, mut s) = setup(Config {
+        evtq_log2: 2,
+        ..test_config()
+    });
+    let mut got = Vec::new();
+    assert_eq!(s.drain_events(|e| got.push(e)).events, 0);
+    fake.inject_event([0x10 | (8u64 << 32), 1 << 35, 0x1234_5000, 0]);
+    fake.inject_event([0x04 | (9u64 << 32), 0, 0, 0]);
+    fake.inject_event([0xee, 0, 0, 0]);
+    let r = s.drain_events(|e| got.push(e));
+    assert_eq!((r.events, r.overflowed), (3, false));
+    assert!(matches!(got[0].kind, EventKind::Translation(f) if f.addr == 0x1234_5000 && f.read));
+    assert_eq!(got[0].sid, 8);
+    assert_eq!(got[1].kind, EventKind::BadSte);
+    assert!(matches!(got[2].kind, EventKind::Unknown { id: 0xee, .. }));
+    // fill past capacity (4 entries) to overflow, wrapping
+    for i in 0..5u64 {
+        fake.inject_event([0x13 | (i << 32), 0, i, 0]);
+    }
+    got.clear();
+    let r = s.drain_events(|e| got.push(e));
+    assert_eq!((r.events, r.overflowed), (4, true));
+    assert_eq!(
+        got.iter().map(|e| e.sid).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    // overflow acknowledged
+    assert_eq!(
+        fake.reg(regs::EVENTQ_CONS) >> 31,
+        fake.reg(regs::EVENTQ_PROD) >> 31
+    );
+    fake.inject_event([0x13, 0, 0, 0]);
+    let r = s.drain_events(|_| {});
+    assert_eq!((r.events, r.overflowed), (1, false));
+    assert_eq!(s.stats().events, 8);
+    assert_eq!(s.stats().event_overflows, 1);
+}
+
+#[test]
+fn bypass_stream() {
+    let (fake, _a, mut s) = setup(test_config());
+    s.set_stream_bypass(3, true).unwrap();
+    let ste = s.read_ste(3).unwrap().unwrap();
+    assert_eq!(ste[0], 0x9);
+    let d = s.alloc_domain().unwrap();
+    s.attach(3, 0, d).unwrap(); // bypass -> S1: q0 and SHCFG change
+    assert_eq!(s.set_stream_bypass(3, false), Err(Error::Busy));
+    s.detach(3, 0).unwrap();
+    assert!(fake.opcodes().iter().all(|&o| o != 0));
+}
