@@ -839,3 +839,93 @@ fn marshalling_matches_kernel_stub_generator() {
     assert!(n_checked >= 40, "checked {n_checked} methods");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// The numbers of an actual kernel build: the enums in its preprocessed
+/// source `kernel_all.c_pp` (the kernel's generated headers after its own
+/// configuration was applied). The build directory comes from
+/// `SEL4_KERNEL_BUILD`, else `build/kernel/build-debug` of this repository
+/// (`cargo xtask kernel`); skipped if neither exists.
+#[test]
+fn matches_kernel_build() {
+    let dir = std::env::var_os("SEL4_KERNEL_BUILD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/kernel/build-debug")
+        });
+    let Ok(pp) = std::fs::read_to_string(dir.join("kernel_all.c_pp")) else {
+        eprintln!(
+            "note: no kernel build at {}: kernel-build cross-check skipped",
+            dir.display()
+        );
+        return;
+    };
+    let mut known = BTreeMap::new();
+    let mut enum_at = |start: &str| -> BTreeMap<String, i64> {
+        let i = pp
+            .find(start)
+            .unwrap_or_else(|| panic!("{start} not in kernel_all.c_pp"));
+        let body = &pp[i..];
+        let end = body.find('}').unwrap() + 1;
+        gen::c_enums(&body[..end], &gen::Config::default(), &mut known)
+            .into_iter()
+            .collect()
+    };
+    let generic = enum_at("enum invocation_label {");
+    let sel4_arch = enum_at("enum sel4_arch_invocation_label {");
+    let arch = enum_at("enum arch_invocation_label {");
+    let syscalls = enum_at("enum syscall {");
+    let api_obj = enum_at("enum api_object {");
+    let mode_obj = enum_at("enum _mode_object {");
+    let arch_obj = enum_at("enum _object {");
+
+    // Labels: exactly the same set and numbers.
+    let mut kernel_labels: BTreeMap<String, i64> = BTreeMap::new();
+    for m in [&generic, &sel4_arch, &arch] {
+        kernel_labels.extend(
+            m.iter()
+                .filter(|(k, _)| !k.starts_with('n'))
+                .map(|(k, v)| (k.clone(), *v)),
+        );
+    }
+    let ours: BTreeMap<String, i64> = ALL_INVOCATION_LABELS
+        .iter()
+        .map(|(n, v)| (n.to_string(), *v as i64))
+        .collect();
+    assert_eq!(
+        ours, kernel_labels,
+        "invocation labels differ from the kernel build"
+    );
+    assert_eq!(
+        arch["nArchInvocationLabels"],
+        N_ARCH_INVOCATION_LABELS as i64
+    );
+
+    // Syscalls: every one we enable exists in the kernel with our number.
+    for (n, v, enabled) in ALL_SYSCALLS {
+        if *enabled {
+            assert_eq!(syscalls.get(&format!("Sys{n}")), Some(v), "syscall {n}");
+        }
+    }
+    // Object types.
+    let mut kernel_objs: BTreeMap<String, i64> = BTreeMap::new();
+    for m in [&api_obj, &mode_obj, &arch_obj] {
+        kernel_objs.extend(
+            m.iter()
+                .filter(|(k, _)| !k.ends_with("Count"))
+                .map(|(k, v)| (k.clone(), *v)),
+        );
+    }
+    let xml_objs = gen::object_types(&gen::Sources::OBJECTTYPE_H.map(|p| src().read(p)), &cfg());
+    let ours: BTreeMap<String, i64> = xml_objs
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("Count"))
+        .collect();
+    assert_eq!(
+        ours, kernel_objs,
+        "object types differ from the kernel build"
+    );
+    assert_eq!(
+        kernel_objs["seL4_ARM_SmallPageObject"],
+        ObjectType::ARM_SmallPageObject as i64
+    );
+}
