@@ -101,6 +101,20 @@ fn printf(name: &str, expr: &str) -> String {
 // Hand-checked values
 // ---------------------------------------------------------------------------
 
+/// The hand-checked label and object numbers are for DESIGN.md's
+/// configuration: one core, no hardware debug API, no kernel SMMU.
+fn design_config() -> bool {
+    let c = cfg();
+    let ok = c.int("CONFIG_MAX_NUM_NODES") == Some(1)
+        && !c.is_defined("CONFIG_HARDWARE_DEBUG_API")
+        && !c.is_defined("CONFIG_ARM_SMMU")
+        && !c.is_defined("CONFIG_ARM_HYPERVISOR_SUPPORT");
+    if !ok {
+        eprintln!("note: not DESIGN.md's configuration: hand-checked numbers skipped");
+    }
+    ok
+}
+
 #[test]
 fn syscall_numbers() {
     // DESIGN section 7 (verified on the running kernel): Call -1,
@@ -154,6 +168,9 @@ fn syscall_numbers_ignore_conditions() {
 
 #[test]
 fn invocation_labels_hand_checked() {
+    if !design_config() {
+        return;
+    }
     // Read off the XML: 27 generic methods enabled on one core without the
     // hardware debug API; then the aarch64 file, then the arm file.
     assert_eq!(InvocationLabel::InvalidInvocation as u64, 0);
@@ -248,6 +265,9 @@ fn xml_reader() {
 
 #[test]
 fn object_types_and_errors() {
+    if !design_config() {
+        return;
+    }
     assert_eq!(ObjectType::UntypedObject as u64, 0);
     assert_eq!(ObjectType::CapTableObject as u64, 4);
     assert_eq!(ObjectType::ARM_HugePageObject as u64, 5);
