@@ -6,7 +6,11 @@
 //! `receiveCNode` @1000, `receiveIndex` @1008, `receiveDepth` @1016.
 //! On this configuration (`CONFIG_IPC_BUF_TPIDRURW`) the kernel keeps each
 //! thread's buffer address in `TPIDR_EL0` (set at boot for the root task, and
-//! by `TCB::configure`/`set_ipc_buffer` for other threads).
+//! by `TCB::configure`/`set_ipc_buffer` for other threads). The kernel
+//! rewrites `TPIDR_EL0` from the TCB on every return to user mode and does not
+//! save what user code writes there (`arch_c_entry_hook`,
+//! `restore_user_context`), so writing it from user space has no lasting
+//! effect: give the buffer address to `TCB::configure` instead.
 
 use crate::message::{MSG_MAX_EXTRA_CAPS, MSG_MAX_LENGTH};
 use crate::types::{Badge, CPtr, Word};
