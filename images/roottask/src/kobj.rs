@@ -70,18 +70,9 @@ pub struct Kernel {
     spare: [Option<CPtr>; 3],
 }
 
-/// Size of an object in bits (seL4 5.0.0, AArch64).
+/// Bytes (log2) of untyped memory one object takes.
 pub fn object_bits(ty: ObjectType, size_bits: u64) -> u64 {
-    match ty {
-        ObjectType::TCBObject => 11,
-        ObjectType::EndpointObject => 4,
-        ObjectType::NotificationObject => 5,
-        ObjectType::CapTableObject => size_bits + 5,
-        ObjectType::UntypedObject => size_bits,
-        ObjectType::ARM_LargePageObject => 21,
-        ObjectType::ARM_HugePageObject => 30,
-        _ => 12,
-    }
+    ty.object_size_bits(size_bits as u32) as u64
 }
 
 impl Kernel {
@@ -143,6 +134,18 @@ impl Kernel {
 
     /// `count` objects, consecutive in memory and in slots; returns the first slot.
     pub fn alloc_n(&mut self, ty: ObjectType, size_bits: u64, count: u64) -> Result<CPtr> {
+        Ok(self.alloc_placed(ty, size_bits, count)?.0)
+    }
+
+    /// As `alloc_n`, also returning the physical address of the first object
+    /// (exact: every retype of our untypeds goes through here, and the
+    /// kernel aligns its watermark to the object size as we do).
+    pub fn alloc_placed(
+        &mut self,
+        ty: ObjectType,
+        size_bits: u64,
+        count: u64,
+    ) -> Result<(CPtr, u64)> {
         let bits = object_bits(ty, size_bits);
         let need = count << bits;
         // Smallest untyped that fits first, so big ones stay whole for DMA pools.
@@ -186,12 +189,12 @@ impl Kernel {
                     u.full = true;
                 }
                 self.next_slot -= count;
-                return self.alloc_n(ty, size_bits, count);
+                return self.alloc_placed(ty, size_bits, count);
             }
             if let Some(u) = self.uts[i].as_mut() {
                 u.used = start + need;
             }
-            return Ok(first);
+            return Ok((first, u.desc.paddr + start));
         }
         Err(Fail::OutOfMemory {
             size_bits: bits as u8,

@@ -14,7 +14,8 @@ mod process;
 use desc::SYSTEM;
 use kobj::{Fail, Kernel};
 use process::{Running, Shared, CONTROL_BADGE, FAULT_BADGE};
-use sel4_abi::{CPtr, Endpoint, ObjectType, TCB};
+use sel4_abi::fault::Fault;
+use sel4_abi::{CPtr, Endpoint, MessageInfo, ObjectType, TCB};
 
 const MAX_PROCESSES: usize = 16;
 
@@ -141,7 +142,7 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES]) -> ! {
             continue;
         };
         if badge.0 & FAULT_BADGE != 0 {
-            report_fault(p.name, info.label(), &mrs);
+            report_fault(p.name, info, &mrs);
             // The faulting thread stays blocked (no reply); stop it for good.
             if let Some(r) = running[who] {
                 let _ = TCB::suspend(r.tcb);
@@ -186,27 +187,40 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES]) -> ! {
     }
 }
 
-/// seL4 5.0.0 fault labels (`seL4_Fault_*` in shared_types.bf).
-fn report_fault(name: &str, label: u64, mrs: &[u64; 4]) {
-    match label {
-        1 => println!(
-            "FAULT in {name}: capability fault at pc {:#x} (cptr {:#x})",
-            mrs[0], mrs[1]
-        ),
-        2 => println!("FAULT in {name}: unknown syscall at pc {:#x}", mrs[0]),
-        3 => println!("FAULT in {name}: user exception at pc {:#x}", mrs[0]),
-        5 => println!(
-            "FAULT in {name}: VM fault at address {:#x}, pc {:#x}, {} (FSR {:#x})",
-            mrs[1],
-            mrs[0],
-            if mrs[2] != 0 {
+fn report_fault(name: &str, info: MessageInfo, mrs: &[u64; 4]) {
+    match Fault::decode_received(info, mrs) {
+        Fault::VM {
+            ip,
+            addr,
+            prefetch,
+            fsr,
+        } => println!(
+            "FAULT in {name}: VM fault at address {addr:#x}, pc {ip:#x}, {} (FSR {fsr:#x})",
+            if prefetch {
                 "instruction fetch"
             } else {
                 "data access"
             },
-            mrs[3]
         ),
-        _ => println!("FAULT in {name}: fault label {label}, MRs {mrs:x?}"),
+        Fault::Cap {
+            ip, addr, lookup, ..
+        } => {
+            println!("FAULT in {name}: capability fault at pc {ip:#x}, cptr {addr:#x} ({lookup:?})")
+        }
+        Fault::UnknownSyscall {
+            fault_ip, syscall, ..
+        } => {
+            println!("FAULT in {name}: unknown syscall {syscall} at pc {fault_ip:#x}")
+        }
+        Fault::UserException {
+            fault_ip,
+            number,
+            code,
+            ..
+        } => println!(
+            "FAULT in {name}: user exception {number:#x} (code {code:#x}) at pc {fault_ip:#x}"
+        ),
+        other => println!("FAULT in {name}: {other:?}"),
     }
 }
 

@@ -328,15 +328,13 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
     }
 
     for (i, &bits) in p.untyped.iter().enumerate() {
-        let ut = k.alloc(sel4_abi::ObjectType::UntypedObject, bits as u64)?;
-        // The untyped is fresh: its address is where the allocator put it,
-        // which the root task does not track exactly; report 0 = unknown.
+        let (ut, paddr) = k.alloc_placed(sel4_abi::ObjectType::UntypedObject, bits as u64, 1)?;
         cnode
             .move_(next, pdepth, INIT_CNODE, ut.0, DEPTH)
             .ctx("CNode_Move (untyped)")?;
         info.untyped[i] = UntypedCap {
             cptr: next,
-            paddr: 0,
+            paddr,
             size_bits: bits as u64,
         };
         info.num_untyped += 1;

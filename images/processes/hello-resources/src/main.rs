@@ -146,5 +146,24 @@ fn untyped(info: &StartInfo) -> Result<(), &'static str> {
     if syscalls::debug_cap_identify(CPtr(info.free_first)) != CAP_ENDPOINT {
         return Err("the retyped endpoint is not in the first free slot");
     }
+    // The next object lands after the endpoint, aligned to its own size: a
+    // page at paddr + 4 KiB, which checks the reported physical address.
+    Untyped(CPtr(ut.cptr))
+        .retype(
+            ObjectType::ARM_SmallPageObject,
+            0,
+            CNode(CPtr(slot::CNODE)),
+            0,
+            0,
+            info.free_first + 1,
+            1,
+        )
+        .map_err(|_| "Untyped_Retype of a page failed")?;
+    let page = Page(CPtr(info.free_first + 1))
+        .get_address()
+        .map_err(|_| "GetAddress failed")?;
+    if page != ut.paddr + 4096 {
+        return Err("the untyped's reported paddr is wrong");
+    }
     Ok(())
 }
