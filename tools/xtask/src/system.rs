@@ -149,11 +149,11 @@ pub fn load(root: &Path, name: &str) -> Result<System> {
 }
 
 const PAGE: u64 = 4096;
-/// Process images are linked at 0x20_0000 and up; keep mappings clear of
-/// them and of the start-info page, IPC buffer and stack the root task places
-/// in the top quarter of the first 4 GiB (see roottask/src/process.rs).
+/// Process images are linked at 0x20_0000 and up; described regions stay
+/// clear of them and of the start-info page, IPC buffer and stack, which the
+/// root task places from 0x1_0000_0000 (roottask/src/process.rs).
 const LOW_LIMIT: u64 = 0x1000_0000;
-const HIGH_LIMIT: u64 = 0x8000_0000_0000;
+const HIGH_LIMIT: u64 = 0x1_0000_0000;
 
 impl System {
     fn check(&self) -> Result<()> {
