@@ -75,10 +75,12 @@ use iommu_protocol::{
 use crate::policy::{ClientPolicy, Policy};
 
 mod host;
+mod smmu;
 #[cfg(test)]
 mod tests;
 
 pub use host::FakeFrames;
+pub use smmu::error_code;
 
 /// Clients one server serves.
 pub const MAX_CLIENTS: usize = 8;

@@ -1,0 +1,132 @@
+//! The handler's [`Core`] over the real server core, [`crate::Smmu`].
+
+use embedded_hal::delay::DelayNs;
+use iommu_protocol::{ErrorCode, FaultKind, Perms, Ssid, StreamId};
+
+use super::{Core, CoreCaps, CoreEvent};
+use crate::hal::{DmaAllocator, Mmio};
+use crate::{DomainId, Error, EventKind, Smmu};
+
+/// What a client is told about a core error. Table and ASID exhaustion are
+/// server-wide shortages (`NoMemory`), not the client's quota; a timeout or
+/// command error is `HardwareError`.
+pub fn error_code(e: Error) -> ErrorCode {
+    match e {
+        Error::NoMemory | Error::NoAsid | Error::NoSlot => ErrorCode::NoMemory,
+        Error::Overlap => ErrorCode::Overlap,
+        Error::NotMapped => ErrorCode::NotMapped,
+        Error::Misaligned => ErrorCode::Misaligned,
+        Error::OutOfRange => ErrorCode::OutOfRange,
+        Error::NoSuchDomain => ErrorCode::NoSuchDomain,
+        Error::StreamOutOfRange | Error::NotAttached => ErrorCode::NoSuchStream,
+        Error::SsidOutOfRange | Error::Unsupported => ErrorCode::Unsupported,
+        Error::Busy => ErrorCode::InUse,
+        Error::Timeout(_) | Error::Hardware(_) => ErrorCode::HardwareError,
+    }
+}
+
+/// The protocol's permission bits are the core's READ and WRITE bits; the
+/// handler has already refused any other bit.
+fn perms(p: Perms) -> crate::Perms {
+    crate::Perms(p.0 & Perms::ALL.0)
+}
+
+fn fault_kind(k: &EventKind) -> FaultKind {
+    match k {
+        EventKind::Translation(_) => FaultKind::Translation,
+        EventKind::Permission(_) => FaultKind::Permission,
+        EventKind::Access(_) => FaultKind::Access,
+        EventKind::AddressSize(_) => FaultKind::AddressSize,
+        EventKind::BadStreamId
+        | EventKind::BadSte
+        | EventKind::BadSubstreamId
+        | EventKind::BadCd
+        | EventKind::StreamDisabled
+        | EventKind::SteFetch { .. }
+        | EventKind::CdFetch { .. } => FaultKind::BadConfig,
+        _ => FaultKind::Other,
+    }
+}
+
+fn fault_addr(k: &EventKind) -> u64 {
+    match k {
+        EventKind::Translation(f)
+        | EventKind::Permission(f)
+        | EventKind::Access(f)
+        | EventKind::AddressSize(f)
+        | EventKind::WalkExternalAbort(f) => f.addr,
+        EventKind::UnsupportedUpstream { addr }
+        | EventKind::BadAtsTreq { addr }
+        | EventKind::TranslationForbidden { addr }
+        | EventKind::TlbConflict { addr }
+        | EventKind::PageRequest { addr } => *addr,
+        _ => 0,
+    }
+}
+
+impl<M: Mmio, A: DmaAllocator, D: DelayNs> Core for Smmu<M, A, D> {
+    type Domain = DomainId;
+
+    fn caps(&self) -> CoreCaps {
+        CoreCaps {
+            ssid_bits: self.ssid_bits(),
+            // The core's page tables cover 48-bit IOVAs with 4 KiB pages and
+            // 2 MiB / 1 GiB blocks (chosen automatically).
+            ias_bits: 48,
+            page_sizes: (1 << 12) | (1 << 21) | (1 << 30),
+        }
+    }
+
+    fn alloc_domain(&mut self) -> Result<DomainId, ErrorCode> {
+        Smmu::alloc_domain(self).map_err(error_code)
+    }
+
+    fn free_domain(&mut self, domain: DomainId) -> Result<(), ErrorCode> {
+        Smmu::free_domain(self, domain).map_err(error_code)
+    }
+
+    fn attach(&mut self, stream: StreamId, ssid: Ssid, domain: DomainId) -> Result<(), ErrorCode> {
+        Smmu::attach(self, stream.0, ssid.0, domain).map_err(error_code)
+    }
+
+    fn detach(&mut self, stream: StreamId, ssid: Ssid) -> Result<(), ErrorCode> {
+        Smmu::detach(self, stream.0, ssid.0).map_err(error_code)
+    }
+
+    fn map(
+        &mut self,
+        domain: DomainId,
+        iova: u64,
+        paddr: u64,
+        len: u64,
+        p: Perms,
+    ) -> Result<(), ErrorCode> {
+        Smmu::map(self, domain, iova, paddr, len, perms(p)).map_err(error_code)
+    }
+
+    fn unmap(&mut self, domain: DomainId, iova: u64, len: u64) -> Result<(), ErrorCode> {
+        match Smmu::unmap(self, domain, iova, len) {
+            Ok(n) if n == len => Ok(()),
+            // The handler only unmaps fully mapped ranges: anything else is
+            // the handler's records and the page table disagreeing.
+            Ok(_) => Err(ErrorCode::HardwareError),
+            Err(e) => Err(error_code(e)),
+        }
+    }
+
+    fn pt_pages(&self, domain: DomainId) -> u32 {
+        self.domain_info(domain).map_or(0, |i| i.table_pages)
+    }
+
+    fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) {
+        Smmu::drain_events(self, |e| {
+            sink(CoreEvent {
+                stream: StreamId(e.sid),
+                ssid: Ssid(e.ssid.unwrap_or(0)),
+                iova: fault_addr(&e.kind),
+                kind: fault_kind(&e.kind),
+                write: e.fault().is_some_and(|f| !f.read),
+            })
+        });
+    }
+}

@@ -1,0 +1,385 @@
+//! End to end: two clients, each with its own streams, through the client
+//! library and the in-process transport, against the real server core and
+//! the software SMMU model. DMA goes through the model's translation.
+
+#[path = "client_support.rs"]
+mod support;
+
+use iommu_client::{Error, ErrorCode, FaultKind, Perms, Region, Ssid, StreamId};
+use iommu_protocol::{Reply, Request};
+use smmu_model::{Access, Machine};
+use support::*;
+
+/// What the hardware would do for every page of interest, plus the
+/// commands issued so far: equal snapshots mean nothing changed.
+fn snapshot(m: &Machine) -> (Vec<Option<u64>>, u64) {
+    let mut t = Vec::new();
+    for sid in [SID_A, SID_A2, SID_B] {
+        for page in 0..0x40u64 {
+            let iova = 0x10_0000 + page * 0x1000;
+            t.push(
+                m.smmu
+                    .translate_uncached(sid, None, iova, Access::READ)
+                    .ok()
+                    .map(|x| x.paddr),
+            );
+        }
+    }
+    (t, m.smmu.counters().commands)
+}
+
+#[test]
+fn two_clients_dma_lands_in_their_own_memory() {
+    let (m, s) = server();
+    let mut a = connect(&s, A);
+    let mut b = connect(&s, B);
+    assert_eq!(a.info().max_batch, 32);
+    assert_eq!(a.info().ssid_bits, 0, "QEMU 7.2 has no substreams");
+
+    // A: two separate frames, one contiguous IOVA range over both.
+    let (pa1, ca1) = frame(&m, &s, 0x1000);
+    let (pa2, ca2) = frame(&m, &s, 0x1000);
+    let da = a.alloc_domain().unwrap();
+    let mem_a = a.register_memory(&[ca1, ca2]).unwrap();
+    assert_eq!(mem_a.len, 0x2000);
+    a.map(da, 0x10_0000, mem_a.handle, 0, 0x2000, Perms::RW)
+        .unwrap();
+    a.attach(StreamId(SID_A), Ssid(0), da).unwrap();
+
+    // B: one 8 KiB frame, mapped at the same IOVA in its own domain.
+    let (pb, cb) = frame(&m, &s, 0x2000);
+    let db = b.alloc_domain().unwrap();
+    assert_ne!(da, db);
+    let mem_b = b.register_memory(&[cb]).unwrap();
+    b.map(db, 0x10_0000, mem_b.handle, 0, 0x2000, Perms::RW)
+        .unwrap();
+    b.attach(StreamId(SID_B), Ssid(0), db).unwrap();
+
+    // A DMA across A's page boundary lands in A's two frames.
+    let data: Vec<u8> = (0..32u8).collect();
+    m.smmu.dma_write(SID_A, None, 0x10_0ff0, &data).unwrap();
+    let mut got = [0u8; 16];
+    m.mem.read(pa1 + 0xff0, &mut got).unwrap();
+    assert_eq!(got, data[..16]);
+    m.mem.read(pa2, &mut got).unwrap();
+    assert_eq!(got, data[16..]);
+    // B's device at the same IOVA reaches B's frame only.
+    m.smmu
+        .dma_write(SID_B, None, 0x10_0ff0, &[0xbb; 32])
+        .unwrap();
+    m.mem.read(pb + 0xff0, &mut got).unwrap();
+    assert_eq!(got, [0xbb; 16]);
+    m.mem.read(pa1 + 0xff0, &mut got).unwrap();
+    assert_eq!(got, data[..16], "B's DMA did not touch A's memory");
+    let mut back = [0u8; 32];
+    m.smmu.dma_read(SID_A, None, 0x10_0ff0, &mut back).unwrap();
+    assert_eq!(back[..], data[..]);
+    assert_eq!(
+        m.smmu.translate(SID_A, None, 0x10_1000, Access::WRITE),
+        Ok(pa2)
+    );
+
+    // Unmap: from the reply on, the device cannot reach the page (the TLB
+    // entry filled by the DMA above is gone too).
+    a.unmap(da, 0x10_1000, 0x1000).unwrap();
+    assert!(m
+        .smmu
+        .translate(SID_A, None, 0x10_1000, Access::READ)
+        .is_err());
+    assert_eq!(
+        m.smmu.translate(SID_A, None, 0x10_0000, Access::READ),
+        Ok(pa1)
+    );
+    assert_eq!(
+        a.unregister_memory(mem_a.handle),
+        Err(Error::Iommu(ErrorCode::InUse))
+    );
+    a.unmap(da, 0x10_0000, 0x1000).unwrap();
+    assert_eq!(
+        a.unmap(da, 0x10_0000, 0x1000),
+        Err(Error::Iommu(ErrorCode::NotMapped))
+    );
+    a.unregister_memory(mem_a.handle).unwrap();
+    {
+        let h = s.borrow();
+        assert!(h.resolver().is_released(ca1) && h.resolver().is_released(ca2));
+        assert!(!h.resolver().is_released(cb));
+        assert_eq!(h.resolver().double_releases(), 0);
+    }
+    assert_eq!(a.free_domain(da), Err(Error::Iommu(ErrorCode::InUse)));
+    a.detach(StreamId(SID_A), Ssid(0)).unwrap();
+    assert!(m
+        .smmu
+        .translate(SID_A, None, 0x10_0000, Access::READ)
+        .is_err());
+    a.free_domain(da).unwrap();
+    assert_eq!(
+        m.smmu.translate(SID_B, None, 0x10_0000, Access::READ),
+        Ok(pb)
+    );
+    assert!(m.smmu.violations().is_empty(), "{:?}", m.smmu.violations());
+}
+
+#[test]
+fn cross_client_requests_are_refused_and_change_nothing() {
+    let (m, s) = server();
+    let mut a = connect(&s, A);
+    let mut b = connect(&s, B);
+    let (_, ca) = frame(&m, &s, 0x4000);
+    let da = a.alloc_domain().unwrap();
+    let mem_a = a.register_memory(&[ca]).unwrap();
+    a.map(da, 0x10_0000, mem_a.handle, 0, 0x4000, Perms::RW)
+        .unwrap();
+    a.attach(StreamId(SID_A), Ssid(0), da).unwrap();
+    let (_, cb) = frame(&m, &s, 0x1000);
+    let db = b.alloc_domain().unwrap();
+    let mem_b = b.register_memory(&[cb]).unwrap();
+
+    let before = snapshot(&m);
+    let stats_a = a.stats().unwrap();
+    let np = Err(Error::Iommu(ErrorCode::NotPermitted));
+    let nd = Err(Error::Iommu(ErrorCode::NoSuchDomain));
+    let nm = Err(Error::Iommu(ErrorCode::NoSuchMemory));
+    // A's stream: whatever B does with it is NotPermitted.
+    assert_eq!(b.attach(StreamId(SID_A), Ssid(0), db), np);
+    assert_eq!(b.detach(StreamId(SID_A), Ssid(0)), np);
+    assert_eq!(b.bind_sva(StreamId(SID_A), Ssid(0)).map(|_| ()), np);
+    assert_eq!(b.unbind_sva(StreamId(SID_A), Ssid(0)), np);
+    // A stream nobody owns, too.
+    assert_eq!(b.attach(StreamId(99), Ssid(0), db), np);
+    // A's domain: B cannot name it.
+    assert_eq!(b.map(da, 0x20_0000, mem_b.handle, 0, 0x1000, Perms::RW), nd);
+    assert_eq!(b.unmap(da, 0x10_0000, 0x1000), nd);
+    assert_eq!(b.free_domain(da), nd);
+    assert_eq!(b.attach(StreamId(SID_B), Ssid(0), da), nd);
+    let r = Region {
+        iova: 0x20_0000,
+        memory: mem_b.handle,
+        offset: 0,
+        len: 0x1000,
+        perms: Perms::RW,
+    };
+    assert_eq!(b.map_batch(da, &[r]), nd);
+    // A's memory: B cannot name it either, not even into its own domain.
+    assert_eq!(b.map(db, 0x10_0000, mem_a.handle, 0, 0x1000, Perms::RW), nm);
+    assert_eq!(b.unregister_memory(mem_a.handle), nm);
+    // Extending A's registration (not in the client API: sent by hand).
+    let (_, extra) = frame(&m, &s, 0x1000);
+    let r = raw_call(
+        &s,
+        B,
+        &Request::RegisterMemory {
+            extend: Some(mem_a.handle),
+        },
+        &[extra],
+    );
+    assert_eq!(r, Reply::Err(ErrorCode::NoSuchMemory));
+    assert!(
+        s.borrow().resolver().is_released(extra),
+        "the refused cap is released"
+    );
+    // A stranger (a badge not in the policy) cannot even say hello.
+    assert!(matches!(
+        iommu_client::Iommu::connect(transport(&s, STRANGER)),
+        Err(Error::Iommu(ErrorCode::NotPermitted))
+    ));
+    assert_eq!(
+        snapshot(&m),
+        before,
+        "no translation changed and no command was issued"
+    );
+    assert_eq!(a.stats().unwrap(), stats_a);
+    // A's DMA still works.
+    m.smmu
+        .dma_write(SID_A, None, 0x10_0000, b"still mine")
+        .unwrap();
+}
+
+#[test]
+fn faults_reach_the_owner_only() {
+    let (m, s) = server();
+    let mut a = connect(&s, A);
+    let mut b = connect(&s, B);
+    let db = b.alloc_domain().unwrap();
+    let (_, cb) = frame(&m, &s, 0x1000);
+    let mem_b = b.register_memory(&[cb]).unwrap();
+    b.map(db, 0x10_0000, mem_b.handle, 0, 0x1000, Perms::READ)
+        .unwrap();
+    b.attach(StreamId(SID_B), Ssid(0), db).unwrap();
+    // An unmapped IOVA, and a write to a read-only page.
+    assert!(m.smmu.dma_write(SID_B, None, 0x30_0000, &[1; 64]).is_err());
+    assert!(m.smmu.dma_write(SID_B, None, 0x10_0000, &[1; 8]).is_err());
+    let notify = s.borrow_mut().route_faults();
+    assert_eq!(notify.as_slice(), &[B], "only B is notified");
+    let fb = b.faults().unwrap();
+    assert!(!fb.more);
+    assert!(fb.records.iter().any(|r| r.stream == StreamId(SID_B)
+        && r.iova == 0x30_0000
+        && r.kind == FaultKind::Translation
+        && r.write));
+    assert!(fb
+        .records
+        .iter()
+        .any(|r| r.iova == 0x10_0000 && r.kind == FaultKind::Permission));
+    assert!(a.faults().unwrap().records.is_empty());
+    assert!(
+        b.faults().unwrap().records.is_empty(),
+        "records are taken once"
+    );
+}
+
+#[test]
+fn map_batch_is_all_or_nothing_on_the_real_core() {
+    let (m, s) = server();
+    let mut a = connect(&s, A);
+    let d = a.alloc_domain().unwrap();
+    a.attach(StreamId(SID_A), Ssid(0), d).unwrap();
+    let (pa, ca) = frame(&m, &s, 0x8000);
+    let mem = a.register_memory(&[ca]).unwrap();
+    // Entries far apart, so each needs new page-table pages.
+    let regions: Vec<Region> = (0..4u64)
+        .map(|i| Region {
+            iova: i << 30,
+            memory: mem.handle,
+            offset: i * 0x1000,
+            len: 0x1000,
+            perms: Perms::RW,
+        })
+        .collect();
+    let stats = a.stats().unwrap();
+    let tables = m.mem.stats();
+    // A page-table allocation of a later entry fails (entry 0 needs up to
+    // three new tables, each further one two).
+    m.mem.fail_nth_alloc(4);
+    assert_eq!(
+        a.map_batch(d, &regions),
+        Err(Error::Iommu(ErrorCode::NoMemory))
+    );
+    m.mem.clear_failures();
+    let after = m.mem.stats();
+    assert!(
+        after.allocs >= tables.allocs + 3,
+        "earlier entries were mapped before the failure"
+    );
+    assert_eq!(
+        after.live_bytes, tables.live_bytes,
+        "their page tables were freed again"
+    );
+    for r in &regions {
+        assert!(
+            m.smmu
+                .translate_uncached(SID_A, None, r.iova, Access::READ)
+                .is_err(),
+            "{:#x} rolled back",
+            r.iova
+        );
+    }
+    assert_eq!(a.stats().unwrap(), stats);
+    // Now all of it.
+    a.map_batch(d, &regions).unwrap();
+    for (i, r) in regions.iter().enumerate() {
+        assert_eq!(
+            m.smmu.translate(SID_A, None, r.iova + 8, Access::WRITE),
+            Ok(pa + i as u64 * 0x1000 + 8)
+        );
+    }
+    // A batch with one bad entry does nothing.
+    let mut more: Vec<Region> = (0..3u64)
+        .map(|i| Region {
+            iova: 0x10_0000 + (i << 12),
+            memory: mem.handle,
+            offset: 0,
+            len: 0x1000,
+            perms: Perms::READ,
+        })
+        .collect();
+    more[2].offset = 0x8000;
+    assert_eq!(
+        a.map_batch(d, &more),
+        Err(Error::Iommu(ErrorCode::OutOfRange))
+    );
+    assert!(m
+        .smmu
+        .translate_uncached(SID_A, None, 0x10_0000, Access::READ)
+        .is_err());
+    let too_many = vec![more[0]; 33];
+    assert_eq!(
+        a.map_batch(d, &too_many),
+        Err(Error::Iommu(ErrorCode::OutOfRange))
+    );
+}
+
+#[test]
+fn quotas_and_client_side_checks() {
+    let (m, s) = server();
+    let mut a = connect(&s, A);
+    let d = a.alloc_domain().unwrap();
+    let (_, c) = frame(&m, &s, 0x2000);
+    let mem = a.register_memory(&[c]).unwrap();
+    assert_eq!(
+        a.map(d, 0x10_0800, mem.handle, 0, 0x1000, Perms::RW),
+        Err(Error::Iommu(ErrorCode::Misaligned))
+    );
+    assert_eq!(
+        a.map(d, 0x10_0000, mem.handle, 0, 0x3000, Perms::RW),
+        Err(Error::Iommu(ErrorCode::OutOfRange))
+    );
+    assert_eq!(
+        a.map(d, 1 << 48, mem.handle, 0, 0x1000, Perms::RW),
+        Err(Error::Iommu(ErrorCode::OutOfRange))
+    );
+    assert_eq!(
+        a.map(d, 0x10_0000, mem.handle, 0, 0x1000, Perms(0)),
+        Err(Error::Iommu(ErrorCode::Malformed))
+    );
+    a.alloc_domain().unwrap();
+    a.alloc_domain().unwrap();
+    assert_eq!(
+        a.alloc_domain(),
+        Err(Error::Iommu(ErrorCode::QuotaExceeded))
+    );
+    // SSIDs on an SMMU without substreams.
+    assert_eq!(
+        a.attach(StreamId(SID_A), Ssid(1), d),
+        Err(Error::Iommu(ErrorCode::Unsupported))
+    );
+    let st = a.stats().unwrap();
+    assert_eq!((st.domains, st.max_domains, st.memory_frames), (3, 3, 1));
+    assert!(st.pt_pages >= 3);
+}
+
+#[test]
+fn sva_with_substreams() {
+    let (m, s) = server_with(4);
+    let mut a = connect(&s, A);
+    assert_eq!(a.info().ssid_bits, 4);
+    let sva = a.bind_sva(StreamId(SID_A), Ssid(1)).unwrap();
+    assert_eq!(
+        a.bind_sva(StreamId(SID_A), Ssid(2)).unwrap(),
+        sva,
+        "one address space per client"
+    );
+    let (pa, c) = frame(&m, &s, 0x1000);
+    let mem = a.register_memory(&[c]).unwrap();
+    // The client's own virtual address.
+    let va = 0x7f12_3456_7000;
+    a.map(sva, va, mem.handle, 0, 0x1000, Perms::RW).unwrap();
+    for ssid in [1, 2] {
+        assert_eq!(
+            m.smmu
+                .translate(SID_A, Some(ssid), va + 0x10, Access::WRITE),
+            Ok(pa + 0x10)
+        );
+    }
+    assert_eq!(
+        a.bind_sva(StreamId(SID_A), Ssid(4)),
+        Err(Error::Iommu(ErrorCode::NotPermitted))
+    );
+    a.unbind_sva(StreamId(SID_A), Ssid(1)).unwrap();
+    assert!(m.smmu.translate(SID_A, Some(1), va, Access::READ).is_err());
+    assert_eq!(m.smmu.translate(SID_A, Some(2), va, Access::READ), Ok(pa));
+    assert_eq!(
+        a.unbind_sva(StreamId(SID_A), Ssid(1)),
+        Err(Error::Iommu(ErrorCode::NoSuchStream))
+    );
+}
