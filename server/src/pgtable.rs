@@ -159,6 +159,10 @@ pub struct Gather {
     /// Table entries were removed: walk caches must be invalidated as well
     /// (TLBI with Leaf = 0).
     pub tables_removed: bool,
+    /// Bit `n` set: a leaf (or a block replaced by a table) at level `n`
+    /// was removed; the TLBI TTL hint may name the level only if it is the
+    /// only one.
+    pub levels: u8,
     /// Unlinked tables waiting for the invalidation to complete.
     pub free_list: heapless::Vec<(DmaBlock, u8), GATHER_TABLES>,
 }
@@ -175,6 +179,7 @@ impl Gather {
     }
 
     fn add_leaf(&mut self, va: u64, level: usize) {
+        self.levels |= 1 << level;
         let end = va + level_size(level);
         if self.start >= self.end {
             self.start = va;
@@ -195,6 +200,17 @@ impl Gather {
         self.leaves.clear();
         self.overflow = false;
         self.tables_removed = false;
+        self.levels = 0;
+    }
+
+    /// The level all removed leaves were at, if there is exactly one (for
+    /// the TTL hint; 4.4.1 "TTL").
+    pub fn leaf_level(&self) -> Option<u8> {
+        if self.levels.count_ones() == 1 && !self.tables_removed {
+            Some(self.levels.trailing_zeros() as u8)
+        } else {
+            None
+        }
     }
 }
 
@@ -473,7 +489,12 @@ impl IoPageTable {
     }
 
     /// Splits blocks so that `b` becomes a leaf boundary, using `spare`.
-    fn split_at(&mut self, b: u64, spare: &mut heapless::Vec<(DmaBlock, usize), 4>) {
+    fn split_at(
+        &mut self,
+        b: u64,
+        spare: &mut heapless::Vec<(DmaBlock, usize), 4>,
+        g: &mut Gather,
+    ) {
         if b == 0 || b >= IOVA_LIMIT {
             return;
         }
@@ -505,6 +526,8 @@ impl IoPageTable {
                 // `arm_lpae_split_blk_unmap`); the caller's TLBI of the
                 // unmapped range also removes the old block entry.
                 Self::link(&t, i, &nt);
+                // The TLB may hold the old block: its level joins the hint.
+                g.levels |= 1 << level;
                 self.pages += 1;
                 self.bytes += want;
             }
@@ -550,8 +573,8 @@ impl IoPageTable {
                 }
             }
         }
-        self.split_at(iova, &mut spare);
-        self.split_at(end, &mut spare);
+        self.split_at(iova, &mut spare, g);
+        self.split_at(end, &mut spare, g);
         for (b, _) in spare {
             alloc.free(b);
         }

@@ -123,8 +123,9 @@ fn ensure(cond: bool, what: &'static str) -> Result<()> {
     }
 }
 
-/// Turns a gather into TLBI commands (4.4): range TLBI_NH_VA when RIL,
-/// per-leaf TLBI_NH_VA up to the threshold, else TLBI_NH_ASID.
+/// Turns a gather into TLBI commands (4.4): range TLBI_NH_VA when RIL
+/// (TG = 4 KiB, TTL = the leaves' level when they all share one), per-leaf
+/// TLBI_NH_VA up to the threshold, else TLBI_NH_ASID.
 fn tlbi_commands(g: &Gather, asid: u16, ril: bool, threshold: u32, out: &mut CmdBatch) {
     let leaf = !g.tables_removed;
     let asid_all = Command::TlbiNhAsid { asid };
@@ -136,7 +137,9 @@ fn tlbi_commands(g: &Gather, asid: u16, ril: bool, threshold: u32, out: &mut Cmd
     }
     let pages = (g.end - g.start) >> 12;
     if ril && pages < (1 << 31) {
-        if pages == 1 {
+        let ttl = g.leaf_level().unwrap_or(0);
+        if pages == 1 && ttl == 0 {
+            // NUM = SCALE = 0 with TTL = 0 is avoided (as Linux does).
             let _ = out.push(Command::TlbiNhVa {
                 asid,
                 addr: g.start,
@@ -156,7 +159,7 @@ fn tlbi_commands(g: &Gather, asid: u16, ril: bool, threshold: u32, out: &mut Cmd
                 num: (num - 1) as u8,
                 scale: scale as u8,
                 tg: 1,
-                ttl: 0,
+                ttl,
             };
             if out
                 .push(Command::TlbiNhVa {
@@ -187,6 +190,26 @@ fn tlbi_commands(g: &Gather, asid: u16, ril: bool, threshold: u32, out: &mut Cmd
         }
     } else {
         let _ = out.push(asid_all);
+    }
+}
+
+/// Issues the invalidation of a gather and waits. If the SMMU rejects a
+/// command (e.g. a range TLBI it does not implement after all), falls back
+/// to TLBI_NH_ASID, which every SMMU accepts.
+fn flush_gather<M: Mmio, D: DelayNs>(
+    hw: &mut Hw<M, D>,
+    g: &Gather,
+    asid: u16,
+    ril: bool,
+    threshold: u32,
+) -> Result<()> {
+    let mut cmds = CmdBatch::new();
+    tlbi_commands(g, asid, ril, threshold, &mut cmds);
+    match hw.submit(&cmds, true) {
+        Err(Error::Hardware(HardwareError::CommandError { .. })) => {
+            hw.submit(&[Command::TlbiNhAsid { asid }], true)
+        }
+        r => r,
     }
 }
 
@@ -568,28 +591,38 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
                     s1dss,
                 };
                 let target = Self::cd_ste(&m);
-                // Registered before the STE write so the table is never lost.
+                // Registered (and listed) before the STE write, so that a
+                // failed write can be undone by `detach`.
                 let _ = self.masters.push(m);
+                self.list_device(current, domain, sid, ssid);
                 self.write_ste(sid, &target)?;
+                return Ok(());
             }
             Some(mi) if self.ssid_bits == 0 => {
                 // Hitless move of a single-CD stream: new CD table, then the
                 // STE's S1ContextPtr (one critical qword).
                 let tab = CdTable::new(&mut self.alloc, 0)?;
-                if let Ok(Some(slot)) = dma_slot0(&tab) {
+                if let Some(slot) = crate::dma::sub_block(&tab.block, 0, 64) {
                     write_entry_offline(&slot, &cd);
                 }
                 let old = core::mem::replace(&mut self.masters[mi].cdtab, tab);
                 let target = Self::cd_ste(&self.masters[mi]);
-                if let Err(e) = self.write_ste(sid, &target) {
+                // From here the master's table carries the new domain's CD.
+                self.list_device(current, domain, sid, ssid);
+                // Drop any CD cached through the old STE before freeing it.
+                let r = self
+                    .write_ste(sid, &target)
+                    .and_then(|_| self.hw.submit(&[Command::CfgiCdAll { sid }], true));
+                match r {
+                    Ok(()) => old.free(&mut self.alloc),
                     // Unknown which table the SMMU uses: leak the old one
                     // rather than free memory it may still read.
-                    let _leaked = old;
-                    return Err(e);
+                    Err(e) => {
+                        let _leaked = old;
+                        return Err(e);
+                    }
                 }
-                // Drop any CD cached through the old STE before freeing it.
-                self.hw.submit(&[Command::CfgiCdAll { sid }], true)?;
-                old.free(&mut self.alloc);
+                return Ok(());
             }
             Some(mi) => {
                 let slot = self.masters[mi]
@@ -607,15 +640,22 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
                 }
             }
         }
+        self.list_device(current, domain, sid, ssid);
+        Ok(())
+    }
+
+    /// Moves (sid, ssid) from `current`'s device list to `domain`'s.
+    fn list_device(&mut self, current: Option<DomainId>, domain: DomainId, sid: u32, ssid: u32) {
         if let Some(old) = current {
             if let Ok(od) = self.domains.get_mut(old) {
                 od.devices.retain(|&x| x != (sid, ssid));
             }
         }
         if let Ok(d) = self.domains.get_mut(domain) {
-            let _ = d.devices.push((sid, ssid));
+            if !d.devices.contains(&(sid, ssid)) {
+                let _ = d.devices.push((sid, ssid));
+            }
         }
-        Ok(())
     }
 
     /// Detaches (StreamID, SSID). For the stream's last attachment the STE
@@ -694,11 +734,7 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
         let d = self.domains.get_mut(domain)?;
         let asid = d.asid;
         let hw = &mut self.hw;
-        let mut flush = |g: &Gather| -> Result<()> {
-            let mut cmds = CmdBatch::new();
-            tlbi_commands(g, asid, ril, thr, &mut cmds);
-            hw.submit(&cmds, true)
-        };
+        let mut flush = |g: &Gather| flush_gather(hw, g, asid, ril, thr);
         d.pgtable
             .map(&mut self.alloc, iova, paddr, len, perms, &mut flush)
     }
@@ -720,11 +756,7 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
         let d = self.domains.get_mut(domain)?;
         let asid = d.asid;
         let hw = &mut self.hw;
-        let mut flush = |g: &Gather| -> Result<()> {
-            let mut cmds = CmdBatch::new();
-            tlbi_commands(g, asid, ril, thr, &mut cmds);
-            hw.submit(&cmds, true)
-        };
+        let mut flush = |g: &Gather| flush_gather(hw, g, asid, ril, thr);
         let mut g = Gather::default();
         let r = d
             .pgtable
@@ -797,8 +829,4 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
         report.active |= active;
         report
     }
-}
-
-fn dma_slot0(tab: &CdTable) -> Result<Option<DmaBlock>> {
-    Ok(crate::dma::sub_block(&tab.block, 0, 64))
 }
