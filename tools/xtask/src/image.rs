@@ -27,8 +27,13 @@ pub fn build(ctx: &Ctx, name: &str) -> Result<PathBuf> {
     }
     cargo(ctx, &kernel, &args, &[]).context("building the processes")?;
 
+    // The root task embeds the processes without debug info (smaller image,
+    // faster loader copy); the full ELFs stay in images/target for symbols.
+    for c in &crates {
+        strip(&bin_dir.join(c), &out.join(format!("{c}.elf")))?;
+    }
     let system_rs = out.join("system.rs");
-    let generated = desc.generate(name, |krate| bin_dir.join(krate));
+    let generated = desc.generate(name, |krate| out.join(format!("{krate}.elf")));
     kernel::write_if_changed(&system_rs, generated.as_bytes())?;
     cargo(
         ctx,
@@ -54,6 +59,33 @@ pub fn build(ctx: &Ctx, name: &str) -> Result<PathBuf> {
     std::fs::copy(bin_dir.join("loader"), &image)?;
     println!("image: {name} built in {:.1?}", started.elapsed());
     Ok(image)
+}
+
+/// Copies an ELF without its debug sections, unless the copy is up to date.
+fn strip(from: &Path, to: &Path) -> Result<()> {
+    let newer = |a: &Path, b: &Path| -> bool {
+        match (
+            a.metadata().and_then(|m| m.modified()),
+            b.metadata().and_then(|m| m.modified()),
+        ) {
+            (Ok(a), Ok(b)) => a > b,
+            _ => true,
+        }
+    };
+    if to.is_file() && !newer(from, to) {
+        return Ok(());
+    }
+    let status = Command::new("aarch64-linux-gnu-strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(to)
+        .arg(from)
+        .status()
+        .context("could not run aarch64-linux-gnu-strip (Debian binutils-aarch64-linux-gnu)")?;
+    if !status.success() {
+        bail!("stripping {} failed", from.display());
+    }
+    Ok(())
 }
 
 /// Runs cargo in the `images/` workspace with the kernel's configuration in
