@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's build, boot and test tool.
 //!
-//! - `cargo xtask run [SYSTEM]`  build the seL4 image of SYSTEM and boot it in QEMU
+//! - `cargo xtask run [SYSTEM] [--trace] [--icount] [--timeout SECS] [--device DEV]...`
+//!   build the seL4 image of SYSTEM and boot it in QEMU
 //! - `cargo xtask test`          every test, host and image; ends with `N passed, N failed`
 //! - `cargo xtask setup`         install what the other commands need (they call it first)
 //! - `cargo xtask kernel`        build only the seL4 kernel
@@ -67,9 +68,12 @@ fn main() -> Result<()> {
         }
         "run" => {
             setup::ensure(&ctx)?;
-            let system = args.get(1).map(String::as_str).unwrap_or(DEFAULT_SYSTEM);
-            let image = image::build(&ctx, system)?;
-            let outcome = qemu::boot(&ctx, &image, &qemu::BootOptions::interactive(system))?;
+            let (system, options) = qemu::BootOptions::from_args(&args[1..], DEFAULT_SYSTEM)?;
+            let image = image::build(&ctx, &system)?;
+            let outcome = qemu::boot(&ctx, &image, &options)?;
+            if let Some(trace) = &outcome.trace_file {
+                println!("qemu: SMMU trace in {}", trace.display());
+            }
             if !outcome.clean_exit {
                 bail!(
                     "{system}: the run did not end cleanly ({})",
@@ -89,7 +93,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         _ => {
-            eprintln!("usage: cargo xtask <run [SYSTEM] | test | setup | kernel | image SYSTEM>");
+            eprintln!("usage: cargo xtask <run [SYSTEM] [--trace] [--icount] [--timeout SECS] [--device DEV] | test | setup | kernel | image SYSTEM>");
             std::process::exit(2);
         }
     }

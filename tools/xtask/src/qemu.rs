@@ -39,6 +39,31 @@ impl BootOptions {
         }
     }
 
+    /// `[SYSTEM] [--trace] [--icount] [--timeout SECS] [--device DEV]...`
+    pub fn from_args(args: &[String], default: &str) -> Result<(String, BootOptions)> {
+        let mut system = None;
+        let mut options = BootOptions::interactive(default);
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--trace" => options.trace = true,
+                "--icount" => options.icount = true,
+                "--timeout" => {
+                    let secs: u64 = it.next().context("--timeout needs seconds")?.parse()?;
+                    options.timeout = Some(Duration::from_secs(secs));
+                }
+                "--device" => options
+                    .extra_devices
+                    .push(it.next().context("--device needs a value")?.clone()),
+                s if s.starts_with("--") => anyhow::bail!("unknown option {s}"),
+                s if system.is_none() => system = Some(s.to_string()),
+                s => anyhow::bail!("unexpected argument {s}"),
+            }
+        }
+        options.system = system.unwrap_or_else(|| default.to_string());
+        Ok((options.system.clone(), options))
+    }
+
     /// For tests: quiet, traced.
     pub fn test(system: &str) -> BootOptions {
         BootOptions {
