@@ -32,12 +32,39 @@ const BIG_SAMPLES: [u64; 16] = [
 enum Op {
     Alloc,
     Free(usize),
-    Attach { stream: usize, ssid: usize, dom: usize },
-    Detach { stream: usize, ssid: usize },
-    Map { dom: usize, page: u64, n: u64, perm: u8 },
-    MapBlock { dom: usize, block: u64, n: u64, perm: u8 },
-    Unmap { dom: usize, page: u64, n: u64 },
-    UnmapBig { dom: usize, page: u64, n: u64 },
+    Attach {
+        stream: usize,
+        ssid: usize,
+        dom: usize,
+    },
+    Detach {
+        stream: usize,
+        ssid: usize,
+    },
+    Map {
+        dom: usize,
+        page: u64,
+        n: u64,
+        perm: u8,
+    },
+    MapBlock {
+        dom: usize,
+        block: u64,
+        n: u64,
+        perm: u8,
+    },
+    Unmap {
+        dom: usize,
+        page: u64,
+        n: u64,
+    },
+    UnmapBig {
+        dom: usize,
+        page: u64,
+        n: u64,
+    },
+    /// The k-th DMA allocation of the next operation fails.
+    FailNext(u64),
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -55,6 +82,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(dom, page, n)| Op::Unmap { dom, page, n }),
         1 => (any::<usize>(), 0..BIG_PAGES, 1..700u64)
             .prop_map(|(dom, page, n)| Op::UnmapBig { dom, page, n }),
+        1 => (1..4u64).prop_map(Op::FailNext),
     ]
 }
 
@@ -87,6 +115,8 @@ impl Reference {
 }
 
 struct Run {
+    /// An allocation failure is armed for the current operation.
+    armed: bool,
     m: Machine,
     s: Server,
     r: Reference,
@@ -95,12 +125,26 @@ struct Run {
 }
 
 impl Run {
-    fn step(&mut self, op: &Op) {
+    fn step(&mut self, op: &Op, armed: Option<u64>) {
+        self.armed = armed.is_some();
+        if let Some(k) = armed {
+            self.m.mem.fail_nth_alloc(k);
+        }
+        self.apply(op);
+        self.m.mem.clear_failures();
+    }
+
+    fn apply(&mut self, op: &Op) {
+        let armed = self.armed;
         let r = &mut self.r;
         match *op {
+            Op::FailNext(_) => {}
             Op::Alloc => match self.s.alloc_domain() {
                 Ok(id) => r.doms.push((id, BTreeMap::new())),
-                Err(e) => assert!(matches!(e, Error::NoSlot | Error::NoAsid), "{e:?}"),
+                Err(e) => assert!(
+                    matches!(e, Error::NoSlot | Error::NoAsid) || (armed && e == Error::NoMemory),
+                    "{e:?}"
+                ),
             },
             Op::Free(i) => {
                 let Some(i) = r.dom(i) else { return };
@@ -126,6 +170,7 @@ impl Run {
                         r.attached.insert(key, id);
                     }
                     Err(Error::NoSlot) => {}
+                    Err(Error::NoMemory) if armed => {}
                     Err(e) => panic!("attach {key:?} -> {id:?}: {e:?}"),
                 }
             }
@@ -180,8 +225,12 @@ impl Run {
         let id = r.doms[d].0;
         let overlap = (0..n).any(|i| r.doms[d].1.contains_key(&(iova + i * PAGE)));
         let res = self.s.map(id, iova, pa, n * PAGE, perms);
+        let oom = matches!(&res, Err(e) if self.armed && *e == Error::NoMemory);
+        let r = &mut self.r;
         if overlap {
             assert_eq!(res, Err(Error::Overlap), "map {iova:#x}+{n} over a mapping");
+        } else if oom {
+            // Nothing mapped.
         } else {
             assert_eq!(res, Ok(()), "map {iova:#x}+{n}");
             let pages = r.pages(id);
@@ -193,14 +242,19 @@ impl Run {
 
     fn unmap(&mut self, d: usize, iova: u64, n: u64) {
         let id = self.r.doms[d].0;
-        let pages = self.r.pages(id);
-        let gone: Vec<u64> = pages
+        let gone: Vec<u64> = self
+            .r
+            .pages(id)
             .range(iova..iova + n * PAGE)
             .map(|(&k, _)| k)
             .collect();
         let res = self.s.unmap(id, iova, n * PAGE);
+        let oom = matches!(&res, Err(e) if self.armed && *e == Error::NoMemory);
+        let pages = self.r.pages(id);
         if gone.is_empty() {
             assert_eq!(res, Err(Error::NotMapped), "unmap {iova:#x}+{n}");
+        } else if oom {
+            // A block split needed a table: nothing unmapped.
         } else {
             assert_eq!(res, Ok(gone.len() as u64 * PAGE), "unmap {iova:#x}+{n}");
             for k in gone {
@@ -234,6 +288,27 @@ impl Run {
                                 Ok(pa + off),
                                 "after {after:?}: ({sid:#x},{ssid}) iova {iova:#x} should map to {pa:#x}"
                             );
+                            let perm_fault = |acc: Access, what: &str| {
+                                let got = probe(&self.m, sid, ssid, iova, acc);
+                                assert_eq!(
+                                    got.map_err(|f| f.code()),
+                                    Err(Some(evt::F_PERMISSION)),
+                                    "after {after:?}: {what} of {iova:#x} ({perms:?}) via ({sid:#x},{ssid})"
+                                );
+                            };
+                            if perms.contains(Perms::PRIV) {
+                                perm_fault(Access::READ, "unprivileged read");
+                            }
+                            if perms.contains(Perms::EXEC) {
+                                assert_eq!(
+                                    probe(&self.m, sid, ssid, iova, Access::EXEC),
+                                    Ok(pa),
+                                    "after {after:?}: exec of {iova:#x} ({perms:?})"
+                                );
+                            } else {
+                                perm_fault(Access::EXEC.privileged(), "privileged exec");
+                                perm_fault(Access::EXEC, "exec");
+                            }
                             if !perms.contains(Perms::WRITE) {
                                 let w = probe(&self.m, sid, ssid, iova, Access::WRITE);
                                 assert_eq!(
@@ -244,7 +319,8 @@ impl Run {
                             }
                         }
                         None => {
-                            let got = probe(&self.m, sid, ssid, iova + off, Access::READ.privileged());
+                            let got =
+                                probe(&self.m, sid, ssid, iova + off, Access::READ.privileged());
                             match (dom, got) {
                                 (Some(_), Err(f)) => assert_eq!(
                                     f.code(),
@@ -294,7 +370,10 @@ impl Run {
             assert_eq!(self.s.free_domain(id), Ok(()));
         }
         let leaked = leaked_blocks(&self.m, baseline);
-        assert!(leaked.is_empty(), "DMA blocks leaked after freeing every domain: {leaked:x?}");
+        assert!(
+            leaked.is_empty(),
+            "DMA blocks leaked after freeing every domain: {leaked:x?}"
+        );
     }
 }
 
@@ -302,14 +381,19 @@ fn run(features: Features, config: Config, ssids: Vec<u32>, ops: &[Op]) {
     let (m, s) = boot(features, config);
     let baseline = m.mem.live_blocks();
     let mut run = Run {
+        armed: false,
         m,
         s,
         r: Reference::default(),
         streams: vec![8, 9, 0x100, 0x1234],
         ssids,
     };
+    let mut armed = None;
     for op in ops {
-        run.step(op);
+        run.step(op, armed.take());
+        if let Op::FailNext(k) = op {
+            armed = Some(*k);
+        }
         run.check(op);
     }
     // The samples went through the model's TLB, so a missing invalidation
@@ -344,6 +428,13 @@ proptest! {
     fn no_ril_sequences_translate_as_intended(ops in prop::collection::vec(op_strategy(), 1..40)) {
         let f = Features { ril: false, ..Features::qemu_7_2() };
         run(f, Config::default(), vec![0], &ops);
+    }
+
+    /// Few ASIDs (reuse after every free) and a linear stream table.
+    #[test]
+    fn asid_reuse_sequences_translate_as_intended(ops in prop::collection::vec(op_strategy(), 1..40)) {
+        let c = Config { max_asids: 3, linear_strtab: true, ..Config::default() };
+        run(Features::qemu_7_2(), c, vec![0], &ops);
     }
 
     /// Substreams (PASIDs) with 2-level CD tables.
@@ -399,10 +490,7 @@ fn fixed_sequence() {
             page: 0,
             n: 10,
         },
-        Op::Detach {
-            stream: 1,
-            ssid: 0,
-        },
+        Op::Detach { stream: 1, ssid: 0 },
         Op::Free(0),
     ];
     run(Features::qemu_7_2(), Config::default(), vec![0], &ops);
