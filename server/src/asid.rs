@@ -6,6 +6,9 @@
 //! Separate from the domain table so that a later ASID lock can own it alone.
 
 const WORDS: usize = 1024; // 65536 ASIDs
+/// Dirty ASIDs remembered; an ASID freed dirty when the list is full stays
+/// allocated (leaked) rather than risk reuse without invalidation.
+pub const MAX_DIRTY: usize = 64;
 
 /// An allocated ASID and whether it must be invalidated before use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +21,8 @@ pub struct AsidGrant {
 #[derive(Clone)]
 pub struct AsidAllocator {
     in_use: [u64; WORDS],
-    dirty: [u64; WORDS],
+    /// Free but not yet invalidated (only after a failed TLBI).
+    dirty: heapless::Vec<u16, MAX_DIRTY>,
     /// Number of ASIDs handed out (1..limit).
     limit: u32,
     next: u32,
@@ -39,7 +43,7 @@ impl AsidAllocator {
     pub fn new(limit: u32) -> Self {
         AsidAllocator {
             in_use: [0; WORDS],
-            dirty: [0; WORDS],
+            dirty: heapless::Vec::new(),
             limit: limit.min(65536),
             next: 1,
             used: 0,
@@ -81,7 +85,7 @@ impl AsidAllocator {
             if Self::get(&self.in_use, a) {
                 continue;
             }
-            if Self::get(&self.dirty, a) {
+            if self.dirty.contains(&(a as u16)) {
                 if dirty_candidate.is_none() {
                     dirty_candidate = Some(a);
                 }
@@ -104,9 +108,7 @@ impl AsidAllocator {
 
     /// Records that `asid` was invalidated (TLBI_NH_ASID + sync completed).
     pub fn mark_clean(&mut self, asid: u16) {
-        if (asid as u32) < self.limit {
-            Self::set(&mut self.dirty, asid as u32, false);
-        }
+        self.dirty.retain(|&d| d != asid);
     }
 
     /// Returns `asid`; `clean` says whether it was invalidated already.
@@ -115,8 +117,12 @@ impl AsidAllocator {
         if a == 0 || a >= self.limit || !Self::get(&self.in_use, a) {
             return;
         }
+        if clean {
+            self.dirty.retain(|&d| d != asid);
+        } else if !self.dirty.contains(&asid) && self.dirty.push(asid).is_err() {
+            return; // no room to remember it: never hand it out again
+        }
         Self::set(&mut self.in_use, a, false);
-        Self::set(&mut self.dirty, a, !clean);
         self.used -= 1;
     }
 }
@@ -168,5 +174,20 @@ mod tests {
         a.free(0, true); // ignored
         a.free(200, true); // ignored
         assert!(AsidAllocator::new(1).alloc().is_none());
+    }
+
+    #[test]
+    fn dirty_list_full_leaks_instead_of_reusing() {
+        let mut a = AsidAllocator::new(1 << 16);
+        let got: heapless::Vec<u16, 100> = (0..100).map(|_| a.alloc().unwrap().asid).collect();
+        for &x in got.iter() {
+            a.free(x, false);
+        }
+        // MAX_DIRTY remembered, the rest stay allocated
+        assert_eq!(a.in_use() as usize, 100 - MAX_DIRTY);
+        for _ in 0..1000 {
+            let g = a.alloc().unwrap();
+            assert!(!got.contains(&g.asid) || g.needs_invalidate);
+        }
     }
 }

@@ -10,14 +10,14 @@ use crate::hal::{DmaAllocator, DmaBlock};
 use crate::regs::{genmask, prep};
 use crate::ste::{CdTableRef, S1FMT_4K_L2, S1FMT_LINEAR};
 
-/// CD.T0SZ, qword 0 [5:0].
+/// CD.T0SZ, qword 0 `[5:0]`.
 pub const CD_0_TCR_T0SZ: u64 = genmask(5, 0);
-/// CD.TG0 [7:6]: 0 = 4 KiB, 1 = 64 KiB, 2 = 16 KiB.
+/// CD.TG0 `[7:6]`: 0 = 4 KiB, 1 = 64 KiB, 2 = 16 KiB.
 pub const CD_0_TCR_TG0: u64 = genmask(7, 6);
-/// CD.IR0 [9:8], OR0 [11:10]: 1 = write-back write-allocate.
+/// CD.IR0 `[9:8]`, OR0 `[11:10]`: 1 = write-back write-allocate.
 pub const CD_0_TCR_IRGN0: u64 = genmask(9, 8);
 pub const CD_0_TCR_ORGN0: u64 = genmask(11, 10);
-/// CD.SH0 [13:12]: 3 = inner shareable.
+/// CD.SH0 `[13:12]`: 3 = inner shareable.
 pub const CD_0_TCR_SH0: u64 = genmask(13, 12);
 /// CD.EPD0 bit 14: TTB0 walks disabled.
 pub const CD_0_TCR_EPD0: u64 = 1 << 14;
@@ -27,7 +27,7 @@ pub const CD_0_ENDI: u64 = 1 << 15;
 pub const CD_0_TCR_EPD1: u64 = 1 << 30;
 /// CD.V bit 31.
 pub const CD_0_V: u64 = 1 << 31;
-/// CD.IPS [34:32] (IDR5.OAS encoding).
+/// CD.IPS `[34:32]` (IDR5.OAS encoding).
 pub const CD_0_TCR_IPS: u64 = genmask(34, 32);
 /// CD.AA64 bit 41: AArch64 translation tables.
 pub const CD_0_AA64: u64 = 1 << 41;
@@ -39,9 +39,9 @@ pub const CD_0_R: u64 = 1 << 45;
 pub const CD_0_A: u64 = 1 << 46;
 /// CD.ASET bit 47: ASID not shared with PE broadcast TLBI.
 pub const CD_0_ASET: u64 = 1 << 47;
-/// CD.ASID [63:48].
+/// CD.ASID `[63:48]`.
 pub const CD_0_ASID: u64 = genmask(63, 48);
-/// CD.TTB0, qword 1 [51:4].
+/// CD.TTB0, qword 1 `[51:4]`.
 pub const CD_1_TTB0: u64 = genmask(51, 4);
 
 /// Page-table MAIR attribute indices (as in Linux io-pgtable-arm).
@@ -112,7 +112,7 @@ impl UsedBits for CdUsed {
     }
 }
 
-/// Level-1 CD descriptor (5.3): V [0], L2Ptr [51:12].
+/// Level-1 CD descriptor (5.3): V `[0]`, L2Ptr `[51:12]`.
 pub fn l1cd_desc(l2_paddr: u64) -> u64 {
     1 | (l2_paddr & genmask(51, 12))
 }

@@ -1,7 +1,7 @@
 //! Command encodings (4.1 "Commands overview", 4.2 "Prefetch", 4.3
 //! "Configuration structure invalidation", 4.4 "TLB invalidation", 4.7
 //! "Command queue synchronization"). Each command is two little-endian
-//! qwords; the opcode is bits [7:0] of the first.
+//! qwords; the opcode is bits `[7:0]` of the first.
 
 use crate::regs::prep;
 
@@ -38,13 +38,13 @@ pub mod op {
 /// `(num + 1) << scale` granules of size `tg` starting at the address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TlbiRange {
-    /// NUM [16:12] of qword 0 (0..=31).
+    /// NUM `[16:12]` of qword 0 (0..=31).
     pub num: u8,
-    /// SCALE [24:20] of qword 0 (0..=31).
+    /// SCALE `[24:20]` of qword 0 (0..=31).
     pub scale: u8,
-    /// TG [11:10] of qword 1: 1 = 4 KiB, 2 = 16 KiB, 3 = 64 KiB (0: not a range).
+    /// TG `[11:10]` of qword 1: 1 = 4 KiB, 2 = 16 KiB, 3 = 64 KiB (0: not a range).
     pub tg: u8,
-    /// TTL [9:8] of qword 1: level of the leaf entries (0: unknown).
+    /// TTL `[9:8]` of qword 1: level of the leaf entries (0: unknown).
     pub ttl: u8,
 }
 
@@ -83,7 +83,7 @@ pub enum Command {
     Raw([u64; 2]),
 }
 
-/// CMD_SYNC.CS, bits [13:12]: 0 SIG_NONE, 1 SIG_IRQ, 2 SIG_SEV.
+/// CMD_SYNC.CS, bits `[13:12]`: 0 SIG_NONE, 1 SIG_IRQ, 2 SIG_SEV.
 pub const SYNC_CS_SIG_NONE: u64 = 0;
 
 impl Command {

@@ -1,5 +1,5 @@
 //! The event queue (3.5.2, 7.3 "Event records") and typed decoding of every
-//! record type. Records are 32 bytes; the type is bits [7:0] of qword 0.
+//! record type. Records are 32 bytes; the type is bits `[7:0]` of qword 0.
 
 use crate::dma;
 use crate::hal::DmaBlock;
@@ -43,12 +43,12 @@ pub struct FaultInfo {
     pub privileged: bool,
     /// S2 (bit 39): the fault came from stage 2.
     pub stage2: bool,
-    /// CLASS [41:40]: 0 CD, 1 TT, 2 IN (input address).
+    /// CLASS `[41:40]`: 0 CD, 1 TT, 2 IN (input address).
     pub class: u8,
-    /// Stall (bit 31) and STAG [15:0].
+    /// Stall (bit 31) and STAG `[15:0]`.
     pub stall: bool,
     pub stag: u16,
-    /// IPA / FetchAddr, qword 3 [51:3] (valid for some records).
+    /// IPA / FetchAddr, qword 3 `[51:3]` (valid for some records).
     pub ipa: u64,
 }
 
@@ -102,9 +102,9 @@ pub enum EventKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Event {
     pub kind: EventKind,
-    /// StreamID, qword 0 [63:32].
+    /// StreamID, qword 0 `[63:32]`.
     pub sid: u32,
-    /// SubstreamID [31:12] when SSV (bit 11) is set.
+    /// SubstreamID `[31:12]` when SSV (bit 11) is set.
     pub ssid: Option<u32>,
     /// The raw record.
     pub raw: [u64; 4],

@@ -21,6 +21,27 @@
 //! smmu.handle_gerror() -> GerrorReport
 //! smmu.stats() -> &Stats
 //! ```
+//!
+//! # Commands per operation (QEMU-like SMMU: RIL, no substreams)
+//! | operation | commands |
+//! |---|---|
+//! | `Smmu::new` | CFGI_ALL, SYNC, TLBI_NSNH_ALL, SYNC |
+//! | `alloc_domain` | none (TLBI_NH_ASID + SYNC only for an ASID freed without invalidation) |
+//! | `free_domain` | TLBI_NH_ASID, SYNC |
+//! | `attach`, first | 2 × (CFGI_STE, SYNC): unused qwords, then qword 0 |
+//! | `attach`, move to another domain | CFGI_STE, SYNC (new CD table, STE pointer flipped), CFGI_CD_ALL, SYNC |
+//! | `attach` of another SSID (substreams) | 2 × (CFGI_CD, SYNC) (+ 2 × (CFGI_STE, SYNC) when SSID 0 changes S1DSS) |
+//! | `detach`, last | 2 × (CFGI_STE, SYNC) (STE to abort, clean-up), CFGI_CD_ALL, SYNC |
+//! | `map` | none |
+//! | `unmap` | RIL: 1 range TLBI_NH_VA per 5 bits of the page count (usually 1), then SYNC; no RIL: 1 TLBI_NH_VA per removed leaf up to `Config::tlbi_threshold`, else TLBI_NH_ASID; then SYNC |
+//!
+//! Every command batch rings the doorbell (CMDQ_PROD) once.
+//!
+//! # Footprint
+//! `Smmu` holds every table inline (no heap): about 33 KiB with the default
+//! `MAX_*` constants. On seL4, place it in a `static` or give the server
+//! thread a stack that can hold it.
+//!
 //! Module map: [`regs`] (register layout), [`features`] (ID registers),
 //! [`hw`] (polling, command queue), [`cmd`] (command encodings), [`evtq`]
 //! (event records), [`ste`], [`cd`], [`entry`] (hitless STE/CD updates),

@@ -31,19 +31,19 @@ const SHIFT: [u32; 4] = [39, 30, 21, 12];
 pub const PTE_VALID: u64 = 1 << 0;
 /// Descriptor bit 1: table (levels 0..=2) or page (level 3); 0 = block.
 pub const PTE_TYPE: u64 = 1 << 1;
-/// AttrIndx [4:2]: index into the CD's MAIR.
+/// AttrIndx `[4:2]`: index into the CD's MAIR.
 pub const PTE_ATTRINDX: u64 = genmask(4, 2);
-/// AP[1] (bit 6): unprivileged access allowed.
+/// AP`[1]` (bit 6): unprivileged access allowed.
 pub const PTE_AP_UNPRIV: u64 = 1 << 6;
-/// AP[2] (bit 7): read-only.
+/// AP`[2]` (bit 7): read-only.
 pub const PTE_AP_RDONLY: u64 = 1 << 7;
-/// SH [9:8]: 3 = inner shareable.
+/// SH `[9:8]`: 3 = inner shareable.
 pub const PTE_SH_IS: u64 = 3 << 8;
 /// AF (bit 10): access flag.
 pub const PTE_AF: u64 = 1 << 10;
 /// nG (bit 11): not global (ASID-tagged).
 pub const PTE_NG: u64 = 1 << 11;
-/// Output address [47:12].
+/// Output address `[47:12]`.
 pub const PTE_ADDR: u64 = genmask(47, 12);
 /// PXN (bit 53) and UXN/XN (bit 54).
 pub const PTE_PXN: u64 = 1 << 53;
@@ -60,7 +60,7 @@ impl Perms {
     pub const WRITE: Perms = Perms(1 << 1);
     /// Instruction fetch allowed (else UXN = PXN = 1).
     pub const EXEC: Perms = Perms(1 << 2);
-    /// Privileged only (AP[1] = 0); else unprivileged and privileged.
+    /// Privileged only (AP`[1]` = 0); else unprivileged and privileged.
     pub const PRIV: Perms = Perms(1 << 3);
     /// Device memory (MAIR index Device-nGnRE) instead of normal write-back.
     pub const DEVICE: Perms = Perms(1 << 4);

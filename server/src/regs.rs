@@ -70,11 +70,11 @@ pub const fn genmask(hi: u32, lo: u32) -> u64 {
 pub mod idr0 {
     pub const S2P: u32 = 1 << 0;
     pub const S1P: u32 = 1 << 1;
-    /// TTF [3:2]: 0b10 AArch64 only, 0b11 AArch32 and AArch64.
+    /// TTF `[3:2]`: 0b10 AArch64 only, 0b11 AArch32 and AArch64.
     pub const TTF_SHIFT: u32 = 2;
     pub const COHACC: u32 = 1 << 4;
     pub const BTM: u32 = 1 << 5;
-    /// HTTU [7:6].
+    /// HTTU `[7:6]`.
     pub const HTTU_SHIFT: u32 = 6;
     pub const HYP: u32 = 1 << 9;
     pub const ATS: u32 = 1 << 10;
@@ -84,23 +84,23 @@ pub mod idr0 {
     pub const PRI: u32 = 1 << 16;
     pub const VMID16: u32 = 1 << 18;
     pub const CD2L: u32 = 1 << 19;
-    /// TTENDIAN [22:21]: 0 mixed, 2 little, 3 big.
+    /// TTENDIAN `[22:21]`: 0 mixed, 2 little, 3 big.
     pub const TTENDIAN_SHIFT: u32 = 21;
-    /// ST_LEVEL [28:27]: 0 linear only, 1 two-level supported.
+    /// ST_LEVEL `[28:27]`: 0 linear only, 1 two-level supported.
     pub const ST_LEVEL_SHIFT: u32 = 27;
 }
 
 /// 6.3.2 SMMU_IDR1.
 pub mod idr1 {
-    /// SIDSIZE [5:0].
+    /// SIDSIZE `[5:0]`.
     pub const SIDSIZE_SHIFT: u32 = 0;
-    /// SSIDSIZE [10:6].
+    /// SSIDSIZE `[10:6]`.
     pub const SSIDSIZE_SHIFT: u32 = 6;
-    /// PRIQS [15:11].
+    /// PRIQS `[15:11]`.
     pub const PRIQS_SHIFT: u32 = 11;
-    /// EVENTQS [20:16].
+    /// EVENTQS `[20:16]`.
     pub const EVENTQS_SHIFT: u32 = 16;
-    /// CMDQS [25:21].
+    /// CMDQS `[25:21]`.
     pub const CMDQS_SHIFT: u32 = 21;
     pub const REL: u32 = 1 << 28;
     pub const QUEUES_PRESET: u32 = 1 << 29;
@@ -112,13 +112,13 @@ pub mod idr3 {
     pub const HAD: u32 = 1 << 2;
     /// RIL: range invalidation (TLBI_* with NUM/SCALE/TG).
     pub const RIL: u32 = 1 << 10;
-    /// BBML [12:11].
+    /// BBML `[12:11]`.
     pub const BBML_SHIFT: u32 = 11;
 }
 
 /// 6.3.6 SMMU_IDR5.
 pub mod idr5 {
-    /// OAS [2:0]: 0:32 1:36 2:40 3:42 4:44 5:48 6:52 bits.
+    /// OAS `[2:0]`: 0:32 1:36 2:40 3:42 4:44 5:48 6:52 bits.
     pub const OAS_MASK: u32 = 0x7;
     pub const GRAN4K: u32 = 1 << 4;
     pub const GRAN16K: u32 = 1 << 5;
@@ -188,13 +188,13 @@ pub mod gerror {
 pub mod strtab {
     /// STRTAB_BASE.RA (read-allocate hint), bit 62.
     pub const BASE_RA: u64 = 1 << 62;
-    /// STRTAB_BASE.ADDR [51:6].
+    /// STRTAB_BASE.ADDR `[51:6]`.
     pub const BASE_ADDR_MASK: u64 = super::genmask(51, 6);
-    /// STRTAB_BASE_CFG.LOG2SIZE [5:0].
+    /// STRTAB_BASE_CFG.LOG2SIZE `[5:0]`.
     pub const CFG_LOG2SIZE_SHIFT: u32 = 0;
-    /// STRTAB_BASE_CFG.SPLIT [10:6].
+    /// STRTAB_BASE_CFG.SPLIT `[10:6]`.
     pub const CFG_SPLIT_SHIFT: u32 = 6;
-    /// STRTAB_BASE_CFG.FMT [17:16]: 0 linear, 1 two-level.
+    /// STRTAB_BASE_CFG.FMT `[17:16]`: 0 linear, 1 two-level.
     pub const CFG_FMT_SHIFT: u32 = 16;
     pub const FMT_LINEAR: u32 = 0;
     pub const FMT_2LVL: u32 = 1;
@@ -204,15 +204,15 @@ pub mod strtab {
 pub mod qbase {
     /// RA (CMDQ) / WA (EVENTQ) allocation hint, bit 62.
     pub const ALLOC_HINT: u64 = 1 << 62;
-    /// ADDR [51:5].
+    /// ADDR `[51:5]`.
     pub const ADDR_MASK: u64 = super::genmask(51, 5);
-    /// LOG2SIZE [4:0].
+    /// LOG2SIZE `[4:0]`.
     pub const LOG2SIZE_MASK: u64 = 0x1f;
 }
 
 /// 6.3.26/27 SMMU_CMDQ_PROD/CONS, 6.3.29/30 SMMU_EVENTQ_PROD/CONS.
 pub mod qptr {
-    /// CMDQ_CONS.ERR [30:24].
+    /// CMDQ_CONS.ERR `[30:24]`.
     pub const CMDQ_CONS_ERR_SHIFT: u32 = 24;
     pub const CMDQ_CONS_ERR_MASK: u32 = 0x7f;
     /// EVENTQ_PROD.OVFLG / EVENTQ_CONS.OVACKFLG, bit 31.

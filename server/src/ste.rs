@@ -7,7 +7,7 @@ use crate::regs::{field, genmask, prep};
 
 /// STE.V, qword 0 bit 0.
 pub const STE_0_V: u64 = 1 << 0;
-/// STE.Config, qword 0 [3:1].
+/// STE.Config, qword 0 `[3:1]`.
 pub const STE_0_CFG: u64 = genmask(3, 1);
 /// Config = 0b000: abort all traffic (no event).
 pub const CFG_ABORT: u64 = 0;
@@ -17,7 +17,7 @@ pub const CFG_BYPASS: u64 = 4;
 pub const CFG_S1_TRANS: u64 = 5;
 /// Config = 0b110: stage 2 translate.
 pub const CFG_S2_TRANS: u64 = 6;
-/// STE.S1Fmt, qword 0 [5:4]: CD table format.
+/// STE.S1Fmt, qword 0 `[5:4]`: CD table format.
 pub const STE_0_S1FMT: u64 = genmask(5, 4);
 /// S1Fmt 0: linear CD table.
 pub const S1FMT_LINEAR: u64 = 0;
@@ -25,26 +25,26 @@ pub const S1FMT_LINEAR: u64 = 0;
 pub const S1FMT_4K_L2: u64 = 1;
 /// S1Fmt 2: two-level, 64 KiB leaf tables (1024 CDs each).
 pub const S1FMT_64K_L2: u64 = 2;
-/// STE.S1ContextPtr, qword 0 [51:6].
+/// STE.S1ContextPtr, qword 0 `[51:6]`.
 pub const STE_0_S1CTXPTR: u64 = genmask(51, 6);
-/// STE.S1CDMax, qword 0 [63:59]: log2 of the number of CDs.
+/// STE.S1CDMax, qword 0 `[63:59]`: log2 of the number of CDs.
 pub const STE_0_S1CDMAX: u64 = genmask(63, 59);
 
-/// STE.S1DSS, qword 1 [1:0]: what non-substream traffic does when S1CDMax > 0.
+/// STE.S1DSS, qword 1 `[1:0]`: what non-substream traffic does when S1CDMax > 0.
 pub const STE_1_S1DSS: u64 = genmask(1, 0);
-/// STE.S1CIR [3:2], S1COR [5:4], S1CSH [7:6]: CD table fetch attributes.
+/// STE.S1CIR `[3:2]`, S1COR `[5:4]`, S1CSH `[7:6]`: CD table fetch attributes.
 pub const STE_1_S1CIR: u64 = genmask(3, 2);
 pub const STE_1_S1COR: u64 = genmask(5, 4);
 pub const STE_1_S1CSH: u64 = genmask(7, 6);
 /// STE.S1STALLD, qword 1 bit 27 (QEMU 7.2 rejects 1: C_BAD_STE).
 pub const STE_1_S1STALLD: u64 = 1 << 27;
-/// STE.EATS [29:28].
+/// STE.EATS `[29:28]`.
 pub const STE_1_EATS: u64 = genmask(29, 28);
-/// STE.STRW [31:30]: 0 = NS-EL1.
+/// STE.STRW `[31:30]`: 0 = NS-EL1.
 pub const STE_1_STRW: u64 = genmask(31, 30);
-/// STE.SHCFG [45:44]: 1 = use incoming shareability.
+/// STE.SHCFG `[45:44]`: 1 = use incoming shareability.
 pub const STE_1_SHCFG: u64 = genmask(45, 44);
-/// STE.S2VMID, qword 2 [15:0].
+/// STE.S2VMID, qword 2 `[15:0]`.
 pub const STE_2_S2VMID: u64 = genmask(15, 0);
 
 /// Cacheability: write-back read-allocate (S1CIR/S1COR encoding).
@@ -158,7 +158,7 @@ impl UsedBits for SteUsed {
     }
 }
 
-/// Level-1 stream table descriptor (5.1): Span [4:0], L2Ptr [51:6].
+/// Level-1 stream table descriptor (5.1): Span `[4:0]`, L2Ptr `[51:6]`.
 /// `span` = log2(number of STEs in the level-2 table) + 1; 0 = invalid.
 pub fn l1_desc(l2_paddr: u64, span: u8) -> u64 {
     prep(span as u64, 4, 0) | (l2_paddr & genmask(51, 6))

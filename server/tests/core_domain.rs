@@ -307,3 +307,24 @@ fn bypass_stream() {
     s.detach(3, 0).unwrap();
     assert!(fake.opcodes().iter().all(|&o| o != 0));
 }
+
+#[test]
+fn footprint() {
+    let n = std::mem::size_of::<S>();
+    println!("size_of::<Smmu>() = {n}");
+    assert!(n < 64 * 1024, "{n}");
+}
+
+#[test]
+fn stream_state_table_full() {
+    let (_f, _a, mut s) = setup(test_config());
+    let ds: Vec<DomainId> = (0..3).map(|_| s.alloc_domain().unwrap()).collect();
+    for sid in 0..iommu_server::MAX_MASTERS as u32 {
+        s.attach(sid, 0, ds[sid as usize % 3]).unwrap();
+    }
+    assert_eq!(s.attach(1000, 0, ds[0]), Err(Error::NoSlot));
+    // moving an attached stream still works
+    s.attach(0, 0, ds[1]).unwrap();
+    s.detach(5, 0).unwrap();
+    s.attach(1000, 0, ds[0]).unwrap();
+}
