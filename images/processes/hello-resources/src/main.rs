@@ -119,7 +119,63 @@ fn irq(info: &StartInfo) -> Result<(), &'static str> {
     if syscalls::poll(Notification(CPtr(q.notification))).0 != 0 {
         return Err("the IRQ notification is already signalled");
     }
-    Ok(())
+    gerror_irq(info)
+}
+
+/// Makes the SMMU raise a real interrupt: an illegal command on the command
+/// queue sets GERROR.CMDQ_ERR, whose interrupt (SPI 77, INTID 109) must reach
+/// us through the kernel as a signal on the bound notification.
+fn gerror_irq(info: &StartInfo) -> Result<(), &'static str> {
+    let q = info.irq("gerror").ok_or("no gerror IRQ")?;
+    let smmu = info.device("smmu").ok_or("no smmu region")?.vaddr;
+    let dma = info.dma;
+    let reg = |off: u64| (smmu + off) as *mut u32;
+    // SAFETY: the SMMU register page is mapped uncached for us; the command
+    // queue lives in the first page of our DMA pool, which nothing else uses.
+    unsafe {
+        use core::ptr::{read_volatile as rd, write_volatile as wr};
+        // IRQ_CTRL.GERROR_IRQEN, then wait for IRQ_CTRLACK.
+        wr(reg(0x50), 1);
+        while rd(reg(0x54)) & 1 == 0 {}
+        // A 2-entry command queue (log2 size 1) at the pool's physical address.
+        wr((smmu + 0x90) as *mut u64, dma.paddr | 1);
+        wr(reg(0x98), 0);
+        wr(reg(0x9c), 0);
+        // CR0.CMDQEN, then wait for CR0ACK.
+        wr(reg(0x20), 1 << 3);
+        while rd(reg(0x24)) & (1 << 3) == 0 {}
+        // Opcode 0xff is not a command.
+        wr(dma.vaddr as *mut u64, 0xff);
+        wr((dma.vaddr + 8) as *mut u64, 0);
+        core::arch::asm!("dsb sy");
+        wr(reg(0x98), 1);
+    }
+    let ntfn = Notification(CPtr(q.notification));
+    for _ in 0..10_000 {
+        let badge = syscalls::poll(ntfn).0;
+        if badge & q.badge != 0 {
+            // SAFETY: as above; GERROR and CMDQ_CONS are plain reads.
+            let (gerror, cons) = unsafe {
+                (
+                    core::ptr::read_volatile(reg(0x60)),
+                    core::ptr::read_volatile(reg(0x9c)),
+                )
+            };
+            println!(
+                "checker: SMMU GERROR interrupt received (badge {badge:#x}, GERROR {gerror:#x}, CMDQ_CONS {cons:#x})"
+            );
+            IRQHandler(CPtr(q.cptr))
+                .ack()
+                .map_err(|_| "IRQHandler_Ack failed")?;
+            return if gerror & 1 != 0 {
+                Ok(())
+            } else {
+                Err("GERROR.CMDQ_ERR is not set")
+            };
+        }
+        syscalls::yield_now();
+    }
+    Err("no GERROR interrupt arrived")
 }
 
 fn untyped(info: &StartInfo) -> Result<(), &'static str> {
