@@ -79,14 +79,17 @@
 //!
 //! # Capabilities
 //!
-//! Only [`Request::RegisterMemory`] carries capabilities: seL4 transfers at
-//! most [`MAX_CAPS_PER_MSG`] (3, `seL4_MsgMaxExtraCaps`) extra caps per
-//! message. A region made of more frames is registered by one call with
+//! Only [`Request::RegisterMemory`] carries capabilities, at most
+//! [`MAX_CAPS_PER_MSG`] (1) per message: a sender may attach up to
+//! `seL4_MsgMaxExtraCaps` (3) caps, but a seL4 5.0.0 receiver has a single
+//! receive slot, so every cap past the first is dropped by the kernel unless
+//! it is a badged cap to the receiving endpoint itself (which a frame never
+//! is). A region made of more frames is registered by one call with
 //! `extend: None` (creates a handle), then further calls with
 //! `extend: Some(handle)` that append frames to the handle's offset space in
 //! order. Any capability sent with another request is released by the server
 //! and the request is still handled on its own merits; a `RegisterMemory` with
-//! no capability or more than 3 is [`ErrorCode::Malformed`].
+//! no capability or more than one is [`ErrorCode::Malformed`].
 //!
 //! # Versioning
 //!
@@ -115,7 +118,7 @@ pub const FASTPATH_WORDS: usize = 4;
 /// [`FASTPATH_WORDS`] in bytes.
 pub const FASTPATH_BYTES: usize = FASTPATH_WORDS * WORD_BYTES;
 /// Extra capabilities per seL4 message (`seL4_MsgMaxExtraCaps`).
-pub const MAX_CAPS_PER_MSG: usize = 3;
+pub const MAX_CAPS_PER_MSG: usize = 1;
 
 /// Unit of addresses and lengths in map and unmap requests.
 pub const WIRE_PAGE_SHIFT: u32 = 12;

@@ -7,3 +7,28 @@
 pub mod message;
 pub mod platform;
 pub mod transport;
+
+/// The name, in a system description, of the notification the server
+/// signals when faults for the client with `badge` are queued:
+/// `notify-<badge in decimal>`. The server holds a cap to it to signal, the
+/// client one to wait on; both find it by this name.
+pub fn fault_notification_name(badge: u64, out: &mut [u8; 32]) -> &str {
+    const PREFIX: &[u8] = b"notify-";
+    out[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 20];
+    let mut n = badge;
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..count {
+        out[PREFIX.len() + i] = digits[count - 1 - i];
+    }
+    // Only ASCII was written.
+    core::str::from_utf8(&out[..PREFIX.len() + count]).unwrap_or("notify-")
+}

@@ -191,11 +191,16 @@ fn domain(h: &mut H, badge: u64) -> DomainId {
     }
 }
 
+/// Registers `caps` as one handle, one cap per message as on seL4.
 fn register(h: &mut H, badge: u64, caps: &[ReceivedCap]) -> MemoryHandle {
-    match call(h, badge, &Request::RegisterMemory { extend: None }, caps) {
-        Reply::Memory { memory, .. } => memory,
-        r => panic!("{r:?}"),
+    let mut handle = None;
+    for chunk in caps.chunks(MAX_CAPS_PER_MSG) {
+        match call(h, badge, &Request::RegisterMemory { extend: handle }, chunk) {
+            Reply::Memory { memory, .. } => handle = Some(memory),
+            r => panic!("{r:?}"),
+        }
     }
+    handle.expect("at least one cap")
 }
 
 fn map(d: DomainId, iova_pfn: u64, memory: MemoryHandle, offset_pfn: u32, pages: u32) -> Request {
@@ -544,44 +549,62 @@ fn quotas_hold() {
         call(&mut h, A, &Request::AllocDomain, &[]),
         ERR(ErrorCode::QuotaExceeded)
     );
-    let caps: StdVec<_> = (0..9)
-        .map(|i| h.resolver.frame(0x1_0000_0000 + i * 0x1000, 0x1000))
-        .collect();
-    let m = register(&mut h, A, &caps[..3]);
-    assert!(matches!(
-        call(
-            &mut h,
-            A,
-            &Request::RegisterMemory { extend: Some(m) },
-            &caps[3..6]
-        ),
-        Reply::Memory { pages: 6, .. }
-    ));
-    // 8 frames allowed: 3 more is over; the caps come back.
-    assert_eq!(
-        call(
-            &mut h,
-            A,
-            &Request::RegisterMemory { extend: Some(m) },
-            &caps[6..9]
-        ),
-        ERR(ErrorCode::QuotaExceeded)
-    );
-    assert!(caps[6..9].iter().all(|&c| h.resolver().is_released(c)));
-    assert!(!h.resolver().is_released(caps[0]));
-    // A cap that is not a frame spoils the whole registration.
+    // A cap that is not a frame is refused and released.
     let bad = h.resolver.not_a_frame();
-    let good = h.resolver.frame(0x2000, 0x1000);
+    assert_eq!(
+        call(&mut h, A, &Request::RegisterMemory { extend: None }, &[bad]),
+        ERR(ErrorCode::BadCapability)
+    );
+    assert!(h.resolver().is_released(bad));
+    // More caps than one message carries on seL4: malformed, all released.
+    let (one, two) = (
+        h.resolver.frame(0x2000, 0x1000),
+        h.resolver.frame(0x4000, 0x1000),
+    );
     assert_eq!(
         call(
             &mut h,
             A,
             &Request::RegisterMemory { extend: None },
-            &[good, bad]
+            &[one, two]
         ),
-        ERR(ErrorCode::BadCapability)
+        ERR(ErrorCode::Malformed)
     );
-    assert!(h.resolver().is_released(good) && h.resolver().is_released(bad));
+    assert!(h.resolver().is_released(one) && h.resolver().is_released(two));
+    let caps: StdVec<_> = (0..9)
+        .map(|i| h.resolver.frame(0x1_0000_0000 + i * 0x1000, 0x1000))
+        .collect();
+    let m = register(&mut h, A, &caps[..6]);
+    assert!(matches!(
+        call(
+            &mut h,
+            A,
+            &Request::RegisterMemory { extend: Some(m) },
+            &caps[6..7]
+        ),
+        Reply::Memory { pages: 7, .. }
+    ));
+    assert!(matches!(
+        call(
+            &mut h,
+            A,
+            &Request::RegisterMemory { extend: Some(m) },
+            &caps[7..8]
+        ),
+        Reply::Memory { pages: 8, .. }
+    ));
+    // 8 frames allowed: one more is over; the cap comes back.
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::RegisterMemory { extend: Some(m) },
+            &caps[8..9]
+        ),
+        ERR(ErrorCode::QuotaExceeded)
+    );
+    assert!(h.resolver().is_released(caps[8]));
+    assert!(!h.resolver().is_released(caps[0]));
     // Caps sent with other requests are released.
     let stray = h.resolver.frame(0x3000, 0x1000);
     assert!(matches!(

@@ -1,0 +1,551 @@
+//! The three roles of the `dma-demo` system.
+
+use crate::checks::Checks;
+use crate::edu::{self, Direction, Edu};
+use crate::pci::ConfigSpace;
+use iommu_client::{
+    DomainId, Error, ErrorCode, FaultKind, FaultRecord, Iommu, MemoryHandle, Perms, Region, Ssid,
+    StreamId,
+};
+use procrt::{println, StartInfo};
+use sel4_abi::{syscalls, CPtr, Notification};
+use sel4_iommu::platform::CounterDelay;
+use sel4_iommu::transport::Sel4Transport;
+
+type Client = Iommu<Sel4Transport>;
+
+const PAGE: usize = 4096;
+/// Where QEMU's `virt` board puts the PCIe ECAM (with `highmem=off`).
+const ECAM_BASE: u64 = 0x3f00_0000;
+
+// IOVAs driver A uses; all below the edu's 28-bit DMA mask.
+const IOVA_SOURCE: u64 = 0x10_0000;
+const IOVA_TARGET: u64 = 0x18_0000;
+const IOVA_SCATTER: u64 = 0x20_0000;
+const IOVA_UNMAPPED_LATER: u64 = 0x30_0000;
+const IOVA_READ_ONLY: u64 = 0x40_0000;
+const IOVA_NEVER_MAPPED: u64 = 0x0f00_0000;
+
+/// Pages of driver A's DMA pool, by job.
+const PAGE_SOURCE: usize = 0;
+const PAGE_TARGET: usize = 1;
+const PAGE_SCATTER: [usize; 3] = [5, 3, 7];
+const PAGE_UNMAPPED_LATER: usize = 4;
+const PAGE_READ_ONLY: usize = 6;
+const PAGES_USED: usize = 8;
+
+/// How long a driver waits for a fault notification: the edu starts DMA
+/// 100 ms (virtual) after the command, and the record then takes an IRQ and
+/// an IPC to arrive.
+const FAULT_WAIT_TICKS_US: u64 = 2_000_000;
+/// CNTFRQ of QEMU's cortex-a53 (DESIGN.md section 3).
+const COUNTER_HZ: u64 = 62_500_000;
+
+/// A device this driver owns, set up for DMA.
+struct Device {
+    edu: Edu,
+    stream: StreamId,
+}
+
+/// Finds the `edu` in this process's ECAM window, places BAR0, enables bus
+/// mastering. The StreamID is the function's PCI requester ID, which the
+/// window's offset in the ECAM encodes (bus << 8 | device << 3 | function).
+fn bring_up(info: &StartInfo, checks: &mut Checks) -> Option<Device> {
+    let (Some(config), Some(bar)) = (info.device("edu-config"), info.device("edu-bar")) else {
+        println!(
+            "{}: the system gave me no edu-config/edu-bar regions",
+            info.name.as_str()
+        );
+        return None;
+    };
+    // SAFETY: the root task mapped this function's 4 KiB ECAM window here.
+    let pci = unsafe { ConfigSpace::new(config.vaddr as usize) };
+    let (vendor, device) = pci.ids();
+    if !checks.check(
+        "pci-probe",
+        (vendor, device) == (edu::VENDOR, edu::DEVICE),
+        format_args!(
+            "ECAM {:#x}: vendor {vendor:#06x} device {device:#06x}",
+            config.paddr
+        ),
+    ) {
+        return None;
+    }
+    let size = pci.bar0_size();
+    pci.enable_bar0_at(bar.paddr as u32);
+    // SAFETY: BAR0 now decodes at bar.paddr, which the root task mapped here.
+    let edu = unsafe { Edu::new(bar.vaddr as usize) };
+    let stream = StreamId(((config.paddr - ECAM_BASE) >> 12) as u32);
+    // The image test checks QEMU's translations against this address.
+    println!(
+        "{}: edu {:#010x} at {:#x} (BAR0 {} KiB), StreamID {:#x}, DMA pool at physical {:#x}",
+        info.name.as_str(),
+        edu.id(),
+        pci.bar0(),
+        size / 1024,
+        stream.0,
+        info.dma.paddr
+    );
+    Some(Device { edu, stream })
+}
+
+fn connect(info: &StartInfo) -> Option<Client> {
+    let endpoint = info.cap("iommu")?;
+    match Iommu::connect(Sel4Transport::new(CPtr(endpoint.cptr))) {
+        Ok(client) => Some(client),
+        Err(e) => {
+            println!(
+                "{}: cannot connect to the IOMMU server: {e:?}",
+                info.name.as_str()
+            );
+            None
+        }
+    }
+}
+
+/// The DMA pool's pages as the CPU sees them.
+struct Pages {
+    vaddr: usize,
+    count: usize,
+}
+
+impl Pages {
+    fn of(info: &StartInfo) -> Pages {
+        Pages {
+            vaddr: info.dma.vaddr as usize,
+            count: info.dma.frames as usize,
+        }
+    }
+
+    fn page(&self, index: usize) -> &'static mut [u8; PAGE] {
+        assert!(index < self.count, "page {index} outside the DMA pool");
+        // SAFETY: the pool is mapped read-write at vaddr for `count` pages and
+        // used only by this single-threaded process; the device writes it
+        // only during `Edu::dma`, which the callers do not overlap with a
+        // live reference (each call site takes the page afresh).
+        unsafe { &mut *((self.vaddr + index * PAGE) as *mut [u8; PAGE]) }
+    }
+
+    /// A cheap fingerprint of every page in use, to show DMA left them alone.
+    fn fingerprint(&self) -> u64 {
+        (0..PAGES_USED.min(self.count)).fold(0xcbf2_9ce4_8422_2325, |mut h, i| {
+            for chunk in self.page(i).chunks(8) {
+                let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+                h = (h ^ word).wrapping_mul(0x100_0000_01b3);
+            }
+            h
+        })
+    }
+}
+
+fn frame_caps(info: &StartInfo) -> [CPtr; PAGES_USED] {
+    core::array::from_fn(|i| CPtr(info.dma.first_frame_cap + i as u64))
+}
+
+/// Spins until the edu finishes; false if it did not within a second.
+fn dma(device: &Device, direction: Direction, iova: u64, len: usize) -> bool {
+    let start = CounterDelay::now();
+    device
+        .edu
+        .dma(direction, iova, 0, len, || {
+            CounterDelay::now().wrapping_sub(start) < COUNTER_HZ
+        })
+        .is_ok()
+}
+
+/// What arrived after a DMA that should fault.
+#[derive(Debug)]
+struct Faults {
+    records: usize,
+    matched: bool,
+    first: Option<FaultRecord>,
+}
+
+/// Waits for the server's fault notification, then drains this client's
+/// records and says whether one of them is `wanted`.
+fn await_fault(
+    info: &StartInfo,
+    client: &mut Client,
+    wanted: impl Fn(&FaultRecord) -> bool,
+) -> Faults {
+    let mut seen = Faults {
+        records: 0,
+        matched: false,
+        first: None,
+    };
+    let Some(badge) = info.cap("iommu").map(|cap| cap.badge) else {
+        return seen;
+    };
+    let mut name = [0u8; 32];
+    let Some(cap) = info.cap(sel4_iommu::fault_notification_name(badge, &mut name)) else {
+        return seen;
+    };
+    let start = CounterDelay::now();
+    let limit = FAULT_WAIT_TICKS_US * (COUNTER_HZ / 1_000_000);
+    while syscalls::poll(Notification(CPtr(cap.cptr))).0 == 0 {
+        if CounterDelay::now().wrapping_sub(start) > limit {
+            return seen;
+        }
+        syscalls::yield_now();
+    }
+    while let Ok(batch) = client.faults() {
+        for record in batch.records.iter() {
+            seen.records += 1;
+            seen.first.get_or_insert(*record);
+            seen.matched |= wanted(record);
+        }
+        if !batch.more {
+            break;
+        }
+    }
+    seen
+}
+
+/// A device write at `iova`'s page from `stream`, of `kind`.
+fn write_fault(stream: StreamId, iova: u64, kind: FaultKind) -> impl Fn(&FaultRecord) -> bool {
+    move |r| r.stream == stream && r.iova >> 12 == iova >> 12 && r.kind == kind && r.write
+}
+
+fn fill(page: &mut [u8; PAGE], seed: u8) {
+    for (i, byte) in page.iter_mut().enumerate() {
+        *byte = (i as u8).wrapping_mul(7).wrapping_add(seed);
+    }
+}
+
+/// RAM -> edu -> RAM through two mappings; true if the target page ends up
+/// equal to the source page.
+fn round_trip(device: &Device, pages: &Pages) -> bool {
+    dma(device, Direction::ToDevice, IOVA_SOURCE, PAGE)
+        && dma(device, Direction::ToMemory, IOVA_TARGET, PAGE)
+        && pages.page(PAGE_TARGET)[..] == pages.page(PAGE_SOURCE)[..]
+}
+
+pub fn driver_a(info: &'static StartInfo) -> bool {
+    let mut checks = Checks::new("driver-a");
+    let Some(device) = bring_up(info, &mut checks) else {
+        return false;
+    };
+    let Some(mut iommu) = connect(info) else {
+        return false;
+    };
+    let pages = Pages::of(info);
+    let Ok(memory) = iommu.register_memory(&frame_caps(info)) else {
+        println!("driver-a: registering {PAGES_USED} DMA frames failed");
+        return false;
+    };
+    let Ok(domain) = iommu.alloc_domain() else {
+        println!("driver-a: no domain");
+        return false;
+    };
+    let attached = iommu.attach(device.stream, Ssid(0), domain);
+    checks.check("attach", attached.is_ok(), format_args!("{attached:?}"));
+
+    // Mapped DMA, both directions.
+    fill(pages.page(PAGE_SOURCE), 1);
+    pages.page(PAGE_TARGET).fill(0);
+    let maps = (
+        iommu.map(
+            domain,
+            IOVA_SOURCE,
+            memory.handle,
+            (PAGE_SOURCE * PAGE) as u64,
+            PAGE as u64,
+            Perms::READ,
+        ),
+        iommu.map(
+            domain,
+            IOVA_TARGET,
+            memory.handle,
+            (PAGE_TARGET * PAGE) as u64,
+            PAGE as u64,
+            Perms::RW,
+        ),
+    );
+    println!("driver-a: mapped IOVA {IOVA_SOURCE:#x} (read-only) and {IOVA_TARGET:#x} (read-write): {maps:?}");
+    let landed = round_trip(&device, &pages);
+    checks.check(
+        "dma-round-trip",
+        landed,
+        format_args!("4096 bytes RAM -> edu via {IOVA_SOURCE:#x}, edu -> RAM via {IOVA_TARGET:#x}"),
+    );
+
+    // A scatter list: three frames out of order behind one IOVA range; one
+    // DMA that straddles the first two.
+    let scatter: [Region; 3] = core::array::from_fn(|i| Region {
+        iova: IOVA_SCATTER + (i * PAGE) as u64,
+        memory: memory.handle,
+        offset: (PAGE_SCATTER[i] * PAGE) as u64,
+        len: PAGE as u64,
+        perms: Perms::RW,
+    });
+    for &p in &PAGE_SCATTER {
+        pages.page(p).fill(0);
+    }
+    let batch = iommu.map_batch(domain, &scatter);
+    let half = PAGE / 2;
+    let moved = batch.is_ok()
+        && dma(
+            &device,
+            Direction::ToMemory,
+            IOVA_SCATTER + half as u64,
+            PAGE,
+        );
+    let source = pages.page(PAGE_SOURCE);
+    let first = pages.page(PAGE_SCATTER[0]);
+    let second = pages.page(PAGE_SCATTER[1]);
+    let third = pages.page(PAGE_SCATTER[2]);
+    checks.check(
+        "scatter-map",
+        moved
+            && first[..half].iter().all(|&b| b == 0)
+            && first[half..] == source[..half]
+            && second[..half] == source[half..]
+            && second[half..].iter().all(|&b| b == 0)
+            && third.iter().all(|&b| b == 0),
+        format_args!(
+            "map_batch {batch:?}; DMA to {:#x} split over frames {} and {}",
+            IOVA_SCATTER + half as u64,
+            PAGE_SCATTER[0],
+            PAGE_SCATTER[1]
+        ),
+    );
+
+    // DMA to an IOVA that was never mapped.
+    let before = pages.fingerprint();
+    let moved = dma(&device, Direction::ToMemory, IOVA_NEVER_MAPPED, PAGE);
+    let faults = await_fault(
+        info,
+        &mut iommu,
+        write_fault(device.stream, IOVA_NEVER_MAPPED, FaultKind::Translation),
+    );
+    checks.check(
+        "fault-never-mapped",
+        moved && faults.matched && pages.fingerprint() == before,
+        format_args!("{faults:?}"),
+    );
+
+    // Map, DMA, unmap, DMA again: the second must fault, which it does only
+    // if the unmap's TLBI and CMD_SYNC completed before the reply.
+    pages.page(PAGE_UNMAPPED_LATER).fill(0);
+    let mapped = iommu.map(
+        domain,
+        IOVA_UNMAPPED_LATER,
+        memory.handle,
+        (PAGE_UNMAPPED_LATER * PAGE) as u64,
+        PAGE as u64,
+        Perms::RW,
+    );
+    let moved = dma(&device, Direction::ToMemory, IOVA_UNMAPPED_LATER, PAGE);
+    let first_landed = pages.page(PAGE_UNMAPPED_LATER)[..] == pages.page(PAGE_SOURCE)[..];
+    pages.page(PAGE_UNMAPPED_LATER).fill(0);
+    let unmapped = iommu.unmap(domain, IOVA_UNMAPPED_LATER, PAGE as u64);
+    let before = pages.fingerprint();
+    let moved_again = dma(&device, Direction::ToMemory, IOVA_UNMAPPED_LATER, PAGE);
+    let faults = await_fault(
+        info,
+        &mut iommu,
+        write_fault(device.stream, IOVA_UNMAPPED_LATER, FaultKind::Translation),
+    );
+    checks.check(
+        "fault-after-unmap",
+        mapped.is_ok()
+            && moved
+            && first_landed
+            && unmapped.is_ok()
+            && moved_again
+            && faults.matched
+            && pages.fingerprint() == before,
+        format_args!("first DMA landed: {first_landed}; unmap {unmapped:?}; then {faults:?}"),
+    );
+
+    // A device write to a read-only mapping.
+    pages.page(PAGE_READ_ONLY).fill(0);
+    let mapped = iommu.map(
+        domain,
+        IOVA_READ_ONLY,
+        memory.handle,
+        (PAGE_READ_ONLY * PAGE) as u64,
+        PAGE as u64,
+        Perms::READ,
+    );
+    let before = pages.fingerprint();
+    let moved = dma(&device, Direction::ToMemory, IOVA_READ_ONLY, PAGE);
+    let faults = await_fault(
+        info,
+        &mut iommu,
+        write_fault(device.stream, IOVA_READ_ONLY, FaultKind::Permission),
+    );
+    checks.check(
+        "fault-read-only",
+        mapped.is_ok() && moved && faults.matched && pages.fingerprint() == before,
+        format_args!("{faults:?}"),
+    );
+
+    // Let driver B try to reach this driver's stream, domains and memory,
+    // then show nothing changed: the round trip still works.
+    signal(info, "a-ready");
+    wait(info, "b-done");
+    pages.page(PAGE_TARGET).fill(0);
+    checks.check(
+        "dma-after-intrusions",
+        round_trip(&device, &pages),
+        format_args!(
+            "round trip through {IOVA_SOURCE:#x}/{IOVA_TARGET:#x} after driver B's attempts"
+        ),
+    );
+
+    // Detach: the stream goes back to abort, so the device reaches nothing.
+    let detached = iommu.detach(device.stream, Ssid(0));
+    pages.page(PAGE_TARGET).fill(0);
+    let before = pages.fingerprint();
+    let moved = dma(&device, Direction::ToMemory, IOVA_TARGET, PAGE);
+    checks.check(
+        "blocked-after-detach",
+        detached.is_ok() && moved && pages.fingerprint() == before,
+        format_args!("detach {detached:?}; DMA to {IOVA_TARGET:#x} left memory untouched"),
+    );
+    report_stats(&mut iommu, "driver-a");
+    checks.passed()
+}
+
+pub fn driver_b(info: &'static StartInfo) -> bool {
+    let mut checks = Checks::new("driver-b");
+    let Some(device) = bring_up(info, &mut checks) else {
+        return false;
+    };
+    let Some(mut iommu) = connect(info) else {
+        return false;
+    };
+    let pages = Pages::of(info);
+    let (Ok(memory), Ok(domain)) = (
+        iommu.register_memory(&frame_caps(info)[..2]),
+        iommu.alloc_domain(),
+    ) else {
+        println!("driver-b: registering memory or allocating a domain failed");
+        return false;
+    };
+    // Its own device works through its own domain.
+    fill(pages.page(PAGE_SOURCE), 9);
+    pages.page(PAGE_TARGET).fill(0);
+    let own = (
+        iommu.attach(device.stream, Ssid(0), domain),
+        iommu.map(
+            domain,
+            IOVA_SOURCE,
+            memory.handle,
+            0,
+            PAGE as u64,
+            Perms::READ,
+        ),
+        iommu.map(
+            domain,
+            IOVA_TARGET,
+            memory.handle,
+            PAGE as u64,
+            PAGE as u64,
+            Perms::RW,
+        ),
+    );
+    checks.check(
+        "own-dma",
+        own.0.is_ok() && own.1.is_ok() && own.2.is_ok() && round_trip(&device, &pages),
+        format_args!("second edu, StreamID {:#x}: {own:?}", device.stream.0),
+    );
+
+    wait(info, "a-ready");
+    let foreign = StreamId(0x8);
+    let refused = |r: Result<(), Error>, code: ErrorCode| r == Err(Error::Iommu(code));
+    let attach = iommu.attach(foreign, Ssid(0), domain);
+    checks.check(
+        "attach-foreign-stream",
+        refused(attach, ErrorCode::NotPermitted),
+        format_args!("attach StreamID {:#x}: {attach:?}", foreign.0),
+    );
+    let detach = iommu.detach(foreign, Ssid(0));
+    checks.check(
+        "detach-foreign-stream",
+        refused(detach, ErrorCode::NotPermitted),
+        format_args!("detach StreamID {:#x}: {detach:?}", foreign.0),
+    );
+    // Domain and memory handles are per client: every number that is not
+    // one of B's own names nothing, whoever else holds that number.
+    let mut other_domains = true;
+    let mut other_memory = true;
+    for n in 0..8u32 {
+        if DomainId(n) != domain {
+            let map = iommu.map(
+                DomainId(n),
+                0x50_0000,
+                memory.handle,
+                0,
+                PAGE as u64,
+                Perms::RW,
+            );
+            let unmap = iommu.unmap(DomainId(n), IOVA_SOURCE, PAGE as u64);
+            other_domains &=
+                refused(map, ErrorCode::NoSuchDomain) && refused(unmap, ErrorCode::NoSuchDomain);
+        }
+        if MemoryHandle(n) != memory.handle {
+            let map = iommu.map(
+                domain,
+                0x50_0000,
+                MemoryHandle(n),
+                0,
+                PAGE as u64,
+                Perms::RW,
+            );
+            other_memory &= refused(map, ErrorCode::NoSuchMemory);
+        }
+    }
+    checks.check(
+        "foreign-domains",
+        other_domains,
+        format_args!("map/unmap into domain numbers 0..8 other than its own: NoSuchDomain"),
+    );
+    checks.check(
+        "foreign-memory",
+        other_memory,
+        format_args!("map of memory handles 0..8 other than its own: NoSuchMemory"),
+    );
+    signal(info, "b-done");
+    report_stats(&mut iommu, "driver-b");
+    checks.passed()
+}
+
+pub fn bystander(info: &'static StartInfo) -> bool {
+    let mut checks = Checks::new("bystander");
+    let Some(mut iommu) = connect(info) else {
+        return false;
+    };
+    let attach = iommu.attach(StreamId(0x8), Ssid(0), DomainId(0));
+    checks.check(
+        "attach-refused",
+        matches!(attach, Err(Error::Iommu(ErrorCode::NotPermitted))),
+        format_args!("attach StreamID 0x8: {attach:?}"),
+    );
+    let domain = iommu.alloc_domain();
+    checks.check(
+        "no-domains",
+        matches!(domain, Err(Error::Iommu(ErrorCode::QuotaExceeded))),
+        format_args!("alloc_domain: {domain:?}"),
+    );
+    checks.passed()
+}
+
+fn report_stats(iommu: &mut Client, role: &str) {
+    if let Ok(stats) = iommu.stats() {
+        println!("{role}: server's account of me: {stats:?}");
+    }
+}
+
+fn signal(info: &StartInfo, name: &str) {
+    if let Some(cap) = info.cap(name) {
+        syscalls::signal(Notification(CPtr(cap.cptr)));
+    }
+}
+
+fn wait(info: &StartInfo, name: &str) {
+    if let Some(cap) = info.cap(name) {
+        syscalls::wait(Notification(CPtr(cap.cptr)));
+    }
+}
