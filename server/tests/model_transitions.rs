@@ -29,9 +29,9 @@ fn ste_used(ste: &Ste) -> [u64; 8] {
         return u;
     }
     u[0] |= 0b111 << 1; // Config
-    // Incoming-attribute overrides: MemAttr [35:32], MTCFG [36], ALLOCCFG
-    // [40:37], SHCFG [45:44], NSCFG [47:46], PRIVCFG [49:48], INSTCFG
-    // [51:50]; they matter whenever stage 1 does not translate.
+                        // Incoming-attribute overrides: MemAttr [35:32], MTCFG [36], ALLOCCFG
+                        // [40:37], SHCFG [45:44], NSCFG [47:46], PRIVCFG [49:48], INSTCFG
+                        // [51:50]; they matter whenever stage 1 does not translate.
     let bypass_attrs: u64 = 0xF << 32 | 1 << 36 | 0xF << 37 | 3 << 44 | 3 << 46 | 3 << 48 | 3 << 50;
     match ste.config {
         SteConfig::Abort => {}
@@ -81,6 +81,22 @@ fn cd_used(cd: &Cd) -> [u64; 8] {
 fn cd_behaviour(cd: &Cd) -> [u64; 8] {
     let u = cd_used(cd);
     std::array::from_fn(|i| cd.raw[i] & u[i])
+}
+
+/// Every combination of `a`'s and `b`'s qwords where they differ.
+fn mixtures(a: &[u64; 8], b: &[u64; 8]) -> Vec<[u64; 8]> {
+    let diff: Vec<usize> = (0..8).filter(|&i| a[i] != b[i]).collect();
+    (0..1u32 << diff.len())
+        .map(|mask| {
+            let mut m = *a;
+            for (k, &i) in diff.iter().enumerate() {
+                if mask >> k & 1 == 1 {
+                    m[i] = b[i];
+                }
+            }
+            m
+        })
+        .collect()
 }
 
 /// How a stream behaves, through the model's caches.
@@ -159,6 +175,67 @@ fn transition(
             }
         }
     }
+    // The SMMU may fetch an STE or CD at any moment, 64 bits at a time, so
+    // between two observed states any mixture of their qwords is visible.
+    // Every mixture must behave as the old or the new configuration (CDs
+    // may also be invalid in between).
+    // CDs are compared only while the STE points at the same CD table: a
+    // switch of S1ContextPtr is one STE qword, not a torn CD.
+    let ptr = |r: &Result<Ste, CfgErr>| r.as_ref().map(|s| s.s1_context_ptr).unwrap_or(0);
+    let mut stes: Vec<[u64; 8]> = Vec::new();
+    let mut cds: Vec<(u64, [u64; 8])> = Vec::new();
+    fn push<T: PartialEq>(v: &mut Vec<T>, x: Option<T>) {
+        if let Some(x) = x {
+            if v.last() != Some(&x) {
+                v.push(x);
+            }
+        }
+    }
+    push(&mut stes, old_ste.as_ref().ok().map(|s| s.raw));
+    push(
+        &mut cds,
+        old_cd.as_ref().ok().map(|c| (ptr(&old_ste), c.raw)),
+    );
+    for snap in &snaps {
+        push(&mut stes, snap.stes[0].1.as_ref().ok().map(|s| s.raw));
+        if let Some((_, Ok(cd))) = snap.cds.iter().find(|c| c.0 == (SID, ssid)) {
+            push(&mut cds, Some((ptr(&snap.stes[0].1), cd.raw)));
+        }
+    }
+    push(&mut stes, new_ste.as_ref().ok().map(|s| s.raw));
+    push(
+        &mut cds,
+        new_cd.as_ref().ok().map(|c| (ptr(&new_ste), c.raw)),
+    );
+    for w in stes.windows(2) {
+        for mix in mixtures(&w[0], &w[1]) {
+            let b = Some(ste_behaviour(&Ste::decode(mix)));
+            assert!(
+                b == beh(&old_ste) || b == beh(&new_ste),
+                "{what}: an STE torn between two written states is neither old nor new:\n  \
+                 from {:x?}\n  to   {:x?}\n  torn {mix:x?}",
+                w[0],
+                w[1]
+            );
+        }
+    }
+    for w in cds.windows(2) {
+        if w[0].0 != w[1].0 {
+            continue;
+        }
+        let (w0, w1) = (w[0].1, w[1].1);
+        for mix in mixtures(&w0, &w1) {
+            let cd = Cd::decode(mix);
+            let b = Some(cd_behaviour(&cd));
+            assert!(
+                b == cbeh(&old_cd) || b == cbeh(&new_cd) || !cd.valid,
+                "{what}: a CD torn between two written states is neither old, new nor invalid:\n  \
+                 from {:x?}\n  to   {:x?}\n  torn {mix:x?}",
+                w0,
+                w1
+            );
+        }
+    }
     assert_eq!(
         seen(m, SID, ssid),
         after,
@@ -167,7 +244,11 @@ fn transition(
     );
     assert_eq!(counters.cmd_errors, 0, "{what}");
     assert!(counters.syncs >= 1, "{what}: no CMD_SYNC");
-    assert!(m.smmu.violations().is_empty(), "{what}: {:?}", m.smmu.violations());
+    assert!(
+        m.smmu.violations().is_empty(),
+        "{what}: {:?}",
+        m.smmu.violations()
+    );
     Report {
         counters,
         snapshots: snaps.len(),
@@ -219,7 +300,10 @@ fn abort_bypass_stage1_without_substreams() {
         s.attach(SID, 0, b).unwrap()
     });
     show("S1(A) -> S1(B)", &r);
-    assert_eq!(r.cd_breaks, 0, "moving between domains without substreams is hitless");
+    assert_eq!(
+        r.cd_breaks, 0,
+        "moving between domains without substreams is hitless"
+    );
     let r = transition(&m, &mut s, None, Seen::Abort, "S1(B) -> abort", |s| {
         s.detach(SID, 0).unwrap()
     });
@@ -240,7 +324,10 @@ fn abort_bypass_stage1_without_substreams() {
     );
     // A stale STE would still translate: make sure the whole sequence never
     // left an STE cached past its CFGI.
-    assert_eq!(m.smmu.cached_ste(SID).map(|s| s.config), Some(SteConfig::Abort));
+    assert_eq!(
+        m.smmu.cached_ste(SID).map(|s| s.config),
+        Some(SteConfig::Abort)
+    );
 }
 
 #[test]
@@ -255,9 +342,14 @@ fn s1dss_transitions_with_substreams() {
     s.set_stream_bypass(SID, false).unwrap();
 
     // abort -> S1 with only SSID 5: non-substream traffic terminated.
-    let r = transition(&m, &mut s, Some(5), Seen::Maps(pa), "abort -> S1(ssid 5)", |s| {
-        s.attach(SID, 5, a).unwrap()
-    });
+    let r = transition(
+        &m,
+        &mut s,
+        Some(5),
+        Seen::Maps(pa),
+        "abort -> S1(ssid 5)",
+        |s| s.attach(SID, 5, a).unwrap(),
+    );
     show("abort -> S1(ssid 5)", &r);
     let ste = m.smmu.ste_at(SID).unwrap();
     assert!(ste.s1cdmax > 0);
@@ -268,9 +360,14 @@ fn s1dss_transitions_with_substreams() {
         ste.s1dss
     );
     // S1DSS terminate -> SSID0: attach SSID 0 (non-substream traffic).
-    let r = transition(&m, &mut s, None, Seen::Maps(pb), "S1DSS terminate -> SSID0", |s| {
-        s.attach(SID, 0, b).unwrap()
-    });
+    let r = transition(
+        &m,
+        &mut s,
+        None,
+        Seen::Maps(pb),
+        "S1DSS terminate -> SSID0",
+        |s| s.attach(SID, 0, b).unwrap(),
+    );
     show("S1DSS terminate -> SSID0", &r);
     assert_eq!(m.smmu.ste_at(SID).unwrap().s1dss, s1dss::SSID0);
     assert_eq!(seen(&m, SID, Some(5)), Seen::Maps(pa), "SSID 5 undisturbed");
@@ -292,24 +389,44 @@ fn s1dss_transitions_with_substreams() {
     show("S1DSS SSID0 -> terminate", &r);
     assert_eq!(seen(&m, SID, Some(5)), Seen::Maps(pb), "SSID 5 undisturbed");
     // Last substream leaves: back to abort.
-    let r = transition(&m, &mut s, Some(5), Seen::Abort, "S1(ssid 5) -> abort", |s| {
-        s.detach(SID, 5).unwrap()
-    });
+    let r = transition(
+        &m,
+        &mut s,
+        Some(5),
+        Seen::Abort,
+        "S1(ssid 5) -> abort",
+        |s| s.detach(SID, 5).unwrap(),
+    );
     show("S1(ssid 5) -> abort", &r);
     // bypass -> S1 with substreams (SSID 0 first, then SSID 5).
     s.set_stream_bypass(SID, true).unwrap();
-    let r = transition(&m, &mut s, None, Seen::Maps(pa), "bypass -> S1(ssid 0)", |s| {
-        s.attach(SID, 0, a).unwrap()
-    });
+    let r = transition(
+        &m,
+        &mut s,
+        None,
+        Seen::Maps(pa),
+        "bypass -> S1(ssid 0)",
+        |s| s.attach(SID, 0, a).unwrap(),
+    );
     show("bypass -> S1(ssid 0)", &r);
-    let r = transition(&m, &mut s, Some(5), Seen::Maps(pb), "S1(ssid 0) + ssid 5", |s| {
-        s.attach(SID, 5, b).unwrap()
-    });
+    let r = transition(
+        &m,
+        &mut s,
+        Some(5),
+        Seen::Maps(pb),
+        "S1(ssid 0) + ssid 5",
+        |s| s.attach(SID, 5, b).unwrap(),
+    );
     show("S1(ssid 0) + ssid 5", &r);
     assert_eq!(seen(&m, SID, None), Seen::Maps(pa));
-    let r = transition(&m, &mut s, Some(5), Seen::Fault(evt::C_BAD_CD), "ssid 5 leaves", |s| {
-        s.detach(SID, 5).unwrap()
-    });
+    let r = transition(
+        &m,
+        &mut s,
+        Some(5),
+        Seen::Fault(evt::C_BAD_CD),
+        "ssid 5 leaves",
+        |s| s.detach(SID, 5).unwrap(),
+    );
     show("ssid 5 leaves", &r);
     assert_eq!(seen(&m, SID, None), Seen::Maps(pa), "SSID 0 undisturbed");
 }
