@@ -339,5 +339,6 @@ pub fn test_config() -> iommu_server::Config {
 
 /// Opcode names for readable assertions.
 pub mod op {
+    #[allow(unused_imports)]
     pub use iommu_server::cmd::op::*;
 }
