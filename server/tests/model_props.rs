@@ -349,6 +349,33 @@ impl Run {
                 }
             }
         }
+        // Invariants 1 and 2 (DESIGN.md 5), read from memory: an ASID names
+        // one page table across all live CDs; a valid CD exists exactly for
+        // the attached (StreamID, SSID) pairs.
+        let mut by_asid: BTreeMap<u16, u64> = BTreeMap::new();
+        for &sid in &self.streams {
+            for &ssid in &self.ssids {
+                let attached = self.r.attached.contains_key(&(sid, ssid));
+                match self.m.smmu.cd_at(sid, bus_ssid(ssid)) {
+                    Ok(cd) if cd.valid => {
+                        assert!(
+                            attached,
+                            "after {after:?}: ({sid:#x},{ssid}) has a valid CD but is not attached"
+                        );
+                        let t = *by_asid.entry(cd.asid).or_insert(cd.ttb0);
+                        assert_eq!(
+                            t, cd.ttb0,
+                            "after {after:?}: ASID {} names two page tables",
+                            cd.asid
+                        );
+                    }
+                    other => assert!(
+                        !attached,
+                        "after {after:?}: ({sid:#x},{ssid}) is attached but its CD is {other:x?}"
+                    ),
+                }
+            }
+        }
         // The server's own view agrees with the reference.
         for (id, pages) in &self.r.doms {
             for (&iova, &(pa, _)) in pages.iter().take(8) {
@@ -378,6 +405,10 @@ impl Run {
 }
 
 fn run(features: Features, config: Config, ssids: Vec<u32>, ops: &[Op]) {
+    run_on(features, config, vec![8, 9, 0x100, 0x1234], ssids, ops)
+}
+
+fn run_on(features: Features, config: Config, streams: Vec<u32>, ssids: Vec<u32>, ops: &[Op]) {
     let (m, s) = boot(features, config);
     let baseline = m.mem.live_blocks();
     let mut run = Run {
@@ -385,7 +416,7 @@ fn run(features: Features, config: Config, ssids: Vec<u32>, ops: &[Op]) {
         m,
         s,
         r: Reference::default(),
-        streams: vec![8, 9, 0x100, 0x1234],
+        streams,
         ssids,
     };
     let mut armed = None;
@@ -415,7 +446,7 @@ fn run(features: Features, config: Config, ssids: Vec<u32>, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     /// QEMU 7.2's SMMU: no substreams, RIL.
     #[test]
@@ -435,6 +466,19 @@ proptest! {
     fn asid_reuse_sequences_translate_as_intended(ops in prop::collection::vec(op_strategy(), 1..40)) {
         let c = Config { max_asids: 3, linear_strtab: true, ..Config::default() };
         run(Features::qemu_7_2(), c, vec![0], &ops);
+    }
+
+    /// 8-bit ASIDs, 8-bit StreamIDs, linear stream table only, no RIL.
+    #[test]
+    fn small_smmu_sequences_translate_as_intended(ops in prop::collection::vec(op_strategy(), 1..40)) {
+        let f = Features {
+            asid16: false,
+            sidsize: 8,
+            two_level_strtab: false,
+            ril: false,
+            ..Features::qemu_7_2()
+        };
+        run_on(f, Config::default(), vec![0, 8, 0x80, 0xff], vec![0], &ops);
     }
 
     /// Substreams (PASIDs) with 2-level CD tables.
