@@ -1,0 +1,140 @@
+//! Edge cases checked through the model: the top of the 48-bit IOVA space,
+//! the OAS limit, splitting a 1 GiB block, every optional SMMU feature
+//! advertised at once (MSI, SEV, HYP), and interrupts.
+
+#[path = "model_harness.rs"]
+mod harness;
+
+use harness::*;
+use iommu_server::{Config, Error, Perms};
+use smmu_model::spec::{evt, reg};
+use smmu_model::{Access, Features};
+
+const SID: u32 = 8;
+const GIB: u64 = 1 << 30;
+
+fn tr(m: &smmu_model::Machine, iova: u64) -> Result<u64, Option<u8>> {
+    m.smmu
+        .probe(SID, None, iova, Access::READ)
+        .map(|t| t.paddr)
+        .map_err(|f| f.code())
+}
+
+#[test]
+fn top_of_iova_space_and_oas_limit() {
+    let (m, mut s) = boot_qemu();
+    let d = s.alloc_domain().unwrap();
+    s.attach(SID, 0, d).unwrap();
+    let top = (1u64 << 48) - 0x1000;
+    let pa_top = (1u64 << 44) - 0x1000;
+    s.map(d, top, pa_top, 0x1000, Perms::RW).unwrap();
+    assert_eq!(tr(&m, top + 0xabc), Ok(pa_top + 0xabc));
+    assert_eq!(
+        s.map(d, 1 << 48, 0, 0x1000, Perms::RW),
+        Err(Error::OutOfRange)
+    );
+    assert_eq!(
+        s.map(d, 0, 1 << 44, 0x1000, Perms::RW),
+        Err(Error::OutOfRange)
+    );
+    assert_eq!(tr(&m, 0), Err(Some(evt::F_TRANSLATION)));
+    // IOVA 0 itself is mappable.
+    s.map(d, 0, 0x1000, 0x1000, Perms::RW).unwrap();
+    assert_eq!(tr(&m, 0x10), Ok(0x1010));
+    assert_eq!(s.unmap(d, top, 0x1000), Ok(0x1000));
+    assert_eq!(tr(&m, top), Err(Some(evt::F_TRANSLATION)));
+}
+
+#[test]
+fn split_a_gigabyte_block() {
+    let (m, mut s) = boot_qemu();
+    let d = s.alloc_domain().unwrap();
+    s.attach(SID, 0, d).unwrap();
+    let (iova, pa) = (GIB, 4 * GIB);
+    s.map(d, iova, pa, GIB, Perms::RW).unwrap();
+    let probes = [
+        0u64,
+        0x1000,
+        0x1F_F000,
+        0x20_0000,
+        0x3FE0_0000,
+        GIB - 0x1000,
+    ];
+    for p in probes {
+        assert_eq!(tr(&m, iova + p), Ok(pa + p));
+    }
+    // Punch a 4 KiB hole 2 MiB + 8 KiB in: the block becomes 2 MiB blocks
+    // and one level-3 table.
+    let hole = iova + 0x20_2000;
+    assert_eq!(s.unmap(d, hole, 0x1000), Ok(0x1000));
+    assert_eq!(tr(&m, hole), Err(Some(evt::F_TRANSLATION)));
+    for p in probes.iter().chain(&[0x20_1000, 0x20_3000, 0x40_0000]) {
+        assert_eq!(
+            tr(&m, iova + p),
+            Ok(pa + p),
+            "offset {p:#x} after the split"
+        );
+    }
+    let t = m
+        .smmu
+        .probe(SID, None, iova + 0x60_0000, Access::READ)
+        .unwrap();
+    assert_eq!(t.page_size, 2 << 20, "untouched parts stay 2 MiB blocks");
+    // Unmap the rest: everything faults, tables freed.
+    assert_eq!(s.unmap(d, iova, GIB), Ok(GIB - 0x1000));
+    for p in probes {
+        assert_eq!(tr(&m, iova + p), Err(Some(evt::F_TRANSLATION)));
+    }
+    assert!(m.smmu.counters().cmd_errors == 0 && m.smmu.violations().is_empty());
+}
+
+#[test]
+fn every_optional_feature_advertised() {
+    let f = Features {
+        msi: true,
+        sev: true,
+        hyp: true,
+        ..Features::with_substreams(20)
+    };
+    let (m, mut s) = boot(
+        f,
+        Config {
+            ssid_bits: 20,
+            ..Config::default()
+        },
+    );
+    let d = s.alloc_domain().unwrap();
+    s.map(d, 0x1000, 0x2000, 0x1000, Perms::RW).unwrap();
+    s.attach(SID, 0, d).unwrap();
+    s.attach(SID, (1 << 20) - 1, d).unwrap();
+    assert_eq!(tr(&m, 0x1000), Ok(0x2000));
+    assert_eq!(
+        m.smmu
+            .probe(SID, Some((1 << 20) - 1), 0x1000, Access::READ)
+            .map(|t| t.paddr),
+        Ok(0x2000)
+    );
+    s.unmap(d, 0x1000, 0x1000).unwrap();
+    assert_eq!(tr(&m, 0x1000), Err(Some(evt::F_TRANSLATION)));
+    s.detach(SID, 0).unwrap();
+    s.detach(SID, (1 << 20) - 1).unwrap();
+    s.free_domain(d).unwrap();
+    assert_eq!(m.smmu.counters().cmd_errors, 0);
+    assert!(m.smmu.violations().is_empty());
+}
+
+#[test]
+fn interrupts_enabled_and_event_irq_raised() {
+    use iommu_server::hal::Mmio;
+    let (m, mut s) = boot_qemu();
+    let ctrl = m.smmu.read32(reg::IRQ_CTRLACK);
+    assert_eq!(
+        ctrl & (reg::IRQ_CTRL_GERROR_IRQEN | reg::IRQ_CTRL_EVENTQ_IRQEN),
+        reg::IRQ_CTRL_GERROR_IRQEN | reg::IRQ_CTRL_EVENTQ_IRQEN,
+        "Config::irqs = true should enable the GERROR and event-queue interrupts"
+    );
+    let d = s.alloc_domain().unwrap();
+    s.attach(SID, 0, d).unwrap();
+    let _ = m.smmu.dma_read(SID, None, 0x5000, &mut [0; 4]);
+    assert_eq!(m.smmu.counters().eventq_irqs, 1);
+}
