@@ -180,13 +180,15 @@ impl<M: Mmio, D: DelayNs> Hw<M, D> {
             if ok {
                 return Ok(());
             }
-            if self.handle_cmdq_error() {
-                continue;
-            }
+            // A handled error lets the queue move on at once; it still counts
+            // against the bound (an SMMU that keeps failing cannot hang us).
+            let handled = self.handle_cmdq_error();
             if waited >= self.poll_timeout_us {
                 return Err(Error::Timeout(what));
             }
-            self.delay.delay_us(1);
+            if !handled {
+                self.delay.delay_us(1);
+            }
             waited += 1;
         }
     }

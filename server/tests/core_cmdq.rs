@@ -215,3 +215,17 @@ fn gerror_from_irq_path() {
     assert_eq!(s.stats().gerrors[8], 1);
     assert_eq!(s.handle_gerror().active, 0);
 }
+
+#[test]
+fn fetch_abort_forever_is_bounded() {
+    let fake = FakeSmmu::qemu();
+    let mut s = smmu_with(&fake, &HostAlloc::new(), test_config()).unwrap();
+    {
+        let mut st = fake.0.borrow_mut();
+        st.illegal.push(op::TLBI_NH_ASID);
+        st.err_code = 2; // CERROR_ABT: the SMMU retries the fetch, and fails again
+    }
+    let r = s.issue_commands(&[Command::TlbiNhAsid { asid: 1 }]);
+    assert_eq!(r, Err(Error::Timeout(WaitFor::CmdSync)));
+    assert!(s.stats().cmdq_errors > 10);
+}

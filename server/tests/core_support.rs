@@ -131,8 +131,9 @@ pub type CmdHook = Box<dyn FnMut(&[u64; 2])>;
 pub struct FakeState {
     pub regs: BTreeMap<usize, u64>,
     pub consumer: Consumer,
-    /// Opcodes the fake rejects with CERROR_ILL.
+    /// Opcodes the fake rejects (with `err_code`, default CERROR_ILL = 1).
     pub illegal: Vec<u8>,
+    pub err_code: u32,
     /// Executed commands.
     pub log: Vec<[u64; 2]>,
     /// Register writes, in order.
@@ -164,6 +165,7 @@ impl FakeSmmu {
             regs,
             consumer: Consumer::Immediate,
             illegal: Vec::new(),
+            err_code: 1,
             log: Vec::new(),
             writes: Vec::new(),
             stuck_cr0: false,
@@ -224,7 +226,8 @@ impl FakeSmmu {
                 // CERROR_ILL: CONS stays at the entry, ERR = 1, GERROR.CMDQ_ERR toggles.
                 let g = *s.regs.get(&regs::GERROR).unwrap_or(&0) ^ 1;
                 s.regs.insert(regs::GERROR, g);
-                s.regs.insert(regs::CMDQ_CONS, (cons | (1 << 24)) as u64);
+                s.regs
+                    .insert(regs::CMDQ_CONS, (cons | (s.err_code << 24)) as u64);
                 s.halted = true;
                 return;
             }
