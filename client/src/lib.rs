@@ -1,8 +1,9 @@
 //! Typed client API of the IOMMU server.
 //!
 //! A driver holds a badged endpoint capability to the server; every method
-//! of [`Iommu`] is one `seL4_Call` on it through a [`Transport`] (two or more
-//! only for [`Iommu::register_memory`] with more than three frames). Memory is
+//! of [`Iommu`] is one `seL4_Call` on it through a [`Transport`] (one per
+//! frame for [`Iommu::register_memory`]: a seL4 receiver takes one cap per
+//! message). Memory is
 //! never named by physical address: the driver registers the frame
 //! capabilities it holds and names memory by the returned [`MemoryHandle`],
 //! so it can never map memory it does not hold.
@@ -86,7 +87,7 @@ impl From<TransportError> for Error {
 /// One request/reply exchange with the server, shaped like one `seL4_Call`:
 /// the request's bytes go in message registers (the transport sends
 /// `ceil(len / 8)` words, zero-padded; the protocol tolerates the padding),
-/// `caps` go as extra capabilities (at most 3), and the reply's bytes come
+/// `caps` go as extra capabilities (at most [`MAX_CAPS_PER_MSG`]), and the reply's bytes come
 /// back in `reply` (padding included).
 pub trait Transport {
     /// A capability as the sender names it: an seL4 CPtr in the client's
@@ -129,7 +130,7 @@ impl<C, F: FnMut(u64, &[u8], &[C], &mut [u8]) -> usize> LocalServer<C> for F {
 /// A transport that calls the server's handler in the same process, with
 /// the client's badge, and does to the bytes what seL4 does: both ways they
 /// travel as whole message words (zero-padded), at most 120 of them, with
-/// at most 3 capabilities.
+/// at most [`MAX_CAPS_PER_MSG`] capabilities.
 pub struct InProcess<S, C> {
     server: S,
     badge: u64,
@@ -289,9 +290,10 @@ impl<T: Transport> Iommu<T> {
     }
 
     /// Registers the frames `frames` (in order: the handle's offset 0 is the
-    /// start of the first frame). Sends them three per call; if a later call
-    /// fails, the partly registered handle is unregistered again and the
-    /// error returned.
+    /// start of the first frame). Sends [`MAX_CAPS_PER_MSG`] per call (one:
+    /// a seL4 receiver has a single receive slot); if a later call fails,
+    /// the partly registered handle is unregistered again and the error
+    /// returned.
     pub fn register_memory(&mut self, frames: &[T::Cap]) -> Result<Memory, Error> {
         let mut chunks = frames.chunks(MAX_CAPS_PER_MSG);
         let first = chunks.next().ok_or(Error::Iommu(ErrorCode::Malformed))?;

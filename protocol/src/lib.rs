@@ -60,7 +60,7 @@
 //! | `UnbindSva { stream, ssid }` | 9 | 3–11 | 1–2 | 0 | yes |
 //! | `Faults { max }` | 10 | 2 | 1 | 0 | yes |
 //! | `Stats` | 11 | 1 | 1 | 0 | yes |
-//! | `RegisterMemory { extend }` | 12 | 2–7 | 1 | 1–3 frame caps | no (carries caps) |
+//! | `RegisterMemory { extend }` | 12 | 2–7 | 1 | 1 frame cap | no (carries a cap) |
 //! | `UnregisterMemory { memory }` | 13 | 2–6 | 1 | 0 | yes |
 //!
 //! | reply | index | bytes | words (MRs) | fastpath |
