@@ -20,6 +20,7 @@
 //! smmu.drain_events(|Event| ..) -> DrainReport
 //! smmu.handle_gerror() -> GerrorReport
 //! smmu.stats() -> &Stats
+//! smmu.shutdown() -> (M, A, D, Result<()>)                   disable, free all
 //! ```
 //!
 //! # Commands per operation (QEMU-like SMMU: RIL, no substreams)

@@ -402,6 +402,33 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
         self.hw.submit(cmds, true)
     }
 
+    /// Disables the SMMU (GBPA.ABORT, then CR0 = 0: all traffic aborts),
+    /// frees every table, queue and domain, and hands the hardware
+    /// interfaces back. Frees memory even if the SMMU does not acknowledge
+    /// (it is disabled either way or broken); the poll result is returned
+    /// alongside.
+    pub fn shutdown(mut self) -> (M, A, D, Result<()>) {
+        let r = self
+            .hw
+            .update_gbpa(gbpa::ABORT, 0)
+            .and_then(|_| self.hw.write_cr0(0))
+            .and_then(|_| self.hw.write_irq_ctrl(0));
+        let ids: heapless::Vec<DomainId, { crate::domain::MAX_DOMAINS }> =
+            self.domains.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            if let Ok(d) = self.domains.remove(id) {
+                d.pgtable.destroy(&mut self.alloc);
+            }
+        }
+        while let Some(m) = self.masters.pop() {
+            m.cdtab.free(&mut self.alloc);
+        }
+        self.strtab.free(&mut self.alloc);
+        self.alloc.free(self.evtq.block);
+        self.alloc.free(self.hw.cmdq.block);
+        (self.hw.mmio, self.alloc, self.hw.delay, r)
+    }
+
     // ----- domains -------------------------------------------------------
 
     /// Creates a domain: an empty page table and a fresh ASID (invalidated

@@ -131,4 +131,22 @@ impl StreamTable {
         let idx = (sid as usize) & ((1 << STRTAB_SPLIT) - 1);
         Ok(dma::sub_block(&l2, idx * STE_SIZE, STE_SIZE))
     }
+
+    /// Returns every block to the allocator (the SMMU must be disabled).
+    pub fn free<A: DmaAllocator>(self, alloc: &mut A) {
+        if self.two_level {
+            let n = 1usize << (self.sid_bits - STRTAB_SPLIT);
+            for i in 0..n {
+                let desc = dma::read_u64(&self.block, i);
+                if desc & 0x1f != 0 {
+                    alloc.free(DmaBlock {
+                        vaddr: dma::read_u64(&self.block, n + i) as usize as *mut u8,
+                        paddr: desc & genmask(51, 6),
+                        size: STE_SIZE << STRTAB_SPLIT,
+                    });
+                }
+            }
+        }
+        alloc.free(self.block);
+    }
 }

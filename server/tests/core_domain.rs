@@ -328,3 +328,39 @@ fn stream_state_table_full() {
     s.detach(5, 0).unwrap();
     s.attach(1000, 0, ds[0]).unwrap();
 }
+
+#[test]
+fn shutdown_frees_everything() {
+    for ssid_bits in [0u8, 8] {
+        let mut idr = QEMU_IDR;
+        idr[0] |= 1 << 19; // CD2L
+        idr[1] |= (ssid_bits as u32) << 6;
+        let fake = FakeSmmu::new(idr);
+        let alloc = HostAlloc::new();
+        let mut s = smmu_with(
+            &fake,
+            &alloc,
+            Config {
+                ssid_bits,
+                ..test_config()
+            },
+        )
+        .unwrap();
+        let d1 = s.alloc_domain().unwrap();
+        let d2 = s.alloc_domain().unwrap();
+        s.map(d1, 0, 0x8000_0000, 0x40_1000, Perms::RW).unwrap();
+        s.map(d2, 1 << 40, 0x8000_0000, 0x1000, Perms::RW).unwrap();
+        s.attach(8, 0, d1).unwrap();
+        s.attach(0x1234, 0, d2).unwrap();
+        if ssid_bits > 0 {
+            s.attach(8, 200, d2).unwrap();
+            s.attach(8, 3, d1).unwrap();
+        }
+        let (_m, a, _d, r) = s.shutdown();
+        assert_eq!(r, Ok(()));
+        assert_eq!(a.live(), 0);
+        assert_eq!(a.bad_frees(), 0);
+        assert_eq!(fake.reg(regs::CR0), 0);
+        assert_eq!(fake.reg(regs::GBPA) & (1 << 20), 1 << 20);
+    }
+}
