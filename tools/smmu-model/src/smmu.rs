@@ -147,11 +147,6 @@ pub struct ModelOptions {
     /// caching, which the architecture permits; the Linux driver relies on
     /// CFGI after every STE write for that reason). QEMU does not.
     pub negative_config_caching: bool,
-    /// Whether CFGI_STE / CFGI_STE_RANGE also drop the StreamID's cached
-    /// CDs. The architecture tags CDs by (StreamID, SSID) and invalidates
-    /// them with CFGI_CD / CFGI_CD_ALL / CFGI_ALL; QEMU drops them with the
-    /// STE. Default false (strict).
-    pub cfgi_ste_invalidates_cds: bool,
     /// Honour the TTL and TG hints of range TLBIs exactly: an entry of
     /// another level or granule is not invalidated (permitted by the
     /// architecture; a wrong hint is a driver bug).
@@ -165,7 +160,6 @@ impl Default for ModelOptions {
     fn default() -> Self {
         ModelOptions {
             negative_config_caching: true,
-            cfgi_ste_invalidates_cds: false,
             strict_tlbi_hints: true,
             walk_cache: true,
         }
@@ -1169,9 +1163,8 @@ impl State {
                     let split = self.split();
                     self.l1std_cache.remove(&(sid >> split));
                 }
-                if self.o.cfgi_ste_invalidates_cds {
-                    self.drop_cds(sid, sid);
-                }
+                // 4.3.1: also every CD and L1CD cached through this StreamID.
+                self.drop_cds(sid, sid);
             }
             Command::CfgiSteRange { sid, range } => {
                 if range >= 31 {
@@ -1183,23 +1176,16 @@ impl State {
                     let split = self.split();
                     self.l1std_cache
                         .retain(|&k, _| k < lo >> split || k > hi >> split);
-                    if self.o.cfgi_ste_invalidates_cds {
-                        self.drop_cds(lo, hi);
-                    }
+                    // 4.3.2: and the CDs cached through those StreamIDs.
+                    self.drop_cds(lo, hi);
                 }
             }
             Command::CfgiCd { sid, ssid, leaf } => {
-                // With substreams disabled in the STE the SSID is ignored and
-                // the stream's single CD is the target.
-                let single = match self.ste_cache.get(&sid) {
-                    Some(s) => s.s1cdmax == 0,
-                    None => self
-                        .fetch_ste(mem, sid, false)
-                        .map(|(s, _)| s.s1cdmax == 0)
-                        .unwrap_or(false),
-                };
-                let index = if single { 0 } else { ssid };
-                self.cd_cache.remove(&(sid, index));
+                // 4.3.3: SubstreamID is the index into the CD table; a stream
+                // with one CD is a one-entry table (index 0). An SSID beyond
+                // the table is CONSTRAINED UNPREDICTABLE: the model takes
+                // the "no effect" choice.
+                self.cd_cache.remove(&(sid, ssid));
                 if !leaf {
                     self.l1cd_cache.retain(|&(s, _), _| s != sid);
                 }

@@ -773,8 +773,8 @@ fn substreams_and_cd_tables() {
     assert_eq!(s.translate(2, Some(70), 0x1000, Access::READ), Ok(p70));
     r.cmds(&[[op::CFGI_CD as u64 | 71 << 12 | 2 << 32, 1], r.sync()]);
     assert_eq!(s.translate(2, Some(70), 0x1000, Access::READ), Ok(p70));
-    // A CFGI_STE does not drop CDs (strict default).
-    r.cmds(&[r.cfgi_ste(2), r.sync()]);
+    // CFGI_CD for another stream does not help either.
+    r.cmds(&[[op::CFGI_CD as u64 | 70 << 12 | 3 << 32, 1], r.sync()]);
     assert_eq!(s.translate(2, Some(70), 0x1000, Access::READ), Ok(p70));
     r.cmds(&[[op::CFGI_CD as u64 | 70 << 12 | 2 << 32, 1], r.sync()]);
     assert_eq!(
@@ -783,6 +783,17 @@ fn substreams_and_cd_tables() {
             .code(),
         Some(evt::C_BAD_CD)
     );
+    // CFGI_STE also drops every CD cached through the StreamID (4.3.1).
+    mem.write_words(leaf1 + 64 * 6, &cd(root70, 11, true))
+        .unwrap();
+    assert_eq!(
+        s.translate(2, Some(70), 0x1000, Access::READ)
+            .unwrap_err()
+            .code(),
+        Some(evt::C_BAD_CD)
+    );
+    r.cmds(&[r.cfgi_ste(2), r.sync()]);
+    assert_eq!(s.translate(2, Some(70), 0x1000, Access::READ), Ok(p70));
     // S1DSS variants for non-substream traffic.
     r.set_ste(3, ste_s1(l1, 1, 8, 0b00));
     r.set_ste(4, ste_s1(l1, 1, 8, 0b01));
