@@ -163,7 +163,7 @@ proptest! {
             // now and then one nobody was given.
             let me = usize::from(who);
             fn pick<T: Copy>(lists: &[Vec<T>; 2], me: usize, i: usize, bogus: T) -> T {
-                let list = &lists[if i % 8 == 0 { 1 - me } else { me }];
+                let list = &lists[if i & 7 == 0 { 1 - me } else { me }];
                 if i % 16 == 1 || list.is_empty() {
                     bogus
                 } else {

@@ -19,8 +19,10 @@ impl embedded_hal::delay::DelayNs for NoDelay {
 
 pub type Core = Smmu<smmu_model::Smmu, smmu_model::PhysMem, NoDelay>;
 pub type Server = Rc<RefCell<Handler<Core, FakeFrames>>>;
-pub type Client =
-    Iommu<InProcess<Box<dyn FnMut(u64, &[u8], &[ReceivedCap], &mut [u8]) -> usize>, ReceivedCap>>;
+/// The handler as the in-process transport calls it.
+pub type HandleFn = Box<dyn FnMut(u64, &[u8], &[ReceivedCap], &mut [u8]) -> usize>;
+pub type Transport = InProcess<HandleFn, ReceivedCap>;
+pub type Client = Iommu<Transport>;
 
 pub const A: u64 = 0xA;
 pub const B: u64 = 0xB;
@@ -82,13 +84,9 @@ pub fn server() -> (Machine, Server) {
 }
 
 /// A transport for the client with `badge`, straight into the handler.
-pub fn transport(
-    s: &Server,
-    badge: u64,
-) -> InProcess<Box<dyn FnMut(u64, &[u8], &[ReceivedCap], &mut [u8]) -> usize>, ReceivedCap> {
+pub fn transport(s: &Server, badge: u64) -> Transport {
     let s = s.clone();
-    let f: Box<dyn FnMut(u64, &[u8], &[ReceivedCap], &mut [u8]) -> usize> =
-        Box::new(move |b, req, caps, out| s.borrow_mut().handle(b, req, caps, out));
+    let f: HandleFn = Box::new(move |b, req, caps, out| s.borrow_mut().handle(b, req, caps, out));
     InProcess::new(badge, f)
 }
 
@@ -114,7 +112,7 @@ pub fn raw_call(
     req: &iommu_protocol::Request,
     caps: &[ReceivedCap],
 ) -> iommu_protocol::Reply {
-    use iommu_client::Transport;
+    use iommu_client::Transport as _;
     let mut buf = [0u8; iommu_protocol::MSG_MAX_BYTES];
     let n = iommu_protocol::encode(req, &mut buf).unwrap();
     let mut reply = [0u8; iommu_protocol::MSG_MAX_BYTES];
