@@ -1109,7 +1109,9 @@ impl State {
 
     fn exec(&mut self, mem: &PhysMem, raw: [u64; 2]) -> Result<(), u8> {
         let cmd = Command::decode(raw, self.f.ril)?;
-        let asid_mask = if self.f.asid16 { 0xFFFF } else { 0xFF };
+        // 4.4: with 8-bit ASIDs the upper byte is RES0, and a non-zero one
+        // need not affect any entry: the model then matches nothing.
+        let asid_ok = |a: u16| self.f.asid16 || a >> 8 == 0;
         // Feature-dependent legality (chapter 4: commands for a feature the
         // SMMU lacks are CERROR_ILL).
         match cmd {
@@ -1199,9 +1201,10 @@ impl State {
                 self.walk.clear();
             }
             Command::TlbiNhAsid { asid, .. } => {
-                let asid = asid & asid_mask;
-                self.tlb.retain(|_, e| e.tag != asid as u32);
-                self.walk.retain(|k, _| k.0 != asid);
+                if asid_ok(asid) {
+                    self.tlb.retain(|_, e| e.tag != asid as u32);
+                    self.walk.retain(|k, _| k.0 != asid);
+                }
             }
             Command::TlbiNhVa {
                 asid,
@@ -1209,7 +1212,11 @@ impl State {
                 leaf,
                 range,
                 ..
-            } => self.tlbi_va(Some(asid & asid_mask), addr, leaf, range),
+            } => {
+                if asid_ok(asid) {
+                    self.tlbi_va(Some(asid), addr, leaf, range)
+                }
+            }
             Command::TlbiNhVaa {
                 addr, leaf, range, ..
             } => self.tlbi_va(None, addr, leaf, range),
@@ -1267,6 +1274,21 @@ impl State {
     /// entries match every ASID. Leaf = 1 leaves walk-cache entries alone.
     fn tlbi_va(&mut self, asid: Option<u16>, addr: u64, leaf: bool, range: Option<TlbiRange>) {
         let addr = addr & VA_KEY_MASK;
+        if let Some(r) = range {
+            // 4.4.1.1: with a level hint, an Address not aligned to the
+            // leaf size at that level makes the invalidated range
+            // UNPREDICTABLE.
+            let g = r.granule_bits();
+            if r.ttl != 0 && (r.ttl != 1 || g != 14) {
+                let leaf_size = 1u64 << level_shift(g, r.ttl as u32);
+                if addr & (leaf_size - 1) != 0 {
+                    self.violation(format!(
+                        "range TLBI at {addr:#x} with TTL {} is not aligned to {leaf_size:#x}",
+                        r.ttl
+                    ));
+                }
+            }
+        }
         let (lo, hi) = match range {
             None => (addr, addr),
             Some(r) => {

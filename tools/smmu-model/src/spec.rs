@@ -601,6 +601,10 @@ impl Command {
             op::CFGI_CD_ALL => ns_only(Command::CfgiCdAll { sid }),
             op::TLBI_NH_ALL => Ok(Command::TlbiNhAll { vmid }),
             op::TLBI_NH_ASID => Ok(Command::TlbiNhAsid { asid, vmid }),
+            // 4.4.1.1: with TG != 0, NUM = SCALE = TTL = 0 is Reserved.
+            op::TLBI_NH_VA | op::TLBI_NH_VAA if matches!(range(), Some(r) if r.num == 0 && r.scale == 0 && r.ttl == 0) => {
+                Err(cerror::ILL)
+            }
             op::TLBI_NH_VA => Ok(Command::TlbiNhVa {
                 asid,
                 vmid,

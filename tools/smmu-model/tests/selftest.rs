@@ -954,3 +954,36 @@ fn allocator_contract_and_failures() {
     let double = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| mem.clone().free(a)));
     assert!(double.is_err(), "double free is caught");
 }
+
+#[test]
+fn tlbi_encoding_corner_cases() {
+    let r = Rig::new(Features {
+        asid16: false,
+        ..Features::qemu_7_2()
+    });
+    let s = r.smmu();
+    let root = r.s1_stream(1, 0x12);
+    let a = r.page();
+    r.map(root, 0x20_0000, a, 3, RW);
+    assert!(s.translate(1, None, 0x20_0000, Access::READ).is_ok());
+    r.m.mem.write_u64(r.slot(root, 0x20_0000, 3), 0).unwrap();
+    // 8-bit ASIDs: a TLBI naming ASID 0x112 need not (and here does not)
+    // touch ASID 0x12.
+    r.cmds(&[[op::TLBI_NH_ASID as u64 | 0x112 << 48, 0], r.sync()]);
+    assert!(s.translate(1, None, 0x20_0000, Access::READ).is_ok());
+    // TG != 0 with NUM = SCALE = TTL = 0 is Reserved: CERROR_ILL.
+    r.cmds(&[tlbi_range(0x12, 0x20_0000, 0, 0, 1, 0)]);
+    assert_eq!(s.read32(reg::CMDQ_CONS) >> 24, 1);
+    let cons = s.read32(reg::CMDQ_CONS) & 0xFFFF;
+    r.m.mem
+        .write_words(r.cmdq + 16 * (cons as u64 & 15), &r.sync())
+        .unwrap();
+    s.write32(reg::GERRORN, s.read32(reg::GERROR));
+    // A level-2 hint with an address that is not 2 MiB aligned is
+    // UNPREDICTABLE: reported as a violation.
+    assert!(s.violations().is_empty());
+    r.cmds(&[tlbi_range(0x12, 0x20_1000, 0, 0, 1, 2), r.sync()]);
+    assert_eq!(s.violations().len(), 1);
+    r.cmds(&[tlbi_range(0x12, 0x20_0000, 0, 0, 1, 3), r.sync()]);
+    assert!(s.translate(1, None, 0x20_0000, Access::READ).is_err());
+}
