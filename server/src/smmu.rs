@@ -149,8 +149,14 @@ fn tlbi_commands(g: &Gather, asid: u16, ril: bool, threshold: u32, out: &mut Cmd
             return;
         }
         // Linux `__arm_smmu_tlb_inv_range`: each command takes 5 bits of the
-        // remaining page count starting at its lowest set bit.
+        // remaining page count starting at its lowest set bit. With TG != 0,
+        // NUM = SCALE = TTL = 0 is Reserved (4.4.1.1): without a TTL, a
+        // count whose low five bits are 1 would need it, so invalidate one
+        // page more (as Linux does).
         let mut rem = pages;
+        if ttl == 0 && rem & 0x1f == 1 {
+            rem += 1;
+        }
         let mut addr = g.start;
         while rem != 0 {
             let scale = rem.trailing_zeros();

@@ -356,8 +356,22 @@ fn map_issues_no_commands_unmap_one_sync() {
     assert_eq!(fake.opcodes(), vec![op::TLBI_NH_VA, op::CMD_SYNC]);
     assert_eq!((log[0][0] >> 12) & 0x1f, 18);
     assert_eq!(log[0][1] & 1, 1, "no table freed: Leaf = 1");
-    // 33 pages = 0b100001: two commands (1 page, then 32 pages)
+    // 33 pages, tables freed (TTL unknown): NUM = SCALE = TTL = 0 is
+    // reserved, so 34 pages are invalidated with one command (17 << 1)
     s.map(d, 0x40_0000, 0x8000_0000, 33 * K4, Perms::RW)
+        .unwrap();
+    fake.clear_log();
+    s.unmap(d, 0x40_0000, 33 * K4).unwrap();
+    let cmds = fake.log();
+    assert_eq!(fake.opcodes(), vec![op::TLBI_NH_VA, op::CMD_SYNC]);
+    assert_eq!(cmds[0][1] & !0xfff, 0x40_0000);
+    assert_eq!(
+        ((cmds[0][0] >> 12) & 0x1f, (cmds[0][0] >> 20) & 0x1f),
+        (16, 1)
+    );
+    assert_eq!((cmds[0][1] >> 8) & 3, 0);
+    // 33 pages of a table that stays (TTL = 3): 1 page, then 32 pages
+    s.map(d, 0x40_0000, 0x8000_0000, 40 * K4, Perms::RW)
         .unwrap();
     fake.clear_log();
     s.unmap(d, 0x40_0000, 33 * K4).unwrap();
@@ -366,12 +380,17 @@ fn map_issues_no_commands_unmap_one_sync() {
         fake.opcodes(),
         vec![op::TLBI_NH_VA, op::TLBI_NH_VA, op::CMD_SYNC]
     );
-    assert_eq!(cmds[0][1] & !0xfff, 0x40_0000);
+    assert_eq!(
+        ((cmds[0][0] >> 12) & 0x1f, (cmds[0][0] >> 20) & 0x1f),
+        (0, 0)
+    );
+    assert_eq!((cmds[0][1] >> 8) & 3, 3, "TTL = level 3");
     assert_eq!(cmds[1][1] & !0xfff, 0x40_1000);
     assert_eq!(
         ((cmds[1][0] >> 12) & 0x1f, (cmds[1][0] >> 20) & 0x1f),
         (0, 5)
     );
+    assert_eq!(s.stats().cmdq_errors, 0);
     assert!(fake.doorbells() > 0);
 }
 
@@ -418,4 +437,46 @@ fn without_ril_per_leaf_then_asid() {
     // errors
     assert_eq!(s.unmap(d, 0x200_0000, K4), Err(Error::NotMapped));
     assert_eq!(s.map(d, 4 * K4, 0, K4, Perms::RW), Err(Error::Overlap));
+}
+
+/// Every range TLBI sequence is legal and covers what was unmapped.
+#[test]
+fn range_tlbi_sequences_are_legal_and_cover() {
+    let (fake, mut s) = smmu(true);
+    let d = s.alloc_domain().unwrap();
+    for keep in [false, true] {
+        for n in (1..=70u64).chain([255, 256, 257, 511, 512, 513, 1000]) {
+            let iova = 0x100_0000 + if keep { K4 } else { 0 };
+            if keep {
+                s.map(d, 0x100_0000, 0x8000_0000, K4, Perms::RW).unwrap();
+            }
+            s.map(d, iova, 0x9000_0000, n * K4, Perms::RW).unwrap();
+            fake.clear_log();
+            assert_eq!(s.unmap(d, iova, n * K4), Ok(n * K4));
+            let mut covered = Vec::new();
+            for c in fake.log() {
+                if c[0] as u8 == op::TLBI_NH_VA {
+                    let (num, scale) = ((c[0] >> 12) & 0x1f, (c[0] >> 20) & 0x1f);
+                    let pages = if (c[1] >> 10) & 3 == 0 {
+                        1
+                    } else {
+                        (num + 1) << scale
+                    };
+                    covered.push((c[1] & !0xfff, pages * K4));
+                }
+            }
+            assert!(covered.len() <= 3, "n={n} keep={keep}: {covered:x?}");
+            covered.sort();
+            let mut at = iova;
+            for (a, l) in &covered {
+                assert!(*a <= at, "gap at {at:#x}: {covered:x?}");
+                at = at.max(a + l);
+            }
+            assert!(at >= iova + n * K4, "n={n}: {covered:x?}");
+            if keep {
+                s.unmap(d, 0x100_0000, K4).unwrap();
+            }
+        }
+    }
+    assert_eq!(s.stats().cmdq_errors, 0);
 }

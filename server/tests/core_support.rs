@@ -222,7 +222,13 @@ impl FakeSmmu {
         while cons != prod && n < max {
             let idx = (cons & ((1 << log2) - 1)) as u64;
             let cmd = [peek(base + idx * 16), peek(base + idx * 16 + 8)];
-            if s.illegal.contains(&(cmd[0] as u8)) {
+            // 4.4.1.1: TLBI_NH_VA with TG != 0 and NUM = SCALE = TTL = 0 is Reserved.
+            let reserved_range = cmd[0] as u8 == 0x12
+                && (cmd[1] >> 10) & 3 != 0
+                && (cmd[1] >> 8) & 3 == 0
+                && (cmd[0] >> 12) & 0x1f == 0
+                && (cmd[0] >> 20) & 0x1f == 0;
+            if s.illegal.contains(&(cmd[0] as u8)) || reserved_range {
                 // CERROR_ILL: CONS stays at the entry, ERR = 1, GERROR.CMDQ_ERR toggles.
                 let g = *s.regs.get(&regs::GERROR).unwrap_or(&0) ^ 1;
                 s.regs.insert(regs::GERROR, g);
