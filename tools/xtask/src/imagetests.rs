@@ -11,6 +11,10 @@ const QEMU72_IDR: [(&str, u32); 3] = [("IDR0", 0x0d40_101a), ("IDR1", 0x0273_001
 pub fn run_all(ctx: &Ctx) -> Tally {
     println!("== image tests (QEMU)");
     let mut t = Checks::default();
+    t.check(
+        "platform/dtb-matches-kernel-files",
+        platform_matches_dtb(ctx),
+    );
     hello(ctx, &mut t);
     fault(ctx, &mut t);
     resources(ctx, &mut t);
@@ -307,6 +311,187 @@ fn resources(ctx: &Ctx, t: &mut Checks) {
             Err(format!("{}\n{}", out.summary(), tail(&out.serial)))
         },
     );
+}
+
+/// QEMU's own device tree for our machine must agree with the addresses in
+/// our kernel platform files (and the RAM size xtask builds the kernel for).
+fn platform_matches_dtb(ctx: &Ctx) -> Result<(), String> {
+    let dtb = ctx.build.join("virt.dtb");
+    let status = std::process::Command::new("qemu-system-aarch64")
+        .args([
+            "-M",
+            &format!("virt,iommu=smmuv3,highmem=off,dumpdtb={}", dtb.display()),
+        ])
+        .args([
+            "-cpu",
+            "cortex-a53",
+            "-m",
+            &format!("{}M", crate::kernel::RAM_SIZE >> 20),
+        ])
+        .args(["-nographic", "-nic", "none", "-device", "edu"])
+        .output()
+        .map_err(|e| format!("qemu-system-aarch64: {e}"))?;
+    if !dtb.is_file() {
+        return Err(format!(
+            "QEMU wrote no dtb: {}",
+            String::from_utf8_lossy(&status.stderr)
+        ));
+    }
+    let fdt = fdt::parse(&std::fs::read(&dtb).map_err(|e| e.to_string())?)?;
+    let devices_h = std::fs::read_to_string(ctx.root.join("images/kernel/virt/devices.h"))
+        .map_err(|e| e.to_string())?;
+    let define = |name: &str| -> Result<u64, String> {
+        devices_h
+            .lines()
+            .filter_map(|l| l.strip_prefix("#define "))
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(name)).then(|| w.next()).flatten()
+            })
+            .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+            .ok_or(format!("devices.h has no {name}"))
+    };
+    let node =
+        |prefix: &str| fdt::node(&fdt, prefix).ok_or(format!("the dtb has no /{prefix}* node"));
+    let mut wrong = Vec::new();
+    let mut expect = |what: &str, got: Option<u64>, want: u64| {
+        if got != Some(want) {
+            wrong.push(format!("{what}: dtb {got:x?}, ours {want:#x}"));
+        }
+    };
+    let reg = |n: &fdt::Node, i: usize| fdt::cells(n, "reg").and_then(|c| c.get(i).copied());
+    let mem = node("memory@")?;
+    expect("RAM base", reg(mem, 0), 0x4000_0000);
+    expect("RAM size", reg(mem, 1), crate::kernel::RAM_SIZE);
+    expect("PL011", reg(node("pl011@")?, 0), define("UART0_PADDR")?);
+    let gic = node("intc@")?;
+    expect(
+        "GIC distributor",
+        reg(gic, 0),
+        define("GIC_DISTRIBUTOR_PADDR")?,
+    );
+    expect(
+        "GIC CPU interface",
+        reg(gic, 2),
+        define("GIC_CONTROLLER0_PADDR")?,
+    );
+    let smmu = node("smmuv3@")?;
+    expect("SMMU base", reg(smmu, 0), define("SMMU_PADDR")?);
+    expect("SMMU size", reg(smmu, 1), define("SMMU_SIZE")?);
+    let irqs = fdt::u32s(smmu, "interrupts").unwrap_or_default();
+    for (i, intid) in [106u64, 107, 108, 109].iter().enumerate() {
+        // <type spi flags>: SPI n is INTID n + 32; flags 1 = rising edge.
+        expect(
+            "SMMU INTID",
+            irqs.get(i * 3 + 1).map(|&n| n as u64 + 32),
+            *intid,
+        );
+        expect("SMMU IRQ edge", irqs.get(i * 3 + 2).map(|&f| f as u64), 1);
+    }
+    let pcie = node("pcie@")?;
+    expect("PCIe ECAM base", reg(pcie, 0), define("PCIE_ECAM_PADDR")?);
+    expect("PCIe ECAM size", reg(pcie, 1), define("PCIE_ECAM_SIZE")?);
+    // ranges: <space(1) pci-addr(2) cpu-addr(2) size(2)> in 32-bit cells.
+    let ranges = fdt::u32s(pcie, "ranges").unwrap_or_default();
+    for r in ranges.chunks(7).filter(|r| r.len() == 7) {
+        let cpu = (r[3] as u64) << 32 | r[4] as u64;
+        let size = (r[5] as u64) << 32 | r[6] as u64;
+        match r[0] >> 24 & 3 {
+            1 => {
+                expect("PCIe PIO base", Some(cpu), define("PCIE_PIO_PADDR")?);
+                expect("PCIe PIO size", Some(size), define("PCIE_PIO_SIZE")?);
+            }
+            2 => {
+                expect("PCIe MMIO base", Some(cpu), define("PCIE_MMIO_PADDR")?);
+                expect("PCIe MMIO size", Some(size), define("PCIE_MMIO_SIZE")?);
+            }
+            _ => {}
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong.join("; "))
+    }
+}
+
+/// A minimal flattened-device-tree reader: top-level nodes and their properties.
+mod fdt {
+    pub struct Node {
+        pub name: String,
+        pub props: Vec<(String, Vec<u8>)>,
+    }
+
+    fn be32(b: &[u8], at: usize) -> Option<u32> {
+        Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    }
+
+    pub fn parse(b: &[u8]) -> Result<Vec<Node>, String> {
+        if be32(b, 0) != Some(0xd00d_feed) {
+            return Err("not a flattened device tree".into());
+        }
+        let structs = be32(b, 8).ok_or("short dtb")? as usize;
+        let strings = be32(b, 12).ok_or("short dtb")? as usize;
+        let cstr = |at: usize| -> String {
+            let end = b[at..]
+                .iter()
+                .position(|&c| c == 0)
+                .map_or(b.len(), |e| at + e);
+            String::from_utf8_lossy(&b[at..end]).into_owned()
+        };
+        let (mut at, mut depth, mut nodes) = (structs, 0usize, Vec::new());
+        loop {
+            let token = be32(b, at).ok_or("truncated dtb")?;
+            at += 4;
+            match token {
+                1 => {
+                    let name = cstr(at);
+                    at += (name.len() + 1).div_ceil(4) * 4;
+                    depth += 1;
+                    if depth == 2 {
+                        nodes.push(Node {
+                            name,
+                            props: Vec::new(),
+                        });
+                    }
+                }
+                2 => depth = depth.checked_sub(1).ok_or("unbalanced dtb")?,
+                3 => {
+                    let len = be32(b, at).ok_or("truncated dtb")? as usize;
+                    let name = cstr(strings + be32(b, at + 4).ok_or("truncated dtb")? as usize);
+                    let value = b.get(at + 8..at + 8 + len).ok_or("truncated dtb")?.to_vec();
+                    at += 8 + len.div_ceil(4) * 4;
+                    if depth == 2 {
+                        if let Some(n) = nodes.last_mut() {
+                            n.props.push((name, value));
+                        }
+                    }
+                }
+                4 => {}
+                9 => return Ok(nodes),
+                t => return Err(format!("bad dtb token {t}")),
+            }
+        }
+    }
+
+    pub fn node<'a>(nodes: &'a [Node], prefix: &str) -> Option<&'a Node> {
+        nodes.iter().find(|n| n.name.starts_with(prefix))
+    }
+
+    pub fn u32s(n: &Node, prop: &str) -> Option<Vec<u32>> {
+        let v = &n.props.iter().find(|(k, _)| k == prop)?.1;
+        Some(v.chunks(4).filter_map(|c| be32(c, 0)).collect())
+    }
+
+    /// A property of 64-bit (two-cell) values, as our machine's nodes use.
+    pub fn cells(n: &Node, prop: &str) -> Option<Vec<u64>> {
+        let v = u32s(n, prop)?;
+        Some(
+            v.chunks(2)
+                .map(|c| (c[0] as u64) << 32 | *c.get(1).unwrap_or(&0) as u64)
+                .collect(),
+        )
+    }
 }
 
 #[cfg(test)]
