@@ -84,10 +84,18 @@ fn map_issues_no_invalidation() {
             "map {iova:#x}+{len:#x} issued commands:\n  {}",
             tlbi_summary(&cmds)
         );
-        assert_eq!(m.smmu.probe(SID, None, iova + len - 1, Access::WRITE).map(|t| t.paddr), Ok(pa + len - 1));
+        assert_eq!(
+            m.smmu
+                .probe(SID, None, iova + len - 1, Access::WRITE)
+                .map(|t| t.paddr),
+            Ok(pa + len - 1)
+        );
     }
     // The 1 GiB mapping is one level-1 block (one TLB entry covers it).
-    let t = m.smmu.probe(SID, None, 0x1_0000_0000, Access::READ).unwrap();
+    let t = m
+        .smmu
+        .probe(SID, None, 0x1_0000_0000, Access::READ)
+        .unwrap();
     assert_eq!(t.page_size, 1 << 30);
     let t = m.smmu.probe(SID, None, 0x4000_0000, Access::READ).unwrap();
     assert_eq!(t.page_size, BLOCK);
@@ -99,7 +107,8 @@ fn unmap_with_ril_is_one_range_tlbi_and_one_sync() {
     // Page counts expressible as (NUM+1) * 2^SCALE with NUM <= 31.
     let mut iova = 0x10_0000;
     for n in [1u64, 2, 7, 16, 24, 32, 64, 96, 256] {
-        s.map(d, iova, 0x1_0000_0000 + iova, n * PAGE, Perms::RW).unwrap();
+        s.map(d, iova, 0x1_0000_0000 + iova, n * PAGE, Perms::RW)
+            .unwrap();
         warm(&m, iova, n * PAGE);
         let (c, cmds) = counted(&m, || {
             assert_eq!(s.unmap(d, iova, n * PAGE), Ok(n * PAGE));
@@ -116,10 +125,16 @@ fn unmap_with_ril_is_one_range_tlbi_and_one_sync() {
         iova += 0x40_0000;
     }
     // A 2 MiB block.
-    s.map(d, 0x4000_0000, 0x1_4000_0000, BLOCK, Perms::RW).unwrap();
+    s.map(d, 0x4000_0000, 0x1_4000_0000, BLOCK, Perms::RW)
+        .unwrap();
     warm(&m, 0x4000_0000, PAGE);
     let (c, cmds) = counted(&m, || assert_eq!(s.unmap(d, 0x4000_0000, BLOCK), Ok(BLOCK)));
-    assert_eq!((c.tlbi, c.syncs), (1, 1), "unmap of a block:\n  {}", tlbi_summary(&cmds));
+    assert_eq!(
+        (c.tlbi, c.syncs),
+        (1, 1),
+        "unmap of a block:\n  {}",
+        tlbi_summary(&cmds)
+    );
     gone(&m, 0x4000_0000, PAGE);
 }
 
@@ -131,11 +146,30 @@ fn unmap_with_ril_any_length_is_bounded() {
     let (m, mut s, d) = setup(Features::qemu_7_2(), Config::default());
     let mut iova = 0x10_0000;
     for n in [33u64, 37, 100, 511] {
-        s.map(d, iova, 0x1_0000_0000 + iova, n * PAGE, Perms::RW).unwrap();
+        s.map(d, iova, 0x1_0000_0000 + iova, n * PAGE, Perms::RW)
+            .unwrap();
         warm(&m, iova, n * PAGE);
+        let seq = m.smmu.command_seq();
         let (c, cmds) = counted(&m, || assert_eq!(s.unmap(d, iova, n * PAGE), Ok(n * PAGE)));
         eprintln!("RIL unmap of {n} pages: {} TLBI, {} sync", c.tlbi, c.syncs);
-        assert!(c.tlbi <= 2 && c.syncs == 1, "{n} pages:\n  {}", tlbi_summary(&cmds));
+        let rejected: Vec<_> = m
+            .smmu
+            .commands_since(seq)
+            .into_iter()
+            .filter(|c| c.decoded.is_err())
+            .map(|c| format!("{:#x?}", c.raw))
+            .collect();
+        // First the consequence: every page is gone from the TLB.
+        gone(&m, iova, n * PAGE);
+        assert!(
+            rejected.is_empty(),
+            "unmap of {n} pages: the SMMU rejected {rejected:?}"
+        );
+        assert!(
+            c.tlbi <= 2 && c.syncs == 1,
+            "{n} pages:\n  {}",
+            tlbi_summary(&cmds)
+        );
         assert_eq!(c.opcode(op::TLBI_NH_ASID), 0);
         gone(&m, iova, n * PAGE);
         iova += 0x40_0000;
@@ -152,7 +186,8 @@ fn unmap_without_ril() {
     let thr = Config::default().tlbi_threshold as u64;
     let mut iova = 0x10_0000;
     for n in [1u64, 5, thr, thr + 1, 200] {
-        s.map(d, iova, 0x1_0000_0000 + iova, n * PAGE, Perms::RW).unwrap();
+        s.map(d, iova, 0x1_0000_0000 + iova, n * PAGE, Perms::RW)
+            .unwrap();
         warm(&m, iova, n * PAGE);
         let (c, cmds) = counted(&m, || assert_eq!(s.unmap(d, iova, n * PAGE), Ok(n * PAGE)));
         let want = if n <= thr { (n, 0) } else { (0, 1) };
@@ -193,6 +228,11 @@ fn domain_lifecycle_costs() {
         tlbi_summary(&cmds)
     );
     // The freed ASID's translations are gone from the TLB.
-    let asid_left = m.smmu.tlb_entries().into_iter().filter(|e| e.pa == 0x1_0000_0000).count();
+    let asid_left = m
+        .smmu
+        .tlb_entries()
+        .into_iter()
+        .filter(|e| e.pa == 0x1_0000_0000)
+        .count();
     assert_eq!(asid_left, 0);
 }
