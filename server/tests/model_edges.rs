@@ -138,3 +138,37 @@ fn interrupts_enabled_and_event_irq_raised() {
     let _ = m.smmu.dma_read(SID, None, 0x5000, &mut [0; 4]);
     assert_eq!(m.smmu.counters().eventq_irqs, 1);
 }
+
+#[test]
+fn shutdown_aborts_traffic_and_frees_everything() {
+    let (m, mut s) = boot_pasid(8);
+    let baseline_before_boot: Vec<smmu_model::LiveBlock> = Vec::new();
+    let d = s.alloc_domain().unwrap();
+    s.map(d, 0x1000, 0x2000, 0x1000, Perms::RW).unwrap();
+    s.map(d, 0x4000_0000, 0x8000_0000, 2 << 20, Perms::RW)
+        .unwrap();
+    s.attach(SID, 0, d).unwrap();
+    s.attach(SID, 7, d).unwrap();
+    assert_eq!(tr(&m, 0x1000), Ok(0x2000));
+    let (_mmio, _alloc, _delay, r) = s.shutdown();
+    assert_eq!(r, Ok(()));
+    // SMMUEN = 0 with GBPA.ABORT: every transaction aborts, nothing bypasses.
+    use iommu_server::hal::Mmio;
+    assert_eq!(m.smmu.read32(reg::CR0ACK) & reg::CR0_SMMUEN, 0);
+    assert_eq!(
+        m.smmu.translate(SID, None, 0x1000, Access::READ),
+        Err(smmu_model::Fault::Abort)
+    );
+    assert_eq!(
+        m.smmu.translate(3, None, 0x1000, Access::READ),
+        Err(smmu_model::Fault::Abort)
+    );
+    let live: Vec<_> = m
+        .mem
+        .live_blocks()
+        .into_iter()
+        .filter(|b| b.kind == smmu_model::BlockKind::Dma && !baseline_before_boot.contains(b))
+        .collect();
+    assert!(live.is_empty(), "DMA memory left after shutdown: {live:x?}");
+    assert!(m.smmu.violations().is_empty(), "{:?}", m.smmu.violations());
+}
