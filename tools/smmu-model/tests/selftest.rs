@@ -987,3 +987,45 @@ fn tlbi_encoding_corner_cases() {
     r.cmds(&[tlbi_range(0x12, 0x20_0000, 0, 0, 1, 3), r.sync()]);
     assert!(s.translate(1, None, 0x20_0000, Access::READ).is_err());
 }
+
+#[test]
+fn external_aborts_on_fetches() {
+    let r = Rig::new(Features::qemu_7_2());
+    let s = r.smmu();
+    // STE pointing at a CD outside RAM: F_CD_FETCH with the address.
+    r.set_ste(1, ste_s1(0x1_0000_0000, 0, 0, 0));
+    let e = match s.translate(1, None, 0, Access::READ).unwrap_err() {
+        Fault::Event { event, .. } => event,
+        f => panic!("{f:?}"),
+    };
+    assert_eq!((e.code, e.fetch_addr), (evt::F_CD_FETCH, 0x1_0000_0000));
+    // A CD whose TTB0 is outside RAM: F_WALK_EABT, recorded even with R = 0.
+    let cdp = r.new_cd(0x2_0000_0000, 1, false);
+    r.set_ste(2, ste_s1(cdp, 0, 0, 0));
+    let f = s.translate(2, None, 0x1000, Access::WRITE).unwrap_err();
+    match f {
+        Fault::Event {
+            event, recorded, ..
+        } => {
+            assert_eq!(event.code, evt::F_WALK_EABT);
+            assert!(recorded);
+            assert_eq!(event.fetch_addr, 0x2_0000_0000);
+            assert_eq!(event.addr, 0x1000);
+        }
+        f => panic!("{f:?}"),
+    }
+    // A stream table outside RAM: F_STE_FETCH (SMMU re-enabled on it).
+    s.write32(reg::CR0, reg::CR0_CMDQEN | reg::CR0_EVENTQEN);
+    s.write64(reg::STRTAB_BASE, 0x3_0000_0000);
+    s.write32(
+        reg::CR0,
+        reg::CR0_CMDQEN | reg::CR0_EVENTQEN | reg::CR0_SMMUEN,
+    );
+    let e = s.translate(4, None, 0, Access::READ).unwrap_err();
+    assert_eq!(e.code(), Some(evt::F_STE_FETCH));
+    // Bypass to an address outside RAM: the DMA sees a bus error.
+    s.write32(reg::CR0, 0);
+    let f = s.dma_write(0, None, 0x10, &[1]).unwrap_err();
+    assert_eq!(f.fault, Fault::Bus { paddr: 0x10 });
+    assert_eq!(s.violations(), Vec::<String>::new());
+}
