@@ -522,9 +522,11 @@ impl IoPageTable {
                     let pa = base_pa + k as u64 * sub;
                     dma::write_u64(&nt, k, attrs | pa | type_bit | PTE_VALID);
                 }
-                // Replace the block by an equivalent table (Linux
-                // `arm_lpae_split_blk_unmap`); the caller's TLBI of the
-                // unmapped range also removes the old block entry.
+                // Replace the block by an equivalent table without
+                // break-before-make, as Linux `arm_lpae_split_blk_unmap`
+                // does (QEMU and the model advertise IDR3.BBML = 2); the
+                // caller's TLBI of the unmapped range (with the block's
+                // level in the TTL hint) also removes the old block entry.
                 Self::link(&t, i, &nt);
                 // The TLB may hold the old block: its level joins the hint.
                 g.levels |= 1 << level;

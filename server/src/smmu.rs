@@ -92,6 +92,15 @@ struct Master {
 /// Single-threaded; every method returns only after the hardware finished
 /// what it implies (CMD_SYNC completed). Nothing a client can influence
 /// panics.
+///
+/// # State, and the locks it will get
+/// The fields are split the way the lock hierarchy of DESIGN.md 5 (ASID
+/// lock → domain device-list lock → command-queue lock) will cut them:
+/// `asids` ([`AsidAllocator`]) and the CD/STE programming of `masters`
+/// belong under the ASID lock; each domain's `devices` list under its
+/// device-list lock; `hw` (the command queue, [`Hw`]) under the innermost
+/// command-queue lock. Page-table edits touch only their domain and `alloc`.
+/// Today every method takes `&mut self`, which is the coarsest such lock.
 pub struct Smmu<M: Mmio, A: DmaAllocator, D: DelayNs> {
     hw: Hw<M, D>,
     alloc: A,
