@@ -30,7 +30,10 @@ pub enum Direction {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EduError {
-    /// The transfer would run past the device's buffer, which aborts QEMU 7.2.
+    /// The transfer would reach the end of the device's buffer: QEMU 7.2's
+    /// range check rejects even a transfer that ends exactly there
+    /// ("0x40000-0x40fff out of bounds (0x40000-0x40fff)") and stops the
+    /// whole machine.
     OutsideBuffer,
     /// The engine stayed busy for longer than the poll budget.
     Timeout,
@@ -79,7 +82,7 @@ impl Edu {
         len: usize,
         mut poll: impl FnMut() -> bool,
     ) -> Result<(), EduError> {
-        if buffer_offset + len > BUFFER_SIZE || len == 0 {
+        if buffer_offset + len >= BUFFER_SIZE || len == 0 {
             return Err(EduError::OutsideBuffer);
         }
         let device = BUFFER + buffer_offset as u64;

@@ -15,6 +15,12 @@ use sel4_iommu::transport::Sel4Transport;
 type Client = Iommu<Sel4Transport>;
 
 const PAGE: usize = 4096;
+/// Bytes per DMA: half a page, clear of the end of the edu's buffer (see
+/// `EduError::OutsideBuffer`).
+const TRANSFER: usize = PAGE / 2;
+/// Bytes of a DMA that is meant to fault: QEMU records one event per 4
+/// bytes, and a short burst is all a check needs.
+const FAULTING_TRANSFER: usize = 64;
 /// Where QEMU's `virt` board puts the PCIe ECAM (with `highmem=off`).
 const ECAM_BASE: u64 = 0x3f00_0000;
 
@@ -212,12 +218,14 @@ fn fill(page: &mut [u8; PAGE], seed: u8) {
     }
 }
 
-/// RAM -> edu -> RAM through two mappings; true if the target page ends up
-/// equal to the source page.
+/// RAM -> edu -> RAM through two mappings; true if exactly the transferred
+/// bytes of the (zeroed) target page now equal the source page's.
 fn round_trip(device: &Device, pages: &Pages) -> bool {
-    dma(device, Direction::ToDevice, IOVA_SOURCE, PAGE)
-        && dma(device, Direction::ToMemory, IOVA_TARGET, PAGE)
-        && pages.page(PAGE_TARGET)[..] == pages.page(PAGE_SOURCE)[..]
+    let target = pages.page(PAGE_TARGET);
+    dma(device, Direction::ToDevice, IOVA_SOURCE, TRANSFER)
+        && dma(device, Direction::ToMemory, IOVA_TARGET, TRANSFER)
+        && target[..TRANSFER] == pages.page(PAGE_SOURCE)[..TRANSFER]
+        && target[TRANSFER..].iter().all(|&b| b == 0)
 }
 
 pub fn driver_a(info: &'static StartInfo) -> bool {
@@ -266,7 +274,7 @@ pub fn driver_a(info: &'static StartInfo) -> bool {
     checks.check(
         "dma-round-trip",
         landed,
-        format_args!("4096 bytes RAM -> edu via {IOVA_SOURCE:#x}, edu -> RAM via {IOVA_TARGET:#x}"),
+        format_args!("{TRANSFER} bytes RAM -> edu via {IOVA_SOURCE:#x}, edu -> RAM via {IOVA_TARGET:#x}"),
     );
 
     // A scatter list: three frames out of order behind one IOVA range; one
@@ -282,14 +290,11 @@ pub fn driver_a(info: &'static StartInfo) -> bool {
         pages.page(p).fill(0);
     }
     let batch = iommu.map_batch(domain, &scatter);
-    let half = PAGE / 2;
-    let moved = batch.is_ok()
-        && dma(
-            &device,
-            Direction::ToMemory,
-            IOVA_SCATTER + half as u64,
-            PAGE,
-        );
+    // The edu still holds the round trip's bytes; write them so that half
+    // lands at the end of the first frame and half at the start of the second.
+    let quarter = PAGE / 4;
+    let iova = IOVA_SCATTER + (PAGE - quarter) as u64;
+    let moved = batch.is_ok() && dma(&device, Direction::ToMemory, iova, TRANSFER);
     let source = pages.page(PAGE_SOURCE);
     let first = pages.page(PAGE_SCATTER[0]);
     let second = pages.page(PAGE_SCATTER[1]);
@@ -297,22 +302,20 @@ pub fn driver_a(info: &'static StartInfo) -> bool {
     checks.check(
         "scatter-map",
         moved
-            && first[..half].iter().all(|&b| b == 0)
-            && first[half..] == source[..half]
-            && second[..half] == source[half..]
-            && second[half..].iter().all(|&b| b == 0)
+            && first[..PAGE - quarter].iter().all(|&b| b == 0)
+            && first[PAGE - quarter..] == source[..quarter]
+            && second[..quarter] == source[quarter..TRANSFER]
+            && second[quarter..].iter().all(|&b| b == 0)
             && third.iter().all(|&b| b == 0),
         format_args!(
-            "map_batch {batch:?}; DMA to {:#x} split over frames {} and {}",
-            IOVA_SCATTER + half as u64,
-            PAGE_SCATTER[0],
-            PAGE_SCATTER[1]
+            "map_batch {batch:?}; {TRANSFER} bytes to {iova:#x} split over frames {} and {}",
+            PAGE_SCATTER[0], PAGE_SCATTER[1]
         ),
     );
 
     // DMA to an IOVA that was never mapped.
     let before = pages.fingerprint();
-    let moved = dma(&device, Direction::ToMemory, IOVA_NEVER_MAPPED, PAGE);
+    let moved = dma(&device, Direction::ToMemory, IOVA_NEVER_MAPPED, FAULTING_TRANSFER);
     let faults = await_fault(
         info,
         &mut iommu,
@@ -335,12 +338,13 @@ pub fn driver_a(info: &'static StartInfo) -> bool {
         PAGE as u64,
         Perms::RW,
     );
-    let moved = dma(&device, Direction::ToMemory, IOVA_UNMAPPED_LATER, PAGE);
-    let first_landed = pages.page(PAGE_UNMAPPED_LATER)[..] == pages.page(PAGE_SOURCE)[..];
+    let moved = dma(&device, Direction::ToMemory, IOVA_UNMAPPED_LATER, TRANSFER);
+    let first_landed =
+        pages.page(PAGE_UNMAPPED_LATER)[..TRANSFER] == pages.page(PAGE_SOURCE)[..TRANSFER];
     pages.page(PAGE_UNMAPPED_LATER).fill(0);
     let unmapped = iommu.unmap(domain, IOVA_UNMAPPED_LATER, PAGE as u64);
     let before = pages.fingerprint();
-    let moved_again = dma(&device, Direction::ToMemory, IOVA_UNMAPPED_LATER, PAGE);
+    let moved_again = dma(&device, Direction::ToMemory, IOVA_UNMAPPED_LATER, FAULTING_TRANSFER);
     let faults = await_fault(
         info,
         &mut iommu,
@@ -369,7 +373,7 @@ pub fn driver_a(info: &'static StartInfo) -> bool {
         Perms::READ,
     );
     let before = pages.fingerprint();
-    let moved = dma(&device, Direction::ToMemory, IOVA_READ_ONLY, PAGE);
+    let moved = dma(&device, Direction::ToMemory, IOVA_READ_ONLY, FAULTING_TRANSFER);
     let faults = await_fault(
         info,
         &mut iommu,
@@ -398,7 +402,7 @@ pub fn driver_a(info: &'static StartInfo) -> bool {
     let detached = iommu.detach(device.stream, Ssid(0));
     pages.page(PAGE_TARGET).fill(0);
     let before = pages.fingerprint();
-    let moved = dma(&device, Direction::ToMemory, IOVA_TARGET, PAGE);
+    let moved = dma(&device, Direction::ToMemory, IOVA_TARGET, TRANSFER);
     checks.check(
         "blocked-after-detach",
         detached.is_ok() && moved && pages.fingerprint() == before,

@@ -98,7 +98,10 @@ fn main(info: &'static StartInfo) -> bool {
     for irq in info.irqs() {
         let _ = IRQHandler(CPtr(irq.cptr)).ack();
     }
-    println!("iommu-server: serving");
+    println!(
+        "iommu-server: serving ({} bytes of server state)",
+        core::mem::size_of::<Server>()
+    );
     serve(&mut server, info, CPtr(endpoint.cptr))
 }
 
