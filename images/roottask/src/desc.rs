@@ -30,6 +30,8 @@ pub struct Process {
     pub dma: Option<DmaDesc>,
     /// Untyped memory to hand over, by size in bits.
     pub untyped: &'static [u8],
+    /// At least this many empty CSpace slots (for received caps, new objects).
+    pub free_slots: u32,
 }
 
 pub struct CapDesc {

@@ -50,7 +50,7 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
         + p.irqs.len() as u64
         + p.untyped.len() as u64
         + dma_pages
-        + 64;
+        + p.free_slots as u64;
     let cnode_bits = log2_ceil(needed).max(8);
     let guard = CapData::guard(0, 64 - cnode_bits);
     // Slots of the new CNode are named relative to its cap, which has no guard.
@@ -388,34 +388,40 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
 
 /// Loads every PT_LOAD segment into fresh frames mapped in `vspace`.
 fn load_elf(k: &mut Kernel, vspace: PageGlobalDirectory, elf: &Elf) -> Result<()> {
-    // Pages already mapped for this image (segments may share a page).
-    let mut mapped: [(u64, u64); 256] = [(u64::MAX, 0); 256];
-    let mut n_mapped = 0;
+    // Segments come in address order (the ELF rules), so the only page two
+    // segments can share is the previous segment's last one.
+    let mut last: Option<(u64, CPtr)> = None;
+    let mut prev_end = 0;
     for s in elf.loads() {
+        if s.vaddr < prev_end {
+            return Err(Fail::Elf);
+        }
+        prev_end = s.vaddr + s.memsz;
         let data = elf.data(&s);
         let start = s.vaddr & !(PAGE - 1);
         let end = (s.vaddr + s.memsz).div_ceil(PAGE) * PAGE;
         let mut page = start;
         while page < end {
-            let frame = match mapped[..n_mapped].iter().find(|m| m.0 == page) {
-                Some(m) => CPtr(m.1),
-                None => {
+            let frame = match last {
+                Some((v, f)) if v == page => f,
+                _ => {
                     let f = k.alloc(sel4_abi::ObjectType::ARM_SmallPageObject, 0)?;
+                    // A page two segments share gets both their permissions.
+                    let flags = elf
+                        .loads()
+                        .filter(|o| o.vaddr < page + PAGE && o.vaddr + o.memsz > page)
+                        .fold(0, |acc, o| acc | o.flags);
                     let mut attrs = VMAttributes::DEFAULT;
-                    if s.flags & PF_X == 0 {
+                    if flags & PF_X == 0 {
                         attrs = attrs | VMAttributes::EXECUTE_NEVER;
                     }
-                    let rights = if s.flags & PF_W != 0 {
+                    let rights = if flags & PF_W != 0 {
                         CapRights::READ_WRITE
                     } else {
                         CapRights::READ
                     };
                     k.map(vspace, f, page, rights, attrs)?;
-                    if n_mapped == mapped.len() {
-                        return Err(Fail::Elf);
-                    }
-                    mapped[n_mapped] = (page, f.0);
-                    n_mapped += 1;
+                    last = Some((page, f));
                     f
                 }
             };

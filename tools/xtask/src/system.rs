@@ -77,6 +77,13 @@ pub struct Process {
     /// Untyped memory handed over, by size in bits (12..=30).
     #[serde(default)]
     pub untyped: Vec<u8>,
+    /// At least this many empty CSpace slots (default 256).
+    #[serde(default = "default_free_slots")]
+    pub free_slots: u32,
+}
+
+fn default_free_slots() -> u32 {
+    256
 }
 
 fn default_priority() -> u8 {
@@ -231,6 +238,9 @@ impl System {
                     }
                 }
             }
+            if p.free_slots > 1 << 16 {
+                bail!("{}: free_slots above 65536", p.name);
+            }
             for &u in &p.untyped {
                 if !(12..=30).contains(&u) {
                     bail!("{}: untyped size bits {u} not in 12..=30", p.name);
@@ -357,6 +367,7 @@ impl System {
                 }
             }
             let _ = writeln!(s, "            untyped: &{:?},", p.untyped);
+            let _ = writeln!(s, "            free_slots: {},", p.free_slots);
             let _ = writeln!(s, "        }},");
         }
         let _ = writeln!(s, "    ],");
