@@ -364,3 +364,60 @@ fn shutdown_frees_everything() {
         assert_eq!(fake.reg(regs::GBPA) & (1 << 20), 1 << 20);
     }
 }
+
+#[test]
+fn move_and_pasid_attach_out_of_memory_change_nothing() {
+    // single-CD stream: the move needs a new CD table
+    let (fake, alloc, mut s) = setup(test_config());
+    let d1 = s.alloc_domain().unwrap();
+    let d2 = s.alloc_domain().unwrap();
+    s.attach(8, 0, d1).unwrap();
+    let ste = s.read_ste(8).unwrap();
+    fake.clear_log();
+    let live = alloc.live();
+    alloc.set_budget(Some(0));
+    assert_eq!(s.attach(8, 0, d2), Err(Error::NoMemory));
+    alloc.set_budget(None);
+    assert_eq!(s.read_ste(8).unwrap(), ste);
+    assert_eq!(s.attached_domain(8, 0), Some(d1));
+    assert!(fake.log().is_empty());
+    assert_eq!(alloc.live(), live);
+
+    // substreams: a PASID in a new level-2 CD leaf
+    let mut idr = QEMU_IDR;
+    idr[0] |= 1 << 19;
+    idr[1] |= 10 << 6;
+    let fake = FakeSmmu::new(idr);
+    let alloc = HostAlloc::new();
+    let mut s = smmu_with(
+        &fake,
+        &alloc,
+        Config {
+            ssid_bits: 10,
+            ..test_config()
+        },
+    )
+    .unwrap();
+    let d = s.alloc_domain().unwrap();
+    s.attach(8, 0, d).unwrap();
+    let live = alloc.live();
+    fake.clear_log();
+    alloc.set_budget(Some(0));
+    assert_eq!(s.attach(8, 700, d), Err(Error::NoMemory));
+    alloc.set_budget(None);
+    assert_eq!(s.attached_domain(8, 700), None);
+    assert!(fake.log().is_empty());
+    assert_eq!(alloc.live(), live);
+    assert_eq!(s.attach(8, 1024, d), Err(Error::SsidOutOfRange));
+    s.attach(8, 700, d).unwrap();
+    assert_eq!(s.domain_devices(d).unwrap(), &[(8, 0), (8, 700)]);
+    // STE: S1Fmt = 1 (4 KiB leaves), S1CDMax = 10, S1DSS = SSID0
+    let ste = s.read_ste(8).unwrap().unwrap();
+    assert_eq!((ste[0] >> 4) & 3, 1);
+    assert_eq!(ste[0] >> 59, 10);
+    assert_eq!(ste[1] & 3, 2);
+    s.detach(8, 0).unwrap();
+    assert_eq!(s.read_ste(8).unwrap().unwrap()[1] & 3, 0, "S1DSS terminate");
+    s.detach(8, 700).unwrap();
+    assert_eq!(s.read_ste(8).unwrap().unwrap()[0], 1);
+}
