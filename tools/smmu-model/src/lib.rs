@@ -14,6 +14,35 @@
 //!   counters, command log, sync-time snapshots of STEs and CDs.
 //! * [`spec`]: layouts and decoders (registers, STE, CD, commands, events).
 //!
+//! # What is modelled
+//!
+//! * Registers: IDR0-5, IIDR, AIDR, CR0/CR0ACK (acknowledged at once), CR1,
+//!   CR2, GBPA (Update handshake completes at once), IRQ_CTRL/ACK,
+//!   GERROR/GERRORN, STRTAB_BASE/CFG, CMDQ_BASE/PROD/CONS, EVENTQ_BASE and
+//!   EVENTQ_PROD/CONS (page 1, with QEMU's page-0 alias). Queue and table
+//!   registers written while their unit is enabled are ignored and reported
+//!   in [`Smmu::violations`].
+//! * Command queue, consumed synchronously on CMDQ_PROD: PREFETCH_*,
+//!   CFGI_STE/STE_RANGE/ALL/CD/CD_ALL (with Leaf), TLBI_NH_ALL/ASID/VA/VAA
+//!   (range TLBI: NUM, SCALE, TG, TTL; Leaf), TLBI_NSNH_ALL, TLBI_EL2_* and
+//!   stage-2 TLBIs (CERROR_ILL without HYP / S2P), CMD_SYNC (CS none / IRQ /
+//!   SEV, MSI write when advertised). Unknown or malformed commands set
+//!   CMDQ_CONS.ERR, toggle GERROR.CMDQ_ERR and stop the queue until GERRORN
+//!   acknowledges; the entry at CONS is then re-executed.
+//! * Caches: STEs, L1STDs, CDs, L1CDs (negative caching), TLB keyed by ASID
+//!   (global entries match every ASID), walk cache of table descriptors.
+//! * Walks: linear and 2-level stream tables; STE abort / bypass / stage-1
+//!   with S1Fmt, S1CDMax, S1DSS, PRIVCFG, INSTCFG; linear and 2-level CD
+//!   tables; CD checks; VMSAv8-64 stage 1 with 4K/16K/64K granules, blocks,
+//!   AP/UXN/PXN, APTable/XNTable, WXN, PAN, AF (AFFD), TBI, IPS/OAS.
+//! * Event queue: 32-byte records (7.3), translation-class faults only when
+//!   CD.R = 1, overflow via EVENTQ_PROD.OVFLG, wrap.
+//!
+//! Not modelled: stage 2 and nesting, ATS/PRI/stalls, HTTU (CD.HA/HD
+//! ignored), 52-bit addresses, big-endian walks, AArch32 CDs, Secure/Realm
+//! state, PRI queue, MSIs for the event queue and GERROR, the Contiguous
+//! hint, F_TLB_CONFLICT, memory attributes and cacheability.
+//!
 //! ```
 //! use smmu_model::{Machine, Features};
 //! let m = Machine::new(Features::qemu_7_2());

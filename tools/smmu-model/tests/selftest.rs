@@ -1029,3 +1029,46 @@ fn external_aborts_on_fetches() {
     assert_eq!(f.fault, Fault::Bus { paddr: 0x10 });
     assert_eq!(s.violations(), Vec::<String>::new());
 }
+
+#[test]
+fn sixty_four_k_granule_walk() {
+    // TG0 = 0b01 (64 KiB), T0SZ = 16: levels 1..3, level 1 indexes VA[47:42]
+    // (64 entries), level 2 VA[41:29], level 3 VA[28:16]; a level-2 block is
+    // 512 MiB.
+    let r = Rig::new(Features::qemu_7_2());
+    let s = r.smmu();
+    let mem = &r.m.mem;
+    let t = |size| mem.alloc_buffer(size, 0x1_0000).unwrap();
+    let (l1, l2, l3) = (t(64 * 8), t(0x1_0000), t(0x1_0000));
+    let page = mem.alloc_buffer(0x1_0000, 0x1_0000).unwrap();
+    let va: u64 = 0x0000_1234_5678_0000 & !0xFFFF;
+    mem.write_u64(l1 + 8 * ((va >> 42) & 63), l2 | 3).unwrap();
+    mem.write_u64(l2 + 8 * ((va >> 29) & 8191), l3 | 3).unwrap();
+    mem.write_u64(l3 + 8 * ((va >> 16) & 8191), page | RW | 3)
+        .unwrap();
+    // A 512 MiB block at level 2 elsewhere.
+    let vb: u64 = 0x0000_1234_0000_0000;
+    assert_ne!((vb >> 29) & 8191, (va >> 29) & 8191);
+    mem.write_u64(l2 + 8 * ((vb >> 29) & 8191), 0x4000_0000 | RW | 1)
+        .unwrap();
+    let mut c = cd(l1, 4, true);
+    c[0] |= 0b01 << 6;
+    let cdp = mem.alloc_buffer(64, 64).unwrap();
+    mem.write_words(cdp, &c).unwrap();
+    r.set_ste(1, ste_s1(cdp, 0, 0, 0));
+    let t = s.translate_ex(1, None, va + 0xBEEF, Access::READ).unwrap();
+    assert_eq!((t.paddr, t.page_size), (page + 0xBEEF, 0x1_0000));
+    let t = s
+        .translate_ex(1, None, vb + 0x123_4567, Access::READ)
+        .unwrap();
+    assert_eq!((t.paddr, t.page_size), (0x4123_4567, 512 << 20));
+    // Range TLBI with TG = 64K removes the page; TG = 4K does not.
+    mem.write_u64(l3 + 8 * ((va >> 16) & 8191), 0).unwrap();
+    r.cmds(&[tlbi_range(4, va, 0, 0, 1, 3), r.sync()]);
+    assert!(s.translate(1, None, va, Access::READ).is_ok());
+    r.cmds(&[tlbi_range(4, va, 0, 0, 3, 3), r.sync()]);
+    assert_eq!(
+        s.translate(1, None, va, Access::READ).unwrap_err().code(),
+        Some(evt::F_TRANSLATION)
+    );
+}
