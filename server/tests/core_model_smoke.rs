@@ -51,7 +51,7 @@ fn attach_map_translate_unmap_fault() {
     assert!(m.smmu.translate(8, None, 0x41_1000, Access::READ).is_err());
     s.unmap(d, 0, 1 << 40).unwrap();
     s.free_domain(d).unwrap();
-    println!("{:?}", s.stats());
+    assert!(m.smmu.violations().is_empty(), "{:?}", m.smmu.violations());
 }
 
 #[test]
@@ -106,6 +106,7 @@ fn substreams_two_level_cd_table() {
     assert!(m.smmu.translate(8, Some(5), 0x1000, Access::READ).is_err());
     s.free_domain(d1).unwrap();
     s.free_domain(d2).unwrap();
+    assert!(m.smmu.violations().is_empty(), "{:?}", m.smmu.violations());
 }
 
 #[test]
@@ -166,4 +167,6 @@ fn range_tlbi_ttl_and_splits_on_the_model() {
         .smmu
         .translate(0x10, None, 0x100_0000, Access::READ)
         .is_ok());
+    assert!(m.smmu.violations().is_empty(), "{:?}", m.smmu.violations());
+    assert_eq!(m.smmu.counters().cmd_errors, 0);
 }
