@@ -490,7 +490,7 @@ struct TOpts {
 }
 
 /// Mask of the VA bits the TLB keys on: TBI makes the top byte irrelevant,
-/// and bit 55 selects the TTB, so keying on [55:0] is exact for tests.
+/// and bit 55 selects the TTB, so keying on `[55:0]` is exact for tests.
 const VA_KEY_MASK: u64 = 0x00FF_FFFF_FFFF_FFFF;
 
 struct State {
@@ -1969,7 +1969,7 @@ struct WalkErr {
     fetch_addr: u64,
 }
 
-/// Stage-1 permission check (AArch64 AP[2:1], UXN/PXN, hierarchical
+/// Stage-1 permission check (AArch64 AP`[2:1]`, UXN/PXN, hierarchical
 /// APTable/XNTable, WXN, PAN; D5.4 of the Arm ARM).
 fn permitted(e: &TlbEntry, cd: &Cd, acc: Access) -> bool {
     let ap = bits(e.desc, 7, 6) as u8;

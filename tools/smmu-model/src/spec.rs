@@ -58,7 +58,7 @@ pub mod reg {
     pub const CR0_EVENTQEN: u32 = 1 << 2;
     pub const CR0_CMDQEN: u32 = 1 << 3;
     pub const CR0_ATSCHK: u32 = 1 << 4;
-    /// SMMUEN, PRIQEN, EVENTQEN, CMDQEN, ATSCHK, VMW[8:6].
+    /// SMMUEN, PRIQEN, EVENTQEN, CMDQEN, ATSCHK, VMW`[8:6]`.
     pub const CR0_VALID: u32 = 0x1DF;
     // GBPA (6.3.14)
     pub const GBPA_UPDATE: u32 = 1 << 31;
@@ -172,7 +172,7 @@ pub mod class {
     pub const IN: u8 = 0b10;
 }
 
-/// STE.Config (5.2, word 0 bits [3:1]).
+/// STE.Config (5.2, word 0 bits `[3:1]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SteConfig {
     /// 0b000: every transaction aborted, no event.
@@ -202,7 +202,7 @@ impl SteConfig {
     }
 }
 
-/// S1DSS (5.2, word 1 bits [1:0]): what non-substream traffic does when
+/// S1DSS (5.2, word 1 bits `[1:0]`): what non-substream traffic does when
 /// substreams are enabled (S1CDMax != 0).
 pub mod s1dss {
     pub const TERMINATE: u8 = 0b00;
@@ -217,7 +217,7 @@ pub struct Ste {
     pub valid: bool,
     pub config: SteConfig,
     pub s1fmt: u8,
-    /// S1ContextPtr, bits [51:6] of the CD / CD table address.
+    /// S1ContextPtr, bits `[51:6]` of the CD / CD table address.
     pub s1_context_ptr: u64,
     pub s1cdmax: u8,
     pub s1dss: u8,
@@ -272,7 +272,7 @@ impl Ste {
     }
 }
 
-/// L1 Stream Table Descriptor (5.1): Span [4:0], L2Ptr [51:6].
+/// L1 Stream Table Descriptor (5.1): Span `[4:0]`, L2Ptr `[51:6]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct L1Std {
     pub raw: u64,
@@ -289,7 +289,7 @@ impl L1Std {
     }
 }
 
-/// L1 Context Descriptor (5.3): V [0], L2Ptr [51:12].
+/// L1 Context Descriptor (5.3): V [0], L2Ptr `[51:12]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct L1Cd {
     pub raw: u64,
@@ -340,7 +340,7 @@ pub struct Cd {
     pub asid: u16,
     pub nscfg0: bool,
     pub had0: bool,
-    /// TTB0, bits [51:4].
+    /// TTB0, bits `[51:4]`.
     pub ttb0: u64,
     pub nscfg1: bool,
     pub had1: bool,
@@ -547,7 +547,7 @@ pub enum Command {
         msh: u8,
         msi_attr: u8,
         msi_data: u32,
-        /// MSIAddress, bits [51:2].
+        /// MSIAddress, bits `[51:2]`.
         msi_addr: u64,
     },
 }
@@ -703,7 +703,7 @@ pub struct Event {
     pub class: u8,
     /// Input address (translation-class faults, F_WALK_EABT).
     pub addr: u64,
-    /// Fetch address (F_STE_FETCH, F_CD_FETCH, F_WALK_EABT), bits [51:3].
+    /// Fetch address (F_STE_FETCH, F_CD_FETCH, F_WALK_EABT), bits `[51:3]`.
     pub fetch_addr: u64,
 }
 
