@@ -289,7 +289,7 @@ impl L1Std {
     }
 }
 
-/// L1 Context Descriptor (5.3): V [0], L2Ptr `[51:12]`.
+/// L1 Context Descriptor (5.3): V `[0]`, L2Ptr `[51:12]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct L1Cd {
     pub raw: u64,
