@@ -481,6 +481,15 @@ proptest! {
         run_on(f, Config::default(), vec![0, 8, 0x80, 0xff], vec![0], &ops);
     }
 
+    /// Tiny queues (2 commands, 2 event records), no RIL: batches of
+    /// per-page TLBIs must wrap the command queue correctly.
+    #[test]
+    fn tiny_queue_sequences_translate_as_intended(ops in prop::collection::vec(op_strategy(), 1..40)) {
+        let f = Features { ril: false, ..Features::qemu_7_2() };
+        let c = Config { cmdq_log2: 1, evtq_log2: 1, ..Config::default() };
+        run(f, c, vec![0], &ops);
+    }
+
     /// Substreams (PASIDs) with 2-level CD tables.
     #[test]
     fn pasid_sequences_translate_as_intended(ops in prop::collection::vec(op_strategy(), 1..40)) {
