@@ -30,9 +30,9 @@
 //! | `alloc_domain` | none (TLBI_NH_ASID + SYNC only for an ASID freed without invalidation) |
 //! | `free_domain` | TLBI_NH_ASID, SYNC |
 //! | `attach`, first | 2 × (CFGI_STE, SYNC): unused qwords, then qword 0 |
-//! | `attach`, move to another domain | CFGI_STE, SYNC (new CD table, STE pointer flipped), CFGI_CD_ALL, SYNC |
+//! | `attach`, move to another domain | CFGI_STE, SYNC (new CD table written offline, STE pointer flipped) |
 //! | `attach` of another SSID (substreams) | 2 × (CFGI_CD, SYNC) (+ 2 × (CFGI_STE, SYNC) when SSID 0 changes S1DSS) |
-//! | `detach`, last | 2 × (CFGI_STE, SYNC) (STE to abort, clean-up), CFGI_CD_ALL, SYNC |
+//! | `detach`, last | 2 × (CFGI_STE, SYNC) (STE to abort, clean-up) |
 //! | `map` | none |
 //! | `unmap` | RIL: 1 range TLBI_NH_VA per 5 bits of the page count (usually 1), then SYNC; no RIL: 1 TLBI_NH_VA per removed leaf up to `Config::tlbi_threshold`, else TLBI_NH_ASID; then SYNC |
 //!

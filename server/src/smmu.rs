@@ -651,11 +651,10 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
                 let target = Self::cd_ste(&self.masters[mi]);
                 // From here the master's table carries the new domain's CD.
                 self.list_device(current, domain, sid, ssid);
-                // Drop any CD cached through the old STE before freeing it.
-                let r = self
-                    .write_ste(sid, &target)
-                    .and_then(|_| self.hw.submit(&[Command::CfgiCdAll { sid }], true));
-                match r {
+                // CMD_CFGI_STE also invalidates the CDs cached through the
+                // StreamID (4.3.1; Linux relies on it too), so once the STE
+                // write is synced the old table is unreachable.
+                match self.write_ste(sid, &target).map(|_| ()) {
                     Ok(()) => old.free(&mut self.alloc),
                     // Unknown which table the SMMU uses: leak the old one
                     // rather than free memory it may still read.
@@ -701,8 +700,8 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
     }
 
     /// Detaches (StreamID, SSID). For the stream's last attachment the STE
-    /// goes back to abort first (hitless), then cached CDs are invalidated
-    /// and the CD table freed; otherwise (substreams) the STE's S1DSS is
+    /// goes back to abort first (hitless; CMD_CFGI_STE also drops the CDs
+    /// cached through it, 4.3.1), then the CD table is freed; otherwise (substreams) the STE's S1DSS is
     /// changed first when SSID 0 leaves, then the CD is cleared.
     /// Errors: `NotAttached`, `Timeout`, `Hardware`.
     pub fn detach(&mut self, sid: u32, ssid: u32) -> Result<()> {
@@ -712,8 +711,8 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
             .ok_or(Error::NotAttached)?;
         let mi = self.master_index(sid).ok_or(Error::NotAttached)?;
         if self.masters[mi].valid_cds <= 1 {
+            // The STE's CFGI also drops the CDs cached through it (4.3.1).
             self.write_ste(sid, &ste::abort())?;
-            self.hw.submit(&[Command::CfgiCdAll { sid }], true)?;
             let m = self.masters.swap_remove(mi);
             m.cdtab.free(&mut self.alloc);
         } else {

@@ -59,18 +59,11 @@ fn attach_detach_command_sequences() {
     fake.clear_log();
     s.attach(8, 0, d).unwrap();
     assert!(fake.log().is_empty());
-    // detach: STE to abort (one critical qword), clean-up, CFGI_CD_ALL
+    // detach: STE to abort (one critical qword), then clean-up
     s.detach(8, 0).unwrap();
     assert_eq!(
         fake.opcodes(),
-        vec![
-            op::CFGI_STE,
-            op::CMD_SYNC,
-            op::CFGI_STE,
-            op::CMD_SYNC,
-            op::CFGI_CD_ALL,
-            op::CMD_SYNC
-        ]
+        vec![op::CFGI_STE, op::CMD_SYNC, op::CFGI_STE, op::CMD_SYNC]
     );
     assert_eq!(s.read_ste(8).unwrap().unwrap(), [1, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(s.detach(8, 0), Err(Error::NotAttached));
@@ -127,10 +120,7 @@ fn moving_between_domains_is_hitless() {
     for e in seen.borrow().iter() {
         assert!(*e == Some(c1) || *e == Some(c2), "exposed {e:?}");
     }
-    assert_eq!(
-        fake.opcodes(),
-        vec![op::CFGI_STE, op::CMD_SYNC, op::CFGI_CD_ALL, op::CMD_SYNC]
-    );
+    assert_eq!(fake.opcodes(), vec![op::CFGI_STE, op::CMD_SYNC]);
     assert_eq!(alloc.live(), live, "old CD table freed");
     assert_eq!(s.domain_devices(d1).unwrap(), &[]);
     assert_eq!(s.domain_devices(d2).unwrap(), &[(sid, 0)]);
