@@ -164,7 +164,11 @@ mod tests {
     fn foreign_blocks_are_ignored_on_free() {
         let (_backing, mut pool) = pool(4, 0x8000_0000);
         let a = pool.alloc(PAGE, PAGE).unwrap();
-        pool.free(DmaBlock { vaddr: a.vaddr, paddr: 0x1000, size: PAGE });
+        pool.free(DmaBlock {
+            vaddr: a.vaddr,
+            paddr: 0x1000,
+            size: PAGE,
+        });
         assert_eq!(pool.pages_in_use(), 1);
     }
 }

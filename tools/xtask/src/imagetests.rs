@@ -5,6 +5,8 @@ use crate::qemu::{self, BootOptions, BootOutcome};
 use crate::{image, system, Ctx, Tally};
 use std::time::Duration;
 
+mod dma_demo;
+
 /// What QEMU 7.2's SMMUv3 reports (DESIGN.md §4); other versions differ.
 const QEMU72_IDR: [(&str, u32); 3] = [("IDR0", 0x0d40_101a), ("IDR1", 0x0273_0010), ("IDR5", 0x74)];
 
@@ -18,6 +20,7 @@ pub fn run_all(ctx: &Ctx) -> Tally {
     hello(ctx, &mut t);
     fault(ctx, &mut t);
     resources(ctx, &mut t);
+    dma_demo::run(ctx, &mut t);
     println!(
         "== image tests: {} passed, {} failed",
         t.tally.passed, t.tally.failed

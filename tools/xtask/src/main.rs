@@ -3,8 +3,9 @@
 //! - `cargo xtask run [SYSTEM] [--trace] [--icount] [--timeout SECS] [--device DEV]...`
 //!   build the seL4 image of SYSTEM and boot it in QEMU
 //! - `cargo xtask test`          every test, host and image; ends with `N passed, N failed`
+//! - `cargo xtask image-tests`   only the QEMU image tests
 //! - `cargo xtask setup`         install what the other commands need (they call it first)
-//! - `cargo xtask kernel`        build only the seL4 kernel
+//! - `cargo xtask kernel [--release]`  build only the seL4 kernel (debug, or without debug support)
 //! - `cargo xtask image SYSTEM`  build only the bootable image of SYSTEM
 
 mod hosttests;
@@ -41,7 +42,7 @@ impl Ctx {
 }
 
 /// The system `cargo xtask run` boots when none is named.
-pub const DEFAULT_SYSTEM: &str = "hello";
+pub const DEFAULT_SYSTEM: &str = "dma-demo";
 
 fn main() -> Result<()> {
     let ctx = Ctx::new()?;
@@ -51,7 +52,12 @@ fn main() -> Result<()> {
         "setup" => setup::ensure(&ctx),
         "kernel" => {
             setup::ensure(&ctx)?;
-            let kernel = kernel::build_kernel(&ctx)?;
+            let flavour = if args.iter().any(|a| a == "--release") {
+                kernel::Flavour::Release
+            } else {
+                kernel::Flavour::Debug
+            };
+            let kernel = kernel::build_kernel(&ctx, flavour)?;
             println!("kernel: {}", kernel.elf.display());
             println!(
                 "kernel: generated headers in {}",
@@ -79,6 +85,15 @@ fn main() -> Result<()> {
                     "{system}: the run did not end cleanly ({})",
                     outcome.summary()
                 );
+            }
+            Ok(())
+        }
+        "image-tests" => {
+            setup::ensure(&ctx)?;
+            let tally = imagetests::run_all(&ctx);
+            println!("{} passed, {} failed", tally.passed, tally.failed);
+            if tally.failed > 0 {
+                std::process::exit(1);
             }
             Ok(())
         }

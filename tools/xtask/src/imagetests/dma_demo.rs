@@ -1,0 +1,413 @@
+//! The `dma-demo` system: the IOMMU server drives QEMU's SMMUv3 for two `edu`
+//! drivers. Judged twice: from the checks the processes print (what the
+//! drivers saw in memory and in their fault records), and from QEMU's own
+//! SMMU trace (what the SMMU really translated, aborted and recorded).
+
+use super::{boot, Checks};
+use crate::qemu::BootOutcome;
+use crate::Ctx;
+
+/// Every check the processes must report; one missing is a failure, so a
+/// process that dies half-way cannot pass by saying less.
+const EXPECTED: &[&str] = &[
+    "driver-a/pci-probe",
+    "driver-a/attach",
+    "driver-a/dma-round-trip",
+    "driver-a/scatter-map",
+    "driver-a/fault-never-mapped",
+    "driver-a/fault-after-unmap",
+    "driver-a/fault-read-only",
+    "driver-a/dma-after-intrusions",
+    "driver-a/blocked-after-detach",
+    "driver-b/pci-probe",
+    "driver-b/own-dma",
+    "driver-b/attach-foreign-stream",
+    "driver-b/detach-foreign-stream",
+    "driver-b/foreign-domains",
+    "driver-b/foreign-memory",
+    "bystander/attach-refused",
+    "bystander/no-domains",
+];
+
+// Must match images/processes/edu-driver/src/roles.rs.
+const STREAM_A: u64 = 0x8;
+const STREAM_B: u64 = 0x10;
+const IOVA_SOURCE: u64 = 0x10_0000;
+const IOVA_TARGET: u64 = 0x18_0000;
+const IOVA_UNMAPPED_LATER: u64 = 0x30_0000;
+const IOVA_READ_ONLY: u64 = 0x40_0000;
+const IOVA_NEVER_MAPPED: u64 = 0x0f00_0000;
+const PAGE_SOURCE: u64 = 0;
+const PAGE_TARGET: u64 = 1;
+
+pub fn run(ctx: &Ctx, t: &mut Checks) {
+    let Some(out) = boot(ctx, t, "dma-demo") else {
+        return;
+    };
+    for name in EXPECTED {
+        t.check(&format!("dma-demo/{name}"), process_check(&out, name));
+    }
+    t.check("dma-demo/run-ends-with-pass", ended_with_pass(&out));
+    let trace = match out.trace_file.as_ref().map(std::fs::read_to_string) {
+        Some(Ok(text)) => Trace::parse(&text),
+        other => {
+            t.check(
+                "dma-demo/smmu-trace",
+                Err(format!("no QEMU trace: {other:?}")),
+            );
+            return;
+        }
+    };
+    let pool_a = pool_paddr(&out, "driver-a");
+    t.check(
+        "dma-demo/trace/translations-driver-a",
+        translations_a(&trace, pool_a),
+    );
+    t.check(
+        "dma-demo/trace/translations-driver-b",
+        translations_b(&trace),
+    );
+    t.check("dma-demo/trace/faults", faults_a(&trace));
+    t.check(
+        "dma-demo/trace/unmap-invalidated",
+        unmap_invalidated(&trace),
+    );
+    t.check("dma-demo/trace/detach-aborts", detach_aborts(&trace));
+    t.check("dma-demo/trace/nothing-bypassed", nothing_bypassed(&trace));
+}
+
+/// The line `check <name>: ok (...)` or `... FAILED (...)`.
+fn process_check(out: &BootOutcome, name: &str) -> Result<(), String> {
+    let prefix = format!("check {name}: ");
+    match out
+        .serial
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+    {
+        Some(rest) if rest.starts_with("ok") => Ok(()),
+        Some(rest) => Err(rest.to_string()),
+        None => Err(format!(
+            "never reported{}",
+            if out.timed_out {
+                " (the run timed out)"
+            } else {
+                ""
+            }
+        )),
+    }
+}
+
+fn ended_with_pass(out: &BootOutcome) -> Result<(), String> {
+    if out.clean_exit && out.exit_code == Some(0) {
+        Ok(())
+    } else {
+        Err(out.summary())
+    }
+}
+
+fn pool_paddr(out: &BootOutcome, role: &str) -> Option<u64> {
+    let marker = "DMA pool at physical 0x";
+    out.serial
+        .lines()
+        .filter(|l| l.contains(role))
+        .find_map(|l| l.split(marker).nth(1))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
+/// The events of QEMU's SMMU trace the checks use, in trace order.
+#[derive(Debug, Clone, PartialEq)]
+enum Event {
+    Translated {
+        sid: u64,
+        iova: u64,
+        paddr: u64,
+    },
+    Aborted {
+        sid: u64,
+        iova: u64,
+    },
+    /// A fault event written to the event queue, with the address of the
+    /// walk that raised it (QEMU logs the walk, not the address, with it).
+    Recorded {
+        kind: String,
+        sid: u64,
+        iova: Option<u64>,
+    },
+    /// A TLB invalidation by address (per page or range), or of an ASID.
+    Invalidated {
+        addr: Option<u64>,
+    },
+    Bypassed {
+        sid: u64,
+    },
+}
+
+struct Trace {
+    events: Vec<Event>,
+}
+
+/// `key=0x..` or `key:0x..` in a trace line.
+fn hex_field(line: &str, key: &str) -> Option<u64> {
+    let start = line.find(key)? + key.len();
+    let digits = line[start..].trim_start_matches("0x");
+    let end = digits
+        .find(|c: char| !c.is_ascii_hexdigit())
+        .unwrap_or(digits.len());
+    u64::from_str_radix(&digits[..end], 16).ok()
+}
+
+impl Trace {
+    fn parse(text: &str) -> Trace {
+        let mut events = Vec::new();
+        // The address of the translation QEMU is working on.
+        let mut walking: Option<u64> = None;
+        for line in text.lines() {
+            if line.contains("smmu_iotlb_lookup_") {
+                walking = hex_field(line, "addr=");
+            }
+            // Lines look like `pid@time:event_name args...`.
+            let event = if line.contains("smmuv3_translate_success") {
+                match (
+                    hex_field(line, "sid="),
+                    hex_field(line, "iova="),
+                    hex_field(line, "translated="),
+                ) {
+                    (Some(sid), Some(iova), Some(paddr)) => {
+                        Some(Event::Translated { sid, iova, paddr })
+                    }
+                    _ => None,
+                }
+            } else if line.contains("smmuv3_translate_abort") {
+                match (hex_field(line, "sid="), hex_field(line, "iova:")) {
+                    (Some(sid), Some(iova)) => Some(Event::Aborted { sid, iova }),
+                    _ => None,
+                }
+            } else if line.contains("smmuv3_record_event") {
+                let after = line.split("smmuv3_record_event").nth(1).unwrap_or("");
+                let kind = after.split_whitespace().next().unwrap_or("").to_string();
+                hex_field(line, "sid=").map(|sid| Event::Recorded {
+                    kind,
+                    sid,
+                    iova: walking,
+                })
+            } else if line.contains("smmu_iotlb_inv_iova") || line.contains("smmuv3_s1_range_inval")
+            {
+                Some(Event::Invalidated {
+                    addr: hex_field(line, "addr="),
+                })
+            } else if line.contains("smmu_iotlb_inv_asid") || line.contains("smmu_iotlb_inv_all") {
+                Some(Event::Invalidated { addr: None })
+            } else if line.contains("smmuv3_translate_bypass")
+                || line.contains("smmuv3_translate_disable")
+            {
+                hex_field(line, "sid=").map(|sid| Event::Bypassed { sid })
+            } else {
+                None
+            };
+            events.extend(event);
+        }
+        Trace { events }
+    }
+
+    fn position(&self, from: usize, f: impl Fn(&Event) -> bool) -> Option<usize> {
+        self.events[from..].iter().position(f).map(|i| i + from)
+    }
+}
+
+fn on_page(iova: u64, page: u64) -> bool {
+    iova >> 12 == page >> 12
+}
+
+/// Driver A's first round trip: the SMMU translated its two IOVAs to the
+/// physical pages of its DMA pool that the server was asked to map.
+fn translations_a(trace: &Trace, pool: Option<u64>) -> Result<(), String> {
+    let pool = pool.ok_or("driver-a never printed its DMA pool's physical address")?;
+    for (iova, page) in [(IOVA_SOURCE, PAGE_SOURCE), (IOVA_TARGET, PAGE_TARGET)] {
+        let want = pool + page * 4096;
+        let seen = trace.events.iter().find_map(|e| match e {
+            Event::Translated {
+                sid,
+                iova: i,
+                paddr,
+            } if *sid == STREAM_A && on_page(*i, iova) => Some(*paddr),
+            _ => None,
+        });
+        match seen {
+            Some(paddr) if paddr >> 12 == want >> 12 => {}
+            Some(paddr) => {
+                return Err(format!(
+                    "IOVA {iova:#x} translated to {paddr:#x}, expected page {want:#x}"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "no translation of IOVA {iova:#x} for StreamID {STREAM_A:#x}"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn translations_b(trace: &Trace) -> Result<(), String> {
+    if trace
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Translated { sid, .. } if *sid == STREAM_B))
+    {
+        Ok(())
+    } else {
+        Err(format!("no translation for StreamID {STREAM_B:#x}"))
+    }
+}
+
+/// The SMMU itself recorded a translation fault for the never-mapped page
+/// and a permission fault for the read-only page, on driver A's stream.
+fn faults_a(trace: &Trace) -> Result<(), String> {
+    for (page, kind) in [
+        (IOVA_NEVER_MAPPED, "SMMU_EVT_F_TRANSLATION"),
+        (IOVA_READ_ONLY, "SMMU_EVT_F_PERMISSION"),
+    ] {
+        if trace.position(0, |e| faulted(e, page, kind)).is_none() {
+            return Err(format!(
+                "no {kind} recorded at {page:#x} for StreamID {STREAM_A:#x}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn faulted(event: &Event, page: u64, want: &str) -> bool {
+    matches!(event, Event::Recorded { kind, sid, iova: Some(iova) }
+        if *sid == STREAM_A && kind == want && on_page(*iova, page))
+}
+
+/// Between the successful DMA to the page that is later unmapped and the
+/// fault of the DMA after the unmap, the SMMU saw that page invalidated and
+/// translated it no more.
+fn unmap_invalidated(trace: &Trace) -> Result<(), String> {
+    let page = IOVA_UNMAPPED_LATER;
+    let mapped = trace
+        .position(0, |e| matches!(e, Event::Translated { sid, iova, .. } if *sid == STREAM_A && on_page(*iova, page)))
+        .ok_or(format!("no successful DMA to {page:#x}"))?;
+    let aborted = trace
+        .position(mapped, |e| faulted(e, page, "SMMU_EVT_F_TRANSLATION"))
+        .ok_or(format!(
+            "the DMA to {page:#x} after unmap raised no translation fault"
+        ))?;
+    if let Some(stale) = trace.events[mapped + 1..aborted].iter().find(|e| {
+        matches!(e, Event::Translated { sid, iova, .. } if *sid == STREAM_A && on_page(*iova, page))
+    }) {
+        return Err(format!("{page:#x} still translated after the unmap: {stale:?}"));
+    }
+    let invalidated = trace.events[mapped..aborted].iter().any(|e| match e {
+        Event::Invalidated { addr: Some(a) } => on_page(*a, page),
+        Event::Invalidated { addr: None } => true,
+        _ => false,
+    });
+    if invalidated {
+        Ok(())
+    } else {
+        Err(format!(
+            "no TLB invalidation covering {page:#x} between the DMA and the abort"
+        ))
+    }
+}
+
+/// After detach, the last DMA of driver A (to the round-trip target) is
+/// aborted rather than translated.
+fn detach_aborts(trace: &Trace) -> Result<(), String> {
+    let last = trace.events.iter().rev().find(|e| match e {
+        Event::Translated { sid, iova, .. } | Event::Aborted { sid, iova } => {
+            *sid == STREAM_A && on_page(*iova, IOVA_TARGET)
+        }
+        _ => false,
+    });
+    match last {
+        Some(Event::Aborted { .. }) => Ok(()),
+        other => Err(format!("last access to {IOVA_TARGET:#x} was {other:?}")),
+    }
+}
+
+/// No DMA ever passed untranslated: the SMMU was enabled before any device
+/// ran, and no stream was in bypass.
+fn nothing_bypassed(trace: &Trace) -> Result<(), String> {
+    match trace
+        .events
+        .iter()
+        .find(|e| matches!(e, Event::Bypassed { .. }))
+    {
+        None => Ok(()),
+        Some(e) => Err(format!("{e:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+123@1.000:smmuv3_translate_success smmuv3-iommu-memory-region-8-1 sid=0x8 iova=0x100000 translated=0x4a001000 perm=0x1
+123@1.100:smmuv3_translate_abort smmuv3-iommu-memory-region-8-1 sid=0x8 abort on iova:0xf000000 is_write=1
+123@1.101:smmu_iotlb_lookup_miss IOTLB cache MISS asid=2 addr=0xf000000 hit=0 miss=5 hit rate=0
+123@1.102:smmu_ptw_invalid_pte stage=1 level=2 base@=0x7f814000 pte@=0x7f8143c0 offset=120 pte=0x0
+123@1.103:smmuv3_record_event SMMU_EVT_F_TRANSLATION sid=0x8
+123@1.2:smmuv3_s1_range_inval vmid=0 asid=1 addr=0x300000 tg=1 num_pages=0x1 ttl=3 leaf=1
+123@1.3:smmuv3_translate_bypass smmuv3-iommu-memory-region-16-2 sid=0x10 bypass iova:0x1000 is_write=0
+";
+
+    #[test]
+    fn parses_qemu_72_trace_lines() {
+        let t = Trace::parse(SAMPLE);
+        assert_eq!(
+            t.events,
+            vec![
+                Event::Translated {
+                    sid: 0x8,
+                    iova: 0x10_0000,
+                    paddr: 0x4a00_1000
+                },
+                Event::Aborted {
+                    sid: 0x8,
+                    iova: 0xf00_0000
+                },
+                Event::Recorded {
+                    kind: "SMMU_EVT_F_TRANSLATION".into(),
+                    sid: 0x8,
+                    iova: Some(0xf00_0000)
+                },
+                Event::Invalidated {
+                    addr: Some(0x30_0000)
+                },
+                Event::Bypassed { sid: 0x10 },
+            ]
+        );
+        assert!(nothing_bypassed(&t).is_err());
+    }
+
+    #[test]
+    fn translation_to_the_wrong_page_fails() {
+        let t = Trace::parse(SAMPLE);
+        assert!(
+            translations_a(&t, Some(0x4a00_0000)).is_err(),
+            "target IOVA never translated"
+        );
+        let wrong = Trace {
+            events: vec![
+                Event::Translated {
+                    sid: 0x8,
+                    iova: IOVA_SOURCE,
+                    paddr: 0x5000_0000,
+                },
+                Event::Translated {
+                    sid: 0x8,
+                    iova: IOVA_TARGET,
+                    paddr: 0x4a00_1000,
+                },
+            ],
+        };
+        assert!(translations_a(&wrong, Some(0x4a00_0000))
+            .unwrap_err()
+            .contains("translated to"));
+    }
+}
