@@ -20,7 +20,8 @@ fn dma_fault_is_recorded_and_decoded() {
     let d = s.alloc_domain().unwrap();
     let buf = m.mem.alloc_buffer(0x2000, 0x1000).unwrap();
     s.map(d, 0x10_0000, buf, 0x1000, Perms::RW).unwrap();
-    s.map(d, 0x10_1000, buf + 0x1000, 0x1000, Perms::READ).unwrap();
+    s.map(d, 0x10_1000, buf + 0x1000, 0x1000, Perms::READ)
+        .unwrap();
     s.attach(SID, 0, d).unwrap();
     // Mapped DMA lands.
     m.smmu.dma_write(SID, None, 0x10_0010, b"hello").unwrap();
@@ -92,7 +93,9 @@ fn event_storm_overflows_and_recovers() {
     // Many drains over the wrap.
     for round in 0..5u64 {
         for i in 0..5u64 {
-            let _ = m.smmu.dma_read(SID, None, (round << 20) | (i << 12), &mut [0u8; 4]);
+            let _ = m
+                .smmu
+                .dma_read(SID, None, (round << 20) | (i << 12), &mut [0u8; 4]);
         }
         let mut got = Vec::new();
         s.drain_events(|e| got.push(e));
@@ -103,7 +106,12 @@ fn event_storm_overflows_and_recovers() {
                 _ => u64::MAX,
             })
             .collect();
-        assert_eq!(addrs, (0..5).map(|i| (round << 20) | (i << 12)).collect::<Vec<_>>());
+        assert_eq!(
+            addrs,
+            (0..5)
+                .map(|i| (round << 20) | (i << 12))
+                .collect::<Vec<_>>()
+        );
     }
 }
 
@@ -120,10 +128,19 @@ fn configuration_errors_are_decoded() {
     s.drain_events(|e| kinds.push((e.kind, e.sid, e.ssid)));
     let model: Vec<u8> = m.smmu.events().iter().map(|e| e.0.code).collect();
     assert_eq!(kinds.len(), model.len(), "{kinds:?} vs model {model:x?}");
-    assert!(matches!(kinds[0], (EventKind::BadStreamId, 0x10000, None)), "{kinds:?}");
-    assert!(matches!(kinds[1], (EventKind::StreamDisabled, SID, None)), "{kinds:?}");
     assert!(
-        matches!(kinds[2], (EventKind::BadCd | EventKind::BadSubstreamId, SID, Some(6))),
+        matches!(kinds[0], (EventKind::BadStreamId, 0x10000, None)),
+        "{kinds:?}"
+    );
+    assert!(
+        matches!(kinds[1], (EventKind::StreamDisabled, SID, None)),
+        "{kinds:?}"
+    );
+    assert!(
+        matches!(
+            kinds[2],
+            (EventKind::BadCd | EventKind::BadSubstreamId, SID, Some(6))
+        ),
         "{kinds:?}"
     );
 }
@@ -132,7 +149,8 @@ fn configuration_errors_are_decoded() {
 fn illegal_command_does_not_wedge_the_queue() {
     let (m, mut s) = boot_qemu();
     let d = s.alloc_domain().unwrap();
-    s.map(d, 0x10_0000, 0x1_0000_0000, 0x1000, Perms::RW).unwrap();
+    s.map(d, 0x10_0000, 0x1_0000_0000, 0x1000, Perms::RW)
+        .unwrap();
     s.attach(SID, 0, d).unwrap();
     let r = s.issue_commands(&[Command::Raw([0x7f, 0])]);
     assert!(
@@ -145,10 +163,16 @@ fn illegal_command_does_not_wedge_the_queue() {
     assert!(m.smmu.probe(SID, None, 0x10_0000, Access::READ).is_ok());
     assert_eq!(s.unmap(d, 0x10_0000, 0x1000), Ok(0x1000));
     assert_eq!(
-        m.smmu.probe(SID, None, 0x10_0000, Access::READ).map_err(|f| f.code()),
+        m.smmu
+            .probe(SID, None, 0x10_0000, Access::READ)
+            .map_err(|f| f.code()),
         Err(Some(evt::F_TRANSLATION))
     );
-    assert_eq!(m.smmu.counters().cmd_errors, 1, "the rejected command ran again");
+    assert_eq!(
+        m.smmu.counters().cmd_errors,
+        1,
+        "the rejected command ran again"
+    );
     use iommu_server::hal::Mmio;
     let gerr = m.smmu.read32(0x60) ^ m.smmu.read32(0x64);
     assert_eq!(gerr, 0, "GERROR left active");
@@ -168,14 +192,21 @@ fn allocation_failures_roll_back() {
         for nth in 1..12u64 {
             let (m, mut s) = boot(features.clone(), cfg);
             let a = s.alloc_domain().unwrap();
-            s.map(a, 0x10_0000, 0x1_0000_0000, 0x1000, Perms::RW).unwrap();
+            s.map(a, 0x10_0000, 0x1_0000_0000, 0x1000, Perms::RW)
+                .unwrap();
             s.attach(SID, 0, a).unwrap();
             let before_blocks = m.mem.live_blocks();
             let see = |m: &smmu_model::Machine| {
                 (
-                    m.smmu.probe(SID, None, 0x10_0000, Access::READ).map(|t| t.paddr),
-                    m.smmu.probe(SID, None, 0x4000_0000, Access::READ).map(|t| t.paddr),
-                    m.smmu.probe(SID + 1, None, 0x10_0000, Access::READ).map(|t| t.paddr),
+                    m.smmu
+                        .probe(SID, None, 0x10_0000, Access::READ)
+                        .map(|t| t.paddr),
+                    m.smmu
+                        .probe(SID, None, 0x4000_0000, Access::READ)
+                        .map(|t| t.paddr),
+                    m.smmu
+                        .probe(SID + 1, None, 0x10_0000, Access::READ)
+                        .map(|t| t.paddr),
                 )
             };
             let before = see(&m);
@@ -184,7 +215,10 @@ fn allocation_failures_roll_back() {
             // attach of a new stream, block split.
             let steps: Vec<(&str, Result<(), Error>)> = vec![
                 ("alloc_domain", s.alloc_domain().map(|_| ())),
-                ("map", s.map(a, 0x4000_0000, 0x1_4000_0000, 2 << 20, Perms::RW)),
+                (
+                    "map",
+                    s.map(a, 0x4000_0000, 0x1_4000_0000, 2 << 20, Perms::RW),
+                ),
                 ("attach", s.attach(SID + 1, 0, a)),
                 ("split", s.unmap(a, 0x4000_0000, 0x1000).map(|_| ())),
                 (
@@ -216,15 +250,24 @@ fn allocation_failures_roll_back() {
             } else if ok("split") {
                 assert!(after.1.is_err(), "nth {nth}: split page still mapped");
                 assert_eq!(
-                    m.smmu.probe(SID, None, 0x4000_1000, Access::READ).map(|t| t.paddr),
+                    m.smmu
+                        .probe(SID, None, 0x4000_1000, Access::READ)
+                        .map(|t| t.paddr),
                     Ok(0x1_4000_1000),
                     "nth {nth}: rest of the split block"
                 );
             } else {
-                assert_eq!(after.1, Ok(0x1_4000_0000), "nth {nth}: failed split changed the block");
+                assert_eq!(
+                    after.1,
+                    Ok(0x1_4000_0000),
+                    "nth {nth}: failed split changed the block"
+                );
             }
             if !ok("attach") {
-                assert_eq!(after.2, before.2, "nth {nth}: failed attach changed the stream");
+                assert_eq!(
+                    after.2, before.2,
+                    "nth {nth}: failed attach changed the stream"
+                );
                 assert_eq!(s.attached_domain(SID + 1, 0), None);
             }
             // Nothing leaked by the failures: undo the successes and compare.
@@ -240,7 +283,10 @@ fn allocation_failures_roll_back() {
                 s.free_domain(x).unwrap();
             }
             let leaked = leaked_blocks(&m, &before_blocks);
-            assert!(leaked.is_empty(), "nth {nth}: leaked {leaked:x?} after failures {failed:?}");
+            assert!(
+                leaked.is_empty(),
+                "nth {nth}: leaked {leaked:x?} after failures {failed:?}"
+            );
             assert!(m.smmu.violations().is_empty());
         }
     }

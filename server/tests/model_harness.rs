@@ -6,7 +6,7 @@
 
 use embedded_hal::delay::DelayNs;
 use iommu_server::{Config, DomainId, Perms};
-use smmu_model::{Access, Fault, Features, Machine, ModelOptions, MemConfig};
+use smmu_model::{Access, Fault, Features, Machine, MemConfig, ModelOptions};
 
 /// The model completes every register handshake at once: no time passes.
 pub struct NoDelay;
@@ -63,7 +63,9 @@ pub fn access_for(p: Perms) -> Access {
 
 /// Translates through the model's caches without recording events.
 pub fn probe(m: &Machine, sid: u32, ssid: u32, iova: u64, acc: Access) -> Result<u64, Fault> {
-    m.smmu.probe(sid, bus_ssid(ssid), iova, acc).map(|t| t.paddr)
+    m.smmu
+        .probe(sid, bus_ssid(ssid), iova, acc)
+        .map(|t| t.paddr)
 }
 
 pub fn domain_asid(s: &Server, d: DomainId) -> u16 {
@@ -106,7 +108,10 @@ pub fn l2_stream_tables(m: &Machine) -> std::collections::BTreeSet<u64> {
 
 /// DMA blocks live now that were not live at `baseline` and are not level-2
 /// stream tables: leaks.
-pub fn leaked_blocks(m: &Machine, baseline: &[smmu_model::LiveBlock]) -> Vec<smmu_model::LiveBlock> {
+pub fn leaked_blocks(
+    m: &Machine,
+    baseline: &[smmu_model::LiveBlock],
+) -> Vec<smmu_model::LiveBlock> {
     let l2 = l2_stream_tables(m);
     m.mem
         .live_blocks()

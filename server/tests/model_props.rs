@@ -13,7 +13,7 @@ use harness::*;
 use iommu_server::{Config, DomainId, Error, Perms};
 use proptest::prelude::*;
 use smmu_model::spec::evt;
-use smmu_model::{Access, Fault, Features, Machine};
+use smmu_model::{Access, Fault, Features, Machine, SyncView};
 use std::collections::BTreeMap;
 
 const PAGE: u64 = 4096;
@@ -95,6 +95,14 @@ fn perm_of(p: u8) -> Perms {
     }
 }
 
+/// Translations that the current operation must not disturb, checked in
+/// memory at every CMD_SYNC the operation issues.
+#[derive(Default)]
+struct Stable {
+    pages: Vec<(u32, u32, u64, u64)>,
+    failures: Vec<String>,
+}
+
 /// What the server was asked for.
 #[derive(Default)]
 struct Reference {
@@ -117,6 +125,7 @@ impl Reference {
 struct Run {
     /// An allocation failure is armed for the current operation.
     armed: bool,
+    stable: std::sync::Arc<std::sync::Mutex<Stable>>,
     m: Machine,
     s: Server,
     r: Reference,
@@ -125,7 +134,75 @@ struct Run {
 }
 
 impl Run {
+    /// The (sid, ssid, iova, pa) the operation leaves alone: attachments it
+    /// does not name, pages outside its range.
+    fn untouched(&self, op: &Op) -> Vec<(u32, u32, u64, u64)> {
+        let key = |stream: usize, ssid: usize| {
+            (
+                self.streams[stream % self.streams.len()],
+                self.ssids[ssid % self.ssids.len()],
+            )
+        };
+        let dom = |i: usize| self.r.dom(i).map(|d| self.r.doms[d].0);
+        let (skip_key, range): (Option<(u32, u32)>, Option<(DomainId, u64, u64)>) = match *op {
+            Op::Attach { stream, ssid, .. } | Op::Detach { stream, ssid } => {
+                (Some(key(stream, ssid)), None)
+            }
+            Op::Map {
+                dom: d, page, n, ..
+            }
+            | Op::Unmap { dom: d, page, n } => (
+                None,
+                dom(d).map(|id| (id, SMALL + page * PAGE, SMALL + (page + n) * PAGE)),
+            ),
+            Op::MapBlock {
+                dom: d, block, n, ..
+            } => (
+                None,
+                dom(d).map(|id| (id, BIG + block * BLOCK, BIG + (block + n) * BLOCK)),
+            ),
+            Op::UnmapBig { dom: d, page, n } => (
+                None,
+                dom(d).map(|id| (id, BIG + page * PAGE, BIG + (page + n) * PAGE)),
+            ),
+            _ => (None, None),
+        };
+        let mut out = Vec::new();
+        for (&(sid, ssid), &id) in &self.r.attached {
+            if Some((sid, ssid)) == skip_key {
+                continue;
+            }
+            let pages = &self.r.doms.iter().find(|d| d.0 == id).unwrap().1;
+            let step = (pages.len() / 6).max(1);
+            for (&iova, &(pa, _)) in pages.iter().step_by(step) {
+                if matches!(range, Some((rid, lo, hi)) if rid == id && iova >= lo && iova < hi) {
+                    continue;
+                }
+                out.push((sid, ssid, iova, pa));
+            }
+        }
+        out
+    }
+
     fn step(&mut self, op: &Op, armed: Option<u64>) {
+        let untouched = self.untouched(op);
+        {
+            let mut st = self.stable.lock().unwrap();
+            st.pages = untouched;
+            st.failures.clear();
+        }
+        self.step_inner(op, armed);
+        let mut st = self.stable.lock().unwrap();
+        assert!(
+            st.failures.is_empty(),
+            "during {op:?}, a translation the operation does not touch was disturbed at a \
+             CMD_SYNC:\n  {}",
+            st.failures.join("\n  ")
+        );
+        st.pages.clear();
+    }
+
+    fn step_inner(&mut self, op: &Op, armed: Option<u64>) {
         self.armed = armed.is_some();
         if let Some(k) = armed {
             self.m.mem.fail_nth_alloc(k);
@@ -411,8 +488,28 @@ fn run(features: Features, config: Config, ssids: Vec<u32>, ops: &[Op]) {
 fn run_on(features: Features, config: Config, streams: Vec<u32>, ssids: Vec<u32>, ops: &[Op]) {
     let (m, s) = boot(features, config);
     let baseline = m.mem.live_blocks();
+    let stable = std::sync::Arc::new(std::sync::Mutex::new(Stable::default()));
+    let hook_state = stable.clone();
+    m.smmu
+        .set_sync_hook(Some(Box::new(move |v: &mut SyncView<'_>| {
+            let mut st = hook_state.lock().unwrap();
+            let pages = std::mem::take(&mut st.pages);
+            for &(sid, ssid, iova, pa) in &pages {
+                let got = v
+                    .translate_uncached(sid, bus_ssid(ssid), iova, Access::READ.privileged())
+                    .map(|t| t.paddr);
+                if got != Ok(pa) {
+                    st.failures.push(format!(
+                        "sync #{}: ({sid:#x},{ssid}) {iova:#x} -> {got:x?}, expected {pa:#x}",
+                        v.sync_index
+                    ));
+                }
+            }
+            st.pages = pages;
+        })));
     let mut run = Run {
         armed: false,
+        stable,
         m,
         s,
         r: Reference::default(),

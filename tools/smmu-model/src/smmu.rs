@@ -368,12 +368,13 @@ pub struct SyncSnapshot {
 /// `((StreamID, SSID), CD in memory)` in a [`SyncSnapshot`].
 pub type CdSnapshot = ((u32, Option<u32>), Result<Cd, CfgErr>);
 
-/// Read-only view handed to the sync hook: the configuration the SMMU would
-/// fetch from memory right now (bypassing its caches).
+/// View handed to the sync hook: the configuration and translations the
+/// SMMU would fetch from memory right now (bypassing and not touching its
+/// caches, recording nothing).
 pub struct SyncView<'a> {
     pub sync_index: u64,
     pub cmd_seq: u64,
-    st: &'a State,
+    st: &'a mut State,
     mem: &'a PhysMem,
 }
 
@@ -384,12 +385,29 @@ impl SyncView<'_> {
     pub fn cd(&self, sid: u32, ssid: Option<u32>) -> Result<Cd, CfgErr> {
         self.st.cd_in_memory(self.mem, sid, ssid)
     }
+    /// What the tables in memory say for this transaction now.
+    pub fn translate_uncached(
+        &mut self,
+        sid: u32,
+        ssid: Option<u32>,
+        iova: u64,
+        acc: Access,
+    ) -> Result<Translation, Fault> {
+        let o = TOpts {
+            cache: CacheMode {
+                use_: false,
+                fill: false,
+            },
+            record: false,
+        };
+        self.st.translate(self.mem, sid, ssid, iova, acc, o)
+    }
     pub fn counters(&self) -> &Counters {
         &self.st.counters
     }
 }
 
-pub type SyncHook = Box<dyn FnMut(&SyncView<'_>) + Send>;
+pub type SyncHook = Box<dyn FnMut(&mut SyncView<'_>) + Send>;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Queue {
@@ -1353,7 +1371,7 @@ impl State {
             });
         }
         if let Some(mut hook) = self.hook.take() {
-            hook(&SyncView {
+            hook(&mut SyncView {
                 sync_index,
                 cmd_seq: seq,
                 st: self,

@@ -883,7 +883,7 @@ fn sync_snapshots_and_hook() {
     s.watch_ste(1);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen2 = seen.clone();
-    s.set_sync_hook(Some(Box::new(move |v: &SyncView<'_>| {
+    s.set_sync_hook(Some(Box::new(move |v: &mut SyncView<'_>| {
         seen2.lock().unwrap().push(v.ste(1).map(|s| s.config).ok());
     })));
     r.set_ste(1, ste_cfg(0b100));
