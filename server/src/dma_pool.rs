@@ -107,7 +107,7 @@ impl<const WORDS: usize> DmaAllocator for DmaPool<WORDS> {
         let first = offset / PAGE;
         let count = block.size.div_ceil(PAGE);
         // A block that is not ours is ignored rather than corrupting the map.
-        if offset % PAGE != 0 || first + count > self.pages {
+        if !offset.is_multiple_of(PAGE) || first + count > self.pages {
             return;
         }
         let freed = (first..first + count).filter(|&p| self.is_used(p)).count();
