@@ -30,7 +30,11 @@ struct MapCore {
 impl Core for MapCore {
     type Domain = u32;
     fn caps(&self) -> CoreCaps {
-        CoreCaps { ssid_bits: 2, ias_bits: 48, page_sizes: 1 << 12 }
+        CoreCaps {
+            ssid_bits: 2,
+            ias_bits: 48,
+            page_sizes: 1 << 12,
+        }
     }
     fn alloc_domain(&mut self) -> Result<u32, ErrorCode> {
         self.next += 1;
@@ -38,8 +42,14 @@ impl Core for MapCore {
         Ok(self.next)
     }
     fn free_domain(&mut self, d: u32) -> Result<(), ErrorCode> {
-        assert!(!self.attached.values().any(|&x| x == d), "freed an attached domain");
-        self.domains.remove(&d).map(|_| ()).ok_or(ErrorCode::NoSuchDomain)
+        assert!(
+            !self.attached.values().any(|&x| x == d),
+            "freed an attached domain"
+        );
+        self.domains
+            .remove(&d)
+            .map(|_| ())
+            .ok_or(ErrorCode::NoSuchDomain)
     }
     fn attach(&mut self, s: StreamId, ssid: Ssid, d: u32) -> Result<(), ErrorCode> {
         assert!(self.domains.contains_key(&d));
@@ -47,7 +57,10 @@ impl Core for MapCore {
         Ok(())
     }
     fn detach(&mut self, s: StreamId, ssid: Ssid) -> Result<(), ErrorCode> {
-        self.attached.remove(&(s.0, ssid.0)).map(|_| ()).ok_or(ErrorCode::NoSuchStream)
+        self.attached
+            .remove(&(s.0, ssid.0))
+            .map(|_| ())
+            .ok_or(ErrorCode::NoSuchStream)
     }
     fn map(&mut self, d: u32, iova: u64, pa: u64, len: u64, _: Perms) -> Result<(), ErrorCode> {
         let pt = self.domains.get_mut(&d).ok_or(ErrorCode::NoSuchDomain)?;
@@ -75,12 +88,15 @@ impl Core for MapCore {
         Ok(())
     }
     fn pt_pages(&self, d: u32) -> u32 {
-        self.domains.get(&d).map_or(0, |pt| 1 + pt.keys().map(|v| v >> 9).collect::<BTreeSet<_>>().len() as u32 * 3)
+        self.domains.get(&d).map_or(0, |pt| {
+            1 + pt.keys().map(|v| v >> 9).collect::<BTreeSet<_>>().len() as u32 * 3
+        })
     }
-    fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) {
+    fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) -> bool {
         for e in self.events.drain(..) {
             sink(e);
         }
+        false
     }
 }
 
@@ -91,11 +107,18 @@ static CLIENTS: [ClientPolicy; 2] = [
         streams: &[StreamGrant::with_ssids(StreamId(8), 3)],
         quotas: Quotas::DEFAULT,
     },
-    ClientPolicy { name: "b", badge: 2, streams: &[StreamGrant::new(StreamId(16))], quotas: Quotas::DEFAULT },
+    ClientPolicy {
+        name: "b",
+        badge: 2,
+        streams: &[StreamGrant::new(StreamId(16))],
+        quotas: Quotas::DEFAULT,
+    },
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let mut h = Box::new(Handler::new(MapCore::default(), FakeFrames::new(), Policy::new(&CLIENTS)).unwrap());
+    let mut h = Box::new(
+        Handler::new(MapCore::default(), FakeFrames::new(), Policy::new(&CLIENTS)).unwrap(),
+    );
     // Which physical pages each client was given.
     let mut given: [BTreeSet<u64>; 2] = [BTreeSet::new(), BTreeSet::new()];
     let mut rest = data;
@@ -111,8 +134,18 @@ fuzz_target!(|data: &[u8]| {
         let badge = u64::from(sel & 3);
         if sel & 0x20 != 0 {
             for (i, &b) in msg.iter().enumerate() {
-                let kind = if b & 1 == 0 { FaultKind::Translation } else { FaultKind::Permission };
-                let ev = CoreEvent { stream: StreamId(u32::from(b >> 1) & 0x1f), ssid: Ssid(0), iova: (i as u64) << 10, kind, write: true };
+                let kind = if b & 1 == 0 {
+                    FaultKind::Translation
+                } else {
+                    FaultKind::Permission
+                };
+                let ev = CoreEvent {
+                    stream: StreamId(u32::from(b >> 1) & 0x1f),
+                    ssid: Ssid(0),
+                    iova: (i as u64) << 10,
+                    kind,
+                    write: true,
+                };
                 h.core_mut().events.push(ev);
             }
             let _ = h.route_faults();
@@ -139,9 +172,17 @@ fuzz_target!(|data: &[u8]| {
         // Translation invariant.
         let core = h.core();
         for (&(stream, _), d) in &core.attached {
-            let owner = if stream == 8 { 0 } else { assert_eq!(stream, 16); 1 };
+            let owner = if stream == 8 {
+                0
+            } else {
+                assert_eq!(stream, 16);
+                1
+            };
             for p in core.domains[d].values() {
-                assert!(given[owner].contains(p), "stream {stream} reaches page {p:#x} its owner never gave");
+                assert!(
+                    given[owner].contains(p),
+                    "stream {stream} reaches page {p:#x} its owner never gave"
+                );
             }
         }
     }

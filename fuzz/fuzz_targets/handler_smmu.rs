@@ -25,13 +25,26 @@ impl embedded_hal::delay::DelayNs for NoDelay {
 }
 
 static CLIENTS: [ClientPolicy; 2] = [
-    ClientPolicy { name: "a", badge: 1, streams: &[StreamGrant::new(StreamId(8))], quotas: Quotas::DEFAULT },
-    ClientPolicy { name: "b", badge: 2, streams: &[StreamGrant::new(StreamId(16))], quotas: Quotas::DEFAULT },
+    ClientPolicy {
+        name: "a",
+        badge: 1,
+        streams: &[StreamGrant::new(StreamId(8))],
+        quotas: Quotas::DEFAULT,
+    },
+    ClientPolicy {
+        name: "b",
+        badge: 2,
+        streams: &[StreamGrant::new(StreamId(16))],
+        quotas: Quotas::DEFAULT,
+    },
 ];
 
 fuzz_target!(|data: &[u8]| {
     // Small RAM: a fresh machine per input must be cheap.
-    let mem = MemConfig { size: 4 << 20, ..MemConfig::default() };
+    let mem = MemConfig {
+        size: 4 << 20,
+        ..MemConfig::default()
+    };
     let m = Machine::with(Features::qemu_7_2(), ModelOptions::default(), mem);
     let smmu = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, Config::default()).unwrap();
     let mut h = Box::new(Handler::new(smmu, FakeFrames::new(), Policy::new(&CLIENTS)).unwrap());
@@ -51,7 +64,9 @@ fuzz_target!(|data: &[u8]| {
         if sel & 0x20 != 0 {
             for pair in msg.chunks_exact(2) {
                 let sid = if pair[0] & 1 == 0 { 8 } else { 16 };
-                let _ = m.smmu.dma_write(sid, None, u64::from(pair[1]) << 12, &[0xa5; 8]);
+                let _ = m
+                    .smmu
+                    .dma_write(sid, None, u64::from(pair[1]) << 12, &[0xa5; 8]);
             }
             let _ = h.route_faults();
             continue;
@@ -62,7 +77,9 @@ fuzz_target!(|data: &[u8]| {
             let cap = if sel & 0x10 != 0 && k == 0 {
                 h.resolver_mut().not_a_frame()
             } else {
-                let Some(paddr) = m.mem.alloc_buffer(0x4000, 0x1000) else { break };
+                let Some(paddr) = m.mem.alloc_buffer(0x4000, 0x1000) else {
+                    break;
+                };
                 if (1..=2).contains(&badge) {
                     given[badge as usize - 1].extend((0..4).map(|p| (paddr >> 12) + p));
                 }
@@ -75,16 +92,35 @@ fuzz_target!(|data: &[u8]| {
         assert!(decode_reply(&out[..len]).is_ok(), "reply does not decode");
         assert_eq!(h.resolver().double_releases(), 0);
         for (owner, sid) in [(0usize, 8u32), (1, 16)] {
-            let Some(d) = h.core().attached_domain(sid, 0) else { continue };
+            let Some(d) = h.core().attached_domain(sid, 0) else {
+                continue;
+            };
             let mut leaves = Vec::new();
-            h.core().page_table(d).unwrap().for_each_leaf(&mut |iova, paddr, size, _| leaves.push((iova, paddr, size)));
+            h.core()
+                .page_table(d)
+                .unwrap()
+                .for_each_leaf(&mut |iova, paddr, size, _| leaves.push((iova, paddr, size)));
             for (iova, paddr, size) in leaves {
                 for p in (paddr >> 12)..((paddr + size) >> 12) {
-                    assert!(given[owner].contains(&p), "stream {sid} reaches page {p:#x} its owner never gave");
+                    assert!(
+                        given[owner].contains(&p),
+                        "stream {sid} reaches page {p:#x} its owner never gave"
+                    );
                 }
-                let cached = m.smmu.probe(sid, None, iova, Access::READ).map(|t| t.paddr).ok();
-                let tables = m.smmu.translate_uncached(sid, None, iova, Access::READ).map(|t| t.paddr).ok();
-                assert_eq!(cached, tables, "stale translation for stream {sid} at {iova:#x}");
+                let cached = m
+                    .smmu
+                    .probe(sid, None, iova, Access::READ)
+                    .map(|t| t.paddr)
+                    .ok();
+                let tables = m
+                    .smmu
+                    .translate_uncached(sid, None, iova, Access::READ)
+                    .map(|t| t.paddr)
+                    .ok();
+                assert_eq!(
+                    cached, tables,
+                    "stale translation for stream {sid} at {iova:#x}"
+                );
             }
         }
         assert!(m.smmu.violations().is_empty(), "{:?}", m.smmu.violations());

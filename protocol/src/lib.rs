@@ -25,6 +25,31 @@
 //! Decoding any byte string returns a value or [`ErrorCode::Malformed`]; it
 //! never panics (tested by proptest here and by the `fuzz/` target).
 //!
+//! ```
+//! use iommu_protocol::*;
+//!
+//! // The client side of one map: encode, pack into message registers.
+//! let req = Request::Map {
+//!     domain: DomainId(1),
+//!     iova_pfn: 0x10_0000 >> WIRE_PAGE_SHIFT,
+//!     memory: MemoryHandle(0),
+//!     offset_pfn: 0,
+//!     pages: 2,
+//!     perms: Perms::RW,
+//! };
+//! let mut buf = [0u8; MSG_MAX_BYTES];
+//! let len = encode(&req, &mut buf).unwrap();
+//! let mut mrs = [0u64; MSG_MAX_WORDS];
+//! let words = pack_words(&buf[..len], &mut mrs).unwrap(); // MessageInfo.length
+//! assert!(fastpath_eligible(len, 0) && words <= FASTPATH_WORDS);
+//!
+//! // The server side: only the word count travels; padding is tolerated.
+//! let mut bytes = [0u8; MSG_MAX_BYTES];
+//! let n = unpack_words(&mrs[..words], &mut bytes).unwrap();
+//! assert_eq!(decode_request(&bytes[..n]), Ok(req));
+//! assert_eq!(decode_request(&[0xff; 3]), Err(ErrorCode::Malformed));
+//! ```
+//!
 //! # Units
 //!
 //! Addresses and lengths in [`Request::Map`], [`Request::MapBatch`] and

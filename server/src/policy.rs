@@ -76,6 +76,9 @@ pub struct Quotas {
     /// unmap) across all the client's domains.
     pub mappings: u32,
     /// I/O page-table pages (4 KiB each) across all the client's domains.
+    /// Checked before a map with an upper bound of the tables it can add;
+    /// an unmap that splits a block may add a table past it (unmaps are
+    /// never refused for quota).
     pub pt_pages: u32,
     /// ASIDs: one per domain (the SVA domain's one is shared by all its
     /// bindings).

@@ -383,3 +383,53 @@ fn sva_with_substreams() {
         Err(Error::Iommu(ErrorCode::NoSuchStream))
     );
 }
+
+#[test]
+fn a_fault_storm_on_one_stream_does_not_crowd_out_others() {
+    let (m, s) = server();
+    let mut a = connect(&s, A);
+    let mut b = connect(&s, B);
+    let da = a.alloc_domain().unwrap();
+    a.attach(StreamId(SID_A), Ssid(0), da).unwrap();
+    a.attach(StreamId(SID_A2), Ssid(0), da).unwrap();
+    let db = b.alloc_domain().unwrap();
+    b.attach(StreamId(SID_B), Ssid(0), db).unwrap();
+    // 100 faulting pages on A's first stream (distinct pages: no coalescing),
+    // one fault on A's second stream and one on B's, then one drain.
+    for page in 0..100u64 {
+        assert!(m
+            .smmu
+            .dma_write(SID_A, None, 0x100_0000 + (page << 12), &[0; 4])
+            .is_err());
+    }
+    assert!(m.smmu.dma_write(SID_A2, None, 0x5000, &[0; 4]).is_err());
+    assert!(m.smmu.dma_write(SID_B, None, 0x6000, &[0; 4]).is_err());
+    let notify = s.borrow_mut().route_faults();
+    assert_eq!(notify.as_slice(), &[A, B]);
+    let mut records = Vec::new();
+    let mut dropped = 0;
+    loop {
+        let batch = a.faults().unwrap();
+        records.extend(batch.records.iter().copied());
+        dropped += batch.dropped;
+        if !batch.more {
+            break;
+        }
+    }
+    let storm = records
+        .iter()
+        .filter(|r| r.stream == StreamId(SID_A))
+        .count();
+    assert!(records
+        .iter()
+        .any(|r| r.stream == StreamId(SID_A2) && r.iova == 0x5000));
+    // Two streams: the storming one may hold half of A's queue.
+    assert_eq!(storm, iommu_server::handler::FAULT_QUEUE / 2);
+    assert_eq!(dropped as usize, 100 - storm);
+    let fb = b.faults().unwrap();
+    assert_eq!(fb.records.len(), 1);
+    assert_eq!(
+        (fb.records[0].stream, fb.records[0].iova, fb.dropped),
+        (StreamId(SID_B), 0x6000, 0)
+    );
+}

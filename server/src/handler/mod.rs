@@ -178,8 +178,9 @@ pub trait Core {
     fn unmap(&mut self, domain: Self::Domain, iova: u64, len: u64) -> Result<(), ErrorCode>;
     /// Page-table pages the domain holds now (root included).
     fn pt_pages(&self, domain: Self::Domain) -> u32;
-    /// Hands every pending fault event to `sink`.
-    fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent));
+    /// Hands every pending fault event to `sink`; true if the hardware
+    /// lost events since the last drain (event queue overflow).
+    fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) -> bool;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -349,6 +350,8 @@ pub struct Handler<C: Core, R: FrameResolver> {
     clients: Vec<ClientState<C::Domain>, MAX_CLIENTS>,
     /// Events for streams no client owns.
     unrouted_faults: u64,
+    /// Drains that found the hardware event queue had overflowed.
+    event_overflows: u64,
 }
 
 impl<C: Core, R: FrameResolver> Handler<C, R> {
@@ -368,6 +371,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             policy,
             clients,
             unrouted_faults: 0,
+            event_overflows: 0,
         })
     }
 
@@ -396,11 +400,23 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         self.unrouted_faults
     }
 
+    /// How often the hardware event queue overflowed (events lost before
+    /// they could be routed; they cannot be attributed to a client).
+    pub fn event_overflows(&self) -> u64 {
+        self.event_overflows
+    }
+
     /// Handles one message from the client whose endpoint badge is `badge`.
     /// Writes the reply into `reply` and returns its length in bytes (0 only
     /// if `reply` cannot hold even an error). Every cap in `received_caps` is
     /// either kept (a successful `RegisterMemory`) or released through the
     /// [`FrameResolver`] before this returns. Never panics.
+    ///
+    /// `received_caps` must hold only capabilities the kernel reports as
+    /// transferred (`MessageInfo.extraCaps`, not unwrapped badges): seL4
+    /// drops a cap silently when the receive slot is unusable, and the
+    /// handler cannot tell an empty slot from a cap that is not a frame
+    /// except through [`FrameResolver::resolve`].
     pub fn handle(
         &mut self,
         badge: u64,
@@ -1117,7 +1133,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         let policy = self.policy;
         let clients = &mut self.clients;
         let unrouted = &mut self.unrouted_faults;
-        self.core.drain_events(&mut |ev| {
+        let overflowed = self.core.drain_events(&mut |ev| {
             let Some(ci) = policy.owner_of(ev.stream) else {
                 *unrouted = unrouted.saturating_add(1);
                 return;
@@ -1127,6 +1143,9 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 notify_mask |= 1 << ci;
             }
         });
+        if overflowed {
+            self.event_overflows = self.event_overflows.saturating_add(1);
+        }
         let mut out = Notify::new();
         for (i, c) in self.clients.iter().enumerate() {
             if notify_mask & (1 << i) != 0 {

@@ -118,8 +118,8 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Core for Smmu<M, A, D> {
         self.domain_info(domain).map_or(0, |i| i.table_pages)
     }
 
-    fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) {
-        Smmu::drain_events(self, |e| {
+    fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) -> bool {
+        let report = Smmu::drain_events(self, |e| {
             sink(CoreEvent {
                 stream: StreamId(e.sid),
                 ssid: Ssid(e.ssid.unwrap_or(0)),
@@ -128,5 +128,6 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Core for Smmu<M, A, D> {
                 write: e.fault().is_some_and(|f| !f.read),
             })
         });
+        report.overflowed
     }
 }

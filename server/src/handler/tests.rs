@@ -115,10 +115,11 @@ impl Core for RefCore {
         let l1: BTreeSet<u64> = pt.keys().map(|v| v >> 27).collect();
         1 + (l3.len() + l2.len() + l1.len()) as u32
     }
-    fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) {
+    fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) -> bool {
         for e in self.events.drain(..) {
             sink(e);
         }
+        false
     }
 }
 
