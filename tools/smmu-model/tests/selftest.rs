@@ -1072,3 +1072,29 @@ fn sixty_four_k_granule_walk() {
         Some(evt::F_TRANSLATION)
     );
 }
+
+#[test]
+fn edu_style_dma_faults_per_word() {
+    let r = Rig::new(Features::qemu_7_2());
+    let s = r.smmu();
+    let root = r.s1_stream(1, 1);
+    let a = r.page();
+    r.map(root, 0x1000, a, 3, RW);
+    // 16 bytes straddling the end of the mapped page: 2 words land, 2 fault.
+    let faults = s.edu_dma_write(1, None, 0x1ff8, &[0xAA; 16]);
+    assert_eq!(
+        faults.iter().map(|f| f.iova).collect::<Vec<_>>(),
+        [0x2000, 0x2004]
+    );
+    assert_eq!(r.m.mem.read_u64(a + 0xff8), Some(0xAAAA_AAAA_AAAA_AAAA));
+    let mut buf = [0x55u8; 16];
+    let faults = s.edu_dma_read(1, None, 0x1ff8, &mut buf);
+    assert_eq!(faults.len(), 2);
+    assert_eq!(
+        buf,
+        [0xAA, 0xAA, 0xAA, 0xAA, 0xAA, 0xAA, 0xAA, 0xAA, 0, 0, 0, 0, 0, 0, 0, 0]
+    );
+    // One event per faulting word (4-entry queue: 4 written, then overflow).
+    let c = s.counters();
+    assert_eq!((c.events_generated, c.events_written), (4, 4));
+}
