@@ -433,3 +433,40 @@ fn a_fault_storm_on_one_stream_does_not_crowd_out_others() {
         (StreamId(SID_B), 0x6000, 0)
     );
 }
+
+#[test]
+fn handles_die_with_their_objects_and_partial_registrations_roll_back() {
+    let (m, s) = server();
+    let mut a = connect(&s, A);
+    // A freed domain's handle does not name the next domain in its slot.
+    let d1 = a.alloc_domain().unwrap();
+    a.free_domain(d1).unwrap();
+    let d2 = a.alloc_domain().unwrap();
+    assert_ne!(d1, d2);
+    let (_, c) = frame(&m, &s, 0x1000);
+    let mem = a.register_memory(&[c]).unwrap();
+    assert_eq!(
+        a.map(d1, 0x10_0000, mem.handle, 0, 0x1000, Perms::RW),
+        Err(Error::Iommu(ErrorCode::NoSuchDomain))
+    );
+    a.map(d2, 0x10_0000, mem.handle, 0, 0x1000, Perms::RW)
+        .unwrap();
+
+    // Three frames, the last not a frame at all: the client unregisters the
+    // two that got in, and every cap is released once.
+    let (_, f1) = frame(&m, &s, 0x1000);
+    let (_, f2) = frame(&m, &s, 0x2000);
+    let bad = s.borrow_mut().resolver_mut().not_a_frame();
+    let before = a.stats().unwrap();
+    assert_eq!(
+        a.register_memory(&[f1, f2, bad]),
+        Err(Error::Iommu(ErrorCode::BadCapability))
+    );
+    assert_eq!(a.stats().unwrap(), before);
+    let h = s.borrow();
+    for cap in [f1, f2, bad] {
+        assert!(h.resolver().is_released(cap));
+    }
+    assert!(!h.resolver().is_released(c));
+    assert_eq!(h.resolver().double_releases(), 0);
+}
