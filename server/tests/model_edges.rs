@@ -172,3 +172,38 @@ fn shutdown_aborts_traffic_and_frees_everything() {
     assert!(live.is_empty(), "DMA memory left after shutdown: {live:x?}");
     assert!(m.smmu.violations().is_empty(), "{:?}", m.smmu.violations());
 }
+
+#[test]
+fn memory_attributes() {
+    // IDR0.COHACC = 1: normal memory must be write-back cacheable and
+    // inner shareable for DMA to be coherent with the CPUs; DEVICE mappings
+    // must be a Device memory type.
+    let (m, mut s) = boot_qemu();
+    let d = s.alloc_domain().unwrap();
+    s.map(d, 0x1000, 0x1_0000_0000, 0x1000, Perms::RW).unwrap();
+    s.map(
+        d,
+        0x2000,
+        0x1_0000_1000,
+        0x1000,
+        Perms::RW.union(Perms::DEVICE),
+    )
+    .unwrap();
+    s.attach(SID, 0, d).unwrap();
+    let normal = m.smmu.probe(SID, None, 0x1000, Access::READ).unwrap();
+    // A MAIR nibble is write-back when 0b11RW, or 0b01RW with RW != 0.
+    let wb = |n: u8| n >> 2 == 0b11 || (n >> 2 == 0b01 && n & 3 != 0);
+    assert!(
+        wb(normal.mair_attr >> 4) && wb(normal.mair_attr & 0xF) && normal.sh == 0b11,
+        "normal memory: MAIR attr {:#x}, SH {:#b}: want write-back, inner shareable",
+        normal.mair_attr,
+        normal.sh
+    );
+    let dev = m.smmu.probe(SID, None, 0x2000, Access::READ).unwrap();
+    assert_eq!(
+        dev.mair_attr & 0xF3,
+        0,
+        "device memory: MAIR attr {:#x}",
+        dev.mair_attr
+    );
+}

@@ -266,6 +266,11 @@ pub struct Translation {
     pub asid: Option<u16>,
     /// Size of the page or block that translated it.
     pub page_size: u64,
+    /// Memory attributes of the leaf: the CD.MAIR byte selected by
+    /// AttrIndx (0xff = Normal write-back; 0b0000_xx00 = Device), and SH
+    /// (0b11 inner shareable). Zero when bypassed.
+    pub mair_attr: u8,
+    pub sh: u8,
 }
 
 /// A DMA that stopped: at `iova`, after `done` bytes.
@@ -1759,6 +1764,8 @@ impl State {
             tlb_hit: false,
             asid: None,
             page_size: 4096,
+            mair_attr: 0,
+            sh: 0,
         });
         if self.r.cr0ack & reg::CR0_SMMUEN == 0 {
             // 6.3.14: with the SMMU disabled, GBPA decides.
@@ -1860,6 +1867,8 @@ impl State {
             tlb_hit: hit,
             asid: Some(asid),
             page_size: 1 << e.size_log2,
+            mair_attr: (cd.mair >> (8 * bits(e.desc, 4, 2))) as u8,
+            sh: bits(e.desc, 9, 8) as u8,
         })
     }
 
