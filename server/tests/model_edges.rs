@@ -207,3 +207,35 @@ fn memory_attributes() {
         dev.mair_attr
     );
 }
+
+#[test]
+fn coherent_walk_and_queue_attributes() {
+    // IDR0.COHACC = 1 and the CPU's memory is Normal write-back inner
+    // shareable: the SMMU's own accesses (queues, stream table, CD fetch,
+    // page-table walks) must use the same attributes, or on hardware they
+    // can miss CPU-cached data. (QEMU ignores attributes, so only the
+    // model can check this.)
+    use iommu_server::hal::Mmio;
+    let (m, mut s) = boot_pasid(4);
+    let cr1 = m.smmu.read32(reg::CR1);
+    let f = |lo: u32| (cr1 >> lo) & 3;
+    assert_eq!(
+        (f(0), f(2), f(4), f(6), f(8), f(10)),
+        (1, 1, 3, 1, 1, 3),
+        "CR1 {cr1:#x}: queue IC/OC/SH and table IC/OC/SH should be WB, WB, ISH"
+    );
+    let d = s.alloc_domain().unwrap();
+    s.attach(SID, 0, d).unwrap();
+    let ste = m.smmu.ste_at(SID).unwrap();
+    assert_eq!(
+        (ste.s1cir, ste.s1cor, ste.s1csh),
+        (1, 1, 3),
+        "STE CD-fetch attributes S1CIR/S1COR/S1CSH should be WBRA, WBRA, ISH"
+    );
+    let cd = m.smmu.cd_at(SID, None).unwrap();
+    assert_eq!(
+        (cd.ir0, cd.or0, cd.sh0),
+        (1, 1, 3),
+        "CD walk attributes IR0/OR0/SH0 should be WBWA, WBWA, ISH"
+    );
+}
