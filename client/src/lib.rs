@@ -250,6 +250,11 @@ impl<T: Transport> Iommu<T> {
         &self.info
     }
 
+    /// The transport (e.g. for its own diagnostics).
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
     /// The transport, e.g. to drop the connection.
     pub fn into_transport(self) -> T {
         self.transport

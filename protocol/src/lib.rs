@@ -186,7 +186,8 @@ pub struct Perms(pub u8);
 impl Perms {
     /// The device may read.
     pub const READ: Perms = Perms(1);
-    /// The device may write.
+    /// The device may write. (Stage 1 cannot express write-only: the
+    /// server's page tables make a WRITE mapping readable too.)
     pub const WRITE: Perms = Perms(2);
     /// Read and write.
     pub const RW: Perms = Perms(3);
