@@ -44,6 +44,10 @@ static const p_region_t BOOT_RODATA dev_p_regs[] = {
     { .start = PCIE_MMIO_PADDR, .end = PCIE_MMIO_PADDR + PCIE_MMIO_SIZE },
     { .start = PCIE_PIO_PADDR,  .end = PCIE_PIO_PADDR + PCIE_PIO_SIZE },
     { .start = PCIE_ECAM_PADDR, .end = PCIE_ECAM_PADDR + PCIE_ECAM_SIZE },
+#ifndef CONFIG_PRINTING
+    /* Without kernel printing the UART is free: user level prints through it. */
+    { .start = UART0_PADDR,     .end = UART0_PADDR + 0x1000 },
+#endif
 };
 
 static inline void

@@ -11,7 +11,7 @@ pub mod elf;
 /// `StartInfo::magic`: "seL4 START" in ASCII, little-endian.
 pub const START_INFO_MAGIC: u64 = 0x5452_4154_5334_6c65;
 /// Bumped whenever the layout changes.
-pub const START_INFO_VERSION: u32 = 1;
+pub const START_INFO_VERSION: u32 = 2;
 
 pub const NAME_LEN: usize = 24;
 pub const MAX_CAPS: usize = 16;
@@ -171,6 +171,9 @@ pub struct StartInfo {
     pub dma: DmaPool,
     pub num_untyped: u64,
     pub untyped: [UntypedCap; MAX_UNTYPED],
+    /// With a kernel built without printing: where the PL011 is mapped for
+    /// output (0: print with `seL4_DebugPutChar`).
+    pub console: u64,
 }
 
 impl StartInfo {
@@ -207,6 +210,19 @@ impl StartInfo {
     /// The IRQ handler the description calls `name`.
     pub fn irq(&self, name: &str) -> Option<&IrqCap> {
         self.irqs().iter().find(|i| i.name.as_str() == name)
+    }
+}
+
+/// Writes one byte to a PL011 UART whose registers are mapped at `base`.
+///
+/// # Safety
+/// `base` must be the mapped (device memory) address of a PL011.
+pub unsafe fn pl011_putc(base: u64, b: u8) {
+    let fr = (base + 0x18) as *const u32;
+    // SAFETY: the caller guarantees a PL011 at `base`; FR bit 5 is TXFF.
+    unsafe {
+        while core::ptr::read_volatile(fr) & (1 << 5) != 0 {}
+        core::ptr::write_volatile(base as *mut u32, b as u32);
     }
 }
 

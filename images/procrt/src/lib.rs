@@ -70,8 +70,20 @@ pub struct Console;
 
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        #[cfg(sel4_debug_build)]
         for b in s.bytes() {
             syscalls::debug_put_char(b);
+        }
+        #[cfg(not(sel4_debug_build))]
+        {
+            // SAFETY: set once before main runs; read-only afterwards.
+            let uart = unsafe { INFO }.map_or(0, |i| i.console);
+            if uart != 0 {
+                for b in s.bytes() {
+                    // SAFETY: the root task maps the PL011 at `console`.
+                    unsafe { procinfo::pl011_putc(uart, b) };
+                }
+            }
         }
         Ok(())
     }

@@ -59,7 +59,6 @@ fn fail(what: &str, f: Fail) -> ! {
 
 #[no_mangle]
 extern "C" fn main(bootinfo: u64) -> ! {
-    println!("root: seL4 root task, system \"{}\"", SYSTEM.name);
     // SAFETY: x0 at entry is the bootinfo address the kernel mapped for us.
     let bi = match unsafe { sel4_abi::BootInfo::from_addr(bootinfo as usize) } {
         Ok(bi) => bi,
@@ -69,6 +68,8 @@ extern "C" fn main(bootinfo: u64) -> ! {
         }
     };
     let mut k = Kernel::new(&bi);
+    let console = setup_console(&mut k);
+    println!("root: seL4 root task, system \"{}\"", SYSTEM.name);
     println!(
         "root: {} untypeds, {} MiB free RAM, empty slots {:?}",
         bi.untyped().len(),
@@ -87,6 +88,7 @@ extern "C" fn main(bootinfo: u64) -> ! {
         .alloc(ObjectType::EndpointObject, 0)
         .unwrap_or_else(|e| fail("root endpoint", e));
     let mut shared = Shared {
+        console,
         endpoints: [CPtr(0); 32],
         notifications: [CPtr(0); 32],
         root_ep,
@@ -222,6 +224,43 @@ fn report_fault(name: &str, info: MessageInfo, mrs: &[u64; 4]) {
         ),
         other => println!("FAULT in {name}: {other:?}"),
     }
+}
+
+/// On a kernel without printing, maps the PL011 (a device untyped then) into
+/// the root task for its own output; returns its frame cap for the processes.
+#[cfg(not(sel4_debug_build))]
+fn setup_console(k: &mut Kernel) -> Option<CPtr> {
+    use sel4_abi::{CapRights, VMAttributes};
+    const UART_PADDR: u64 = 0x0900_0000;
+    const ROOT_UART_VADDR: u64 = 0x7f00_0020_0000;
+    let frame = k.device_frames(UART_PADDR, kobj::PAGE).ok()?;
+    let copy = k.slot().ok()?;
+    kobj::INIT_CNODE
+        .copy(
+            copy.0,
+            kobj::DEPTH,
+            kobj::INIT_CNODE,
+            frame.0,
+            kobj::DEPTH,
+            CapRights::ALL,
+        )
+        .ok()?;
+    k.map(
+        kobj::INIT_VSPACE,
+        copy,
+        ROOT_UART_VADDR,
+        CapRights::READ_WRITE,
+        VMAttributes::EXECUTE_NEVER,
+    )
+    .ok()?;
+    out::UART.store(ROOT_UART_VADDR, core::sync::atomic::Ordering::Relaxed);
+    Some(frame)
+}
+
+/// A debug kernel prints for everyone (`seL4_DebugPutChar`).
+#[cfg(sel4_debug_build)]
+fn setup_console(_: &mut Kernel) -> Option<CPtr> {
+    None
 }
 
 #[panic_handler]

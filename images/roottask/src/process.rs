@@ -17,6 +17,8 @@ use sel4_abi::{
 /// Fixed addresses in every process (xtask keeps described regions below 4 GiB).
 pub const INFO_VADDR: u64 = 0x1_0000_0000;
 pub const IPC_VADDR: u64 = INFO_VADDR + PAGE;
+/// The PL011, on kernels without printing.
+pub const CONSOLE_VADDR: u64 = INFO_VADDR + 2 * PAGE;
 /// The stack starts here (a guard page below it stays unmapped).
 pub const STACK_BOTTOM: u64 = INFO_VADDR + 0x10_0000;
 
@@ -36,6 +38,8 @@ pub struct Shared {
     pub notifications: [CPtr; 32],
     /// The root task's own endpoint (faults and control messages).
     pub root_ep: CPtr,
+    /// The PL011's frame cap when processes print through it.
+    pub console: Option<CPtr>,
 }
 
 fn log2_ceil(n: u64) -> u64 {
@@ -125,6 +129,7 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
         dma: DmaPool::default(),
         num_untyped: 0,
         untyped: [UntypedCap::default(); procinfo::MAX_UNTYPED],
+        console: 0,
     };
 
     // Fixed slots.
@@ -339,6 +344,21 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
         };
         info.num_untyped += 1;
         next += 1;
+    }
+
+    if let Some(uart) = shared.console {
+        let copy = k.slot()?;
+        INIT_CNODE
+            .copy(copy.0, DEPTH, INIT_CNODE, uart.0, DEPTH, CapRights::ALL)
+            .ctx("CNode_Copy (console)")?;
+        k.map(
+            vspace,
+            copy,
+            CONSOLE_VADDR,
+            CapRights::READ_WRITE,
+            VMAttributes::EXECUTE_NEVER,
+        )?;
+        info.console = CONSOLE_VADDR;
     }
 
     info.free_first = next;

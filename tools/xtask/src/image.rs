@@ -14,11 +14,10 @@ pub const TARGET: &str = "aarch64-unknown-none";
 pub fn build(ctx: &Ctx, name: &str) -> Result<PathBuf> {
     let started = Instant::now();
     let desc = system::load(&ctx.root, name)?;
-    let kernel = kernel::build_kernel(ctx)?;
+    let kernel = kernel::build_kernel(ctx, desc.kernel.flavour())?;
     let out = ctx.build.join("images").join(name);
     std::fs::create_dir_all(&out)?;
-    let images = ctx.root.join("images");
-    let bin_dir = images.join("target").join(TARGET).join("release");
+    let bin_dir = target_dir(ctx, &kernel).join(TARGET).join("release");
 
     let crates = desc.crates();
     let mut args = vec!["build", "--release", "--target", TARGET];
@@ -88,19 +87,32 @@ fn strip(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One cargo target directory per kernel flavour: the bindings (and so
+/// everything above them) differ, and switching would rebuild it all.
+fn target_dir(ctx: &Ctx, kernel: &kernel::Kernel) -> PathBuf {
+    let target = ctx.root.join("images/target");
+    match kernel.flavour {
+        kernel::Flavour::Debug => target,
+        kernel::Flavour::Release => target.join("kernel-release"),
+    }
+}
+
 /// Runs cargo in the `images/` workspace with the kernel's configuration in
-/// the environment (sel4-abi's build script generates its bindings from it).
+/// the environment (sel4-abi's build script generates its bindings from it;
+/// procrt and the root task pick their console from `SEL4_DEFINES`).
 fn cargo(ctx: &Ctx, kernel: &kernel::Kernel, args: &[&str], env: &[(&str, &Path)]) -> Result<()> {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command
         .args(args)
+        .arg("--target-dir")
+        .arg(target_dir(ctx, kernel))
         .current_dir(ctx.root.join("images"))
         .env("SEL4_SOURCE", &kernel.src_dir)
         .env(
             "SEL4_AUTOCONF",
             kernel.src_dir.join("include/plat/virt/autoconf.h"),
         )
-        .env("SEL4_DEFINES", "CONFIG_DEBUG_BUILD")
+        .env("SEL4_DEFINES", kernel.flavour.command_line_defines())
         // The host workspace's xtask runs under `cargo run`; do not leak its
         // target directory or flags into the aarch64 build.
         .env_remove("CARGO_TARGET_DIR")

@@ -23,8 +23,39 @@ pub const RAM_SIZE: u64 = 0x4000_0000;
 /// Bumped whenever the edits below change, so old builds are not reused.
 const RECIPE_VERSION: u32 = 1;
 
+/// Which kernel configuration to build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Flavour {
+    /// `DEBUG=y`: CONFIG_DEBUG_BUILD and CONFIG_PRINTING (DebugPutChar,
+    /// kernel fault printouts). What every system uses unless it says otherwise.
+    #[default]
+    Debug,
+    /// No debug support: the fast paths benchmarks should measure. User
+    /// level prints through the PL011, which the kernel then hands out as a
+    /// device untyped.
+    Release,
+}
+
+impl Flavour {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::Debug => "debug",
+            Flavour::Release => "release",
+        }
+    }
+
+    /// The defines the kernel Makefile adds on the command line.
+    pub fn command_line_defines(self) -> &'static str {
+        match self {
+            Flavour::Debug => "CONFIG_DEBUG_BUILD",
+            Flavour::Release => "",
+        }
+    }
+}
+
 /// What a kernel build produced.
 pub struct Kernel {
+    pub flavour: Flavour,
     /// `kernel.elf`, for the loader.
     pub elf: PathBuf,
     /// The build directory: generated headers (`arch/api/invocation.h`, ...).
@@ -33,55 +64,66 @@ pub struct Kernel {
     pub src_dir: PathBuf,
 }
 
-/// Builds the debug kernel, or reuses an up-to-date build.
-pub fn build_kernel(ctx: &Ctx) -> Result<Kernel> {
+/// Builds a kernel, or reuses an up-to-date build. Both flavours share one
+/// patched source tree, which is only recreated when its inputs change.
+pub fn build_kernel(ctx: &Ctx, flavour: Flavour) -> Result<Kernel> {
     let root = ctx.build.join("kernel");
     let src_dir = root.join("src");
-    let build_dir = root.join("build-debug");
+    let build_dir = root.join(format!("build-{}", flavour.name()));
     let elf = build_dir.join("kernel.elf");
-    let stamp = root.join("inputs.stamp");
+    let src_stamp = root.join("src.stamp");
+    let build_stamp = root.join(format!("{}.stamp", flavour.name()));
 
     let upstream = sel4_source(ctx)?;
     let ours = ctx.root.join("images/kernel");
     let fingerprint = fingerprint(&upstream, &ours)?;
-    if elf.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(fingerprint.as_str()) {
-        println!("kernel: up to date ({})", elf.display());
-        return Ok(Kernel {
-            elf,
-            build_dir,
-            src_dir,
-        });
+    let kernel = Kernel {
+        flavour,
+        elf: elf.clone(),
+        build_dir: build_dir.clone(),
+        src_dir: src_dir.clone(),
+    };
+    let stamped =
+        |stamp: &Path| fs::read_to_string(stamp).ok().as_deref() == Some(fingerprint.as_str());
+    if elf.is_file() && stamped(&build_stamp) && stamped(&src_stamp) {
+        println!("kernel: {} up to date ({})", flavour.name(), elf.display());
+        return Ok(kernel);
     }
 
     let started = Instant::now();
-    if src_dir.exists() {
-        fs::remove_dir_all(&src_dir)?;
+    if !stamped(&src_stamp) {
+        let _ = fs::remove_file(&src_stamp);
+        if src_dir.exists() {
+            fs::remove_dir_all(&src_dir)?;
+        }
+        copy_tree(&upstream, &src_dir)
+            .with_context(|| format!("copying the seL4 source from {}", upstream.display()))?;
+        apply_platform(&ours, &src_dir)?;
+        fs::write(&src_stamp, &fingerprint)?;
     }
-    copy_tree(&upstream, &src_dir)
-        .with_context(|| format!("copying the seL4 source from {}", upstream.display()))?;
-    apply_platform(&ours, &src_dir)?;
 
     if build_dir.exists() {
         fs::remove_dir_all(&build_dir)?;
     }
     fs::create_dir_all(&build_dir)?;
     let src = src_dir.to_str().context("non-UTF-8 build path")?;
-    let status = Command::new("make")
-        .arg("-f")
-        .arg(src_dir.join("Makefile"))
-        .args([
-            &format!("SOURCE_ROOT={src}"),
-            "TOOLPREFIX=aarch64-linux-gnu-",
-            "ARCH=arm",
-            "SEL4_ARCH=aarch64",
-            "PLAT=virt",
-            "ARMV=armv8-a",
-            "CPU=cortex-a53",
-            "CIRCULAR_INCLUDES=true",
-            "DEBUG=y",
-            "-j2",
-            "kernel.elf",
-        ])
+    let mut make = Command::new("make");
+    make.arg("-f").arg(src_dir.join("Makefile")).args([
+        &format!("SOURCE_ROOT={src}"),
+        "TOOLPREFIX=aarch64-linux-gnu-",
+        "ARCH=arm",
+        "SEL4_ARCH=aarch64",
+        "PLAT=virt",
+        "ARMV=armv8-a",
+        "CPU=cortex-a53",
+        "CIRCULAR_INCLUDES=true",
+        "-j2",
+        "kernel.elf",
+    ]);
+    if flavour == Flavour::Debug {
+        make.arg("DEBUG=y");
+    }
+    let status = make
         .env("PYTHON", crate::setup::python())
         .current_dir(&build_dir)
         .status()
@@ -89,17 +131,14 @@ pub fn build_kernel(ctx: &Ctx) -> Result<Kernel> {
     if !status.success() || !elf.is_file() {
         bail!("the seL4 kernel build failed (in {})", build_dir.display());
     }
-    fs::write(&stamp, &fingerprint)?;
+    fs::write(&build_stamp, &fingerprint)?;
     println!(
-        "kernel: built {} in {:.1?}",
+        "kernel: built {} kernel {} in {:.1?}",
+        flavour.name(),
         elf.display(),
         started.elapsed()
     );
-    Ok(Kernel {
-        elf,
-        build_dir,
-        src_dir,
-    })
+    Ok(kernel)
 }
 
 /// Finds the seL4 source inside the `sel4-sys` package, fetching it with cargo.

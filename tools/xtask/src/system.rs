@@ -20,6 +20,10 @@ pub struct System {
     pub description: String,
     /// Processes whose `done` ends the run (default: every process).
     pub wait_for: Option<Vec<String>>,
+    /// `"debug"` (default) or `"release"`: a kernel without debug support,
+    /// for benchmarks (output then goes through the PL011 from user level).
+    #[serde(default)]
+    pub kernel: KernelKind,
     #[serde(default)]
     pub qemu: Qemu,
     #[serde(default, rename = "endpoint")]
@@ -28,6 +32,23 @@ pub struct System {
     pub notifications: Vec<Object>,
     #[serde(rename = "process")]
     pub processes: Vec<Process>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelKind {
+    #[default]
+    Debug,
+    Release,
+}
+
+impl KernelKind {
+    pub fn flavour(self) -> crate::kernel::Flavour {
+        match self {
+            KernelKind::Debug => crate::kernel::Flavour::Debug,
+            KernelKind::Release => crate::kernel::Flavour::Release,
+        }
+    }
 }
 
 /// QEMU settings this system needs beyond the common command line.
