@@ -22,6 +22,7 @@ pub fn run_all(ctx: &Ctx) -> Tally {
     hello(ctx, &mut t, "hello-release");
     fault(ctx, &mut t);
     resources(ctx, &mut t);
+    misconfig(ctx, &mut t);
     dma_demo::run(ctx, &mut t);
     println!(
         "== image tests: {} passed, {} failed",
@@ -283,6 +284,28 @@ fn fault(ctx: &Ctx, t: &mut Checks) {
             Err("the read of an unmapped address returned".into())
         } else {
             Ok(())
+        },
+    );
+}
+
+/// A misconfigured system stops at boot with a clear error, not a hang.
+fn misconfig(ctx: &Ctx, t: &mut Checks) {
+    let Some(out) = boot(ctx, t, "misconfig") else {
+        return;
+    };
+    t.check(
+        "misconfig/clear-boot-error",
+        contains(
+            &out,
+            "root: ERROR: greedy: no device untyped covers 0x8000000",
+        ),
+    );
+    t.check(
+        "misconfig/stops-with-exit-code-2",
+        if out.exit_code == Some(2) && !out.timed_out {
+            Ok(())
+        } else {
+            Err(out.summary())
         },
     );
 }
