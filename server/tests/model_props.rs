@@ -1,8 +1,8 @@
 //! Property tests: random sequences of alloc_domain / free_domain / attach /
 //! detach / map / unmap against the software SMMUv3. After every step, for
 //! a sample of IOVAs of every (StreamID, SSID), the model's translation -
-//! through its STE/CD caches and TLB, which the server must have invalidated
-//! - equals the intended mapping kept in a reference map here. An unmapped,
+//! through its STE/CD caches and TLB, which the server must have invalidated,
+//! equals the intended mapping kept in a reference map here. An unmapped,
 //! detached or freed translation that still answers is a stale cache entry
 //! the server forgot to invalidate.
 
@@ -103,11 +103,14 @@ struct Stable {
     failures: Vec<String>,
 }
 
+/// IOVA page -> (physical address, permissions).
+type Pages = BTreeMap<u64, (u64, Perms)>;
+
 /// What the server was asked for.
 #[derive(Default)]
 struct Reference {
     /// Live domains, in allocation order, with their page -> (pa, perms).
-    doms: Vec<(DomainId, BTreeMap<u64, (u64, Perms)>)>,
+    doms: Vec<(DomainId, Pages)>,
     /// (sid, ssid) -> domain.
     attached: BTreeMap<(u32, u32), DomainId>,
     next_pa: u64,
@@ -144,7 +147,8 @@ impl Run {
             )
         };
         let dom = |i: usize| self.r.dom(i).map(|d| self.r.doms[d].0);
-        let (skip_key, range): (Option<(u32, u32)>, Option<(DomainId, u64, u64)>) = match *op {
+        type Range = Option<(DomainId, u64, u64)>;
+        let (skip_key, range): (Option<(u32, u32)>, Range) = match *op {
             Op::Attach { stream, ssid, .. } | Op::Detach { stream, ssid } => {
                 (Some(key(stream, ssid)), None)
             }
