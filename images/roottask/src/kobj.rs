@@ -68,6 +68,8 @@ pub struct Kernel {
     n_uts: usize,
     /// Paging structures left over when a level turned out to exist already.
     spare: [Option<CPtr>; 3],
+    /// The slot for the temporary frame copy `write_frame` maps.
+    scratch: Option<CPtr>,
 }
 
 /// Bytes (log2) of untyped memory one object takes.
@@ -84,6 +86,7 @@ impl Kernel {
             uts: [None; MAX_UNTYPED],
             n_uts: 0,
             spare: [None; 3],
+            scratch: None,
         };
         for (cap, d) in bi.untypeds() {
             k.add_untyped(UntypedDesc {
@@ -366,14 +369,13 @@ impl Kernel {
     }
 
     fn scratch_slot(&mut self) -> Result<CPtr> {
-        // One slot reused for every scratch copy.
-        static mut SCRATCH_SLOT: u64 = 0;
-        // SAFETY: the root task is single-threaded.
-        unsafe {
-            if SCRATCH_SLOT == 0 {
-                SCRATCH_SLOT = self.slot()?.0;
+        match self.scratch {
+            Some(slot) => Ok(slot),
+            None => {
+                let slot = self.slot()?;
+                self.scratch = Some(slot);
+                Ok(slot)
             }
-            Ok(CPtr(SCRATCH_SLOT))
         }
     }
 }

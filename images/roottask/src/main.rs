@@ -33,6 +33,7 @@ core::arch::global_asm!(
     stack = sym STACK,
 );
 
+/// The root task's stack; only `_start` names it (as the initial `sp`).
 #[repr(C, align(16))]
 struct Stack([u8; 0x10000]);
 static mut STACK: Stack = Stack([0; 0x10000]);
