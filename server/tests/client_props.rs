@@ -49,6 +49,8 @@ enum Op {
     Dma(u32, u64),
     Faults,
     Raw(Vec<u8>),
+    /// The n-th DMA allocation from now fails (page tables, CD tables).
+    FailAlloc(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -68,6 +70,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (sid, 0u64..14).prop_map(|(s, slot)| Op::Dma(s, slot)),
         1 => Just(Op::Faults),
         1 => prop::collection::vec(any::<u8>(), 0..40).prop_map(Op::Raw),
+        1 => (1u64..4).prop_map(Op::FailAlloc),
     ]
 }
 
@@ -159,6 +162,7 @@ proptest! {
             let badge = *badge;
             let before = check(&m, &registered);
             let commands = m.smmu.counters().commands;
+            let stats_before = c.stats().unwrap();
             // Mostly the caller's own handles, sometimes the other client's,
             // now and then one nobody was given.
             let me = usize::from(who);
@@ -251,6 +255,10 @@ proptest! {
                     Ok(())
                 }
                 Op::Faults => c.faults().map(|_| ()),
+                Op::FailAlloc(n) => {
+                    m.mem.fail_nth_alloc(n);
+                    Ok(())
+                }
                 Op::Raw(bytes) => {
                     let mut out = [0u8; MSG_MAX_BYTES];
                     let n = s.borrow_mut().handle(badge, &bytes, &[], &mut out);
@@ -259,9 +267,15 @@ proptest! {
                 }
             };
             let after = check(&m, &registered);
-            if result.is_err() {
+            if let Err(e) = result {
                 prop_assert_eq!(&before, &after, "a refused request changed a translation");
-                prop_assert_eq!(m.smmu.counters().commands, commands, "a refused request issued commands");
+                prop_assert_eq!(c.stats().unwrap(), stats_before, "a refused request changed usage");
+                // A request the core failed part-way (out of table memory) was
+                // rolled back, which may take commands; anything refused
+                // before reaching the core issued none.
+                if e != Error::Iommu(iommu_client::ErrorCode::NoMemory) {
+                    prop_assert_eq!(m.smmu.counters().commands, commands, "a refused request issued commands");
+                }
             }
             prop_assert_eq!(s.borrow().resolver().double_releases(), 0);
         }
