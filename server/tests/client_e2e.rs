@@ -470,3 +470,62 @@ fn handles_die_with_their_objects_and_partial_registrations_roll_back() {
     assert!(!h.resolver().is_released(c));
     assert_eq!(h.resolver().double_releases(), 0);
 }
+
+#[test]
+fn partial_unmap_of_a_block_splits_it_or_changes_nothing() {
+    let (m, s) = server();
+    let mut a = connect(&s, A);
+    let d = a.alloc_domain().unwrap();
+    a.attach(StreamId(SID_A), Ssid(0), d).unwrap();
+    let (pa, c) = frame(&m, &s, 0x20_0000);
+    let mem = a.register_memory(&[c]).unwrap();
+    a.map(d, 0x4000_0000, mem.handle, 0, 0x20_0000, Perms::RW)
+        .unwrap();
+    let t = m
+        .smmu
+        .translate_ex(SID_A, None, 0x4000_5000, Access::READ)
+        .unwrap();
+    assert_eq!(
+        (t.paddr, t.page_size),
+        (pa + 0x5000, 0x20_0000),
+        "one 2 MiB block"
+    );
+    // Splitting the block needs a table; without memory nothing changes.
+    let stats = a.stats().unwrap();
+    m.mem.fail_nth_alloc(1);
+    assert_eq!(
+        a.unmap(d, 0x4000_5000, 0x1000),
+        Err(Error::Iommu(ErrorCode::NoMemory))
+    );
+    m.mem.clear_failures();
+    assert_eq!(a.stats().unwrap(), stats);
+    assert_eq!(
+        m.smmu.translate(SID_A, None, 0x4000_5000, Access::READ),
+        Ok(pa + 0x5000)
+    );
+    // With memory, the page goes and its neighbours stay.
+    a.unmap(d, 0x4000_5000, 0x1000).unwrap();
+    assert!(m
+        .smmu
+        .translate(SID_A, None, 0x4000_5000, Access::READ)
+        .is_err());
+    assert_eq!(
+        m.smmu.translate(SID_A, None, 0x4000_4000, Access::READ),
+        Ok(pa + 0x4000)
+    );
+    assert_eq!(
+        m.smmu.translate(SID_A, None, 0x4000_6000, Access::READ),
+        Ok(pa + 0x6000)
+    );
+    let st = a.stats().unwrap();
+    assert_eq!((st.mapped_bytes, st.mappings), (0x20_0000 - 0x1000, 2));
+    // The two pieces are separate records now; the hole is not mapped.
+    assert_eq!(
+        a.unmap(d, 0x4000_0000, 0x20_0000),
+        Err(Error::Iommu(ErrorCode::NotMapped))
+    );
+    a.unmap(d, 0x4000_0000, 0x5000).unwrap();
+    a.unmap(d, 0x4000_6000, 0x20_0000 - 0x6000).unwrap();
+    assert_eq!(a.stats().unwrap().mapped_bytes, 0);
+    a.unregister_memory(mem.handle).unwrap();
+}
