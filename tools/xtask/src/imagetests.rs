@@ -118,6 +118,14 @@ fn hex_after(serial: &str, prefix: &str, key: &str) -> Option<u64> {
     u64::from_str_radix(&digits, 16).ok()
 }
 
+/// The hex number (`0x...`) after `word ` on the first line containing `prefix`.
+fn hex_word(serial: &str, prefix: &str, word: &str) -> Option<u64> {
+    let line = serial.lines().find(|l| l.contains(prefix))?;
+    let rest = &line[line.find(&format!("{word} 0x"))? + word.len() + 3..];
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+    u64::from_str_radix(&digits, 16).ok()
+}
+
 /// The decimal number after `word ` on the first line containing `prefix`.
 fn number_after(serial: &str, prefix: &str, word: &str) -> Option<u64> {
     let line = serial.lines().find(|l| l.contains(prefix))?;
@@ -267,9 +275,34 @@ fn fault(ctx: &Ctx, t: &mut Checks) {
     let Some(out) = boot(ctx, t, "fault") else {
         return;
     };
+    let fault_addr =
+        |who: &str| hex_word(&out.serial, &format!("FAULT in {who}: VM fault"), "address");
     t.check(
         "fault/reported-by-root-task",
         contains(&out, "FAULT in faulter: VM fault at address 0xdead0000"),
+    );
+    // The address the process says it wrote to, as the root task reported it.
+    let target = hex_word(&out.serial, "scribbler: writing to my own code", "at");
+    t.check(
+        "fault/write-to-read-only-code",
+        match (target, fault_addr("scribbler")) {
+            (Some(a), Some(f)) if a == f => Ok(()),
+            (a, f) => Err(format!(
+                "wrote to {a:x?}, fault reported at {f:x?}\n{}",
+                tail(&out.serial)
+            )),
+        },
+    );
+    let guard_top = hex_word(&out.serial, "recurser: recursing", "below");
+    t.check(
+        "fault/stack-overflow-hits-guard-page",
+        match (guard_top, fault_addr("recurser")) {
+            (Some(g), Some(f)) if (g - 4096..g).contains(&f) => Ok(()),
+            (g, f) => Err(format!(
+                "guard page below {g:x?}, fault reported at {f:x?}\n{}",
+                tail(&out.serial)
+            )),
+        },
     );
     t.check(
         "fault/no-hang",
@@ -281,7 +314,7 @@ fn fault(ctx: &Ctx, t: &mut Checks) {
                 out.summary()
             ))
         } else if out.serial.contains("no fault happened") {
-            Err("the read of an unmapped address returned".into())
+            Err("a forbidden access went through".into())
         } else {
             Ok(())
         },
@@ -540,5 +573,8 @@ mod tests {
         assert_eq!(hex_after(s, "server: SMMU at", "IDR5"), Some(0x74));
         assert_eq!(number_after(s, "client: called", "with"), Some(7));
         assert_eq!(number_after(s, "client: called", "reply"), Some(7066));
+        let f = "FAULT in x: VM fault at address 0x1000ffef0, pc 0x210cf4, data access";
+        assert_eq!(hex_word(f, "FAULT in x", "address"), Some(0x1_000f_fef0));
+        assert_eq!(hex_word(f, "FAULT in x", "pc"), Some(0x210cf4));
     }
 }
