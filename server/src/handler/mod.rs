@@ -724,38 +724,47 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
     /// Upper bound on the page-table pages that mapping `[pfn, pfn + pages)`
     /// into domain slot `domain` can add: one level-3 table per 2 MiB block,
     /// one level-2 per 1 GiB and one level-1 per 512 GiB block touched that
-    /// holds no mapping yet (4 KiB granule). Stops counting past `limit`.
-    fn pt_bound(
-        &self,
-        ci: usize,
-        domain: u8,
-        pfn: u64,
-        pages: u64,
-        extra: &[(u64, u64)],
-        limit: u64,
-    ) -> u64 {
+    /// holds no mapping yet (4 KiB granule; `extra` are ranges the same
+    /// batch maps first). The cost depends on the number of records, not on
+    /// the size of the range, so a huge request cannot stall the server.
+    fn pt_bound(&self, ci: usize, domain: u8, pfn: u64, pages: u64, extra: &[(u64, u64)]) -> u64 {
         let c = &self.clients[ci];
+        let end = pfn + pages;
         let mut total = 0u64;
         for shift in [9u32, 18, 27] {
             let first = pfn >> shift;
-            let last = (pfn + pages - 1) >> shift;
-            let mut block = first;
-            while block <= last {
-                if total > limit {
-                    return total;
+            let last = (end - 1) >> shift;
+            // Blocks of [first, last] that already hold a mapping, as
+            // merged intervals of block numbers.
+            let mut used: Vec<(u64, u64), { MAX_MAPPINGS + MAX_BATCH }> = Vec::new();
+            let ranges = c
+                .mappings
+                .iter()
+                .filter(|m| m.domain == domain)
+                .map(|m| (m.iova_pfn, m.end()))
+                .chain(extra.iter().copied());
+            for (s, e) in ranges {
+                let lo = (s >> shift).max(first);
+                let hi = ((e - 1) >> shift).min(last);
+                if lo <= hi {
+                    // Cannot fail: at most MAX_MAPPINGS records and
+                    // MAX_BATCH batch entries.
+                    let _ = used.push((lo, hi));
                 }
-                let lo = block << shift;
-                let hi = (block + 1) << shift;
-                let used = c
-                    .mappings
-                    .iter()
-                    .any(|m| m.domain == domain && m.iova_pfn < hi && lo < m.end())
-                    || extra.iter().any(|&(s, e)| s < hi && lo < e);
-                if !used {
-                    total += 1;
-                }
-                block += 1;
             }
+            used.sort_unstable();
+            let mut covered = 0u64;
+            let mut reach: Option<u64> = None; // last block counted so far
+            for (lo, hi) in used {
+                let from = match reach {
+                    Some(r) if r >= hi => continue,
+                    Some(r) => lo.max(r + 1),
+                    None => lo,
+                };
+                covered += hi - from + 1;
+                reach = Some(hi);
+            }
+            total += (last - first + 1) - covered;
         }
         total
     }
@@ -804,7 +813,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             {
                 return Err(ErrorCode::Overlap);
             }
-            pt_needed += self.pt_bound(ci, slot, e.iova_pfn, pages, &accepted, pt_left);
+            pt_needed += self.pt_bound(ci, slot, e.iova_pfn, pages, &accepted);
             new_pages += pages;
             // Cannot fail: entries.len() <= MAX_BATCH.
             accepted

@@ -963,3 +963,28 @@ proptest! {
         prop_assert!(decode_reply(&out[..n]).is_ok());
     }
 }
+
+#[test]
+fn page_table_bound_counts_new_blocks_only_and_is_cheap() {
+    let mut h = handler();
+    hello(&mut h, A);
+    let f = h.resolver.frame(0x4000_0000, 0x2000);
+    let d = domain(&mut h, A);
+    let m = register(&mut h, A, &[f]);
+    assert_eq!(call(&mut h, A, &map(d, 0, m, 0, 1), &[]), Reply::Ok);
+    let (slot, _) = h.clients[0].domain(d).unwrap();
+    // Same 2 MiB block: no new table.
+    assert_eq!(h.pt_bound(0, slot, 1, 1, &[]), 0);
+    // Next 2 MiB block: one level-3 table.
+    assert_eq!(h.pt_bound(0, slot, 512, 1, &[]), 1);
+    // ... unless the same batch maps there first.
+    assert_eq!(h.pt_bound(0, slot, 512, 1, &[(600, 601)]), 0);
+    // Next 1 GiB: level 3 and level 2.
+    assert_eq!(h.pt_bound(0, slot, 1 << 18, 1, &[]), 2);
+    // The largest request a message can carry: answered at once.
+    let n = u64::from(u32::MAX);
+    let l3 = (n + 511) / 512 - 1;
+    let l2 = (n + (1 << 18) - 1) / (1 << 18) - 1;
+    let l1 = (n + (1 << 27) - 1) / (1 << 27) - 1;
+    assert_eq!(h.pt_bound(0, slot, 0, n, &[]), l3 + l2 + l1);
+}
