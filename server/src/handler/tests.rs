@@ -983,8 +983,8 @@ fn page_table_bound_counts_new_blocks_only_and_is_cheap() {
     assert_eq!(h.pt_bound(0, slot, 1 << 18, 1, &[]), 2);
     // The largest request a message can carry: answered at once.
     let n = u64::from(u32::MAX);
-    let l3 = (n + 511) / 512 - 1;
-    let l2 = (n + (1 << 18) - 1) / (1 << 18) - 1;
-    let l1 = (n + (1 << 27) - 1) / (1 << 27) - 1;
+    let l3 = n.div_ceil(512) - 1;
+    let l2 = n.div_ceil(1 << 18) - 1;
+    let l1 = n.div_ceil(1 << 27) - 1;
     assert_eq!(h.pt_bound(0, slot, 0, n, &[]), l3 + l2 + l1);
 }
