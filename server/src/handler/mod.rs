@@ -45,6 +45,14 @@
 //!   attach fails.
 //! * `RegisterMemory` resolves every capability before recording any; if one
 //!   is not a usable frame, all of them are released and nothing is recorded.
+//!   The client library unregisters a handle whose later frames fail.
+//! * `Unmap` requires the whole range to be mapped ([`ErrorCode::NotMapped`]
+//!   otherwise) and may cut a mapping in two; cutting a 2 MiB / 1 GiB block
+//!   needs a table, and without memory for it nothing changes.
+//!
+//! A core that stops answering (a command-queue timeout) is reported as
+//! [`ErrorCode::HardwareError`]; the core's documentation says what it left
+//! behind, and the handler's records stay as they were before the request.
 //!
 //! # Memory still mapped
 //!
