@@ -43,7 +43,14 @@ pub fn ensure(_ctx: &Ctx) -> Result<()> {
             if !run(&mut pip)? {
                 // Debian's system Python refuses plain pip installs (PEP 668).
                 let mut pip = Command::new(&python);
-                pip.args(["-m", "pip", "install", "-q", "--break-system-packages", module]);
+                pip.args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--break-system-packages",
+                    module,
+                ]);
                 if !run(&mut pip)? {
                     bail!("setup: could not install the Python module {module}");
                 }
