@@ -24,7 +24,14 @@ pub fn build(ctx: &Ctx, name: &str) -> Result<PathBuf> {
     for c in &crates {
         args.extend(["-p", c]);
     }
-    cargo(ctx, &kernel, &args, &[]).context("building the processes")?;
+    // The IOMMU server process compiles in the system's client policy.
+    let policy_rs = out.join("iommu_policy.rs");
+    let policy = crate::policy::generate(&desc, name)?.unwrap_or_else(|| {
+        "// This system has no [iommu] table: no clients.\npub static POLICY: Policy = Policy::new(&[]);\n".to_string()
+    });
+    kernel::write_if_changed(&policy_rs, policy.as_bytes())?;
+    cargo(ctx, &kernel, &args, &[("IOMMU_POLICY_RS", &policy_rs)])
+        .context("building the processes")?;
 
     // The root task embeds the processes without debug info (smaller image,
     // faster loader copy); the full ELFs stay in images/target for symbols.

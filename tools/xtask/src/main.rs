@@ -12,6 +12,7 @@ mod hosttests;
 mod image;
 mod imagetests;
 mod kernel;
+mod policy;
 mod qemu;
 mod setup;
 mod system;

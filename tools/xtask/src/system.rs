@@ -32,6 +32,8 @@ pub struct System {
     pub notifications: Vec<Object>,
     #[serde(rename = "process")]
     pub processes: Vec<Process>,
+    /// The IOMMU server's clients (see `policy.rs`).
+    pub iommu: Option<crate::policy::Iommu>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
