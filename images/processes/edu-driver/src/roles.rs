@@ -221,9 +221,14 @@ fn fill(page: &mut [u8; PAGE], seed: u8) {
 /// RAM -> edu -> RAM through two mappings; true if exactly the transferred
 /// bytes of the (zeroed) target page now equal the source page's.
 fn round_trip(device: &Device, pages: &Pages) -> bool {
+    round_trip_via(device, pages, IOVA_SOURCE, IOVA_TARGET)
+}
+
+/// [`round_trip`] through the given IOVAs of the source and target pages.
+fn round_trip_via(device: &Device, pages: &Pages, source: u64, target_iova: u64) -> bool {
     let target = pages.page(PAGE_TARGET);
-    dma(device, Direction::ToDevice, IOVA_SOURCE, TRANSFER)
-        && dma(device, Direction::ToMemory, IOVA_TARGET, TRANSFER)
+    dma(device, Direction::ToDevice, source, TRANSFER)
+        && dma(device, Direction::ToMemory, target_iova, TRANSFER)
         && target[..TRANSFER] == pages.page(PAGE_SOURCE)[..TRANSFER]
         && target[TRANSFER..].iter().all(|&b| b == 0)
 }
@@ -512,8 +517,51 @@ pub fn driver_b(info: &'static StartInfo) -> bool {
         format_args!("map of memory handles 0..8 other than its own: NoSuchMemory"),
     );
     signal(info, "b-done");
+    shared_virtual_addressing(&mut iommu, &device, &pages, memory.handle, &mut checks);
     report_stats(&mut iommu, "driver-b");
     checks.passed()
+}
+
+/// SVA on QEMU's SMMU, which has no substreams: PASID 0 binds the driver's
+/// own address space (the device uses the driver's virtual addresses as
+/// IOVAs), any other PASID is `Unsupported`, and unbinding cuts the device off.
+fn shared_virtual_addressing(
+    iommu: &mut Client,
+    device: &Device,
+    pages: &Pages,
+    memory: MemoryHandle,
+    checks: &mut Checks,
+) {
+    let detached = iommu.detach(device.stream, Ssid(0));
+    let pasid = iommu.bind_sva(device.stream, Ssid(1));
+    checks.check(
+        "sva-pasid-unsupported",
+        detached.is_ok() && pasid == Err(Error::Iommu(ErrorCode::Unsupported)),
+        format_args!("detach {detached:?}; bind PASID 1: {pasid:?}"),
+    );
+    let source = pages.page(PAGE_SOURCE).as_ptr() as u64;
+    let target = pages.page(PAGE_TARGET).as_ptr() as u64;
+    let bound = iommu.bind_sva(device.stream, Ssid(0));
+    let mapped = bound.and_then(|sva| {
+        iommu.map(sva, source, memory, (PAGE_SOURCE * PAGE) as u64, PAGE as u64, Perms::READ)?;
+        iommu.map(sva, target, memory, (PAGE_TARGET * PAGE) as u64, PAGE as u64, Perms::RW)
+    });
+    fill(pages.page(PAGE_SOURCE), 77);
+    pages.page(PAGE_TARGET).fill(0);
+    checks.check(
+        "sva-bind-dma",
+        mapped.is_ok() && round_trip_via(device, pages, source, target),
+        format_args!("PASID 0 bound: {bound:?}; DMA through the driver's own addresses {source:#x} -> {target:#x}: {mapped:?}"),
+    );
+    let unbound = iommu.unbind_sva(device.stream, Ssid(0));
+    pages.page(PAGE_TARGET).fill(0);
+    let before = pages.fingerprint();
+    let moved = dma(device, Direction::ToMemory, target, TRANSFER);
+    checks.check(
+        "sva-unbind",
+        unbound.is_ok() && moved && pages.fingerprint() == before,
+        format_args!("unbind {unbound:?}; DMA to {target:#x} afterwards left memory untouched"),
+    );
 }
 
 pub fn bystander(info: &'static StartInfo) -> bool {

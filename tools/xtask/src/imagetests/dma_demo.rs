@@ -25,6 +25,9 @@ const EXPECTED: &[&str] = &[
     "driver-b/detach-foreign-stream",
     "driver-b/foreign-domains",
     "driver-b/foreign-memory",
+    "driver-b/sva-pasid-unsupported",
+    "driver-b/sva-bind-dma",
+    "driver-b/sva-unbind",
     "bystander/attach-refused",
     "bystander/no-domains",
 ];
@@ -39,6 +42,9 @@ const IOVA_READ_ONLY: u64 = 0x40_0000;
 const IOVA_NEVER_MAPPED: u64 = 0x0f00_0000;
 const PAGE_SOURCE: u64 = 0;
 const PAGE_TARGET: u64 = 1;
+/// Driver B's DMA pool virtual address (images/systems/dma-demo.toml), which
+/// its SVA binding uses as the IOVA of its first page.
+const SVA_SOURCE: u64 = 0x2000_0000;
 
 pub fn run(ctx: &Ctx, t: &mut Checks) {
     let Some(out) = boot(ctx, t, "dma-demo") else {
@@ -63,9 +69,10 @@ pub fn run(ctx: &Ctx, t: &mut Checks) {
         "dma-demo/trace/translations-driver-a",
         translations_a(&trace, pool_a),
     );
+    let pool_b = pool_paddr(&out, "driver-b");
     t.check(
-        "dma-demo/trace/translations-driver-b",
-        translations_b(&trace),
+        "dma-demo/trace/sva-translation-driver-b",
+        translations_b(&trace, pool_b),
     );
     t.check("dma-demo/trace/faults", faults_a(&trace));
     t.check(
@@ -249,15 +256,26 @@ fn translations_a(trace: &Trace, pool: Option<u64>) -> Result<(), String> {
     Ok(())
 }
 
-fn translations_b(trace: &Trace) -> Result<(), String> {
-    if trace
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::Translated { sid, .. } if *sid == STREAM_B))
-    {
-        Ok(())
-    } else {
-        Err(format!("no translation for StreamID {STREAM_B:#x}"))
+/// Driver B's SVA binding: the SMMU translated the driver's own virtual
+/// address of its source page to that page's physical address.
+fn translations_b(trace: &Trace, pool: Option<u64>) -> Result<(), String> {
+    let pool = pool.ok_or("driver-b never printed its DMA pool's physical address")?;
+    let seen = trace.events.iter().find_map(|e| match e {
+        Event::Translated { sid, iova, paddr }
+            if *sid == STREAM_B && on_page(*iova, SVA_SOURCE) =>
+        {
+            Some(*paddr)
+        }
+        _ => None,
+    });
+    match seen {
+        Some(paddr) if on_page(paddr, pool) => Ok(()),
+        Some(paddr) => Err(format!(
+            "SVA address {SVA_SOURCE:#x} translated to {paddr:#x}, expected page {pool:#x}"
+        )),
+        None => Err(format!(
+            "no translation of SVA address {SVA_SOURCE:#x} for StreamID {STREAM_B:#x}"
+        )),
     }
 }
 
