@@ -279,7 +279,9 @@ pub fn driver_a(info: &'static StartInfo) -> bool {
     checks.check(
         "dma-round-trip",
         landed,
-        format_args!("{TRANSFER} bytes RAM -> edu via {IOVA_SOURCE:#x}, edu -> RAM via {IOVA_TARGET:#x}"),
+        format_args!(
+            "{TRANSFER} bytes RAM -> edu via {IOVA_SOURCE:#x}, edu -> RAM via {IOVA_TARGET:#x}"
+        ),
     );
 
     // A scatter list: three frames out of order behind one IOVA range; one
@@ -320,7 +322,12 @@ pub fn driver_a(info: &'static StartInfo) -> bool {
 
     // DMA to an IOVA that was never mapped.
     let before = pages.fingerprint();
-    let moved = dma(&device, Direction::ToMemory, IOVA_NEVER_MAPPED, FAULTING_TRANSFER);
+    let moved = dma(
+        &device,
+        Direction::ToMemory,
+        IOVA_NEVER_MAPPED,
+        FAULTING_TRANSFER,
+    );
     let faults = await_fault(
         info,
         &mut iommu,
@@ -349,7 +356,12 @@ pub fn driver_a(info: &'static StartInfo) -> bool {
     pages.page(PAGE_UNMAPPED_LATER).fill(0);
     let unmapped = iommu.unmap(domain, IOVA_UNMAPPED_LATER, PAGE as u64);
     let before = pages.fingerprint();
-    let moved_again = dma(&device, Direction::ToMemory, IOVA_UNMAPPED_LATER, FAULTING_TRANSFER);
+    let moved_again = dma(
+        &device,
+        Direction::ToMemory,
+        IOVA_UNMAPPED_LATER,
+        FAULTING_TRANSFER,
+    );
     let faults = await_fault(
         info,
         &mut iommu,
@@ -378,7 +390,12 @@ pub fn driver_a(info: &'static StartInfo) -> bool {
         Perms::READ,
     );
     let before = pages.fingerprint();
-    let moved = dma(&device, Direction::ToMemory, IOVA_READ_ONLY, FAULTING_TRANSFER);
+    let moved = dma(
+        &device,
+        Direction::ToMemory,
+        IOVA_READ_ONLY,
+        FAULTING_TRANSFER,
+    );
     let faults = await_fault(
         info,
         &mut iommu,
@@ -543,8 +560,22 @@ fn shared_virtual_addressing(
     let target = pages.page(PAGE_TARGET).as_ptr() as u64;
     let bound = iommu.bind_sva(device.stream, Ssid(0));
     let mapped = bound.and_then(|sva| {
-        iommu.map(sva, source, memory, (PAGE_SOURCE * PAGE) as u64, PAGE as u64, Perms::READ)?;
-        iommu.map(sva, target, memory, (PAGE_TARGET * PAGE) as u64, PAGE as u64, Perms::RW)
+        iommu.map(
+            sva,
+            source,
+            memory,
+            (PAGE_SOURCE * PAGE) as u64,
+            PAGE as u64,
+            Perms::READ,
+        )?;
+        iommu.map(
+            sva,
+            target,
+            memory,
+            (PAGE_TARGET * PAGE) as u64,
+            PAGE as u64,
+            Perms::RW,
+        )
     });
     fill(pages.page(PAGE_SOURCE), 77);
     pages.page(PAGE_TARGET).fill(0);
