@@ -340,6 +340,25 @@ impl<D: Copy + Eq + core::fmt::Debug> ClientState<D> {
     }
 }
 
+/// What [`Handler::retire_client`] took back from one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retired {
+    /// `(stream, ssid)` pairs detached (their STEs/CDs now abort).
+    pub streams: u32,
+    /// Domains freed, with their ASIDs.
+    pub domains: u32,
+    /// Page-table pages those domains held.
+    pub pt_pages: u32,
+    /// Mapping records dropped with them, and the bytes they covered.
+    pub mappings: u32,
+    pub mapped_bytes: u64,
+    /// Memory registrations forgotten, and frame caps released.
+    pub memory_regions: u32,
+    pub frames: u32,
+    /// Pending fault records dropped.
+    pub faults: u32,
+}
+
 /// Which clients have new fault records (their badges), for the transport
 /// to signal.
 pub type Notify = Vec<u64, MAX_CLIENTS>;
@@ -412,6 +431,79 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
     /// they could be routed; they cannot be attributed to a client).
     pub fn event_overflows(&self) -> u64 {
         self.event_overflows
+    }
+
+    /// Takes everything back from the client with `badge`, for a supervisor
+    /// that retired it (the process ended or faulted): detaches its streams
+    /// (their DMA aborts from here on), frees its domains with their page
+    /// tables and ASIDs, releases its memory registrations (deleting the
+    /// frame caps) and drops its pending faults. Its quotas are then unused
+    /// and the global resources (table memory, ASIDs, receive slots) are
+    /// free for other clients; the badge may `Hello` again as a new client.
+    /// Handles the client held are dead afterwards (generations bumped).
+    ///
+    /// Not reachable from a client: only the server's transport calls it,
+    /// for a message on the supervisor's own badge. `NotPermitted` for a
+    /// badge that is no client. If the core fails (a command-queue timeout),
+    /// what was already taken back stays taken back and the error is
+    /// returned; calling again continues.
+    pub fn retire_client(&mut self, badge: u64) -> Result<Retired, ErrorCode> {
+        let Some((ci, _)) = self.policy.client(badge) else {
+            return Err(ErrorCode::NotPermitted);
+        };
+        let mut r = Retired {
+            pt_pages: self.client_pt_pages(ci),
+            ..Retired::default()
+        };
+        // Streams first: no device may keep using tables about to go.
+        while let Some(a) = self.clients[ci].attachments.last().copied() {
+            self.core.detach(a.stream, a.ssid)?;
+            self.clients[ci].attachments.pop();
+            r.streams += 1;
+        }
+        for slot in 0..MAX_DOMAINS {
+            let Some(d) = self.clients[ci].domains[slot] else {
+                continue;
+            };
+            // TLBI by ASID and sync, then tables and ASID freed.
+            self.core.free_domain(d.core)?;
+            let c = &mut self.clients[ci];
+            let mut i = 0;
+            while i < c.mappings.len() {
+                if c.mappings[i].domain == slot as u8 {
+                    let m = c.mappings.swap_remove(i);
+                    c.mapped_pages -= m.pages;
+                    r.mappings += 1;
+                    r.mapped_bytes += m.pages << WIRE_PAGE_SHIFT;
+                    if let Some(mem) = c.memory[m.memory as usize].as_mut() {
+                        mem.mapped -= m.pages;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            self.release_domain_slot(ci, slot as u8);
+            r.domains += 1;
+        }
+        for slot in 0..MAX_MEMORY {
+            let c = &mut self.clients[ci];
+            let Some(m) = c.memory[slot].take() else {
+                continue;
+            };
+            c.memory_gen[slot] += 1;
+            c.frames -= m.frames.len() as u32;
+            r.memory_regions += 1;
+            r.frames += m.frames.len() as u32;
+            for f in m.frames {
+                self.resolver.release(f.cap);
+            }
+        }
+        let c = &mut self.clients[ci];
+        r.faults = c.faults.len() as u32;
+        c.faults.clear();
+        c.faults_dropped = 0;
+        c.greeted = false;
+        Ok(r)
     }
 
     /// Handles one message from the client whose endpoint badge is `badge`.
