@@ -7,7 +7,9 @@
 //! - `cargo xtask setup`         install what the other commands need (they call it first)
 //! - `cargo xtask kernel [--release]`  build only the seL4 kernel (debug, or without debug support)
 //! - `cargo xtask image SYSTEM`  build only the bootable image of SYSTEM
+//! - `cargo xtask bench [--iterations N | --quick]`  IOMMU operation costs in the booted image (-icount)
 
+mod bench;
 mod hosttests;
 mod image;
 mod imagetests;
@@ -89,6 +91,10 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        "bench" => {
+            setup::ensure(&ctx)?;
+            bench::run(&ctx, &args[1..])
+        }
         "image-tests" => {
             setup::ensure(&ctx)?;
             let tally = imagetests::run_all(&ctx);
@@ -102,6 +108,7 @@ fn main() -> Result<()> {
             setup::ensure(&ctx)?;
             let mut tally = hosttests::run(&ctx)?;
             tally.add(imagetests::run_all(&ctx));
+            tally.add(bench::build_check(&ctx));
             println!("{} passed, {} failed", tally.passed, tally.failed);
             if tally.failed > 0 {
                 std::process::exit(1);
@@ -109,7 +116,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         _ => {
-            eprintln!("usage: cargo xtask <run [SYSTEM] [--trace] [--icount] [--timeout SECS] [--device DEV] | test | setup | kernel | image SYSTEM>");
+            eprintln!("usage: cargo xtask <run [SYSTEM] [--trace] [--icount] [--timeout SECS] [--device DEV] | test | setup | kernel | image SYSTEM | bench [--iterations N | --quick]>");
             std::process::exit(2);
         }
     }
