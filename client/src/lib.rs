@@ -39,7 +39,8 @@
 #![forbid(unsafe_code)]
 
 use iommu_protocol::{
-    decode_reply, encode, pack_words, unpack_words, MapEntry, MsgBuf, Reply, Request, MSG_MAX_WORDS,
+    decode_reply, encode, pack_words, unpack_words, MapEntry, MsgBuf, Reply, Request,
+    MSG_MAX_WORDS, WORD_BYTES,
 };
 pub use iommu_protocol::{
     ClientStats, DomainId, ErrorCode, FaultBatch, FaultKind, FaultRecord, MemoryHandle, Perms,
@@ -230,6 +231,37 @@ fn expect_ok(reply: Reply) -> Result<(), Error> {
     }
 }
 
+/// Whether `bytes` is `Reply::Ok` as [`iommu_protocol::decode`] accepts it:
+/// the variant byte 0, then less than one word of zero padding. Checked on
+/// the raw bytes because decoding builds a whole `Reply` (hundreds of bytes,
+/// its largest variant is a fault batch) and moves it several times: most of
+/// a map or unmap round trip's cost in the client before this.
+fn is_ok_reply(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && bytes.len() <= WORD_BYTES && bytes.iter().all(|&b| b == 0)
+}
+
+/// `Reply::Faults` with no records, dropped count below 128: the bytes
+/// [variant 4, length 0, dropped, more (0/1)] and zero padding, decoded
+/// without building a `Reply` (see [`is_ok_reply`]). `None` for anything
+/// else, which then takes the full decoder.
+fn empty_fault_batch(bytes: &[u8]) -> Option<FaultBatch> {
+    match bytes {
+        [4, 0, dropped, more, rest @ ..]
+            if *dropped < 0x80
+                && *more <= 1
+                && rest.len() < WORD_BYTES
+                && rest.iter().all(|&b| b == 0) =>
+        {
+            Some(FaultBatch {
+                records: heapless::Vec::new(),
+                dropped: u32::from(*dropped),
+                more: *more == 1,
+            })
+        }
+        _ => None,
+    }
+}
+
 impl<T: Transport> Iommu<T> {
     /// Says hello (negotiating the protocol version) and returns the
     /// connection.
@@ -264,6 +296,19 @@ impl<T: Transport> Iommu<T> {
         call(&mut self.transport, request, caps)
     }
 
+    /// A call whose only success is `Reply::Ok`; same results as
+    /// `expect_ok(self.call(..)?)`, without decoding a `Reply` when the
+    /// answer is `Ok`.
+    fn call_ok(&mut self, request: &Request, caps: &[T::Cap]) -> Result<(), Error> {
+        let mut reply: MsgBuf = [0; MSG_MAX_BYTES];
+        let len = send(&mut self.transport, request, caps, &mut reply)?;
+        let bytes = reply.get(..len).ok_or(Error::UnexpectedReply)?;
+        if is_ok_reply(bytes) {
+            return Ok(());
+        }
+        expect_ok(decoded(bytes)?)
+    }
+
     /// A new, empty I/O address space.
     pub fn alloc_domain(&mut self) -> Result<DomainId, Error> {
         match self.call(&Request::AllocDomain, &[])? {
@@ -274,24 +319,24 @@ impl<T: Transport> Iommu<T> {
 
     /// Destroys a domain with no attached stream (its mappings go with it).
     pub fn free_domain(&mut self, domain: DomainId) -> Result<(), Error> {
-        expect_ok(self.call(&Request::FreeDomain { domain }, &[])?)
+        self.call_ok(&Request::FreeDomain { domain }, &[])
     }
 
     /// Makes `(stream, ssid)` translate through `domain`.
     pub fn attach(&mut self, stream: StreamId, ssid: Ssid, domain: DomainId) -> Result<(), Error> {
-        expect_ok(self.call(
+        self.call_ok(
             &Request::Attach {
                 stream,
                 ssid,
                 domain,
             },
             &[],
-        )?)
+        )
     }
 
     /// Stops translating `(stream, ssid)`; its DMA aborts from the reply on.
     pub fn detach(&mut self, stream: StreamId, ssid: Ssid) -> Result<(), Error> {
-        expect_ok(self.call(&Request::Detach { stream, ssid }, &[])?)
+        self.call_ok(&Request::Detach { stream, ssid }, &[])
     }
 
     /// Registers the frames `frames` (in order: the handle's offset 0 is the
@@ -333,7 +378,7 @@ impl<T: Transport> Iommu<T> {
     /// Forgets registered memory; refused with [`ErrorCode::InUse`] while
     /// any of it is mapped.
     pub fn unregister_memory(&mut self, memory: MemoryHandle) -> Result<(), Error> {
-        expect_ok(self.call(&Request::UnregisterMemory { memory }, &[])?)
+        self.call_ok(&Request::UnregisterMemory { memory }, &[])
     }
 
     /// Maps `len` bytes of `memory` from `offset` at `iova`. All three are
@@ -362,7 +407,7 @@ impl<T: Transport> Iommu<T> {
             pages: e.pages,
             perms,
         };
-        expect_ok(self.call(&req, &[])?)
+        self.call_ok(&req, &[])
     }
 
     /// Maps a scatter list into `domain` in one call: every region or none.
@@ -379,7 +424,7 @@ impl<T: Transport> Iommu<T> {
                 .push(entry(r)?)
                 .map_err(|_| Error::Iommu(ErrorCode::OutOfRange))?;
         }
-        expect_ok(self.call(&Request::MapBatch { domain, entries }, &[])?)
+        self.call_ok(&Request::MapBatch { domain, entries }, &[])
     }
 
     /// Removes the translations of `[iova, iova + len)`, all of which must be
@@ -391,7 +436,7 @@ impl<T: Transport> Iommu<T> {
             iova_pfn: pfn(iova)?,
             pages: pages(len)?,
         };
-        expect_ok(self.call(&req, &[])?)
+        self.call_ok(&req, &[])
     }
 
     /// Binds `(stream, ssid)` to this client's shared virtual address space;
@@ -406,14 +451,25 @@ impl<T: Transport> Iommu<T> {
 
     /// Undoes [`Iommu::bind_sva`].
     pub fn unbind_sva(&mut self, stream: StreamId, ssid: Ssid) -> Result<(), Error> {
-        expect_ok(self.call(&Request::UnbindSva { stream, ssid }, &[])?)
+        self.call_ok(&Request::UnbindSva { stream, ssid }, &[])
     }
 
     /// Takes the pending fault records of this client's streams (as many as
     /// one reply holds; `more` says whether to call again).
     pub fn faults(&mut self) -> Result<FaultBatch, Error> {
         let max = self.info.max_faults;
-        match self.call(&Request::Faults { max }, &[])? {
+        let mut reply: MsgBuf = [0; MSG_MAX_BYTES];
+        let len = send(
+            &mut self.transport,
+            &Request::Faults { max },
+            &[],
+            &mut reply,
+        )?;
+        let bytes = reply.get(..len).ok_or(Error::UnexpectedReply)?;
+        if let Some(batch) = empty_fault_batch(bytes) {
+            return Ok(batch);
+        }
+        match decoded(bytes)? {
             Reply::Faults(batch) => Ok(batch),
             _ => Err(Error::UnexpectedReply),
         }
@@ -434,14 +490,101 @@ fn call<T: Transport>(
     request: &Request,
     caps: &[T::Cap],
 ) -> Result<Reply, Error> {
+    let mut reply: MsgBuf = [0; MSG_MAX_BYTES];
+    let len = send(transport, request, caps, &mut reply)?;
+    decoded(reply.get(..len).ok_or(Error::UnexpectedReply)?)
+}
+
+/// Encodes `request` and makes the call; the reply's bytes are in `reply`,
+/// its length is returned.
+fn send<T: Transport>(
+    transport: &mut T,
+    request: &Request,
+    caps: &[T::Cap],
+    reply: &mut MsgBuf,
+) -> Result<usize, Error> {
     let mut buf: MsgBuf = [0; MSG_MAX_BYTES];
     // Every request fits one message (protocol size tests).
     let n = encode(request, &mut buf).map_err(|_| Error::Transport(TransportError::TooLong))?;
-    let mut reply: MsgBuf = [0; MSG_MAX_BYTES];
-    let len = transport.call(&buf[..n], caps, &mut reply)?;
-    match decode_reply(reply.get(..len).ok_or(Error::UnexpectedReply)?) {
+    Ok(transport.call(&buf[..n], caps, reply)?)
+}
+
+/// Decodes a reply; a `Reply::Err` becomes `Err(Error::Iommu)`.
+fn decoded(bytes: &[u8]) -> Result<Reply, Error> {
+    match decode_reply(bytes) {
         Ok(Reply::Err(code)) => Err(Error::Iommu(code)),
         Ok(r) => Ok(r),
         Err(_) => Err(Error::UnexpectedReply),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iommu_protocol::{FaultKind, FaultRecord, Ssid, StreamId};
+
+    /// Encodes `reply` and pads it to whole words, as the transport does.
+    fn wire(reply: &Reply) -> ([u8; 1024], usize) {
+        let mut b = [0u8; 1024];
+        let n = encode(reply, &mut b).unwrap();
+        (b, n.div_ceil(WORD_BYTES) * WORD_BYTES)
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_decoder() {
+        let (b, n) = wire(&Reply::Ok);
+        assert!(is_ok_reply(&b[..n]) && is_ok_reply(&b[..1]));
+        assert_eq!(decode_reply(&b[..n]), Ok(Reply::Ok));
+        // Too much padding, a non-zero byte, or nothing: not Ok (nor is it for
+        // the decoder).
+        let mut long = [0u8; 9];
+        assert!(!is_ok_reply(&long) && decode_reply(&long).is_err());
+        long[3] = 1;
+        assert!(!is_ok_reply(&long[..8]) && decode_reply(&long[..8]) != Ok(Reply::Ok));
+        assert!(!is_ok_reply(&[]));
+        let (b, n) = wire(&Reply::Err(ErrorCode::Overlap));
+        assert!(!is_ok_reply(&b[..n]));
+
+        for (dropped, more) in [
+            (0, false),
+            (5, true),
+            (127, false),
+            (128, true),
+            (70_000, false),
+        ] {
+            let batch = FaultBatch {
+                records: heapless::Vec::new(),
+                dropped,
+                more,
+            };
+            let (b, n) = wire(&Reply::Faults(batch.clone()));
+            let fast = empty_fault_batch(&b[..n]);
+            // The fast path takes what it can and agrees; the rest goes to
+            // the decoder.
+            assert_eq!(fast.is_some(), dropped < 128);
+            if let Some(f) = fast {
+                assert_eq!(f, batch);
+            }
+            assert_eq!(decode_reply(&b[..n]), Ok(Reply::Faults(batch)));
+        }
+        let mut records = heapless::Vec::new();
+        records
+            .push(FaultRecord {
+                stream: StreamId(8),
+                ssid: Ssid(0),
+                iova: 0x1000,
+                kind: FaultKind::Translation,
+                write: true,
+                count: 1,
+            })
+            .unwrap();
+        let (b, n) = wire(&Reply::Faults(FaultBatch {
+            records,
+            dropped: 0,
+            more: false,
+        }));
+        assert_eq!(empty_fault_batch(&b[..n]), None);
+        assert_eq!(empty_fault_batch(&[4, 0, 0, 2, 0, 0, 0, 0]), None);
+        assert_eq!(empty_fault_batch(&[4, 0, 0, 0, 0, 0, 0, 1]), None);
     }
 }
