@@ -14,7 +14,10 @@ fn main() {
             std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
         }
-        None => "pub static POLICY: Policy = Policy::new(&[]);\n".to_string(),
+        None => {
+            "pub static POLICY: Policy = Policy::new(&[]);\npub const SUPERVISOR_BADGE: u64 = 0;\n"
+                .to_string()
+        }
     };
     std::fs::write(out.join("policy.rs"), policy).expect("writing policy.rs");
 }

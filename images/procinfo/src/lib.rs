@@ -41,6 +41,58 @@ pub mod control {
     pub const DONE: u64 = 0x646f;
 }
 
+/// The root task's messages to the IOMMU server, on its supervisor badge
+/// (a badged cap of the server's endpoint that only the root task holds).
+pub mod supervisor {
+    /// `retire`: MR0 = the client's badge. The process is gone (done or
+    /// faulted): the server takes back its streams, domains, tables, ASIDs
+    /// and memory. Reply label 0 and [`Retired`] in MR0..3, or label
+    /// [`REFUSED`] with the protocol's error index in MR0.
+    pub const RETIRE: u64 = 0x7265;
+    /// Reply label of a refused supervisor request.
+    pub const REFUSED: u64 = 1;
+
+    /// What the server took back from a retired client, as four message
+    /// registers.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Retired {
+        pub streams: u16,
+        pub domains: u16,
+        pub memory_regions: u16,
+        pub faults: u16,
+        pub pt_pages: u32,
+        pub mappings: u32,
+        pub frames: u64,
+        pub mapped_bytes: u64,
+    }
+
+    impl Retired {
+        pub fn to_mrs(&self) -> [u64; 4] {
+            [
+                u64::from(self.streams)
+                    | u64::from(self.domains) << 16
+                    | u64::from(self.memory_regions) << 32
+                    | u64::from(self.faults) << 48,
+                u64::from(self.pt_pages) | u64::from(self.mappings) << 32,
+                self.frames,
+                self.mapped_bytes,
+            ]
+        }
+        pub fn from_mrs(m: &[u64; 4]) -> Retired {
+            Retired {
+                streams: m[0] as u16,
+                domains: (m[0] >> 16) as u16,
+                memory_regions: (m[0] >> 32) as u16,
+                faults: (m[0] >> 48) as u16,
+                pt_pages: m[1] as u32,
+                mappings: (m[1] >> 32) as u32,
+                frames: m[2],
+                mapped_bytes: m[3],
+            }
+        }
+    }
+}
+
 /// Kind of a named capability.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

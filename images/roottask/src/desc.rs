@@ -13,6 +13,16 @@ pub struct System {
     pub endpoints: &'static [&'static str],
     pub notifications: &'static [&'static str],
     pub processes: &'static [Process],
+    /// The IOMMU server's endpoint and the badge of the root task's own cap
+    /// to it: when a process that is one of its clients ends or faults, the
+    /// root task tells the server to retire it.
+    pub supervisor: Option<Supervisor>,
+}
+
+pub struct Supervisor {
+    /// Index into `System::endpoints`.
+    pub endpoint: usize,
+    pub badge: u64,
 }
 
 pub struct Process {
@@ -75,4 +85,5 @@ pub static SYSTEM: System = System {
     endpoints: &[],
     notifications: &[],
     processes: &[],
+    supervisor: None,
 };

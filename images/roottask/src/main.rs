@@ -105,6 +105,23 @@ extern "C" fn main(bootinfo: u64) -> ! {
             .unwrap_or_else(|e| fail("notifications", e));
     }
 
+    // The supervisor's own cap to the IOMMU server (see `retire`).
+    let supervisor = SYSTEM.supervisor.as_ref().map(|sup| {
+        let slot = k.slot().unwrap_or_else(|e| fail("supervisor cap", e));
+        kobj::INIT_CNODE
+            .mint(
+                slot.0,
+                kobj::DEPTH,
+                kobj::INIT_CNODE,
+                shared.endpoints[sup.endpoint].0,
+                kobj::DEPTH,
+                sel4_abi::CapRights::new(true, false, true),
+                sel4_abi::CapData::badge(sup.badge),
+            )
+            .unwrap_or_else(|e| fail("supervisor cap", kobj::Fail::Kernel("CNode_Mint", e)));
+        slot
+    });
+
     let mut running: [Option<Running>; MAX_PROCESSES] = [None; MAX_PROCESSES];
     for (i, p) in SYSTEM.processes.iter().enumerate() {
         match process::build(&mut k, &shared, i, p) {
@@ -124,11 +141,11 @@ extern "C" fn main(bootinfo: u64) -> ! {
             .unwrap_or_else(|e| fail("TCB_Resume", kobj::Fail::Kernel("TCB_Resume", e)));
     }
     println!("root: started {} process(es)", SYSTEM.processes.len());
-    serve(Endpoint(root_ep), &running)
+    serve(Endpoint(root_ep), &running, supervisor)
 }
 
 /// Faults and `done` reports until every awaited process is done.
-fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES]) -> ! {
+fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES], supervisor: Option<CPtr>) -> ! {
     let mut done = [false; MAX_PROCESSES];
     let mut passed = [false; MAX_PROCESSES];
     let awaited = SYSTEM.processes.iter().filter(|p| p.wait).count();
@@ -152,6 +169,7 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES]) -> ! {
             }
             done[who] = true;
             passed[who] = false;
+            retire(supervisor, p);
         } else if badge.0 & CONTROL_BADGE != 0 && info.label() == procinfo::control::DONE {
             let pass = mrs[0] == 1;
             println!(
@@ -161,6 +179,7 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES]) -> ! {
             );
             done[who] = true;
             passed[who] = pass;
+            retire(supervisor, p);
         } else {
             println!(
                 "root: {} sent an unknown message (label {:#x})",
@@ -188,6 +207,39 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES]) -> ! {
             exit(if ok { 0 } else { 1 });
         }
     }
+}
+
+/// A process that ended (done, or stopped after a fault) is gone for good:
+/// if it is a client of the IOMMU server, tell the server over the
+/// supervisor cap, so that its devices stop reaching memory and what it
+/// held (tables, ASIDs, frame caps) is free for the others.
+fn retire(supervisor: Option<CPtr>, p: &desc::Process) {
+    use procinfo::supervisor::{Retired, RETIRE};
+    let (Some(cap), Some(sup)) = (supervisor, SYSTEM.supervisor.as_ref()) else {
+        return;
+    };
+    let Some(badge) = p
+        .caps
+        .iter()
+        .find(|c| c.kind == desc::ObjKind::Endpoint && c.object == sup.endpoint && c.badge != 0)
+        .map(|c| c.badge)
+    else {
+        return;
+    };
+    let mut mrs = [badge, 0, 0, 0];
+    let reply = sel4_abi::syscalls::call_with_mrs(cap, MessageInfo::new(RETIRE, 0, 0, 1), &mut mrs);
+    if reply.label() != 0 {
+        println!(
+            "root: retiring {} at the IOMMU server failed (error {})",
+            p.name, mrs[0]
+        );
+        return;
+    }
+    let r = Retired::from_mrs(&mrs);
+    println!(
+        "root: retired {} at the IOMMU server: {} streams detached, {} domains freed ({} page-table pages, {} mappings, {} bytes), {} memory registrations released ({} frame caps), {} faults dropped",
+        p.name, r.streams, r.domains, r.pt_pages, r.mappings, r.mapped_bytes, r.memory_regions, r.frames, r.faults
+    );
 }
 
 fn report_fault(name: &str, info: MessageInfo, mrs: &[u64; 4]) {

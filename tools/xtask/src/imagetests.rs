@@ -6,6 +6,7 @@ use crate::{image, system, Ctx, Tally};
 use std::time::Duration;
 
 mod dma_demo;
+mod robust;
 
 /// What QEMU 7.2's SMMUv3 reports (DESIGN.md §4); other versions differ.
 const QEMU72_IDR: [(&str, u32); 3] = [("IDR0", 0x0d40_101a), ("IDR1", 0x0273_0010), ("IDR5", 0x74)];
@@ -24,6 +25,7 @@ pub fn run_all(ctx: &Ctx) -> Tally {
     resources(ctx, &mut t);
     misconfig(ctx, &mut t);
     dma_demo::run(ctx, &mut t);
+    robust::run(ctx, &mut t);
     println!(
         "== image tests: {} passed, {} failed",
         t.tally.passed, t.tally.failed

@@ -27,6 +27,11 @@ use std::fmt::Write as _;
 #[serde(deny_unknown_fields)]
 pub struct Iommu {
     pub endpoint: String,
+    /// The badge of the root task's own cap to the server's endpoint: the
+    /// supervisor that tells the server when a client is gone (retire).
+    /// None: the root task gets no such cap and retires nobody.
+    #[serde(default)]
+    pub supervisor_badge: Option<u64>,
     #[serde(default, rename = "client")]
     pub clients: Vec<Client>,
 }
@@ -133,6 +138,22 @@ pub fn generate(system: &System, name: &str) -> Result<Option<String>> {
         );
     }
     let _ = writeln!(s, "]);");
+    let supervisor = match iommu.supervisor_badge {
+        None => 0,
+        Some(b) if b == 0 || b >= IRQ_BADGE => {
+            bail!("[iommu] supervisor_badge must be in 1..{IRQ_BADGE:#x}, not {b:#x}")
+        }
+        Some(b) => {
+            if s.contains(&format!("badge: {b:#x},")) {
+                bail!("[iommu] supervisor_badge {b:#x} is also a client's badge");
+            }
+            b
+        }
+    };
+    let _ = writeln!(
+        s,
+        "/// The root task's badge on the server's endpoint (0: no supervisor).\npub const SUPERVISOR_BADGE: u64 = {supervisor:#x};"
+    );
     Ok(Some(s))
 }
 

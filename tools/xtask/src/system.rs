@@ -394,6 +394,25 @@ impl System {
             let _ = writeln!(s, "        }},");
         }
         let _ = writeln!(s, "    ],");
+        // The root task mints itself a cap to the IOMMU server's endpoint
+        // with this badge and retires clients through it.
+        match &self.iommu {
+            Some(i) if i.supervisor_badge.is_some() => {
+                let endpoint = self
+                    .endpoints
+                    .iter()
+                    .position(|o| o.name == i.endpoint)
+                    .unwrap_or(0);
+                let _ = writeln!(
+                    s,
+                    "    supervisor: Some(Supervisor {{ endpoint: {endpoint}, badge: {:#x} }}),",
+                    i.supervisor_badge.unwrap_or(0)
+                );
+            }
+            _ => {
+                let _ = writeln!(s, "    supervisor: None,");
+            }
+        }
         let _ = writeln!(s, "}};");
         s
     }

@@ -11,10 +11,12 @@
 
 mod policy;
 
-use iommu_protocol::{pack_words, unpack_words, MsgBuf, MSG_MAX_BYTES, MSG_MAX_WORDS};
+use iommu_protocol::{pack_words, unpack_words, ErrorCode, MsgBuf, MSG_MAX_BYTES, MSG_MAX_WORDS};
 use iommu_server::dma_pool::DmaPool;
 use iommu_server::handler::{Handler, ReceivedCap};
+use iommu_server::regs::gerror;
 use iommu_server::{Config, Smmu};
+use procrt::procinfo::supervisor::{self, Retired};
 use procrt::{println, StartInfo};
 use sel4_abi::message::MSG_REGISTERS;
 use sel4_abi::{ipc_buffer, syscalls, CPtr, IRQHandler, MessageInfo, Notification, TCB};
@@ -35,6 +37,32 @@ const SLOT_WORDS: usize = 4;
 
 type Core = Smmu<DeviceRegisters, DmaPool<POOL_WORDS>, CounterDelay>;
 type Server = Handler<Core, ReceivedFrames<SLOT_WORDS>>;
+
+/// Clients the counters below keep apart (the handler serves at most 8).
+const MAX_CLIENTS: usize = 8;
+
+/// What the request loop saw, reported when a client is retired (and then
+/// checked by the image tests against the clients' own logs and QEMU's
+/// trace).
+#[derive(Default)]
+struct Counters {
+    /// Requests and refusals (replies that are an error) per client, by
+    /// position in the policy.
+    requests: [u64; MAX_CLIENTS],
+    refusals: [u64; MAX_CLIENTS],
+    /// Messages from badges that are no client.
+    strangers: u64,
+    /// Interrupt wake-ups.
+    irqs: u64,
+    /// Global errors seen active, by GERROR bit.
+    gerrors: [u64; 9],
+}
+
+impl Counters {
+    fn total(&self) -> (u64, u64) {
+        (self.requests.iter().sum(), self.refusals.iter().sum())
+    }
+}
 
 fn main(info: &'static StartInfo) -> bool {
     let Some(registers) = info.device("smmu") else {
@@ -102,6 +130,18 @@ fn main(info: &'static StartInfo) -> bool {
         "iommu-server: serving ({} bytes of server state)",
         core::mem::size_of::<Server>()
     );
+    // The image tests compare this with the pages in use once every
+    // client has been retired: nothing may leak.
+    println!(
+        "iommu-server: table memory at start: {} pages",
+        server.core().allocator().pages_in_use()
+    );
+    if policy::SUPERVISOR_BADGE != 0 {
+        println!(
+            "iommu-server: the root task supervises clients (badge {:#x})",
+            policy::SUPERVISOR_BADGE
+        );
+    }
     serve(&mut server, info, CPtr(endpoint.cptr))
 }
 
@@ -112,6 +152,7 @@ fn serve(server: &mut Server, info: &'static StartInfo, endpoint: CPtr) -> bool 
     let mut reply: MsgBuf = [0; MSG_MAX_BYTES];
     // The reply owed to the last caller, sent with the next receive.
     let mut pending: Option<(MessageInfo, [u64; MSG_REGISTERS])> = None;
+    let mut counters = Counters::default();
     loop {
         let Some(buffer) = ipc_buffer() else {
             return false;
@@ -135,7 +176,14 @@ fn serve(server: &mut Server, info: &'static StartInfo, endpoint: CPtr) -> bool 
             None => syscalls::recv_with_mrs(endpoint, &mut registers),
         };
         if badge.0 & IRQ_BADGE != 0 {
-            service_interrupts(server, info, badge.0);
+            counters.irqs += 1;
+            service_interrupts(server, info, badge.0, &mut counters);
+            continue;
+        }
+        if policy::SUPERVISOR_BADGE != 0 && badge.0 == policy::SUPERVISOR_BADGE {
+            // A cap sent along would sit in the receive slot, which the
+            // next receive reuses: nothing to release.
+            pending = Some(supervise(server, tag.label(), &registers, &counters));
             continue;
         }
 
@@ -157,6 +205,16 @@ fn serve(server: &mut Server, info: &'static StartInfo, endpoint: CPtr) -> bool 
         };
         let reply_length =
             server.handle(badge.0, &request[..length], &caps[..received], &mut reply);
+        match policy::POLICY.client(badge.0) {
+            Some((i, _)) if i < MAX_CLIENTS => {
+                counters.requests[i] += 1;
+                // Reply::Err is variant 6 (protocol wire format).
+                if reply.first() == Some(&6) {
+                    counters.refusals[i] += 1;
+                }
+            }
+            _ => counters.strangers += 1,
+        }
         let reply_words = pack_words(&reply[..reply_length], &mut words).unwrap_or(0);
         let mut out = [0u64; MSG_REGISTERS];
         message::store(&words[..reply_words], &mut out, buffer);
@@ -164,12 +222,110 @@ fn serve(server: &mut Server, info: &'static StartInfo, endpoint: CPtr) -> bool 
     }
 }
 
+/// A message from the root task, the supervisor: `retire` a client that is
+/// gone. Returns the reply. Prints the client's and the server's counters
+/// first (the image tests compare them with the clients' logs).
+fn supervise(
+    server: &mut Server,
+    label: u64,
+    registers: &[u64; MSG_REGISTERS],
+    counters: &Counters,
+) -> (MessageInfo, [u64; MSG_REGISTERS]) {
+    let refuse = |e: ErrorCode| {
+        let mut out = [0u64; MSG_REGISTERS];
+        out[0] = e as u64;
+        (MessageInfo::new(supervisor::REFUSED, 0, 0, 1), out)
+    };
+    if label != supervisor::RETIRE {
+        return refuse(ErrorCode::Malformed);
+    }
+    let badge = registers[0];
+    let Some((i, client)) = policy::POLICY.client(badge) else {
+        return refuse(ErrorCode::NotPermitted);
+    };
+    let (requests, refusals) = counters
+        .requests
+        .get(i)
+        .zip(counters.refusals.get(i))
+        .map_or((0, 0), |(r, f)| (*r, *f));
+    println!(
+        "iommu-server: retiring {} (badge {badge:#x}): it made requests {requests} refused {refusals}",
+        client.name
+    );
+    match server.retire_client(badge) {
+        Ok(r) => {
+            report(server, counters);
+            let out = Retired {
+                streams: r.streams as u16,
+                domains: r.domains as u16,
+                memory_regions: r.memory_regions as u16,
+                faults: r.faults as u16,
+                pt_pages: r.pt_pages,
+                mappings: r.mappings,
+                frames: u64::from(r.frames),
+                mapped_bytes: r.mapped_bytes,
+            }
+            .to_mrs();
+            (MessageInfo::new(0, 0, 0, 4), out)
+        }
+        Err(e) => {
+            println!("iommu-server: retiring {} failed: {e:?}", client.name);
+            refuse(e)
+        }
+    }
+}
+
+/// The server's totals, in one line the image tests parse.
+fn report(server: &Server, counters: &Counters) {
+    let stats = server.core().stats();
+    let (requests, refusals) = counters.total();
+    println!(
+        "iommu-server: totals: requests {requests} refused {refusals} strangers {} commands {} syncs {} tlbis {} cfgis {} events {} overflows {} evtq-aborts {} gerrors {} irqs {} unrouted {} pool-pages {}",
+        counters.strangers,
+        stats.total_commands(),
+        stats.syncs,
+        stats.tlbis,
+        stats.cfgis,
+        stats.events,
+        server.event_overflows(),
+        counters.gerrors[2],
+        counters.gerrors.iter().sum::<u64>(),
+        counters.irqs,
+        server.unrouted_faults(),
+        server.core().allocator().pages_in_use(),
+    );
+}
+
 /// Event-queue and global-error interrupts: drain the SMMU's records to the
 /// clients that own the faulting streams, wake those clients, re-arm the IRQs.
-fn service_interrupts(server: &mut Server, info: &'static StartInfo, badge: u64) {
-    let gerror = server.core_mut().handle_gerror();
-    if gerror.active != 0 {
-        println!("iommu-server: global error {gerror:?}");
+///
+/// A fault storm fills the event queue faster than it is drained: QEMU then
+/// drops events and raises GERROR.EVENTQ_ABT_ERR (a real SMMU may instead
+/// toggle EVENTQ_PROD.OVFLG, which `route_faults` counts). Both are
+/// acknowledged and counted here; the first of each kind is printed, the
+/// rest only counted, so a storm cannot flood the console either.
+fn service_interrupts(
+    server: &mut Server,
+    info: &'static StartInfo,
+    badge: u64,
+    counters: &mut Counters,
+) {
+    let errors = server.core_mut().handle_gerror();
+    for bit in 0..9 {
+        if errors.active & (1 << bit) != 0 {
+            counters.gerrors[bit] += 1;
+            if counters.gerrors[bit] == 1 {
+                let what = match 1u32 << bit {
+                    gerror::CMDQ_ERR => "command queue error (skipped)",
+                    gerror::EVENTQ_ABT_ERR => "event queue full, events lost",
+                    gerror::SFM_ERR => "service failure mode",
+                    _ => "global error",
+                };
+                println!(
+                    "iommu-server: GERROR bit {bit}: {what}, acknowledged ({errors:?}); further ones are counted"
+                );
+            }
+        }
     }
     for client in server.route_faults() {
         if let Some(cap) = notification_of(info, client) {

@@ -1,0 +1,277 @@
+//! Issue 7's image tests: the server under load, under a fault storm, and
+//! when a client dies. Judged from the clients' own checks and logs, from
+//! what the server and the root task print when the root task retires a
+//! client, and from QEMU's SMMU trace.
+
+use super::{boot, Checks};
+use crate::qemu::BootOutcome;
+use crate::Ctx;
+
+pub fn run(ctx: &Ctx, t: &mut Checks) {
+    load(ctx, t);
+    storm(ctx, t);
+    death(ctx, t);
+}
+
+const LOAD_CLIENTS: [&str; 3] = ["load-1", "load-2", "load-3"];
+const LOAD_CHECKS: [&str; 4] = [
+    "outcomes-match-log",
+    "stats-match-log",
+    "probes-match-log",
+    "every-refusal-kind",
+];
+
+/// The line `check <name>: ok (...)`, or why not.
+fn process_check(out: &BootOutcome, name: &str) -> Result<(), String> {
+    let prefix = format!("check {name}: ");
+    match out
+        .serial
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+    {
+        Some(rest) if rest.starts_with("ok") => Ok(()),
+        Some(rest) => Err(rest.to_string()),
+        None => Err(format!(
+            "never reported{}",
+            if out.timed_out {
+                " (the run timed out)"
+            } else {
+                ""
+            }
+        )),
+    }
+}
+
+fn ended_with_pass(out: &BootOutcome) -> Result<(), String> {
+    if out.clean_exit && out.exit_code == Some(0) {
+        Ok(())
+    } else {
+        Err(format!("{}\n{}", out.summary(), super::tail(&out.serial)))
+    }
+}
+
+/// The last line containing `marker`.
+fn last_line<'a>(serial: &'a str, marker: &str) -> Option<&'a str> {
+    serial.lines().rev().find(|l| l.contains(marker))
+}
+
+/// The decimal number after `word ` in `line`.
+fn num(line: &str, word: &str) -> Option<u64> {
+    let at = line.find(&format!("{word} "))? + word.len() + 1;
+    line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+/// The decimal number right before ` word` in `line`.
+fn num_before(line: &str, word: &str) -> Option<u64> {
+    let at = line.find(&format!(" {word}"))?;
+    let digits: String = line[..at]
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.chars().rev().collect::<String>().parse().ok()
+}
+
+/// The server's totals when it last retired a client.
+#[derive(Debug, Default)]
+struct Totals {
+    requests: u64,
+    refused: u64,
+    commands: u64,
+    syncs: u64,
+    tlbis: u64,
+    cfgis: u64,
+    events: u64,
+    evtq_aborts: u64,
+    pool_pages: u64,
+}
+
+fn totals(serial: &str) -> Result<Totals, String> {
+    let line = last_line(serial, "iommu-server: totals:")
+        .ok_or("the server never printed its totals (no client was retired)")?;
+    let get = |w: &str| num(line, w).ok_or(format!("no {w} in {line:?}"));
+    Ok(Totals {
+        requests: get("requests")?,
+        refused: get("refused")?,
+        commands: get("commands")?,
+        syncs: get("syncs")?,
+        tlbis: get("tlbis")?,
+        cfgis: get("cfgis")?,
+        events: get("events")?,
+        evtq_aborts: get("evtq-aborts")?,
+        pool_pages: get("pool-pages")?,
+    })
+}
+
+/// QEMU's count of commands it executed, and of CMD_SYNCs among them.
+fn traced_commands(out: &BootOutcome) -> Result<(u64, u64, u64), String> {
+    let file = out.trace_file.as_ref().ok_or("no trace file requested")?;
+    let trace = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let (mut commands, mut syncs, mut events) = (0, 0, 0);
+    for line in trace.lines() {
+        if line.contains("smmuv3_cmdq_opcode") {
+            commands += 1;
+            if line.contains("SMMU_CMD_SYNC") {
+                syncs += 1;
+            }
+        } else if line.contains("smmuv3_record_event") {
+            events += 1;
+        }
+    }
+    Ok((commands, syncs, events))
+}
+
+fn load(ctx: &Ctx, t: &mut Checks) {
+    let Some(out) = boot(ctx, t, "load") else {
+        return;
+    };
+    for client in LOAD_CLIENTS {
+        for check in LOAD_CHECKS {
+            let name = format!("{client}/{check}");
+            t.check(&format!("load/{name}"), process_check(&out, &name));
+        }
+        t.check(
+            &format!("load/{client}/server-counted-its-requests"),
+            counted_alike(&out.serial, client),
+        );
+        t.check(
+            &format!("load/{client}/retirement-freed-its-log"),
+            retired_as_logged(&out.serial, client),
+        );
+        if let Some(line) = last_line(&out.serial, &format!("{client}: 3000 operations")) {
+            println!("   ({})", line.trim());
+        }
+    }
+    t.check("load/server-totals-add-up", load_totals(&out));
+    t.check("load/run-ends-with-pass", ended_with_pass(&out));
+}
+
+/// The client's transport and the server counted the same requests and
+/// refusals for it.
+fn counted_alike(serial: &str, client: &str) -> Result<(), String> {
+    let mine = last_line(serial, &format!("{client}: my transport counted"))
+        .ok_or("the client never printed its counts")?;
+    let server = last_line(serial, &format!("iommu-server: retiring {client} "))
+        .ok_or("the server never retired it")?;
+    let pair = |l: &str| (num(l, "requests"), num(l, "refused"));
+    if pair(mine) == pair(server) && pair(mine).0.is_some() {
+        Ok(())
+    } else {
+        Err(format!("client: {mine:?}; server: {server:?}"))
+    }
+}
+
+/// What the root task's retirement freed equals the client's final log.
+fn retired_as_logged(serial: &str, client: &str) -> Result<(), String> {
+    let log = last_line(serial, &format!("{client}: final log:"))
+        .ok_or("the client never printed its final log")?;
+    let retired = last_line(
+        serial,
+        &format!("root: retired {client} at the IOMMU server"),
+    )
+    .ok_or("the root task never retired it")?;
+    let want = [
+        num(log, "domains"),
+        num(log, "mappings"),
+        num(log, "bytes"),
+        num(log, "registrations"),
+        num(log, "frames"),
+    ];
+    let got = [
+        num_before(retired, "domains freed"),
+        num_before(retired, "mappings"),
+        num_before(retired, "bytes"),
+        num_before(retired, "memory registrations"),
+        num_before(retired, "frame caps"),
+    ];
+    if want == got && want.iter().all(Option::is_some) {
+        Ok(())
+    } else {
+        Err(format!(
+            "log {want:?} vs freed {got:?}\n    {log}\n    {retired}"
+        ))
+    }
+}
+
+/// The server's totals are the sum of the clients' counts; its commands
+/// are syncs + TLBIs + CFGIs, and QEMU executed exactly those; no fault
+/// events happened; every table page came back.
+fn load_totals(out: &BootOutcome) -> Result<(), String> {
+    let t = totals(&out.serial)?;
+    let (mut requests, mut refused) = (0, 0);
+    for client in LOAD_CLIENTS {
+        let line = last_line(&out.serial, &format!("{client}: my transport counted"))
+            .ok_or(format!("{client} never printed its counts"))?;
+        requests += num(line, "requests").unwrap_or(0);
+        refused += num(line, "refused").unwrap_or(0);
+    }
+    let start_pages = last_line(&out.serial, "iommu-server: table memory at start:")
+        .and_then(|l| num(l, "start:"))
+        .ok_or("the server did not print its table memory at start")?;
+    let (commands, syncs, events) = traced_commands(out)?;
+    println!(
+        "   (load: server totals {t:?}; QEMU executed {commands} commands, {syncs} CMD_SYNCs)"
+    );
+    let mut wrong = Vec::new();
+    if (t.requests, t.refused) != (requests, refused) {
+        wrong.push(format!(
+            "server counted {} requests / {} refused, clients {requests} / {refused}",
+            t.requests, t.refused
+        ));
+    }
+    if t.syncs + t.tlbis + t.cfgis != t.commands {
+        wrong.push(format!(
+            "commands {} != syncs {} + TLBIs {} + CFGIs {}",
+            t.commands, t.syncs, t.tlbis, t.cfgis
+        ));
+    }
+    if (commands, syncs) != (t.commands, t.syncs) {
+        wrong.push(format!(
+            "QEMU executed {commands} commands ({syncs} syncs), the server counted {} ({})",
+            t.commands, t.syncs
+        ));
+    }
+    if t.events != 0 || events != 0 || t.evtq_aborts != 0 {
+        wrong.push(format!(
+            "fault events without DMA: server {}, QEMU {events}",
+            t.events
+        ));
+    }
+    if t.pool_pages != start_pages {
+        wrong.push(format!(
+            "{} table pages in use after every client was retired, {start_pages} at start",
+            t.pool_pages
+        ));
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong.join("; "))
+    }
+}
+
+fn storm(_ctx: &Ctx, _t: &mut Checks) {}
+
+fn death(_ctx: &Ctx, _t: &mut Checks) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_retirement_and_totals() {
+        let s = "load-1: final log: domains 3 mappings 2 bytes 8192 memory registrations 3 frames 6\n\
+                 root: retired load-1 at the IOMMU server: 0 streams detached, 3 domains freed (9 page-table pages, 2 mappings, 8192 bytes), 3 memory registrations released (6 frame caps), 0 faults dropped\n\
+                 iommu-server: totals: requests 9623 refused 7101 strangers 0 commands 1662 syncs 831 tlbis 830 cfgis 1 events 0 overflows 0 evtq-aborts 0 gerrors 0 irqs 0 unrouted 0 pool-pages 12\n";
+        assert_eq!(retired_as_logged(s, "load-1"), Ok(()));
+        let t = totals(s).unwrap();
+        assert_eq!((t.requests, t.commands, t.pool_pages), (9623, 1662, 12));
+        let wrong = s.replace("2 mappings, 8192", "1 mappings, 4096");
+        assert!(retired_as_logged(&wrong, "load-1").is_err());
+    }
+}
