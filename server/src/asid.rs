@@ -96,6 +96,24 @@ impl AsidAllocator {
         dirty_candidate.map(|a| self.take(a, true))
     }
 
+    /// Allocates `asid` itself if it is free (an address space whose ASID
+    /// is fixed from outside, e.g. shared with a CPU context for broadcast
+    /// TLB maintenance: [`crate::shared`] SVA spaces). `None` if it is 0,
+    /// out of range or in use.
+    pub fn claim(&mut self, asid: u16) -> Option<AsidGrant> {
+        let a = asid as u32;
+        if a == 0 || a >= self.limit || Self::get(&self.in_use, a) {
+            return None;
+        }
+        let dirty = self.dirty.contains(&asid);
+        Some(self.take(a, dirty))
+    }
+
+    /// The number of ASIDs this allocator manages, plus one (ASID 0).
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
     fn take(&mut self, a: u32, needs_invalidate: bool) -> AsidGrant {
         Self::set(&mut self.in_use, a, true);
         self.used += 1;

@@ -49,6 +49,10 @@
 //! [`strtab`], [`pgtable`], [`asid`], [`domain`], [`smmu`].
 #![no_std]
 
+// Host builds get `std` for `sync::StdLocks`; seL4 (target_os = "none") does not.
+#[cfg(not(target_os = "none"))]
+extern crate std;
+
 pub mod asid;
 pub mod barrier;
 pub mod cd;
@@ -67,10 +71,12 @@ pub mod pgtable;
 pub mod policy;
 pub mod queue;
 pub mod regs;
+pub mod shared;
 pub mod smmu;
 pub mod stats;
 pub mod ste;
 pub mod strtab;
+pub mod sync;
 
 pub use cmd::Command;
 pub use domain::{DomainId, DomainInfo, MAX_DEVICES_PER_DOMAIN, MAX_DOMAINS};

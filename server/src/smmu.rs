@@ -114,6 +114,18 @@ pub struct Smmu<M: Mmio, A: DmaAllocator, D: DelayNs> {
     ssid_bits: u8,
 }
 
+/// An enabled SMMU without domains, in pieces ([`Smmu::into_parts`]).
+pub(crate) struct Parts<M, A, D> {
+    pub hw: Hw<M, D>,
+    pub alloc: A,
+    pub features: Features,
+    pub config: Config,
+    pub strtab: StreamTable,
+    pub evtq: Evtq,
+    pub asids: AsidAllocator,
+    pub ssid_bits: u8,
+}
+
 impl<M: Mmio, A: DmaAllocator, D: DelayNs> core::fmt::Debug for Smmu<M, A, D> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Smmu")
@@ -211,7 +223,7 @@ fn tlbi_commands(g: &Gather, asid: u16, ril: bool, threshold: u32, out: &mut Cmd
 /// Issues the invalidation of a gather and waits. If the SMMU rejects a
 /// command (e.g. a range TLBI it does not implement after all), falls back
 /// to TLBI_NH_ASID, which every SMMU accepts.
-fn flush_gather<M: Mmio, D: DelayNs>(
+pub(crate) fn flush_gather<M: Mmio, D: DelayNs>(
     hw: &mut Hw<M, D>,
     g: &Gather,
     asid: u16,
@@ -314,6 +326,25 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
         };
         smmu.reset()?;
         Ok(smmu)
+    }
+
+    /// Takes a freshly enabled SMMU apart for the concurrent core
+    /// ([`crate::shared::SharedSmmu::new`]), which puts the pieces behind
+    /// separate locks. `Err(self)` if it already has domains or streams.
+    pub(crate) fn into_parts(self) -> core::result::Result<Parts<M, A, D>, Self> {
+        if !self.domains.is_empty() || !self.masters.is_empty() {
+            return Err(self);
+        }
+        Ok(Parts {
+            hw: self.hw,
+            alloc: self.alloc,
+            features: self.features,
+            config: self.config,
+            strtab: self.strtab,
+            evtq: self.evtq,
+            asids: self.asids,
+            ssid_bits: self.ssid_bits,
+        })
     }
 
     fn reset(&mut self) -> Result<()> {

@@ -1,0 +1,910 @@
+//! The concurrent server core: the same SMMUv3 driver as [`crate::Smmu`]
+//! (its encoders, hitless entry writer, stream and CD tables, page tables,
+//! ASID allocator and command queue), cut into pieces that live behind the
+//! locks of [`crate::sync`], so that several worker threads (and an event
+//! thread) can call it at once through `&self`.
+//!
+//! # What each lock guards (DESIGN.md 5)
+//! * **ASID lock** ([`AsidState`]): the ASID allocator, the stream table,
+//!   every stream's CD table (so all STE and CD programming), which
+//!   domain's CD each (StreamID, SSID) carries, and a copy of each domain's
+//!   ASID and TTB0. Every change of an ASID or of the set of CDs that carry
+//!   it happens under it: attach (including leaving the old domain),
+//!   detach, SVA bind/unbind, ASID reassignment and recycling.
+//! * **Domain lock** (one per slot): the device list, the ASID (written with
+//!   the ASID lock held too, so map/unmap read a stable ASID under the
+//!   domain lock alone), the page table. Map and unmap take only this.
+//! * **Command-queue lock**: MMIO, the command and event queues.
+//! * **Allocator** (leaf, per call).
+//!
+//! # ASID changes
+//! [`SharedSmmu::reassign_asid`], recycling (an attach or bind that finds
+//! no free ASID takes the ASID of a domain whose device list is empty) and
+//! SVA sharing (an address space whose ASID is fixed from outside takes it
+//! from the private domain that holds it, as Linux's
+//! `arm_smmu_share_asid`) all go through one path under the ASID lock:
+//! allocate the new ASID (invalidated first if it was freed dirty), lock
+//! the domain, rewrite every CD on its device list (hitless: only CD qword
+//! 0 changes; CFGI_CD + CMD_SYNC), TLBI_NH_ASID(old) + CMD_SYNC, free the
+//! old ASID. The device list is where the CDs are found, so a device must
+//! be on the list of the domain whose CD it carries whenever the ASID lock
+//! is free (invariant 2); attach changes the lists only under the ASID lock.
+//!
+//! # The seed's race (test builds only)
+//! Under `--cfg loom`, [`AttachOrder::SeedRace`] makes attach take the
+//! device off its old domain's list *before* the ASID lock, as Linux did
+//! before "Hold arm_smmu_asid_lock during all of attach_dev": an ASID change
+//! of the old domain in that window misses the device's CD, frees the old
+//! ASID, and the next owner of that ASID carries it with another TTB0
+//! (invariant 1). `server/tests/loom_asid.rs` shows both orderings.
+
+use embedded_hal::delay::DelayNs;
+
+use crate::asid::AsidAllocator;
+use crate::cd::{self, CdTable, CdUsed, S1Context};
+use crate::cmd::Command;
+use crate::domain::{Device, DomainId, MAX_DEVICES_PER_DOMAIN};
+use crate::entry::{self, write_entry, write_entry_offline, Entry};
+use crate::error::{Error, Result};
+use crate::evtq::{DrainReport, Event, Evtq};
+use crate::features::Features;
+use crate::hal::{DmaAllocator, DmaBlock, Mmio};
+use crate::hw::Hw;
+use crate::pgtable::{Gather, IoPageTable, Perms};
+use crate::regs::{self, qptr};
+use crate::smmu::{flush_gather, Smmu, MAX_MASTERS};
+use crate::ste::{self, S1Dss, SteUsed};
+use crate::strtab::StreamTable;
+use crate::sync::{level, After, LeafMutex, LockFamily, Ordered, Token};
+
+/// (StreamID, SSID) pairs attached at once.
+pub const MAX_ATTACHED: usize = 128;
+
+/// Where attach leaves the old domain's device list (test builds only).
+#[cfg(loom)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachOrder {
+    /// Under the ASID lock, with the CD change (the design).
+    Fixed,
+    /// Before taking the ASID lock (Linux before the fix): the seed's race.
+    SeedRace,
+}
+
+/// Per stream: its CD table (as in [`crate::Smmu`]).
+#[derive(Debug)]
+struct Master {
+    sid: u32,
+    cdtab: CdTable,
+    valid_cds: u32,
+    s1dss: S1Dss,
+}
+
+/// What the ASID lock knows of a domain slot.
+#[derive(Debug, Clone, Copy, Default)]
+struct SlotMeta {
+    live: bool,
+    gen: u16,
+    /// 0: none (assigned at the first attach or bind).
+    asid: u16,
+    ttbr: u64,
+    sva: bool,
+    /// An SVA space whose ASID is fixed from outside.
+    pinned: Option<u16>,
+}
+
+/// Everything under the ASID lock.
+struct AsidState<const N: usize> {
+    asids: AsidAllocator,
+    strtab: StreamTable,
+    masters: heapless::Vec<Master, MAX_MASTERS>,
+    /// Which domain slot's CD each (StreamID, SSID) carries.
+    attached: heapless::Vec<(Device, usize), MAX_ATTACHED>,
+    meta: [SlotMeta; N],
+}
+
+impl<const N: usize> AsidState<N> {
+    fn master_index(&self, sid: u32) -> Option<usize> {
+        self.masters.iter().position(|m| m.sid == sid)
+    }
+    fn find(&self, dev: Device) -> Option<usize> {
+        self.attached
+            .iter()
+            .find(|(d, _)| *d == dev)
+            .map(|&(_, s)| s)
+    }
+    fn set_attached(&mut self, dev: Device, slot: usize) {
+        self.attached.retain(|(d, _)| *d != dev);
+        let _ = self.attached.push((dev, slot));
+    }
+    fn unset_attached(&mut self, dev: Device) {
+        self.attached.retain(|(d, _)| *d != dev);
+    }
+}
+
+/// Everything under one domain lock.
+#[derive(Debug, Default)]
+struct DomainState {
+    gen: u16,
+    asid: u16,
+    pgtable: Option<IoPageTable>,
+    devices: heapless::Vec<Device, MAX_DEVICES_PER_DOMAIN>,
+}
+
+/// Everything under the command-queue lock.
+struct HwState<M, D> {
+    hw: Hw<M, D>,
+    evtq: Evtq,
+}
+
+/// One domain as [`SharedSmmu::audit`] shows it.
+#[derive(Debug)]
+pub struct AuditDomain<'a> {
+    pub id: DomainId,
+    /// 0: none.
+    pub asid: u16,
+    pub ttbr: u64,
+    pub sva: bool,
+    pub devices: &'a [Device],
+    pub pgtable: &'a IoPageTable,
+}
+
+fn split_id(id: DomainId) -> (usize, u16) {
+    ((id.0 & 0xffff) as usize, (id.0 >> 16) as u16)
+}
+
+fn make_id(slot: usize, gen: u16) -> DomainId {
+    DomainId(slot as u32 | (gen as u32) << 16)
+}
+
+/// The SMMU driver, shareable between threads (`&self` everywhere).
+/// `N` domain slots, each with its own lock.
+pub struct SharedSmmu<M, A, D, F, const N: usize = 16>
+where
+    M: Mmio + Send,
+    A: DmaAllocator + Send,
+    D: DelayNs + Send,
+    F: LockFamily,
+{
+    features: Features,
+    ssid_bits: u8,
+    ril: bool,
+    tlbi_threshold: u32,
+    #[cfg(loom)]
+    order: AttachOrder,
+    asid: Ordered<level::Asid, F, AsidState<N>>,
+    domains: [Ordered<level::Domain, F, DomainState>; N],
+    cmdq: Ordered<level::Cmdq, F, HwState<M, D>>,
+    alloc: LeafMutex<F, A>,
+}
+
+impl<M, A, D, F, const N: usize> SharedSmmu<M, A, D, F, N>
+where
+    M: Mmio + Send,
+    A: DmaAllocator + Send,
+    D: DelayNs + Send,
+    F: LockFamily,
+{
+    /// Takes over a freshly enabled [`Smmu`] (no domains, nothing attached;
+    /// else it is handed back).
+    pub fn new(smmu: Smmu<M, A, D>) -> core::result::Result<Self, Smmu<M, A, D>> {
+        let p = smmu.into_parts()?;
+        Ok(SharedSmmu {
+            features: p.features,
+            ssid_bits: p.ssid_bits,
+            ril: p.features.ril && p.config.use_ril,
+            tlbi_threshold: p.config.tlbi_threshold,
+            #[cfg(loom)]
+            order: AttachOrder::Fixed,
+            asid: Ordered::new(AsidState {
+                asids: p.asids,
+                strtab: p.strtab,
+                masters: heapless::Vec::new(),
+                attached: heapless::Vec::new(),
+                meta: [SlotMeta::default(); N],
+            }),
+            domains: core::array::from_fn(|_| Ordered::new(DomainState::default())),
+            cmdq: Ordered::new(HwState {
+                hw: p.hw,
+                evtq: p.evtq,
+            }),
+            alloc: LeafMutex::new(p.alloc),
+        })
+    }
+
+    /// Selects the attach ordering (test builds only).
+    #[cfg(loom)]
+    pub fn set_attach_order(&mut self, order: AttachOrder) {
+        self.order = order;
+    }
+
+    /// The probed features.
+    pub fn features(&self) -> &Features {
+        &self.features
+    }
+
+    /// SubstreamID bits in use.
+    pub fn ssid_bits(&self) -> u8 {
+        self.ssid_bits
+    }
+
+    /// ASIDs in use.
+    pub fn asids_in_use(&self) -> u32 {
+        let mut t0 = Token::unlocked();
+        let (a, _t) = self.asid.lock(&mut t0);
+        a.asids.in_use()
+    }
+
+    /// The domain's ASID (0: none yet, or recycled while idle).
+    pub fn domain_asid(&self, id: DomainId) -> Result<u16> {
+        let (slot, gen) = split_id(id);
+        let d = self.domains.get(slot).ok_or(Error::NoSuchDomain)?;
+        let mut t0 = Token::unlocked();
+        let (d, _t) = d.lock(&mut t0);
+        if d.gen != gen || d.pgtable.is_none() {
+            return Err(Error::NoSuchDomain);
+        }
+        Ok(d.asid)
+    }
+
+    /// The domain whose CD (StreamID, SSID) carries.
+    pub fn attached_domain(&self, sid: u32, ssid: u32) -> Option<DomainId> {
+        let mut t0 = Token::unlocked();
+        let (a, _t) = self.asid.lock(&mut t0);
+        a.find((sid, ssid)).map(|s| make_id(s, a.meta[s].gen))
+    }
+
+    /// Runs `f` on the allocator (e.g. to read its usage).
+    pub fn with_allocator<R>(&self, f: impl FnOnce(&A) -> R) -> R {
+        self.alloc.inspect(f)
+    }
+
+    // ----- lock-level helpers ----------------------------------------------
+
+    fn live_slot(a: &AsidState<N>, id: DomainId) -> Result<usize> {
+        let (slot, gen) = split_id(id);
+        match a.meta.get(slot) {
+            Some(m) if m.live && m.gen == gen => Ok(slot),
+            _ => Err(Error::NoSuchDomain),
+        }
+    }
+
+    /// Issues `cmds` + CMD_SYNC under the command-queue lock and waits.
+    fn submit<P>(&self, t: &mut Token<'_, P>, cmds: &[Command]) -> Result<()>
+    where
+        level::Cmdq: After<P>,
+    {
+        let (mut h, _t) = self.cmdq.lock(t);
+        h.hw.submit(cmds, true)
+    }
+
+    fn write_ste(
+        &self,
+        a: &mut AsidState<N>,
+        t: &mut Token<'_, level::Asid>,
+        sid: u32,
+        target: &Entry,
+    ) -> Result<()> {
+        let slot = a
+            .strtab
+            .slot(sid, Some(&mut self.alloc.leaf()))?
+            .ok_or(Error::StreamOutOfRange)?;
+        write_entry::<SteUsed>(&slot, target, &mut || {
+            self.submit(t, &[Command::CfgiSte { sid, leaf: true }])
+        })
+        .map(|_| ())
+    }
+
+    fn write_cd<P>(
+        &self,
+        t: &mut Token<'_, P>,
+        slot: &DmaBlock,
+        sid: u32,
+        ssid: u32,
+        target: &Entry,
+    ) -> Result<()>
+    where
+        level::Cmdq: After<P>,
+    {
+        write_entry::<CdUsed>(slot, target, &mut || {
+            self.submit(
+                t,
+                &[Command::CfgiCd {
+                    sid,
+                    ssid,
+                    leaf: true,
+                }],
+            )
+        })
+        .map(|_| ())
+    }
+
+    fn cd_ste(m: &Master) -> Entry {
+        ste::s1_cdtable(m.cdtab.ste_ref(), m.s1dss)
+    }
+
+    fn s1_cd(&self, ttb0: u64, asid: u16) -> Entry {
+        cd::s1_cd(&S1Context {
+            ttb0,
+            asid,
+            ips: self.features.oas_enc.min(5),
+        })
+    }
+
+    // ----- ASID changes (ASID lock held) -----------------------------------
+
+    /// Moves domain `slot` from its ASID to `new` (0: none, only for a
+    /// domain with an empty device list). `new` was allocated (and
+    /// invalidated if it was dirty) by the caller. Every CD on the device
+    /// list is rewritten (hitless: ASID is in CD qword 0 only), then the old
+    /// ASID is invalidated (TLBI_NH_ASID + CMD_SYNC) and freed.
+    fn change_asid(
+        &self,
+        a: &mut AsidState<N>,
+        t1: &mut Token<'_, level::Asid>,
+        slot: usize,
+        new: u16,
+    ) -> Result<()> {
+        let (mut d, mut t2) = self.domains[slot].lock(t1);
+        let old = d.asid;
+        if old == new {
+            return Ok(());
+        }
+        if new == 0 && !d.devices.is_empty() {
+            return Err(Error::Busy);
+        }
+        let cd = self.s1_cd(a.meta[slot].ttbr, new);
+        let mut rewritten = Ok(());
+        for &(sid, ssid) in d.devices.iter() {
+            let Some(mi) = a.master_index(sid) else {
+                continue;
+            };
+            let no_alloc: Option<&mut A> = None;
+            let Ok(Some(cd_slot)) = a.masters[mi].cdtab.slot(ssid, no_alloc) else {
+                continue;
+            };
+            if let Err(e) = self.write_cd(&mut t2, &cd_slot, sid, ssid, &cd) {
+                rewritten = Err(e);
+                break;
+            }
+        }
+        d.asid = new;
+        a.meta[slot].asid = new;
+        // A CD may still carry `old` if a rewrite failed: then `old` stays
+        // allocated for good rather than be reused.
+        rewritten?;
+        if old != 0 {
+            match self.submit(&mut t2, &[Command::TlbiNhAsid { asid: old }]) {
+                Ok(()) => a.asids.free(old, true),
+                Err(e) => {
+                    a.asids.free(old, false);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A free ASID, invalidated if it was freed dirty; when none is free,
+    /// recycles the ASID of a domain (not `exclude`) whose device list is
+    /// empty (so no CD carries it, invariant 2).
+    fn alloc_fresh(
+        &self,
+        a: &mut AsidState<N>,
+        t1: &mut Token<'_, level::Asid>,
+        exclude: usize,
+    ) -> Result<u16> {
+        loop {
+            if let Some(g) = a.asids.alloc() {
+                if g.needs_invalidate {
+                    if let Err(e) = self.submit(t1, &[Command::TlbiNhAsid { asid: g.asid }]) {
+                        a.asids.free(g.asid, false);
+                        return Err(e);
+                    }
+                    a.asids.mark_clean(g.asid);
+                }
+                return Ok(g.asid);
+            }
+            let mut victim = None;
+            for s in 0..N {
+                if s == exclude || !a.meta[s].live || a.meta[s].asid == 0 {
+                    continue;
+                }
+                let (d, _t) = self.domains[s].lock(t1);
+                if d.devices.is_empty() {
+                    victim = Some(s);
+                    break;
+                }
+            }
+            let v = victim.ok_or(Error::NoAsid)?;
+            self.change_asid(a, t1, v, 0)?;
+        }
+    }
+
+    /// Gives domain `slot` its ASID if it has none (or, for a pinned SVA
+    /// space, not the pinned one) and returns it.
+    fn ensure_asid(
+        &self,
+        a: &mut AsidState<N>,
+        t1: &mut Token<'_, level::Asid>,
+        slot: usize,
+    ) -> Result<u16> {
+        let m = a.meta[slot];
+        let Some(p) = m.pinned else {
+            if m.asid != 0 {
+                return Ok(m.asid);
+            }
+            let n = self.alloc_fresh(a, t1, slot)?;
+            self.change_asid(a, t1, slot, n)?;
+            return Ok(n);
+        };
+        if m.asid == p {
+            return Ok(p);
+        }
+        // SVA sharing (Linux `arm_smmu_share_asid`): the private domain that
+        // holds `p` moves to a fresh ASID, its CDs rewritten and `p`
+        // invalidated, before `p` joins the address space.
+        let holder = (0..N).find(|&s| s != slot && a.meta[s].live && a.meta[s].asid == p);
+        if let Some(o) = holder {
+            if a.meta[o].pinned == Some(p) {
+                return Err(Error::Busy);
+            }
+            let n = self.alloc_fresh(a, t1, o)?;
+            self.change_asid(a, t1, o, n)?;
+        }
+        let g = a.asids.claim(p).ok_or(Error::NoAsid)?;
+        if g.needs_invalidate {
+            if let Err(e) = self.submit(t1, &[Command::TlbiNhAsid { asid: p }]) {
+                a.asids.free(p, false);
+                return Err(e);
+            }
+            a.asids.mark_clean(p);
+        }
+        if let Err(e) = self.change_asid(a, t1, slot, p) {
+            if a.meta[slot].asid != p {
+                a.asids.free(p, true);
+            }
+            return Err(e);
+        }
+        Ok(p)
+    }
+
+    // ----- domains ----------------------------------------------------------
+
+    /// Creates a domain: an empty page table. Its ASID is assigned at the
+    /// first attach (possibly by recycling an idle domain's).
+    /// Errors: `NoSlot`, `NoMemory`.
+    pub fn alloc_domain(&self) -> Result<DomainId> {
+        self.alloc_slot(false, None)
+    }
+
+    /// Creates an SVA address space: a domain that [`Self::bind_sva`] binds
+    /// (StreamID, PASID) pairs to, all of whose CDs carry one ASID. With
+    /// `pinned`, that ASID is fixed (e.g. the CPU's ASID of the process,
+    /// for an SMMU with broadcast TLB maintenance): binding takes it from
+    /// any private domain that holds it. Errors: as `alloc_domain`,
+    /// `Unsupported` for an ASID beyond the SMMU's.
+    pub fn alloc_sva_space(&self, pinned: Option<u16>) -> Result<DomainId> {
+        self.alloc_slot(true, pinned)
+    }
+
+    fn alloc_slot(&self, sva: bool, pinned: Option<u16>) -> Result<DomainId> {
+        let mut t0 = Token::unlocked();
+        let (mut a, mut t1) = self.asid.lock(&mut t0);
+        if let Some(p) = pinned {
+            if p == 0 || p as u32 >= a.asids.limit() {
+                return Err(Error::Unsupported);
+            }
+            if a.meta.iter().any(|m| m.live && m.pinned == Some(p)) {
+                return Err(Error::Busy);
+            }
+        }
+        let slot = a.meta.iter().position(|m| !m.live).ok_or(Error::NoSlot)?;
+        let pgtable = IoPageTable::new(&mut self.alloc.leaf(), self.features.oas_bits)?;
+        let ttbr = pgtable.ttbr();
+        let (mut d, _t) = self.domains[slot].lock(&mut t1);
+        d.gen = d.gen.wrapping_add(1);
+        d.asid = 0;
+        d.pgtable = Some(pgtable);
+        d.devices.clear();
+        a.meta[slot] = SlotMeta {
+            live: true,
+            gen: d.gen,
+            asid: 0,
+            ttbr,
+            sva,
+            pinned,
+        };
+        Ok(make_id(slot, d.gen))
+    }
+
+    /// Destroys a domain: TLBI_NH_ASID + sync, frees its tables and ASID.
+    /// `Busy` if anything is attached.
+    pub fn free_domain(&self, id: DomainId) -> Result<()> {
+        let mut t0 = Token::unlocked();
+        let (mut a, mut t1) = self.asid.lock(&mut t0);
+        let slot = Self::live_slot(&a, id)?;
+        let (mut d, mut t2) = self.domains[slot].lock(&mut t1);
+        if !d.devices.is_empty() {
+            return Err(Error::Busy);
+        }
+        let asid = d.asid;
+        if asid != 0 {
+            self.submit(&mut t2, &[Command::TlbiNhAsid { asid }])?;
+            a.asids.free(asid, true);
+        }
+        if let Some(p) = d.pgtable.take() {
+            p.destroy(&mut self.alloc.leaf());
+        }
+        d.asid = 0;
+        a.meta[slot].live = false;
+        a.meta[slot].asid = 0;
+        Ok(())
+    }
+
+    /// Moves a domain to a fresh ASID (the old one rewritten out of every CD,
+    /// invalidated and freed). `Busy` for a pinned SVA space.
+    /// Errors: `NoSuchDomain`, `NoAsid`, `Timeout`, `Hardware`.
+    pub fn reassign_asid(&self, id: DomainId) -> Result<u16> {
+        let mut t0 = Token::unlocked();
+        let (mut a, mut t1) = self.asid.lock(&mut t0);
+        let slot = Self::live_slot(&a, id)?;
+        if a.meta[slot].pinned.is_some() {
+            return Err(Error::Busy);
+        }
+        let n = self.alloc_fresh(&mut a, &mut t1, slot)?;
+        self.change_asid(&mut a, &mut t1, slot, n)?;
+        Ok(n)
+    }
+
+    // ----- attach/detach ----------------------------------------------------
+
+    /// Attaches (StreamID, SSID) to a domain, moving it from its current one
+    /// without an abort in between (see [`crate::Smmu::attach`]): all of it,
+    /// including leaving the old domain's list, under the ASID lock.
+    pub fn attach(&self, sid: u32, ssid: u32, id: DomainId) -> Result<()> {
+        let mut t0 = Token::unlocked();
+        #[cfg(loom)]
+        if self.order == AttachOrder::SeedRace {
+            // Linux's arm_smmu_detach_dev before the fix: off the old
+            // domain's list before the ASID lock, the CD still programmed.
+            for d in self.domains.iter() {
+                let (mut d, _t) = d.lock(&mut t0);
+                d.devices.retain(|&x| x != (sid, ssid));
+            }
+        }
+        let (mut a, mut t1) = self.asid.lock(&mut t0);
+        self.attach_locked(&mut a, &mut t1, sid, ssid, id, false)
+    }
+
+    /// Binds (StreamID, PASID) to an SVA space: its CD carries the space's
+    /// one ASID (see [`Self::alloc_sva_space`]). `NoSuchDomain` if `space`
+    /// is not an SVA space; otherwise as `attach`.
+    pub fn bind_sva(&self, sid: u32, pasid: u32, space: DomainId) -> Result<()> {
+        let mut t0 = Token::unlocked();
+        let (mut a, mut t1) = self.asid.lock(&mut t0);
+        self.attach_locked(&mut a, &mut t1, sid, pasid, space, true)
+    }
+
+    /// Unbinds (StreamID, PASID) from its SVA space: the CD is made invalid
+    /// (or the STE aborts, for the stream's last CD) and invalidated before
+    /// this returns. `NotAttached` if it is not bound to an SVA space.
+    pub fn unbind_sva(&self, sid: u32, pasid: u32) -> Result<()> {
+        let mut t0 = Token::unlocked();
+        let (mut a, mut t1) = self.asid.lock(&mut t0);
+        self.detach_locked(&mut a, &mut t1, sid, pasid, true)
+    }
+
+    fn attach_locked(
+        &self,
+        a: &mut AsidState<N>,
+        t1: &mut Token<'_, level::Asid>,
+        sid: u32,
+        ssid: u32,
+        id: DomainId,
+        sva: bool,
+    ) -> Result<()> {
+        let slot = Self::live_slot(a, id)?;
+        if sva != a.meta[slot].sva && sva {
+            return Err(Error::NoSuchDomain);
+        }
+        if !a.strtab.in_range(sid) {
+            return Err(Error::StreamOutOfRange);
+        }
+        if (ssid as u64) >= (1u64 << self.ssid_bits) {
+            return Err(Error::SsidOutOfRange);
+        }
+        let dev = (sid, ssid);
+        let current = a.find(dev);
+        if current == Some(slot) {
+            return Ok(());
+        }
+        {
+            let (d, _t) = self.domains[slot].lock(t1);
+            if d.devices.is_full() {
+                return Err(Error::NoSlot);
+            }
+        }
+        let mi = a.master_index(sid);
+        if (current.is_none() && a.attached.is_full()) || (mi.is_none() && a.masters.is_full()) {
+            return Err(Error::NoSlot);
+        }
+        let asid = self.ensure_asid(a, t1, slot)?;
+        let cd = self.s1_cd(a.meta[slot].ttbr, asid);
+        let r = self.program_cd(a, t1, sid, ssid, mi, current.is_some(), &cd);
+        if let Err((e, false)) = r {
+            return Err(e);
+        }
+        // The lists change with the CD, under the ASID lock.
+        if let Some(old) = current {
+            let (mut d, _t) = self.domains[old].lock(t1);
+            d.devices.retain(|&x| x != dev);
+        }
+        {
+            let (mut d, _t) = self.domains[slot].lock(t1);
+            if !d.devices.contains(&dev) {
+                let _ = d.devices.push(dev);
+            }
+        }
+        a.set_attached(dev, slot);
+        r.map_err(|(e, _)| e)
+    }
+
+    /// Points (sid, ssid) at `cd` (as [`crate::Smmu::attach`] does). On
+    /// error, the flag says whether the new CD may be live (then the device
+    /// is listed anyway, so that detach can undo it).
+    #[allow(clippy::too_many_arguments)]
+    fn program_cd(
+        &self,
+        a: &mut AsidState<N>,
+        t1: &mut Token<'_, level::Asid>,
+        sid: u32,
+        ssid: u32,
+        mi: Option<usize>,
+        was_attached: bool,
+        cd: &Entry,
+    ) -> core::result::Result<(), (Error, bool)> {
+        match mi {
+            None => {
+                let mut tab =
+                    CdTable::new(&mut self.alloc.leaf(), self.ssid_bits).map_err(|e| (e, false))?;
+                let cd_slot = match tab.slot(ssid, Some(&mut self.alloc.leaf())) {
+                    Ok(Some(s)) => s,
+                    Ok(None) => {
+                        tab.free(&mut self.alloc.leaf());
+                        return Err((Error::SsidOutOfRange, false));
+                    }
+                    Err(e) => {
+                        tab.free(&mut self.alloc.leaf());
+                        return Err((e, false));
+                    }
+                };
+                // Not reachable by the SMMU yet: no invalidation needed.
+                write_entry_offline(&cd_slot, cd);
+                let m = Master {
+                    sid,
+                    cdtab: tab,
+                    valid_cds: 1,
+                    s1dss: if ssid == 0 {
+                        S1Dss::Ssid0
+                    } else {
+                        S1Dss::Terminate
+                    },
+                };
+                let target = Self::cd_ste(&m);
+                let _ = a.masters.push(m);
+                self.write_ste(a, t1, sid, &target).map_err(|e| (e, true))
+            }
+            Some(mi) if self.ssid_bits == 0 => {
+                // Hitless move of a single-CD stream: a new CD table written
+                // offline, then the STE's S1ContextPtr; CFGI_STE also drops
+                // the CDs cached through the StreamID (4.3.1).
+                let tab = CdTable::new(&mut self.alloc.leaf(), 0).map_err(|e| (e, false))?;
+                if let Some(s) = crate::dma::sub_block(&tab.block, 0, 64) {
+                    write_entry_offline(&s, cd);
+                }
+                let old = core::mem::replace(&mut a.masters[mi].cdtab, tab);
+                let target = Self::cd_ste(&a.masters[mi]);
+                match self.write_ste(a, t1, sid, &target) {
+                    Ok(()) => {
+                        old.free(&mut self.alloc.leaf());
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Unknown which table the SMMU uses: leak the old one.
+                        let _leaked = old;
+                        Err((e, true))
+                    }
+                }
+            }
+            Some(mi) => {
+                let cd_slot = a.masters[mi]
+                    .cdtab
+                    .slot(ssid, Some(&mut self.alloc.leaf()))
+                    .map_err(|e| (e, false))?
+                    .ok_or((Error::SsidOutOfRange, false))?;
+                self.write_cd(t1, &cd_slot, sid, ssid, cd)
+                    .map_err(|e| (e, false))?;
+                if !was_attached {
+                    a.masters[mi].valid_cds += 1;
+                }
+                if ssid == 0 && a.masters[mi].s1dss != S1Dss::Ssid0 {
+                    a.masters[mi].s1dss = S1Dss::Ssid0;
+                    let target = Self::cd_ste(&a.masters[mi]);
+                    self.write_ste(a, t1, sid, &target).map_err(|e| (e, true))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Detaches (StreamID, SSID) (as [`crate::Smmu::detach`]), under the
+    /// ASID lock. Errors: `NotAttached`, `Timeout`, `Hardware`.
+    pub fn detach(&self, sid: u32, ssid: u32) -> Result<()> {
+        let mut t0 = Token::unlocked();
+        let (mut a, mut t1) = self.asid.lock(&mut t0);
+        self.detach_locked(&mut a, &mut t1, sid, ssid, false)
+    }
+
+    fn detach_locked(
+        &self,
+        a: &mut AsidState<N>,
+        t1: &mut Token<'_, level::Asid>,
+        sid: u32,
+        ssid: u32,
+        sva: bool,
+    ) -> Result<()> {
+        let dev = (sid, ssid);
+        let dom = a.find(dev).ok_or(Error::NotAttached)?;
+        if sva && !a.meta[dom].sva {
+            return Err(Error::NotAttached);
+        }
+        let mi = a.master_index(sid).ok_or(Error::NotAttached)?;
+        if a.masters[mi].valid_cds <= 1 {
+            self.write_ste(a, t1, sid, &ste::abort())?;
+            let m = a.masters.swap_remove(mi);
+            m.cdtab.free(&mut self.alloc.leaf());
+        } else {
+            if ssid == 0 && a.masters[mi].s1dss == S1Dss::Ssid0 {
+                a.masters[mi].s1dss = S1Dss::Terminate;
+                let target = Self::cd_ste(&a.masters[mi]);
+                self.write_ste(a, t1, sid, &target)?;
+            }
+            let no_alloc: Option<&mut A> = None;
+            if let Some(s) = a.masters[mi].cdtab.slot(ssid, no_alloc)? {
+                self.write_cd(t1, &s, sid, ssid, &[0; entry::ENTRY_QWORDS])?;
+            }
+            a.masters[mi].valid_cds -= 1;
+        }
+        {
+            let (mut d, _t) = self.domains[dom].lock(t1);
+            d.devices.retain(|&x| x != dev);
+        }
+        a.unset_attached(dev);
+        Ok(())
+    }
+
+    // ----- map/unmap (domain lock only) ------------------------------------
+
+    fn flush(&self, t: &mut Token<'_, level::Domain>, g: &Gather, asid: u16) -> Result<()> {
+        // A domain without an ASID has no CD and no TLB entries.
+        if asid == 0 {
+            return Ok(());
+        }
+        let (mut h, _t) = self.cmdq.lock(t);
+        flush_gather(&mut h.hw, g, asid, self.ril, self.tlbi_threshold)
+    }
+
+    /// As [`crate::Smmu::map`].
+    pub fn map(&self, id: DomainId, iova: u64, paddr: u64, len: u64, perms: Perms) -> Result<()> {
+        let (slot, gen) = split_id(id);
+        let dl = self.domains.get(slot).ok_or(Error::NoSuchDomain)?;
+        let mut t0 = Token::unlocked();
+        let (mut d, mut t2) = dl.lock(&mut t0);
+        let asid = d.asid;
+        if d.gen != gen {
+            return Err(Error::NoSuchDomain);
+        }
+        let pt = d.pgtable.as_mut().ok_or(Error::NoSuchDomain)?;
+        let mut flush = |g: &Gather| self.flush(&mut t2, g, asid);
+        pt.map(&mut self.alloc.leaf(), iova, paddr, len, perms, &mut flush)
+    }
+
+    /// As [`crate::Smmu::unmap`]: the removed translations are invalidated
+    /// (with the domain's ASID, stable under the domain lock) before this
+    /// returns.
+    pub fn unmap(&self, id: DomainId, iova: u64, len: u64) -> Result<u64> {
+        let (slot, gen) = split_id(id);
+        let dl = self.domains.get(slot).ok_or(Error::NoSuchDomain)?;
+        let mut t0 = Token::unlocked();
+        let (mut d, mut t2) = dl.lock(&mut t0);
+        let asid = d.asid;
+        if d.gen != gen {
+            return Err(Error::NoSuchDomain);
+        }
+        let pt = d.pgtable.as_mut().ok_or(Error::NoSuchDomain)?;
+        let mut flush = |g: &Gather| self.flush(&mut t2, g, asid);
+        let mut g = Gather::default();
+        let mut alloc = self.alloc.leaf();
+        let r = pt.unmap(&mut alloc, iova, len, &mut g, &mut flush);
+        let f = pt.finish(&mut alloc, &mut g, &mut flush);
+        let n = r?;
+        f?;
+        Ok(n)
+    }
+
+    /// Translates `iova` in a domain's page table.
+    pub fn iova_to_phys(&self, id: DomainId, iova: u64) -> Option<(u64, Perms)> {
+        let (slot, gen) = split_id(id);
+        let mut t0 = Token::unlocked();
+        let (d, _t) = self.domains.get(slot)?.lock(&mut t0);
+        if d.gen != gen {
+            return None;
+        }
+        d.pgtable.as_ref()?.iova_to_phys(iova)
+    }
+
+    // ----- events -----------------------------------------------------------
+
+    /// As [`crate::Smmu::drain_events`], under the command-queue lock only
+    /// (an event thread does not wait for attach or map).
+    pub fn drain_events(&self, mut f: impl FnMut(Event)) -> DrainReport {
+        let mut t0 = Token::unlocked();
+        let (mut h, _t) = self.cmdq.lock(&mut t0);
+        let HwState { hw, evtq } = &mut *h;
+        let geom = evtq.geom;
+        let mut report = DrainReport::default();
+        let prod_raw = hw.mmio.read32(regs::EVENTQ_PROD);
+        crate::barrier::rmb();
+        let prod = prod_raw & geom.ptr_mask();
+        let mut cons = evtq.cons & geom.ptr_mask();
+        let mut n = 0;
+        while !geom.empty(prod, cons) && n < geom.entries() {
+            f(Event::decode(evtq.record(geom.idx(cons))));
+            cons = geom.inc(cons);
+            n += 1;
+        }
+        report.events = n;
+        let ovf = prod_raw & qptr::OVF;
+        if ovf != evtq.cons & qptr::OVF {
+            report.overflowed = true;
+            hw.stats.event_overflows += 1;
+        }
+        hw.stats.events += n as u64;
+        evtq.cons = cons | ovf;
+        crate::barrier::wmb();
+        hw.mmio.write32(regs::EVENTQ_CONS, evtq.cons);
+        report
+    }
+
+    // ----- checking ---------------------------------------------------------
+
+    /// For tests and diagnostics: with the ASID lock held (so no ASID or CD
+    /// changes), calls `per_domain` for each live domain under its lock,
+    /// then `then` with the register interface under the command-queue lock.
+    pub fn audit<R>(
+        &self,
+        mut per_domain: impl FnMut(&AuditDomain<'_>),
+        then: impl FnOnce(&M) -> R,
+    ) -> R {
+        let mut t0 = Token::unlocked();
+        let (a, mut t1) = self.asid.lock(&mut t0);
+        for (s, m) in a.meta.iter().enumerate() {
+            if !m.live {
+                continue;
+            }
+            let (d, _t) = self.domains[s].lock(&mut t1);
+            if let Some(pt) = d.pgtable.as_ref() {
+                per_domain(&AuditDomain {
+                    id: make_id(s, m.gen),
+                    asid: d.asid,
+                    ttbr: m.ttbr,
+                    sva: m.sva,
+                    devices: &d.devices,
+                    pgtable: pt,
+                });
+            }
+        }
+        let (h, _t) = self.cmdq.lock(&mut t1);
+        then(&h.hw.mmio)
+    }
+}
