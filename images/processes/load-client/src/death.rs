@@ -154,6 +154,12 @@ pub fn heir(info: &'static StartInfo) -> bool {
         }
     }
     let pt = iommu.stats().map(|s| s.pt_pages).unwrap_or(0);
+    // The hog's last DMA starts 100 ms (virtual) after it exited: keep the
+    // run going past it, so that QEMU's trace shows what became of it.
+    let waited = now();
+    while now().wrapping_sub(waited) < COUNTER_HZ / 2 {
+        syscalls::yield_now();
+    }
     checks.check(
         "gets-memory-after-hog-retired",
         mapped == HEIR_MAPS && pt as u64 > HEIR_MAPS,
