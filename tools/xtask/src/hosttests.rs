@@ -31,6 +31,8 @@ pub fn run(ctx: &Ctx) -> Result<Tally> {
         // Compilation failed, or a test binary crashed before reporting.
         tally.failed += 1;
     }
+    // Each fuzz target for a short bounded time (tools/xtask/src/fuzz.rs).
+    tally.add(crate::fuzz::run(ctx));
     Ok(tally)
 }
 

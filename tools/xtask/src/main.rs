@@ -10,6 +10,7 @@
 //! - `cargo xtask bench [--iterations N | --quick]`  IOMMU operation costs in the booted image (-icount)
 
 mod bench;
+mod fuzz;
 mod hosttests;
 mod image;
 mod imagetests;

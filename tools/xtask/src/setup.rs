@@ -58,6 +58,16 @@ pub fn ensure(_ctx: &Ctx) -> Result<()> {
         }
     }
 
+    // cargo-fuzz for the fuzzing step of `cargo xtask test` (built with the
+    // stable toolchain; see fuzz.rs). Not fatal: without it fuzzing is skipped.
+    if !crate::fuzz::available() {
+        eprintln!("setup: installing cargo-fuzz");
+        let ok = run(Command::new(env!("CARGO")).args(["install", "cargo-fuzz", "--locked"]))?;
+        if !ok {
+            eprintln!("setup: could not install cargo-fuzz; the fuzzing step will be skipped");
+        }
+    }
+
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
