@@ -81,8 +81,11 @@ impl After<level::Domain> for level::Cmdq {}
 
 /// Proof of the deepest level held by the current thread in this operation.
 pub struct Token<'a, L> {
-    _p: PhantomData<(&'a mut (), fn() -> L)>,
+    _p: TokenMarker<'a, L>,
 }
+
+/// Borrows like `&'a mut`, names level `L`, and is `Send + Sync` whatever `L`.
+type TokenMarker<'a, L> = PhantomData<(&'a mut (), fn() -> L)>;
 
 impl Token<'static, level::Unlocked> {
     /// The token of an operation that holds nothing. Made only at the entry

@@ -1,0 +1,330 @@
+//! Shared by the `loom_*` tests: the loom [`LockFamily`], a booted
+//! concurrent core over the software SMMUv3 model, and the checker of the
+//! invariants of DESIGN.md 5, which reads back what the SMMU would fetch
+//! (through the model's decoders) and what its caches hold.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex as StdMutex;
+
+use embedded_hal::delay::DelayNs;
+use iommu_server::shared::SharedSmmu;
+use iommu_server::sync::LockFamily;
+use iommu_server::{Config, DomainId, Perms, Smmu};
+use smmu_model::{Access, Command, Features, Machine, MemConfig, ModelOptions};
+
+/// loom's mutexes: every lock operation of the core is a point where loom
+/// may switch threads.
+pub enum LoomLocks {}
+
+impl LockFamily for LoomLocks {
+    type Mutex<T: Send> = loom::sync::Mutex<T>;
+    type Guard<'a, T: Send + 'a> = loom::sync::MutexGuard<'a, T>;
+    fn new<T: Send>(v: T) -> loom::sync::Mutex<T> {
+        loom::sync::Mutex::new(v)
+    }
+    fn lock<T: Send>(m: &loom::sync::Mutex<T>) -> loom::sync::MutexGuard<'_, T> {
+        m.lock().expect("loom mutexes are not poisoned")
+    }
+}
+
+/// The model completes every handshake at once.
+pub struct NoDelay;
+impl DelayNs for NoDelay {
+    fn delay_ns(&mut self, _ns: u32) {}
+}
+
+/// Domain slots of the cores under test (few: the checker locks each).
+pub const SLOTS: usize = 4;
+
+pub type Core = SharedSmmu<smmu_model::Smmu, smmu_model::PhysMem, NoDelay, LoomLocks, SLOTS>;
+
+/// Executions explored by every `loom::model` run of this process.
+pub static EXECUTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// A machine and the concurrent core driving it. `asids` ASIDs (1..asids)
+/// exist, so that recycling happens with a handful of domains.
+pub fn boot(asids: u32, ssid_bits: u8) -> (Machine, Core) {
+    let features = if ssid_bits == 0 {
+        Features::qemu_7_2()
+    } else {
+        Features::with_substreams(ssid_bits)
+    };
+    let mem = MemConfig {
+        phys_base: 0x8000_0000,
+        size: 2 << 20,
+        poison_on_free: Some(0xFF),
+    };
+    let m = Machine::with(features, ModelOptions::default(), mem);
+    let config = Config {
+        cmdq_log2: 5,
+        evtq_log2: 4,
+        max_sid_bits: 6,
+        ssid_bits,
+        linear_strtab: true,
+        max_asids: asids,
+        ..Config::default()
+    };
+    let s = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, config).expect("boots");
+    let core = Core::new(s).map_err(|_| ()).expect("fresh");
+    (m, core)
+}
+
+pub const IOVA: u64 = 0x10_0000;
+
+/// A page of memory for `d`, mapped at [`IOVA`]; returns its address.
+pub fn map_page(m: &Machine, core: &Core, d: DomainId) -> u64 {
+    let pa = m.mem.alloc_buffer(4096, 4096).expect("buffer");
+    core.map(d, IOVA, pa, 4096, Perms::RW).expect("map");
+    pa
+}
+
+/// What a device (StreamID, SSID) reaches at [`IOVA`] now, through the
+/// SMMU's caches (filling them), without recording an event.
+pub fn reach(m: &Machine, core: &Core, sid: u32, ssid: u32) -> Option<u64> {
+    let ss = (core.ssid_bits() != 0).then_some(ssid);
+    m.smmu
+        .probe(sid, ss, IOVA, Access::READ)
+        .ok()
+        .map(|t| t.paddr)
+}
+
+/// Which invariants [`Checker::check`] enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Checks {
+    pub inv1: bool,
+    pub inv2: bool,
+    pub inv4: bool,
+}
+
+impl Checks {
+    pub const ALL: Checks = Checks {
+        inv1: true,
+        inv2: true,
+        inv4: true,
+    };
+}
+
+/// A record of what the threads did, with the model's command sequence
+/// numbers, printed with a violation.
+#[derive(Default)]
+pub struct Trace {
+    lines: StdMutex<Vec<String>>,
+}
+
+impl Trace {
+    pub fn note(&self, m: &Machine, who: &str, what: impl std::fmt::Display) {
+        let seq = m.smmu.command_seq();
+        self.lines
+            .lock()
+            .unwrap()
+            .push(format!("  [cmd {seq:3}] {who}: {what}"));
+    }
+    pub fn dump(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+/// The invariant checker. Its ghost state (who held each ASID when last
+/// seen, and at which command) is only touched under the core's ASID lock
+/// (inside `audit`), so a std mutex never blocks here.
+pub struct Checker {
+    /// Every (StreamID, SSID) the test may program.
+    pub universe: Vec<(u32, u32)>,
+    pub checks: Checks,
+    ghost: StdMutex<HashMap<u16, (u64, u64)>>,
+    /// Command-log position after boot (where the printed log starts).
+    pub log_start: u64,
+}
+
+impl Checker {
+    pub fn new(m: &Machine, universe: Vec<(u32, u32)>, checks: Checks) -> Self {
+        Checker {
+            universe,
+            checks,
+            ghost: StdMutex::new(HashMap::new()),
+            log_start: m.smmu.command_seq(),
+        }
+    }
+
+    /// Checks DESIGN.md 5's invariants 1, 2 and 4 (3 is checked by the
+    /// threads after each detach/unmap, through [`reach`]); panics with the
+    /// violations, the trace and the command log.
+    pub fn check(&self, m: &Machine, core: &Core, trace: &Trace, when: &str) {
+        let errs: RefCell<Vec<String>> = RefCell::new(Vec::new());
+        // (asid, ttbr, devices) of each live domain, read under its lock.
+        let doms: RefCell<Vec<(DomainId, u16, u64, Vec<(u32, u32)>)>> = RefCell::new(Vec::new());
+        let sub = core.ssid_bits() != 0;
+        core.audit(
+            |d| {
+                doms.borrow_mut().push((d.id, d.asid, d.ttbr, d.devices.to_vec()));
+                // Invariants 3 and 4 as the TLB shows them: an entry tagged
+                // with this domain's ASID translates as its page table does
+                // (a stale entry of an earlier owner, or of an unmap that
+                // returned, would not).
+                if d.asid != 0 && self.checks.inv4 {
+                    for e in m.smmu.tlb_entries() {
+                        if e.asid == Some(d.asid) {
+                            let now = d.pgtable.iova_to_phys(e.va).map(|(pa, _)| pa);
+                            if now != Some(e.pa) {
+                                errs.borrow_mut().push(format!(
+                                    "invariant 4: TLB entry ASID {} va {:#x} -> {:#x}, but ASID {} is domain {:?} whose table gives {:?}",
+                                    d.asid, e.va, e.pa, d.asid, d.id, now
+                                ));
+                            }
+                        }
+                    }
+                }
+            },
+            |smmu| {
+                let doms = doms.borrow();
+                // Live CDs, as the SMMU would fetch them from memory.
+                let mut live: Vec<((u32, u32), u16, u64)> = Vec::new();
+                for &(sid, ssid) in &self.universe {
+                    let ss = sub.then_some(ssid);
+                    if let Ok(cd) = smmu.cd_at(sid, ss) {
+                        if cd.valid {
+                            live.push(((sid, ssid), cd.asid, cd.ttb0));
+                        }
+                    }
+                }
+                if self.checks.inv1 {
+                    for (i, a) in live.iter().enumerate() {
+                        for b in &live[i + 1..] {
+                            if a.1 == b.1 && a.2 != b.2 {
+                                errs.borrow_mut().push(format!(
+                                    "invariant 1: ASID {} names two translations: CD of {:?} has TTB0 {:#x}, CD of {:?} has TTB0 {:#x}",
+                                    a.1, a.0, a.2, b.0, b.2
+                                ));
+                            }
+                        }
+                    }
+                }
+                if self.checks.inv2 {
+                    for &(dev, asid, ttb) in &live {
+                        let on: Vec<_> = doms.iter().filter(|d| d.3.contains(&dev)).collect();
+                        match on.as_slice() {
+                            [d] if d.1 == asid && d.2 == ttb => {}
+                            [d] => errs.borrow_mut().push(format!(
+                                "invariant 2: CD of {dev:?} (ASID {asid}, TTB0 {ttb:#x}) but it is listed on {:?} (ASID {}, TTB0 {:#x})",
+                                d.0, d.1, d.2
+                            )),
+                            _ => errs.borrow_mut().push(format!(
+                                "invariant 2: CD of {dev:?} (ASID {asid}) is programmed but the device is on {} domain lists",
+                                on.len()
+                            )),
+                        }
+                    }
+                    for d in doms.iter() {
+                        for dev in &d.3 {
+                            if !live.iter().any(|l| l.0 == *dev) {
+                                errs.borrow_mut().push(format!(
+                                    "invariant 2: {dev:?} is on {:?}'s list but has no CD",
+                                    d.0
+                                ));
+                            }
+                        }
+                    }
+                }
+                if self.checks.inv4 {
+                    // An ASID seen with another TTB0 than last time must have
+                    // been invalidated (TLBI by ASID, then CMD_SYNC) since.
+                    let now = smmu.command_seq();
+                    let mut names: Vec<(u16, u64)> = live.iter().map(|l| (l.1, l.2)).collect();
+                    names.extend(doms.iter().filter(|d| d.1 != 0).map(|d| (d.1, d.2)));
+                    let mut ghost = self.ghost.lock().unwrap();
+                    for (asid, ttb) in names {
+                        if let Some(&(old_ttb, seen)) = ghost.get(&asid) {
+                            if old_ttb != ttb && !invalidated(smmu, asid, seen) {
+                                errs.borrow_mut().push(format!(
+                                    "invariant 4: ASID {asid} reused (TTB0 {old_ttb:#x} -> {ttb:#x}) without TLBI_NH_ASID + CMD_SYNC since command {seen}"
+                                ));
+                            }
+                        }
+                        ghost.insert(asid, (ttb, now));
+                    }
+                }
+            },
+        );
+        let errs = errs.into_inner();
+        if !errs.is_empty() {
+            panic!(
+                "{}\n-- checked {when}\n-- what the threads did:\n{}\n-- commands the SMMU consumed:\n{}",
+                errs.join("\n"),
+                trace.dump(),
+                command_log(m, self.log_start)
+            );
+        }
+    }
+}
+
+fn invalidated(smmu: &smmu_model::Smmu, asid: u16, since: u64) -> bool {
+    let mut tlbi = false;
+    for c in smmu.commands_since(since) {
+        match c.decoded {
+            Ok(Command::TlbiNhAsid { asid: a, .. }) if a == asid => tlbi = true,
+            Ok(Command::TlbiNhAll { .. } | Command::TlbiNsnhAll) => tlbi = true,
+            Ok(Command::Sync { .. }) if tlbi => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The configuration and invalidation commands since `from`, one a line.
+pub fn command_log(m: &Machine, from: u64) -> String {
+    let mut s = String::new();
+    for c in m.smmu.commands_since(from) {
+        match c.decoded {
+            Ok(Command::Sync { .. }) => {}
+            Ok(cmd) => {
+                let _ = writeln!(s, "  [cmd {:3}] {:?}", c.seq, cmd);
+            }
+            Err(e) => {
+                let _ = writeln!(s, "  [cmd {:3}] CERROR {e}", c.seq);
+            }
+        }
+    }
+    s
+}
+
+/// Loom's configuration: preemption bound from `IOMMU_LOOM_PREEMPTIONS`
+/// (default `default_bound`).
+pub fn builder(default_bound: usize) -> loom::model::Builder {
+    let mut b = loom::model::Builder::new();
+    let bound = std::env::var("IOMMU_LOOM_PREEMPTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_bound);
+    b.preemption_bound = Some(bound);
+    b.max_branches = 100_000;
+    b
+}
+
+/// Runs `f` under loom with `bound`, counting executions; returns how many.
+pub fn explore(bound: usize, f: impl Fn() + Sync + Send + 'static) -> usize {
+    let before = EXECUTIONS.load(Ordering::Relaxed);
+    let f = std::sync::Arc::new(f);
+    builder(bound).check(move || {
+        EXECUTIONS.fetch_add(1, Ordering::Relaxed);
+        // loom's first thread has a small stack; the core and the model's
+        // boot need more (the tables live inline, as on seL4).
+        let f = f.clone();
+        spawn(move || f()).join().unwrap();
+    });
+    EXECUTIONS.load(Ordering::Relaxed) - before
+}
+
+/// Stack of every loom thread of these tests.
+pub const STACK: usize = 2 << 20;
+
+/// A loom thread with a [`STACK`]-sized stack.
+pub fn spawn(f: impl FnOnce() + Send + 'static) -> loom::thread::JoinHandle<()> {
+    loom::thread::Builder::new()
+        .stack_size(STACK)
+        .spawn(f)
+        .expect("loom thread")
+}
