@@ -939,7 +939,10 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             return Err(ErrorCode::QuotaExceeded);
         }
         // Perform; on a core failure undo everything done so far. Each entry
-        // covers one contiguous IOVA range, mapped frame by frame.
+        // covers one contiguous IOVA range, mapped run by run: frames that
+        // are physically contiguous (a DMA pool's, say) go to the core as one
+        // range, so it walks the tables once per run rather than once per
+        // frame and may use 2 MiB / 1 GiB blocks where the run allows.
         let mut failure = None;
         let mut reached = 0usize;
         let mut partial = 0u64;
@@ -949,6 +952,8 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             let (_, mem) = self.clients[ci].memory(e.memory)?;
             let mut rest = u64::from(e.pages);
             let mut skip = u64::from(e.offset_pfn);
+            // (paddr, pages) gathered but not mapped yet.
+            let mut run: Option<(u64, u64)> = None;
             for f in mem.frames.iter() {
                 if rest == 0 {
                     break;
@@ -959,20 +964,37 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 }
                 let n = (f.pages - skip).min(rest);
                 let paddr = f.paddr + (skip << WIRE_PAGE_SHIFT);
+                rest -= n;
+                skip = 0;
+                match run {
+                    Some((p, m)) if p.checked_add(m << WIRE_PAGE_SHIFT) == Some(paddr) => {
+                        run = Some((p, m + n));
+                        continue;
+                    }
+                    _ => {}
+                }
+                if let Some((p, m)) = run.replace((paddr, n)) {
+                    let iova = e.iova_pfn + partial;
+                    if let Err(err) =
+                        self.core
+                            .map(d, iova << WIRE_PAGE_SHIFT, p, m << WIRE_PAGE_SHIFT, e.perms)
+                    {
+                        failure = Some(err);
+                        break 'entries;
+                    }
+                    partial += m;
+                }
+            }
+            if let Some((p, m)) = run {
                 let iova = e.iova_pfn + partial;
-                if let Err(err) = self.core.map(
-                    d,
-                    iova << WIRE_PAGE_SHIFT,
-                    paddr,
-                    n << WIRE_PAGE_SHIFT,
-                    e.perms,
-                ) {
+                if let Err(err) =
+                    self.core
+                        .map(d, iova << WIRE_PAGE_SHIFT, p, m << WIRE_PAGE_SHIFT, e.perms)
+                {
                     failure = Some(err);
                     break 'entries;
                 }
-                partial += n;
-                rest -= n;
-                skip = 0;
+                partial += m;
             }
         }
         if let Some(err) = failure {
