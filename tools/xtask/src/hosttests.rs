@@ -31,8 +31,47 @@ pub fn run(ctx: &Ctx) -> Result<Tally> {
         // Compilation failed, or a test binary crashed before reporting.
         tally.failed += 1;
     }
+    // The loom model checks of the ASID lock model (issue 6).
+    tally.add(run_loom(ctx)?);
     // Each fuzz target for a short bounded time (tools/xtask/src/fuzz.rs).
     tally.add(crate::fuzz::run(ctx));
+    Ok(tally)
+}
+
+/// The loom model checks (`server/tests/loom_asid.rs`, DESIGN.md 5): a
+/// release build with `--cfg loom` in `target/loom`, so the normal build
+/// cache is not invalidated; bounded by the tests' default preemption bound
+/// (about half a minute of checking). Counted like the host tests.
+fn run_loom(ctx: &Ctx) -> Result<Tally> {
+    println!("== loom model checks (RUSTFLAGS=--cfg loom, target/loom)");
+    let rustflags = match std::env::var("RUSTFLAGS") {
+        Ok(f) if !f.trim().is_empty() => format!("{f} --cfg loom"),
+        _ => "--cfg loom".to_string(),
+    };
+    let mut child = Command::new(env!("CARGO"))
+        .args(["test", "-p", "iommu-server", "--release", "--test", "loom_asid"])
+        .args(["--", "--nocapture", "--test-threads=1"])
+        .current_dir(&ctx.root)
+        .env("RUSTFLAGS", rustflags)
+        .env("CARGO_TARGET_DIR", ctx.root.join("target").join("loom"))
+        .env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("could not start cargo test (loom)")?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut tally = Tally::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(counts) = parse_result_line(&line) {
+            tally.add(counts);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && tally.failed == 0 {
+        tally.failed += 1;
+    }
     Ok(tally)
 }
 
