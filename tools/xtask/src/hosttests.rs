@@ -49,7 +49,14 @@ fn run_loom(ctx: &Ctx) -> Result<Tally> {
         _ => "--cfg loom".to_string(),
     };
     let mut child = Command::new(env!("CARGO"))
-        .args(["test", "-p", "iommu-server", "--release", "--test", "loom_asid"])
+        .args([
+            "test",
+            "-p",
+            "iommu-server",
+            "--release",
+            "--test",
+            "loom_asid",
+        ])
         .args(["--", "--nocapture", "--test-threads=1"])
         .current_dir(&ctx.root)
         .env("RUSTFLAGS", rustflags)
