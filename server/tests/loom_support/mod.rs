@@ -128,6 +128,9 @@ impl Trace {
     }
 }
 
+/// (id, ASID, TTB0, device list) of a domain, as the checker saw it.
+type SeenDomain = (DomainId, u16, u64, Vec<(u32, u32)>);
+
 /// The invariant checker. Its ghost state (who held each ASID when last
 /// seen, and at which command) is only touched under the core's ASID lock
 /// (inside `audit`), so a std mutex never blocks here.
@@ -156,7 +159,7 @@ impl Checker {
     pub fn check(&self, m: &Machine, core: &Core, trace: &Trace, when: &str) {
         let errs: RefCell<Vec<String>> = RefCell::new(Vec::new());
         // (asid, ttbr, devices) of each live domain, read under its lock.
-        let doms: RefCell<Vec<(DomainId, u16, u64, Vec<(u32, u32)>)>> = RefCell::new(Vec::new());
+        let doms: RefCell<Vec<SeenDomain>> = RefCell::new(Vec::new());
         let sub = core.ssid_bits() != 0;
         core.audit(
             |d| {
