@@ -56,7 +56,11 @@ fn seed_sva(order: AttachOrder, checks: Checks) {
         let w = w.clone();
         spawn(move || {
             let (m, core, ch, tr) = &*w;
-            tr.note(m, "T1", "attach s1 -> Y (move from X) begins");
+            tr.note(
+                m,
+                "T1",
+                format_args!("attach s1 -> Y (move from X) begins ({order:?} ordering)"),
+            );
             let r = core.attach(s1, 0, y);
             tr.note(m, "T1", format_args!("attach s1 -> Y returned {r:?}"));
             ch.check(m, core, tr, "after T1's attach");
@@ -95,6 +99,87 @@ fn seed_sva(order: AttachOrder, checks: Checks) {
     ch.check(m, core, tr, "at the end");
 }
 
+/// The seed's race, recycling flavour: two ASIDs, both in use (X has s1,
+/// Y has s3). T1 moves s1 from X to Y while T2 attaches s2 to Z, which has
+/// no ASID: T2 recycles the ASID of a domain whose device list is empty.
+fn seed_recycle(order: AttachOrder, checks: Checks) {
+    let (m, mut core) = boot(3, 0);
+    core.set_attach_order(order);
+    let (s1, s2, s3) = (1, 2, 3);
+    let x = core.alloc_domain().unwrap();
+    let y = core.alloc_domain().unwrap();
+    let z = core.alloc_domain().unwrap();
+    let pa_x = map_page(&m, &core, x);
+    let pa_y = map_page(&m, &core, y);
+    let pa_z = map_page(&m, &core, z);
+    core.attach(s1, 0, x).unwrap();
+    core.attach(s3, 0, y).unwrap();
+    assert_eq!(reach(&m, &core, s1, 0), Some(pa_x));
+    let checker = Checker::new(&m, vec![(s1, 0), (s2, 0), (s3, 0)], checks);
+    let trace = Trace::default();
+    trace.note(
+        &m,
+        "setup",
+        format_args!(
+            "X {x:?} ASID {:?} has s1; Y {y:?} ASID {:?} has s3; Z {z:?} has no ASID; no ASID free",
+            core.domain_asid(x),
+            core.domain_asid(y)
+        ),
+    );
+    let w = Arc::new((m, core, checker, trace));
+    let t1 = {
+        let w = w.clone();
+        spawn(move || {
+            let (m, core, ch, tr) = &*w;
+            tr.note(
+                m,
+                "T1",
+                format_args!("attach s1 -> Y (move from X) begins ({order:?} ordering)"),
+            );
+            let r = core.attach(s1, 0, y);
+            tr.note(m, "T1", format_args!("attach s1 -> Y returned {r:?}"));
+            ch.check(m, core, tr, "after T1's attach");
+            if r.is_ok() {
+                assert_eq!(
+                    reach(m, core, s1, 0),
+                    Some(pa_y),
+                    "invariant 3: s1 after its move"
+                );
+            }
+        })
+    };
+    let t2 = {
+        let w = w.clone();
+        spawn(move || {
+            let (m, core, ch, tr) = &*w;
+            tr.note(
+                m,
+                "T2",
+                "attach s2 -> Z (needs an ASID: recycles an idle domain's) begins",
+            );
+            let r = core.attach(s2, 0, z);
+            tr.note(
+                m,
+                "T2",
+                format_args!(
+                    "attach s2 -> Z returned {r:?}; ASIDs now X {:?}, Z {:?}",
+                    core.domain_asid(x),
+                    core.domain_asid(z)
+                ),
+            );
+            assert!(matches!(r, Ok(()) | Err(Error::NoAsid)), "{r:?}");
+            ch.check(m, core, tr, "after T2's attach");
+            if r.is_ok() {
+                assert_eq!(reach(m, core, s2, 0), Some(pa_z), "s2 reaches Z");
+            }
+        })
+    };
+    t1.join().unwrap();
+    t2.join().unwrap();
+    let (m, core, ch, tr) = &*w;
+    ch.check(m, core, tr, "at the end");
+}
+
 /// Invariant 1 only: the pre-fix ordering breaks invariant 2 by
 /// construction inside its window (that is the bug); the question is
 /// whether it also lets one ASID name two translations.
@@ -111,19 +196,22 @@ fn payload(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "<non-string panic>".into())
 }
 
-#[test]
-fn seed_race_prefix_ordering_violates_invariant_1() {
+/// Runs `scenario` with the pre-fix ordering, which must fail with an
+/// invariant-1 violation; prints the report.
+fn expect_seed_race(name: &str, scenario: fn(AttachOrder, Checks)) {
     let before = EXECUTIONS.load(std::sync::atomic::Ordering::Relaxed);
     let r = std::panic::catch_unwind(|| {
-        explore(DEFAULT_BOUND, || seed_sva(AttachOrder::SeedRace, INV1))
+        explore(DEFAULT_BOUND, move || scenario(AttachOrder::SeedRace, INV1))
     });
     let n = EXECUTIONS.load(std::sync::atomic::Ordering::Relaxed) - before;
     match r {
-        Ok(n) => panic!("the pre-fix ordering passed all {n} executions: this test cannot fail"),
+        Ok(n) => {
+            panic!("{name}: the pre-fix ordering passed all {n} executions: this test cannot fail")
+        }
         Err(p) => {
             let msg = payload(&*p);
             println!(
-                "SEED RACE (pre-fix ordering): violation found in execution {n}:\n{msg}\n-- end of seed race report"
+                "SEED RACE, {name}, PRE-FIX ORDERING: violation found in execution {n}:\n{msg}\n-- end of report"
             );
             assert!(
                 msg.contains("invariant 1"),
@@ -133,12 +221,34 @@ fn seed_race_prefix_ordering_violates_invariant_1() {
     }
 }
 
+/// Runs `scenario` with the design's ordering: invariant 1 alone, then all.
+fn expect_no_race(name: &str, scenario: fn(AttachOrder, Checks)) {
+    let n = explore(DEFAULT_BOUND, move || scenario(AttachOrder::Fixed, INV1));
+    println!("SEED RACE, {name}, FIXED ORDERING: invariant 1 held in all {n} executions");
+    let n = explore(DEFAULT_BOUND, move || {
+        scenario(AttachOrder::Fixed, Checks::ALL)
+    });
+    println!("SEED RACE, {name}, FIXED ORDERING: invariants 1-4 held in all {n} executions");
+}
+
 #[test]
-fn seed_race_fixed_ordering_holds() {
-    let n = explore(DEFAULT_BOUND, || seed_sva(AttachOrder::Fixed, INV1));
-    println!("SEED RACE (fixed ordering): invariant 1 held in all {n} executions");
-    let n = explore(DEFAULT_BOUND, || seed_sva(AttachOrder::Fixed, Checks::ALL));
-    println!("SEED RACE (fixed ordering): invariants 1-4 held in all {n} executions");
+fn seed_race_sva_prefix_ordering_violates_invariant_1() {
+    expect_seed_race("SVA sharing", seed_sva);
+}
+
+#[test]
+fn seed_race_sva_fixed_ordering_holds() {
+    expect_no_race("SVA sharing", seed_sva);
+}
+
+#[test]
+fn seed_race_recycle_prefix_ordering_violates_invariant_1() {
+    expect_seed_race("ASID recycling", seed_recycle);
+}
+
+#[test]
+fn seed_race_recycle_fixed_ordering_holds() {
+    expect_no_race("ASID recycling", seed_recycle);
 }
 
 /// ≥3 threads over 2 domains and an SVA space: a move then a detach, ASID
