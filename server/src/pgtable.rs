@@ -378,7 +378,19 @@ impl IoPageTable {
                     va.is_multiple_of(s) && pa.is_multiple_of(s) && rem >= s
                 })
                 .unwrap_or(3);
-            if let Err(e) = self.map_one(alloc, va, pa, level, attrs) {
+            let mut r = self.map_one(alloc, va, pa, level, attrs);
+            if r.is_ok() {
+                done += level_size(level);
+                if level == 3 {
+                    // The rest of this leaf table can only hold 4 KiB
+                    // leaves (no block starts before its end): write them
+                    // without walking from the root for each.
+                    let (n, fill) = self.fill_leaves(iova + done, paddr + done, len - done, attrs);
+                    done += n;
+                    r = fill;
+                }
+            }
+            if let Err(e) = r {
                 if done > 0 {
                     let mut g = Gather::default();
                     // Undo: the range holds exactly the leaves just written.
@@ -387,10 +399,50 @@ impl IoPageTable {
                 }
                 return Err(e);
             }
-            done += level_size(level);
         }
         barrier::dma_wmb();
         Ok(())
+    }
+
+    /// The table at `level` on the walk of `va`, if the walk reaches one.
+    fn table_for(&self, va: u64, level: usize) -> Option<DmaBlock> {
+        let mut t = self.root;
+        for l in 0..level {
+            let i = idx(va, l);
+            let desc = dma::read_u64(&t, i);
+            if desc & PTE_VALID == 0 || !is_table(desc, l) {
+                return None;
+            }
+            t = self.child(&t, i, l);
+        }
+        Some(t)
+    }
+
+    /// Writes 4 KiB leaves for `[va, va + len)` into the existing level-3
+    /// table of `va`, up to that table's end (nothing if `va` starts a new
+    /// table or has none). Returns the bytes written, and `Overlap` if it
+    /// stopped at a valid entry (the caller undoes what was written).
+    fn fill_leaves(&self, va: u64, pa: u64, len: u64, attrs: u64) -> (u64, Result<()>) {
+        let first = idx(va, 3);
+        if len == 0 || first == 0 {
+            return (0, Ok(()));
+        }
+        let Some(t) = self.table_for(va, 3) else {
+            return (0, Ok(()));
+        };
+        let mut done = 0u64;
+        for i in first..ENTRIES {
+            if done >= len {
+                break;
+            }
+            if dma::read_u64(&t, i) & PTE_VALID != 0 {
+                return (done, Err(Error::Overlap));
+            }
+            let leaf = attrs | ((pa + done) & PTE_ADDR) | PTE_TYPE | PTE_VALID;
+            dma::write_u64(&t, i, leaf);
+            done += GRANULE;
+        }
+        (done, Ok(()))
     }
 
     /// Writes one leaf at `level`, allocating all missing tables on its path
