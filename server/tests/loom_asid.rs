@@ -16,13 +16,13 @@
 //! the same scenario passes in every execution.
 #![cfg(loom)]
 
-mod loom_support;
+mod shared_support;
 
 use std::sync::Arc;
 
 use iommu_server::shared::AttachOrder;
 use iommu_server::Error;
-use loom_support::*;
+use shared_support::*;
 
 const DEFAULT_BOUND: usize = 2;
 

@@ -1,13 +1,14 @@
-//! Shared by the `loom_*` tests: the loom [`LockFamily`], a booted
-//! concurrent core over the software SMMUv3 model, and the checker of the
-//! invariants of DESIGN.md 5, which reads back what the SMMU would fetch
-//! (through the model's decoders) and what its caches hold.
+//! Shared by the tests of the concurrent core (`loom_*` and
+//! `shared_threads`): a booted `SharedSmmu` over the software SMMUv3 model
+//! (any lock family), the checker of the invariants of DESIGN.md 5, which
+//! reads back what the SMMU would fetch (through the model's decoders) and
+//! what its caches hold, and, under `--cfg loom`, the loom lock family and
+//! exploration helpers.
 #![allow(dead_code)]
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex as StdMutex;
 
 use embedded_hal::delay::DelayNs;
@@ -15,21 +16,6 @@ use iommu_server::shared::SharedSmmu;
 use iommu_server::sync::LockFamily;
 use iommu_server::{Config, DomainId, Perms, Smmu};
 use smmu_model::{Access, Command, Features, Machine, MemConfig, ModelOptions};
-
-/// loom's mutexes: every lock operation of the core is a point where loom
-/// may switch threads.
-pub enum LoomLocks {}
-
-impl LockFamily for LoomLocks {
-    type Mutex<T: Send> = loom::sync::Mutex<T>;
-    type Guard<'a, T: Send + 'a> = loom::sync::MutexGuard<'a, T>;
-    fn new<T: Send>(v: T) -> loom::sync::Mutex<T> {
-        loom::sync::Mutex::new(v)
-    }
-    fn lock<T: Send>(m: &loom::sync::Mutex<T>) -> loom::sync::MutexGuard<'_, T> {
-        m.lock().expect("loom mutexes are not poisoned")
-    }
-}
 
 /// The model completes every handshake at once.
 pub struct NoDelay;
@@ -40,14 +26,11 @@ impl DelayNs for NoDelay {
 /// Domain slots of the cores under test (few: the checker locks each).
 pub const SLOTS: usize = 4;
 
-pub type Core = SharedSmmu<smmu_model::Smmu, smmu_model::PhysMem, NoDelay, LoomLocks, SLOTS>;
-
-/// Executions explored by every `loom::model` run of this process.
-pub static EXECUTIONS: AtomicUsize = AtomicUsize::new(0);
+pub type Core<F> = SharedSmmu<smmu_model::Smmu, smmu_model::PhysMem, NoDelay, F, SLOTS>;
 
 /// A machine and the concurrent core driving it. `asids` ASIDs (1..asids)
 /// exist, so that recycling happens with a handful of domains.
-pub fn boot(asids: u32, ssid_bits: u8) -> (Machine, Core) {
+pub fn boot_with<F: LockFamily>(asids: u32, ssid_bits: u8) -> (Machine, Core<F>) {
     let features = if ssid_bits == 0 {
         Features::qemu_7_2()
     } else {
@@ -69,14 +52,14 @@ pub fn boot(asids: u32, ssid_bits: u8) -> (Machine, Core) {
         ..Config::default()
     };
     let s = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, config).expect("boots");
-    let core = Core::new(s).map_err(|_| ()).expect("fresh");
+    let core = Core::<F>::new(s).map_err(|_| ()).expect("fresh");
     (m, core)
 }
 
 pub const IOVA: u64 = 0x10_0000;
 
 /// A page of memory for `d`, mapped at [`IOVA`]; returns its address.
-pub fn map_page(m: &Machine, core: &Core, d: DomainId) -> u64 {
+pub fn map_page<F: LockFamily>(m: &Machine, core: &Core<F>, d: DomainId) -> u64 {
     let pa = m.mem.alloc_buffer(4096, 4096).expect("buffer");
     core.map(d, IOVA, pa, 4096, Perms::RW).expect("map");
     pa
@@ -84,7 +67,7 @@ pub fn map_page(m: &Machine, core: &Core, d: DomainId) -> u64 {
 
 /// What a device (StreamID, SSID) reaches at [`IOVA`] now, through the
 /// SMMU's caches (filling them), without recording an event.
-pub fn reach(m: &Machine, core: &Core, sid: u32, ssid: u32) -> Option<u64> {
+pub fn reach<F: LockFamily>(m: &Machine, core: &Core<F>, sid: u32, ssid: u32) -> Option<u64> {
     let ss = (core.ssid_bits() != 0).then_some(ssid);
     m.smmu
         .probe(sid, ss, IOVA, Access::READ)
@@ -156,7 +139,7 @@ impl Checker {
     /// Checks DESIGN.md 5's invariants 1, 2 and 4 (3 is checked by the
     /// threads after each detach/unmap, through [`reach`]); panics with the
     /// violations, the trace and the command log.
-    pub fn check(&self, m: &Machine, core: &Core, trace: &Trace, when: &str) {
+    pub fn check<F: LockFamily>(&self, m: &Machine, core: &Core<F>, trace: &Trace, when: &str) {
         let errs: RefCell<Vec<String>> = RefCell::new(Vec::new());
         // (asid, ttbr, devices) of each live domain, read under its lock.
         let doms: RefCell<Vec<SeenDomain>> = RefCell::new(Vec::new());
@@ -294,40 +277,73 @@ pub fn command_log(m: &Machine, from: u64) -> String {
     s
 }
 
-/// Loom's configuration: preemption bound from `IOMMU_LOOM_PREEMPTIONS`
-/// (default `default_bound`).
-pub fn builder(default_bound: usize) -> loom::model::Builder {
-    let mut b = loom::model::Builder::new();
-    let bound = std::env::var("IOMMU_LOOM_PREEMPTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default_bound);
-    b.preemption_bound = Some(bound);
-    b.max_branches = 100_000;
-    b
-}
+#[cfg(loom)]
+pub use self::loom_parts::*;
 
-/// Runs `f` under loom with `bound`, counting executions; returns how many.
-pub fn explore(bound: usize, f: impl Fn() + Sync + Send + 'static) -> usize {
-    let before = EXECUTIONS.load(Ordering::Relaxed);
-    let f = std::sync::Arc::new(f);
-    builder(bound).check(move || {
-        EXECUTIONS.fetch_add(1, Ordering::Relaxed);
-        // loom's first thread has a small stack; the core and the model's
-        // boot need more (the tables live inline, as on seL4).
-        let f = f.clone();
-        spawn(move || f()).join().unwrap();
-    });
-    EXECUTIONS.load(Ordering::Relaxed) - before
-}
+/// The loom lock family and how the tests explore with it.
+#[cfg(loom)]
+mod loom_parts {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Stack of every loom thread of these tests.
-pub const STACK: usize = 2 << 20;
+    /// loom's mutexes: every lock operation of the core is a point where loom
+    /// may switch threads.
+    pub enum LoomLocks {}
 
-/// A loom thread with a [`STACK`]-sized stack.
-pub fn spawn(f: impl FnOnce() + Send + 'static) -> loom::thread::JoinHandle<()> {
-    loom::thread::Builder::new()
-        .stack_size(STACK)
-        .spawn(f)
-        .expect("loom thread")
+    impl LockFamily for LoomLocks {
+        type Mutex<T: Send> = loom::sync::Mutex<T>;
+        type Guard<'a, T: Send + 'a> = loom::sync::MutexGuard<'a, T>;
+        fn new<T: Send>(v: T) -> loom::sync::Mutex<T> {
+            loom::sync::Mutex::new(v)
+        }
+        fn lock<T: Send>(m: &loom::sync::Mutex<T>) -> loom::sync::MutexGuard<'_, T> {
+            m.lock().expect("loom mutexes are not poisoned")
+        }
+    }
+
+    /// Executions explored by every `loom::model` run of this process.
+    pub static EXECUTIONS: AtomicUsize = AtomicUsize::new(0);
+
+    /// A machine and the core with loom's locks.
+    pub fn boot(asids: u32, ssid_bits: u8) -> (Machine, Core<LoomLocks>) {
+        boot_with::<LoomLocks>(asids, ssid_bits)
+    }
+
+    /// Loom's configuration: preemption bound from `IOMMU_LOOM_PREEMPTIONS`
+    /// (default `default_bound`).
+    pub fn builder(default_bound: usize) -> loom::model::Builder {
+        let mut b = loom::model::Builder::new();
+        let bound = std::env::var("IOMMU_LOOM_PREEMPTIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default_bound);
+        b.preemption_bound = Some(bound);
+        b.max_branches = 100_000;
+        b
+    }
+
+    /// Runs `f` under loom with `bound`, counting executions; returns how many.
+    pub fn explore(bound: usize, f: impl Fn() + Sync + Send + 'static) -> usize {
+        let before = EXECUTIONS.load(Ordering::Relaxed);
+        let f = std::sync::Arc::new(f);
+        builder(bound).check(move || {
+            EXECUTIONS.fetch_add(1, Ordering::Relaxed);
+            // loom's first thread has a small stack; the core and the model's
+            // boot need more (the tables live inline, as on seL4).
+            let f = f.clone();
+            spawn(move || f()).join().unwrap();
+        });
+        EXECUTIONS.load(Ordering::Relaxed) - before
+    }
+
+    /// Stack of every loom thread of these tests.
+    pub const STACK: usize = 2 << 20;
+
+    /// A loom thread with a [`STACK`]-sized stack.
+    pub fn spawn(f: impl FnOnce() + Send + 'static) -> loom::thread::JoinHandle<()> {
+        loom::thread::Builder::new()
+            .stack_size(STACK)
+            .spawn(f)
+            .expect("loom thread")
+    }
 }
