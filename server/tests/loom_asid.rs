@@ -411,3 +411,61 @@ fn recycle_unmap_all_invariants() {
     let n = explore(DEFAULT_BOUND, recycle_unmap);
     println!("recycling/unmap (3 threads): invariants 1-4 held in all {n} executions");
 }
+
+/// SVA with PASIDs (substreams on the model): one address space bound to
+/// (s1, PASID 1) and (s2, PASID 1) carries one ASID in both CDs, pinned to
+/// the ASID of X, which s1's PASID 0 uses; T3 reassigns X meanwhile.
+fn sva_pasids() {
+    let (m, core) = boot(4, 2);
+    let (s1, s2) = (1, 2);
+    let x = core.alloc_domain().unwrap();
+    let pa_x = map_page(&m, &core, x);
+    core.attach(s1, 0, x).unwrap();
+    let a = core.domain_asid(x).unwrap();
+    let space = core.alloc_sva_space(Some(a)).unwrap();
+    let pa_s = map_page(&m, &core, space);
+    assert_eq!(reach(&m, &core, s1, 0), Some(pa_x));
+    let checker = Checker::new(&m, vec![(s1, 0), (s1, 1), (s2, 1)], Checks::ALL);
+    let w = Arc::new((m, core, checker, Trace::default()));
+    let binder = |sid: u32, who: &'static str| {
+        let w = w.clone();
+        spawn(move || {
+            let (m, core, ch, tr) = &*w;
+            let r = core.bind_sva(sid, 1, space);
+            tr.note(m, who, format_args!("bind_sva ({sid}, PASID 1): {r:?}"));
+            ch.check(m, core, tr, "after a bind");
+            if r.is_ok() {
+                assert_eq!(reach(m, core, sid, 1), Some(pa_s));
+                let r = core.unbind_sva(sid, 1);
+                tr.note(m, who, format_args!("unbind_sva ({sid}, PASID 1): {r:?}"));
+                r.unwrap();
+                ch.check(m, core, tr, "after an unbind");
+                assert_eq!(reach(m, core, sid, 1), None, "invariant 3 after unbind");
+            }
+        })
+    };
+    let t1 = binder(s1, "T1");
+    let t2 = binder(s2, "T2");
+    let t3 = {
+        let w = w.clone();
+        spawn(move || {
+            let (m, core, ch, tr) = &*w;
+            let r = core.reassign_asid(x);
+            tr.note(m, "T3", format_args!("reassign X: {r:?}"));
+            assert!(matches!(r, Ok(_) | Err(Error::NoAsid)), "{r:?}");
+            ch.check(m, core, tr, "after T3's reassign");
+            assert_eq!(reach(m, core, s1, 0), Some(pa_x), "s1 PASID 0 stays on X");
+        })
+    };
+    for t in [t1, t2, t3] {
+        t.join().unwrap();
+    }
+    let (m, core, ch, tr) = &*w;
+    ch.check(m, core, tr, "at the end");
+}
+
+#[test]
+fn sva_pasids_all_invariants() {
+    let n = explore(DEFAULT_BOUND, sva_pasids);
+    println!("SVA with PASIDs (3 threads): invariants 1-4 held in all {n} executions");
+}

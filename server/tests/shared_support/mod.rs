@@ -65,10 +65,11 @@ pub fn map_page<F: LockFamily>(m: &Machine, core: &Core<F>, d: DomainId) -> u64 
     pa
 }
 
-/// What a device (StreamID, SSID) reaches at [`IOVA`] now, through the
+/// What a device (StreamID, SSID) reaches at [`IOVA`] now (SSID 0 is
+/// non-substream traffic, which STE.S1DSS = SSID0 sends to CD 0), through the
 /// SMMU's caches (filling them), without recording an event.
 pub fn reach<F: LockFamily>(m: &Machine, core: &Core<F>, sid: u32, ssid: u32) -> Option<u64> {
-    let ss = (core.ssid_bits() != 0).then_some(ssid);
+    let ss = (core.ssid_bits() != 0 && ssid != 0).then_some(ssid);
     m.smmu
         .probe(sid, ss, IOVA, Access::READ)
         .ok()
@@ -170,7 +171,7 @@ impl Checker {
                 // Live CDs, as the SMMU would fetch them from memory.
                 let mut live: Vec<((u32, u32), u16, u64)> = Vec::new();
                 for &(sid, ssid) in &self.universe {
-                    let ss = sub.then_some(ssid);
+                    let ss = (sub && ssid != 0).then_some(ssid);
                     if let Ok(cd) = smmu.cd_at(sid, ss) {
                         if cd.valid {
                             live.push(((sid, ssid), cd.asid, cd.ttb0));
