@@ -279,6 +279,7 @@ pub fn command_log(m: &Machine, from: u64) -> String {
 }
 
 #[cfg(loom)]
+#[allow(unused_imports)] // not every test that includes this module explores
 pub use self::loom_parts::*;
 
 /// The loom lock family and how the tests explore with it.
