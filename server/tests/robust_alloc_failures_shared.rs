@@ -32,11 +32,14 @@ type Core = support::Core<StdLocks>;
 const UNIVERSE: [(u32, u32); 4] = [(1, 0), (2, 0), (3, 0), (4, 0)];
 const IOVAS: [u64; 4] = [0x10_0000, 0x10_1000, 0x4000_0000, 0x20_0000_0000];
 
+/// A domain's ASID and what it translates at [`IOVAS`].
+type DomainView = (Result<u16, Error>, Vec<Option<(u64, Perms)>>);
+
 #[derive(Debug, PartialEq)]
 struct Snapshot {
     live: Vec<LiveBlock>,
     asids: u32,
-    domains: Vec<(Result<u16, Error>, Vec<Option<(u64, Perms)>>)>,
+    domains: Vec<DomainView>,
     attached: Vec<Option<DomainId>>,
     reach: Vec<Option<(u64, Option<u16>)>>,
 }
