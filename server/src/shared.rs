@@ -248,6 +248,18 @@ where
         Ok(d.asid)
     }
 
+    /// Page-table blocks of a domain (root included): the quota unit.
+    pub fn table_pages(&self, id: DomainId) -> Result<u32> {
+        let (slot, gen) = split_id(id);
+        let d = self.domains.get(slot).ok_or(Error::NoSuchDomain)?;
+        let mut t0 = Token::unlocked();
+        let (d, _t) = d.lock(&mut t0);
+        match d.pgtable.as_ref() {
+            Some(pt) if d.gen == gen => Ok(pt.table_pages()),
+            _ => Err(Error::NoSuchDomain),
+        }
+    }
+
     /// The domain whose CD (StreamID, SSID) carries.
     pub fn attached_domain(&self, sid: u32, ssid: u32) -> Option<DomainId> {
         let mut t0 = Token::unlocked();

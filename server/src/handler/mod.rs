@@ -83,6 +83,7 @@ use iommu_protocol::{
 use crate::policy::{ClientPolicy, Policy};
 
 mod host;
+mod shared_core;
 mod smmu;
 #[cfg(test)]
 mod tests;

@@ -27,11 +27,11 @@ pub fn error_code(e: Error) -> ErrorCode {
 
 /// The protocol's permission bits are the core's READ and WRITE bits; the
 /// handler has already refused any other bit.
-fn perms(p: Perms) -> crate::Perms {
+pub(super) fn perms(p: Perms) -> crate::Perms {
     crate::Perms(p.0 & Perms::ALL.0)
 }
 
-fn fault_kind(k: &EventKind) -> FaultKind {
+pub(super) fn fault_kind(k: &EventKind) -> FaultKind {
     match k {
         EventKind::Translation(_) => FaultKind::Translation,
         EventKind::Permission(_) => FaultKind::Permission,
@@ -48,7 +48,7 @@ fn fault_kind(k: &EventKind) -> FaultKind {
     }
 }
 
-fn fault_addr(k: &EventKind) -> u64 {
+pub(super) fn fault_addr(k: &EventKind) -> u64 {
     match k {
         EventKind::Translation(f)
         | EventKind::Permission(f)
