@@ -100,10 +100,9 @@ fn stuck_command_queue_is_a_hardware_error_and_requests_recover() {
     let hw = Err(Error::Iommu(ErrorCode::HardwareError));
     // Every request that needs the command queue: bounded, then refused.
     assert_eq!(a.unmap(d, 0x10_0000, 0x1000), hw);
-    // (Not attach of a new stream: the core lists the stream before its
-    // STE write times out, the handler does not record it, and the pair
-    // can then be neither detached nor its domain freed: a known gap,
-    // see SECURITY.md.)
+    // Attach of a new stream: the core lists it before its STE write times
+    // out; the handler records what the core holds, so it can be detached.
+    assert_eq!(a.attach(StreamId(SID_A2), Ssid(0), d), hw);
     assert_eq!(a.detach(StreamId(SID_A), Ssid(0)), hw);
     let d2 = a.alloc_domain().unwrap();
     assert_eq!(a.free_domain(d2), hw);
@@ -137,6 +136,7 @@ fn stuck_command_queue_is_a_hardware_error_and_requests_recover() {
     assert_eq!(a.unmap(d, 0x10_1000, 0x1000), Ok(()));
     assert_eq!(a.free_domain(d2), Ok(()));
     assert_eq!(a.detach(StreamId(SID_A), Ssid(0)), Ok(()));
+    assert_eq!(a.detach(StreamId(SID_A2), Ssid(0)), Ok(()));
     // One page unmapped, one mapped while the queue was stuck.
     assert_eq!(a.stats().unwrap().mapped_bytes, stats.mapped_bytes);
     assert_eq!(a.free_domain(d), Ok(()));

@@ -190,6 +190,14 @@ pub trait Core {
     /// Hands every pending fault event to `sink`; true if the hardware
     /// lost events since the last drain (event queue overflow).
     fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) -> bool;
+    /// Where the core has `(stream, ssid)` attached now: `Some(None)` for
+    /// nowhere, `None` if the core does not say (its attach is all or
+    /// nothing). After an attach that failed half-way (a command-queue
+    /// timeout) the handler records what the core really holds, so that the
+    /// pair can still be detached, and taken back when the client dies.
+    fn attached(&self, _stream: StreamId, _ssid: Ssid) -> Option<Option<Self::Domain>> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -757,7 +765,10 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         if existing.is_none() && c.attachments.is_full() {
             return Err(ErrorCode::QuotaExceeded);
         }
-        self.core.attach(stream, ssid, d)?;
+        if let Err(e) = self.core.attach(stream, ssid, d) {
+            self.resync_attachment(ci, stream, ssid);
+            return Err(e);
+        }
         let c = &mut self.clients[ci];
         match existing {
             Some(i) => c.attachments[i].domain = slot,
@@ -771,6 +782,40 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             }
         }
         Ok(())
+    }
+
+    /// After a failed core attach, makes the client's record of
+    /// `(stream, ssid)` say what the core holds (a timeout can leave the pair
+    /// on the new domain, the old one, or none).
+    fn resync_attachment(&mut self, ci: usize, stream: StreamId, ssid: Ssid) {
+        let Some(now) = self.core.attached(stream, ssid) else {
+            return;
+        };
+        let c = &mut self.clients[ci];
+        let slot = now.and_then(|cd| {
+            c.domains
+                .iter()
+                .position(|s| s.as_ref().is_some_and(|s| s.core == cd))
+        });
+        let at = c
+            .attachments
+            .iter()
+            .position(|a| a.stream == stream && a.ssid == ssid);
+        match (slot, at) {
+            (Some(s), Some(i)) => c.attachments[i].domain = s as u8,
+            (Some(s), None) => {
+                // Cannot fail: attach checked there is room.
+                let _ = c.attachments.push(Attachment {
+                    stream,
+                    ssid,
+                    domain: s as u8,
+                });
+            }
+            (None, Some(i)) => {
+                c.attachments.swap_remove(i);
+            }
+            (None, None) => {}
+        }
     }
 
     /// Detach, or (with `sva`) unbind: the pair must be attached to the SVA
@@ -809,7 +854,13 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         match self.attach(ci, stream, ssid, id) {
             Ok(()) => Ok(id),
             Err(e) => {
-                if created {
+                // A bind that timed out half-way may have left the stream
+                // on the new domain (recorded by `attach`): keep it then.
+                let in_use = self.clients[ci]
+                    .attachments
+                    .iter()
+                    .any(|a| a.domain == slot as u8);
+                if created && !in_use {
                     // Roll back the domain we just made (it has nothing in it).
                     if let Ok((_, d)) = self.clients[ci].domain(id) {
                         let _ = self.core.free_domain(d);

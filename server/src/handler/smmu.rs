@@ -118,6 +118,10 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Core for Smmu<M, A, D> {
         self.domain_info(domain).map_or(0, |i| i.table_pages)
     }
 
+    fn attached(&self, stream: StreamId, ssid: Ssid) -> Option<Option<DomainId>> {
+        Some(self.attached_domain(stream.0, ssid.0))
+    }
+
     fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) -> bool {
         let report = Smmu::drain_events(self, |e| {
             sink(CoreEvent {
