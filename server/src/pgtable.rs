@@ -25,6 +25,12 @@ pub const IAS_BITS: u32 = 48;
 /// Largest IOVA + 1.
 pub const IOVA_LIMIT: u64 = 1 << IAS_BITS;
 const ENTRIES: usize = 512;
+/// A table's second half (levels 0-2) shadows each table entry with the
+/// child's virtual address in these bits, and in the bits above
+/// ([`COUNT_SHIFT`]) the number of valid entries in that child: an unmap
+/// then knows a table became empty without scanning its 512 entries.
+const SHADOW_VADDR: u64 = (1 << 48) - 1;
+const COUNT_SHIFT: u32 = 48;
 const SHIFT: [u32; 4] = [39, 30, 21, 12];
 
 /// Descriptor bit 0: valid.
@@ -259,17 +265,40 @@ impl IoPageTable {
     fn child(&self, t: &DmaBlock, i: usize, level: usize) -> DmaBlock {
         let desc = dma::read_u64(t, i);
         DmaBlock {
-            vaddr: dma::read_u64(t, ENTRIES + i) as usize as *mut u8,
+            vaddr: (dma::read_u64(t, ENTRIES + i) & SHADOW_VADDR) as usize as *mut u8,
             paddr: desc & PTE_ADDR,
             size: table_size(level + 1),
         }
     }
 
-    fn link(t: &DmaBlock, i: usize, child: &DmaBlock) {
-        dma::write_u64(t, ENTRIES + i, child.vaddr as usize as u64);
+    /// Points entry `i` of `t` at the table `child`, which holds `count`
+    /// valid entries.
+    fn link(t: &DmaBlock, i: usize, child: &DmaBlock, count: u64) {
+        let vaddr = child.vaddr as usize as u64;
+        debug_assert!(vaddr & !SHADOW_VADDR == 0, "table above 2^48");
+        dma::write_u64(
+            t,
+            ENTRIES + i,
+            (vaddr & SHADOW_VADDR) | count << COUNT_SHIFT,
+        );
         // The child's contents must be visible before the pointer to it.
         barrier::dma_wmb();
         dma::write_u64(t, i, (child.paddr & PTE_ADDR) | PTE_TYPE | PTE_VALID);
+    }
+
+    /// Valid entries of the table that entry `i` of `t` points to.
+    fn count(t: &DmaBlock, i: usize) -> u64 {
+        dma::read_u64(t, ENTRIES + i) >> COUNT_SHIFT
+    }
+
+    /// Adds `delta` (may be negative) to that count; `slot` is `(t, i)`, or
+    /// `None` for the root, which no count describes.
+    fn add_count(slot: Option<(DmaBlock, usize)>, delta: i64) {
+        if let Some((t, i)) = slot {
+            let w = dma::read_u64(&t, ENTRIES + i);
+            let n = ((w >> COUNT_SHIFT) as i64 + delta).clamp(0, ENTRIES as i64) as u64;
+            dma::write_u64(&t, ENTRIES + i, (w & SHADOW_VADDR) | n << COUNT_SHIFT);
+        }
     }
 
     fn check_range(&self, iova: u64, len: u64) -> Result<()> {
@@ -404,18 +433,21 @@ impl IoPageTable {
         Ok(())
     }
 
-    /// The table at `level` on the walk of `va`, if the walk reaches one.
-    fn table_for(&self, va: u64, level: usize) -> Option<DmaBlock> {
+    /// The table at `level` (≥ 1) on the walk of `va`, if the walk reaches
+    /// one, and the parent entry that points to it.
+    fn table_for(&self, va: u64, level: usize) -> Option<(DmaBlock, (DmaBlock, usize))> {
         let mut t = self.root;
+        let mut slot = None;
         for l in 0..level {
             let i = idx(va, l);
             let desc = dma::read_u64(&t, i);
             if desc & PTE_VALID == 0 || !is_table(desc, l) {
                 return None;
             }
+            slot = Some((t, i));
             t = self.child(&t, i, l);
         }
-        Some(t)
+        slot.map(|s| (t, s))
     }
 
     /// Writes 4 KiB leaves for `[va, va + len)` into the existing level-3
@@ -427,22 +459,25 @@ impl IoPageTable {
         if len == 0 || first == 0 {
             return (0, Ok(()));
         }
-        let Some(t) = self.table_for(va, 3) else {
+        let Some((t, slot)) = self.table_for(va, 3) else {
             return (0, Ok(()));
         };
         let mut done = 0u64;
+        let mut result = Ok(());
         for i in first..ENTRIES {
             if done >= len {
                 break;
             }
             if dma::read_u64(&t, i) & PTE_VALID != 0 {
-                return (done, Err(Error::Overlap));
+                result = Err(Error::Overlap);
+                break;
             }
             let leaf = attrs | ((pa + done) & PTE_ADDR) | PTE_TYPE | PTE_VALID;
             dma::write_u64(&t, i, leaf);
             done += GRANULE;
         }
-        (done, Ok(()))
+        Self::add_count(Some(slot), (done / GRANULE) as i64);
+        (done, result)
     }
 
     /// Writes one leaf at `level`, allocating all missing tables on its path
@@ -457,6 +492,8 @@ impl IoPageTable {
     ) -> Result<()> {
         // Find how deep the existing path goes.
         let mut t = self.root;
+        // The entry pointing to `t` (None: `t` is the root).
+        let mut slot = None;
         let mut l = 0;
         while l < level {
             let i = idx(va, l);
@@ -467,6 +504,7 @@ impl IoPageTable {
             if !is_table(desc, l) {
                 return Err(Error::Overlap);
             }
+            slot = Some((t, i));
             t = self.child(&t, i, l);
             l += 1;
         }
@@ -494,15 +532,18 @@ impl IoPageTable {
                 return Err(Error::Overlap);
             }
             dma::write_u64(&t, i, leaf);
+            Self::add_count(slot, 1);
             return Ok(());
         }
         let n = fresh.len();
+        // Each fresh table holds one entry: the leaf, or the next table.
         dma::write_u64(&fresh[n - 1], idx(va, level), leaf);
         for k in (0..n - 1).rev() {
             let nl = l + 1 + k; // level of fresh[k]
-            Self::link(&fresh[k], idx(va, nl), &fresh[k + 1]);
+            Self::link(&fresh[k], idx(va, nl), &fresh[k + 1], 1);
         }
-        Self::link(&t, idx(va, l), &fresh[0]);
+        Self::link(&t, idx(va, l), &fresh[0], 1);
+        Self::add_count(slot, 1);
         for (k, b) in fresh.iter().enumerate() {
             self.pages += 1;
             self.bytes += table_size(l + 1 + k);
@@ -579,7 +620,8 @@ impl IoPageTable {
                 // does (QEMU and the model advertise IDR3.BBML = 2); the
                 // caller's TLBI of the unmapped range (with the block's
                 // level in the TTL hint) also removes the old block entry.
-                Self::link(&t, i, &nt);
+                // Same number of entries in `t` (a block became a table).
+                Self::link(&t, i, &nt, ENTRIES as u64);
                 // The TLB may hold the old block: its level joins the hint.
                 g.levels |= 1 << level;
                 self.pages += 1;
@@ -646,7 +688,7 @@ impl IoPageTable {
         flush: FlushFn<'_>,
     ) -> Result<u64> {
         let root = self.root;
-        self.clear(alloc, &root, 0, start, end, g, flush)
+        self.clear(alloc, &root, 0, start, end, g, flush, None)
             .map(|(n, _)| n)
     }
 
@@ -660,10 +702,15 @@ impl IoPageTable {
         end: u64,
         g: &mut Gather,
         flush: FlushFn<'_>,
+        slot: Option<(DmaBlock, usize)>,
     ) -> Result<(u64, bool)> {
         let base = start & !(level_size(level) * ENTRIES as u64 - 1);
         let mut removed = 0u64;
         let mut touched = false;
+        // Entries of `t` cleared, taken off its count once at the end (also
+        // when an error stops the loop, so the count stays exact).
+        let mut cleared = 0i64;
+        let mut result = Ok(());
         for i in idx(start, level)..=idx(end - 1, level) {
             let desc = dma::read_u64(t, i);
             if desc & PTE_VALID == 0 {
@@ -673,25 +720,40 @@ impl IoPageTable {
             let (s, e) = (start.max(va), end.min(va + level_size(level)));
             if is_table(desc, level) {
                 let child = self.child(t, i, level);
-                let (n, empty) = self.clear(alloc, &child, level + 1, s, e, g, flush)?;
+                let (n, empty) =
+                    match self.clear(alloc, &child, level + 1, s, e, g, flush, Some((*t, i))) {
+                        Ok(r) => r,
+                        Err(err) => {
+                            result = Err(err);
+                            break;
+                        }
+                    };
                 removed += n;
                 if empty {
                     dma::write_u64(t, i, 0);
+                    cleared += 1;
                     touched = true;
                     g.tables_removed = true;
                     if g.free_list.is_full() {
-                        self.flush_and_free(alloc, g, flush)?;
+                        if let Err(err) = self.flush_and_free(alloc, g, flush) {
+                            result = Err(err);
+                            break;
+                        }
                     }
                     let _ = g.free_list.push((child, (level + 1) as u8));
                 }
             } else if level > 0 && s == va && e == va + level_size(level) {
                 dma::write_u64(t, i, 0);
+                cleared += 1;
                 touched = true;
                 g.add_leaf(va, level);
                 removed += level_size(level);
             }
         }
-        let empty = touched && (0..ENTRIES).all(|i| dma::read_u64(t, i) & PTE_VALID == 0);
+        Self::add_count(slot, -cleared);
+        result?;
+        // The count says whether `t` is empty now (the root never is freed).
+        let empty = touched && slot.is_some_and(|(p, pi)| Self::count(&p, pi) == 0);
         Ok((removed, empty))
     }
 
@@ -767,5 +829,75 @@ impl IoPageTable {
             }
         }
         rec(self, &self.root, 0, 0, f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::dma_pool::DmaPool;
+    use std::vec;
+
+    const PAGE: usize = 4096;
+
+    /// Every table's count (in its parent's shadow) equals its valid
+    /// entries; returns the number of tables below `t`.
+    fn check_counts(pt: &IoPageTable, t: &DmaBlock, level: usize) -> u32 {
+        let mut tables = 0;
+        for i in 0..ENTRIES {
+            let desc = dma::read_u64(t, i);
+            if desc & PTE_VALID != 0 && is_table(desc, level) {
+                let c = pt.child(t, i, level);
+                let valid = (0..ENTRIES)
+                    .filter(|&k| dma::read_u64(&c, k) & PTE_VALID != 0)
+                    .count() as u64;
+                assert_eq!(IoPageTable::count(t, i), valid, "level {level} entry {i}");
+                assert!(valid > 0, "an empty table stayed linked");
+                tables += 1 + check_counts(pt, &c, level + 1);
+            }
+        }
+        tables
+    }
+
+    #[test]
+    fn valid_entry_counts_follow_maps_unmaps_and_splits() {
+        let pages = 512;
+        let mut backing = vec![0u8; pages * PAGE + PAGE];
+        let base = (backing.as_mut_ptr() as usize).next_multiple_of(PAGE);
+        // SAFETY: `backing` outlives the pool and is only touched through it.
+        let mut pool = unsafe { DmaPool::<8>::new(base, 0x4000_0000, pages * PAGE) };
+        let mut pt = IoPageTable::new(&mut pool, 44).unwrap();
+        let mut flush = |_: &Gather| Ok(());
+        let rw = Perms::READ | Perms::WRITE;
+        let k = 4096u64;
+        let m2 = 2 << 20;
+        // A pseudo-random sequence: maps of pages, runs and blocks (some
+        // failing on overlap), unmaps that cut blocks and empty tables.
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for step in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let va = (x % 2048) * k + ((x >> 20) % 3) * (1 << 30);
+            let len = match (x >> 32) % 4 {
+                0 => k,
+                1 => ((x >> 40) % 700 + 1) * k,
+                2 => m2,
+                _ => ((x >> 40) % 3 + 1) * m2,
+            };
+            if (x >> 60).is_multiple_of(2) {
+                let va = if len >= m2 { va & !(m2 - 1) } else { va };
+                let _ = pt.map(&mut pool, va, 0x1_0000_0000 + va, len, rw, &mut flush);
+            } else {
+                let mut g = Gather::default();
+                let r = pt.unmap(&mut pool, va, len, &mut g, &mut flush);
+                pt.finish(&mut pool, &mut g, &mut flush).unwrap();
+                let _ = r;
+            }
+            let root = pt.root;
+            let tables = check_counts(&pt, &root, 0);
+            assert_eq!(tables + 1, pt.table_pages(), "step {step}");
+        }
     }
 }
