@@ -158,7 +158,7 @@ impl Checker {
                             let now = d.pgtable.iova_to_phys(e.va).map(|(pa, _)| pa);
                             if now != Some(e.pa) {
                                 errs.borrow_mut().push(format!(
-                                    "invariant 4: TLB entry ASID {} va {:#x} -> {:#x}, but ASID {} is domain {:?} whose table gives {:?}",
+                                    "invariant 3/4: stale TLB entry: ASID {} va {:#x} -> {:#x}, but ASID {} is domain {:?} whose table gives {:?}",
                                     d.asid, e.va, e.pa, d.asid, d.id, now
                                 ));
                             }
