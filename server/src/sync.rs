@@ -88,9 +88,44 @@ pub struct Token<'a, L> {
 type TokenMarker<'a, L> = PhantomData<(&'a mut (), fn() -> L)>;
 
 impl Token<'static, level::Unlocked> {
-    /// The token of an operation that holds nothing. Made only at the entry
-    /// points of the concurrent core (which do not nest).
-    pub(crate) fn unlocked() -> Self {
+    /// The root token of an operation that holds no lock of the hierarchy.
+    /// The concurrent core makes one at each of its public methods (which
+    /// never call each other); two root tokens alive in one thread would
+    /// defeat the ordering proof (a deadlock risk, never memory unsafety).
+    ///
+    /// The right order compiles:
+    /// ```
+    /// use iommu_server::sync::{level, Ordered, SpinLocks, Token};
+    /// let asid: Ordered<level::Asid, SpinLocks, u32> = Ordered::new(0);
+    /// let dom: Ordered<level::Domain, SpinLocks, u32> = Ordered::new(0);
+    /// let cmdq: Ordered<level::Cmdq, SpinLocks, u32> = Ordered::new(0);
+    /// let mut t0 = Token::unlocked();
+    /// let (_a, mut t1) = asid.lock(&mut t0);
+    /// let (_d, mut t2) = dom.lock(&mut t1);
+    /// let (_c, _t3) = cmdq.lock(&mut t2);
+    /// ```
+    /// Taking the ASID lock under the command-queue lock does not:
+    /// ```compile_fail,E0277
+    /// use iommu_server::sync::{level, Ordered, SpinLocks, Token};
+    /// let asid: Ordered<level::Asid, SpinLocks, u32> = Ordered::new(0);
+    /// let cmdq: Ordered<level::Cmdq, SpinLocks, u32> = Ordered::new(0);
+    /// let mut t0 = Token::unlocked();
+    /// let (_c, mut t1) = cmdq.lock(&mut t0);
+    /// let (_a, _t2) = asid.lock(&mut t1); // level::Asid: After<level::Cmdq> is not implemented
+    /// ```
+    /// Nor does a second domain lock from the outer token while one is held:
+    /// ```compile_fail,E0499
+    /// use iommu_server::sync::{level, Ordered, SpinLocks, Token};
+    /// let asid: Ordered<level::Asid, SpinLocks, u32> = Ordered::new(0);
+    /// let d1: Ordered<level::Domain, SpinLocks, u32> = Ordered::new(0);
+    /// let d2: Ordered<level::Domain, SpinLocks, u32> = Ordered::new(0);
+    /// let mut t0 = Token::unlocked();
+    /// let (_a, mut t1) = asid.lock(&mut t0);
+    /// let (g1, _t2) = d1.lock(&mut t1);
+    /// let (g2, _t3) = d2.lock(&mut t1); // t1 is still borrowed by g1
+    /// drop((g1, g2));
+    /// ```
+    pub fn unlocked() -> Self {
         Token { _p: PhantomData }
     }
 }
