@@ -46,7 +46,9 @@
 //! Module map: [`regs`] (register layout), [`features`] (ID registers),
 //! [`hw`] (polling, command queue), [`cmd`] (command encodings), [`evtq`]
 //! (event records), [`ste`], [`cd`], [`entry`] (hitless STE/CD updates),
-//! [`strtab`], [`pgtable`], [`asid`], [`domain`], [`smmu`].
+//! [`strtab`], [`pgtable`], [`asid`], [`domain`], [`smmu`]; [`sync`] (the
+//! lock hierarchy) and [`shared`] (the same core behind those locks, for
+//! several threads: ASID reassignment, recycling, SVA spaces).
 #![no_std]
 
 // Host builds get `std` for `sync::StdLocks`; seL4 (target_os = "none") does not.

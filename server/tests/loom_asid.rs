@@ -211,7 +211,11 @@ fn expect_seed_race(name: &str, scenario: fn(AttachOrder, Checks)) {
         Err(p) => {
             let msg = payload(&*p);
             println!(
-                "SEED RACE, {name}, PRE-FIX ORDERING: violation found in execution {n}:\n{msg}\n-- end of report"
+                "SEED RACE, {name}, PRE-FIX ORDERING: violation found in execution {n}:\n{msg}\n\
+                 -- how: T1's attach took s1 off X's device list before the ASID lock, its CD still\n\
+                 -- carrying X's ASID; T2 changed X's ASID in that window, rewrote the CDs on X's list\n\
+                 -- (none: no CFGI_CD for StreamID 1 above), invalidated and freed the ASID, and gave\n\
+                 -- it to another translation while s1's CD still named it.\n-- end of report"
             );
             assert!(
                 msg.contains("invariant 1"),
