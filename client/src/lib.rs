@@ -40,7 +40,7 @@
 
 use iommu_protocol::{
     decode_reply, encode, pack_words, unpack_words, MapEntry, MsgBuf, Reply, Request,
-    MSG_MAX_WORDS, WORD_BYTES,
+    FASTPATH_BYTES, MSG_MAX_WORDS, WORD_BYTES,
 };
 pub use iommu_protocol::{
     ClientStats, DomainId, ErrorCode, FaultBatch, FaultKind, FaultRecord, MemoryHandle, Perms,
@@ -503,6 +503,15 @@ fn send<T: Transport>(
     caps: &[T::Cap],
     reply: &mut MsgBuf,
 ) -> Result<usize, Error> {
+    // Most requests (every Map and Unmap) fit the fastpath's 32 bytes:
+    // encode those without clearing a whole message buffer first.
+    // (A batch rarely does; it goes straight to the full buffer.)
+    if !matches!(request, Request::MapBatch { .. }) {
+        let mut short = [0u8; FASTPATH_BYTES];
+        if let Ok(n) = encode(request, &mut short) {
+            return Ok(transport.call(&short[..n], caps, reply)?);
+        }
+    }
     let mut buf: MsgBuf = [0; MSG_MAX_BYTES];
     // Every request fits one message (protocol size tests).
     let n = encode(request, &mut buf).map_err(|_| Error::Transport(TransportError::TooLong))?;

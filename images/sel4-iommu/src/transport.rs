@@ -37,10 +37,18 @@ impl Transport for Sel4Transport {
             return Err(TransportError::TooManyCaps);
         }
         let buffer = ipc_buffer().ok_or(TransportError::Ipc(0))?;
-        let mut words = [0u64; MSG_MAX_WORDS];
-        let length = pack_words(request, &mut words).ok_or(TransportError::TooLong)?;
         let mut registers = [0u64; MSG_REGISTERS];
-        message::store(&words[..length], &mut registers, buffer);
+        // A message that fits the registers (every hot one) is packed
+        // straight into them: no message-sized word array to clear.
+        let length = match pack_words(request, &mut registers) {
+            Some(length) => length,
+            None => {
+                let mut words = [0u64; MSG_MAX_WORDS];
+                let length = pack_words(request, &mut words).ok_or(TransportError::TooLong)?;
+                message::store(&words[..length], &mut registers, buffer);
+                length
+            }
+        };
         for (i, cap) in caps.iter().enumerate() {
             buffer.set_cap(i, *cap);
         }
@@ -49,7 +57,12 @@ impl Transport for Sel4Transport {
         if answer.label() != REQUEST_LABEL {
             return Err(TransportError::Ipc(answer.label()));
         }
+        if answer.length() <= MSG_REGISTERS {
+            return unpack_words(&registers[..answer.length()], reply)
+                .ok_or(TransportError::TooLong);
+        }
         let buffer = ipc_buffer().ok_or(TransportError::Ipc(0))?;
+        let mut words = [0u64; MSG_MAX_WORDS];
         let n = message::load(answer.length(), &registers, buffer, &mut words);
         unpack_words(&words[..n], reply).ok_or(TransportError::TooLong)
     }
