@@ -38,7 +38,7 @@ const ROWS: [(&str, &str, Option<f64>); 8] = [
     ("unmap-4k", "unmap 4 KiB (Unmap)", Some(LINUX_UNMAP_4K)),
     (
         "map-2m-batch",
-        "map 2 MiB = 512 x 4 KiB frames (1 MapBatch)",
+        "map 2 MiB = 512 x 4 KiB (1 MapBatch, 8 x 64 frames)",
         Some(LINUX_MAP_2M),
     ),
     (
