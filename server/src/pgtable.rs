@@ -705,6 +705,22 @@ impl IoPageTable {
         slot: Option<(DmaBlock, usize)>,
     ) -> Result<(u64, bool)> {
         let base = start & !(level_size(level) * ENTRIES as u64 - 1);
+        if level == 3 {
+            // A leaf table: each valid entry in range is a 4 KiB page wholly
+            // inside `[start, end)` (both page-aligned), so the general
+            // loop's checks reduce to this.
+            let mut cleared = 0u64;
+            for i in idx(start, 3)..=idx(end - 1, 3) {
+                if dma::read_u64(t, i) & PTE_VALID != 0 {
+                    dma::write_u64(t, i, 0);
+                    g.add_leaf(base + ((i as u64) << SHIFT[3]), 3);
+                    cleared += 1;
+                }
+            }
+            Self::add_count(slot, -(cleared as i64));
+            let empty = cleared > 0 && slot.is_some_and(|(p, pi)| Self::count(&p, pi) == 0);
+            return Ok((cleared * GRANULE, empty));
+        }
         let mut removed = 0u64;
         let mut touched = false;
         // Entries of `t` cleared, taken off its count once at the end (also
