@@ -310,7 +310,7 @@ fn print_table(
         wall
     );
     println!(
-        "{:<48} {:>9} {:>9} {:>9} {:>7} {:>7} {:>6} {:>6} {:>9} {:>7}",
+        "{:<52} {:>9} {:>9} {:>9} {:>7} {:>7} {:>6} {:>6} {:>9} {:>7}",
         "operation", "instr/op", "min", "max", "cmds/op", "syncs", "tlbi", "cfgi", "Linux", "ratio"
     );
     let mut rows: Vec<(String, String, Option<f64>)> = ROWS
@@ -321,7 +321,7 @@ fn print_table(
     let mut over = Vec::new();
     for (key, what, linux) in &rows {
         let Some(t) = timings.get(key.as_str()) else {
-            println!("{what:<48} (not measured)");
+            println!("{what:<52} (not measured)");
             continue;
         };
         let n = t.iters.max(1) as f64;
@@ -338,7 +338,7 @@ fn print_table(
             None => ("-".into(), "-".into()),
         };
         println!(
-            "{:<48} {:>9} {:>9} {:>9} {:>7.2} {:>7.2} {:>6.2} {:>6.2} {:>9} {:>7}",
+            "{:<52} {:>9} {:>9} {:>9} {:>7.2} {:>7.2} {:>6.2} {:>6.2} {:>9} {:>7}",
             what,
             thousands(per),
             thousands(t.min as f64),
@@ -354,13 +354,13 @@ fn print_table(
     if let (Some(a), Some(d)) = (timings.get("attach"), timings.get("detach")) {
         let n = a.iters.max(1) as f64;
         println!(
-            "{:<48} {:>9}",
+            "{:<52} {:>9}",
             "attach + detach",
             thousands((a.ns + d.ns) as f64 / n)
         );
     }
     println!(
-        "{:<48} not measurable: the server takes every registered frame cap as 4 KiB (seL4 5.0.0 has no non-debug way to ask a frame's size) and a handle holds at most 64 frames",
+        "{:<52} not measurable: the server takes every registered frame cap as 4 KiB (seL4 5.0.0 has no non-debug way to ask a frame's size) and a handle holds at most 64 frames",
         "map 2 MiB as one 2 MiB block"
     );
     println!(
