@@ -201,6 +201,30 @@ caps = [{caps}]
     }
 
     #[test]
+    fn supervisor_badge_is_emitted_and_must_be_no_clients() {
+        let caps = r#"{ object = "iommu", badge = 0x42, rights = "wg" }"#;
+        let client = "[[iommu.client]]\nprocess = \"driver\"";
+        let none = generate(&system(client, caps), "t").unwrap().unwrap();
+        assert!(
+            none.contains("pub const SUPERVISOR_BADGE: u64 = 0x0;"),
+            "{none}"
+        );
+        let with = |b: &str| {
+            let mut s = system(client, caps);
+            s.iommu.as_mut().unwrap().supervisor_badge = Some(u64::from_str_radix(b, 16).unwrap());
+            generate(&s, "t")
+        };
+        let rust = with("4000000").unwrap().unwrap();
+        assert!(
+            rust.contains("SUPERVISOR_BADGE: u64 = 0x4000000;"),
+            "{rust}"
+        );
+        assert!(with("42").is_err(), "a client's badge");
+        assert!(with("8000000").is_err(), "the interrupt bit");
+        assert!(with("0").is_err(), "badge 0");
+    }
+
+    #[test]
     fn refuses_clients_without_a_usable_badge() {
         let unbadged = system(
             "[[iommu.client]]\nprocess = \"driver\"",
