@@ -185,17 +185,22 @@ impl Gather {
     }
 
     fn add_leaf(&mut self, va: u64, level: usize) {
-        self.levels |= 1 << level;
-        let end = va + level_size(level);
-        if self.start >= self.end {
-            self.start = va;
-            self.end = end;
-        } else {
-            self.start = self.start.min(va);
-            self.end = self.end.max(end);
-        }
+        self.add_span(va, va + level_size(level), level);
         if self.leaves.push((va, level as u8)).is_err() {
             self.overflow = true;
+        }
+    }
+
+    /// The range part of [`Self::add_leaf`] for leaves at `level` spanning
+    /// `[start, end)` (the caller lists them in `leaves`).
+    fn add_span(&mut self, start: u64, end: u64, level: usize) {
+        self.levels |= 1 << level;
+        if self.start >= self.end {
+            self.start = start;
+            self.end = end;
+        } else {
+            self.start = self.start.min(start);
+            self.end = self.end.max(end);
         }
     }
 
@@ -710,12 +715,22 @@ impl IoPageTable {
             // inside `[start, end)` (both page-aligned), so the general
             // loop's checks reduce to this.
             let mut cleared = 0u64;
+            // The leaves removed span [lo, hi): one range update for all.
+            let (mut lo, mut hi) = (u64::MAX, 0u64);
             for i in idx(start, 3)..=idx(end - 1, 3) {
                 if dma::read_u64(t, i) & PTE_VALID != 0 {
                     dma::write_u64(t, i, 0);
-                    g.add_leaf(base + ((i as u64) << SHIFT[3]), 3);
+                    let va = base + ((i as u64) << SHIFT[3]);
+                    lo = lo.min(va);
+                    hi = va + GRANULE;
+                    if !g.overflow && g.leaves.push((va, 3)).is_err() {
+                        g.overflow = true;
+                    }
                     cleared += 1;
                 }
+            }
+            if cleared > 0 {
+                g.add_span(lo, hi, 3);
             }
             Self::add_count(slot, -(cleared as i64));
             let empty = cleared > 0 && slot.is_some_and(|(p, pi)| Self::count(&p, pi) == 0);
