@@ -89,9 +89,14 @@ fn worker(m: Machine, core: &'static Core, policy: Policy, badge: u64, sid: u32)
 #[test]
 fn two_handler_threads_share_one_core() {
     let m = Machine::new(Features::with_substreams(2));
+    // Each thread may hold an attached domain and an SVA space at once: four
+    // live translations need four usable ASIDs (ASID 0 is never handed out).
+    // With fewer, a bind that overlaps the other thread's is refused (both
+    // holders are busy, so nothing can be recycled), which is correct but
+    // not what this test is about.
     let config = Config {
         ssid_bits: 2,
-        max_asids: 4,
+        max_asids: 5,
         ..Config::default()
     };
     let smmu = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, config).expect("boots");
@@ -102,5 +107,5 @@ fn two_handler_threads_share_one_core() {
     a.join().unwrap();
     b.join().unwrap();
     assert!(m.smmu.violations().is_empty(), "{:?}", m.smmu.violations());
-    assert!(core.asids_in_use() <= 3);
+    assert!(core.asids_in_use() <= 4);
 }
