@@ -9,28 +9,12 @@ use std::process::{Command, Stdio};
 /// libtest's `test result:` lines. A build failure counts as one failure.
 pub fn run(ctx: &Ctx) -> Result<Tally> {
     println!("== host tests (cargo test --workspace)");
-    let mut child = Command::new(env!("CARGO"))
+    let mut cargo_test = Command::new(env!("CARGO"));
+    cargo_test
         .args(["test", "--workspace", "--no-fail-fast"])
         .current_dir(&ctx.root)
-        .env("RUST_BACKTRACE", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("could not start cargo test")?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut tally = Tally::default();
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        println!("{line}");
-        if let Some(counts) = parse_result_line(&line) {
-            tally.add(counts);
-        }
-    }
-    let status = child.wait()?;
-    if !status.success() && tally.failed == 0 {
-        // Compilation failed, or a test binary crashed before reporting.
-        tally.failed += 1;
-    }
+        .env("RUST_BACKTRACE", "1");
+    let mut tally = counted(cargo_test)?;
     // The loom model checks of the ASID lock model (issue 6).
     tally.add(run_loom(ctx)?);
     // Each fuzz target for a short bounded time (tools/xtask/src/fuzz.rs).
@@ -48,7 +32,8 @@ fn run_loom(ctx: &Ctx) -> Result<Tally> {
         Ok(f) if !f.trim().is_empty() => format!("{f} --cfg loom"),
         _ => "--cfg loom".to_string(),
     };
-    let mut child = Command::new(env!("CARGO"))
+    let mut cargo_test = Command::new(env!("CARGO"));
+    cargo_test
         .args([
             "test",
             "-p",
@@ -61,11 +46,19 @@ fn run_loom(ctx: &Ctx) -> Result<Tally> {
         .current_dir(&ctx.root)
         .env("RUSTFLAGS", rustflags)
         .env("CARGO_TARGET_DIR", ctx.root.join("target").join("loom"))
-        .env("RUST_BACKTRACE", "0")
+        .env("RUST_BACKTRACE", "0");
+    counted(cargo_test)
+}
+
+/// Runs a `cargo test` command, echoing its output, and counts libtest's
+/// `test result:` lines. A build failure, or a test binary that crashed
+/// before reporting, counts as one failure.
+fn counted(mut cargo_test: Command) -> Result<Tally> {
+    let mut child = cargo_test
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("could not start cargo test (loom)")?;
+        .with_context(|| format!("could not start {cargo_test:?}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut tally = Tally::default();
     for line in BufReader::new(stdout).lines() {

@@ -563,6 +563,36 @@ mod fdt {
     }
 }
 
+/// The line `check <name>: ok (...)` a process printed, or why not (its
+/// `... FAILED (why)` text, or that it never reported).
+pub(crate) fn process_check(out: &BootOutcome, name: &str) -> Result<(), String> {
+    let prefix = format!("check {name}: ");
+    match out
+        .serial
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+    {
+        Some(rest) if rest.starts_with("ok") => Ok(()),
+        Some(rest) => Err(rest.to_string()),
+        None => Err(format!(
+            "never reported{}",
+            if out.timed_out {
+                " (the run timed out)"
+            } else {
+                ""
+            }
+        )),
+    }
+}
+
+pub(crate) fn ended_with_pass(out: &BootOutcome) -> Result<(), String> {
+    if out.clean_exit && out.exit_code == Some(0) {
+        Ok(())
+    } else {
+        Err(format!("{}\n{}", out.summary(), tail(&out.serial)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! drivers saw in memory and in their fault records), and from QEMU's own
 //! SMMU trace (what the SMMU really translated, aborted and recorded).
 
-use super::{boot, Checks};
+use super::{boot, ended_with_pass, process_check, Checks};
 use crate::qemu::BootOutcome;
 use crate::Ctx;
 
@@ -81,35 +81,6 @@ pub fn run(ctx: &Ctx, t: &mut Checks) {
     );
     t.check("dma-demo/trace/detach-aborts", detach_aborts(&trace));
     t.check("dma-demo/trace/nothing-bypassed", nothing_bypassed(&trace));
-}
-
-/// The line `check <name>: ok (...)` or `... FAILED (...)`.
-fn process_check(out: &BootOutcome, name: &str) -> Result<(), String> {
-    let prefix = format!("check {name}: ");
-    match out
-        .serial
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
-    {
-        Some(rest) if rest.starts_with("ok") => Ok(()),
-        Some(rest) => Err(rest.to_string()),
-        None => Err(format!(
-            "never reported{}",
-            if out.timed_out {
-                " (the run timed out)"
-            } else {
-                ""
-            }
-        )),
-    }
-}
-
-fn ended_with_pass(out: &BootOutcome) -> Result<(), String> {
-    if out.clean_exit && out.exit_code == Some(0) {
-        Ok(())
-    } else {
-        Err(out.summary())
-    }
 }
 
 fn pool_paddr(out: &BootOutcome, role: &str) -> Option<u64> {

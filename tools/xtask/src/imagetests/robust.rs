@@ -3,7 +3,7 @@
 //! what the server and the root task print when the root task retires a
 //! client, and from QEMU's SMMU trace.
 
-use super::{boot, Checks};
+use super::{boot, ended_with_pass, process_check, Checks};
 use crate::qemu::BootOutcome;
 use crate::Ctx;
 
@@ -20,35 +20,6 @@ const LOAD_CHECKS: [&str; 4] = [
     "probes-match-log",
     "every-refusal-kind",
 ];
-
-/// The line `check <name>: ok (...)`, or why not.
-fn process_check(out: &BootOutcome, name: &str) -> Result<(), String> {
-    let prefix = format!("check {name}: ");
-    match out
-        .serial
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
-    {
-        Some(rest) if rest.starts_with("ok") => Ok(()),
-        Some(rest) => Err(rest.to_string()),
-        None => Err(format!(
-            "never reported{}",
-            if out.timed_out {
-                " (the run timed out)"
-            } else {
-                ""
-            }
-        )),
-    }
-}
-
-fn ended_with_pass(out: &BootOutcome) -> Result<(), String> {
-    if out.clean_exit && out.exit_code == Some(0) {
-        Ok(())
-    } else {
-        Err(format!("{}\n{}", out.summary(), super::tail(&out.serial)))
-    }
-}
 
 /// The last line containing `marker`.
 fn last_line<'a>(serial: &'a str, marker: &str) -> Option<&'a str> {
