@@ -5,7 +5,7 @@
 use embedded_hal::delay::DelayNs;
 use iommu_protocol::{ErrorCode, Perms, Ssid, StreamId};
 
-use super::smmu::{error_code, fault_addr, fault_kind, perms};
+use super::smmu::{core_caps, error_code, fault_addr, fault_kind, perms, unmap_result};
 use super::{Core, CoreCaps, CoreEvent};
 use crate::hal::{DmaAllocator, Mmio};
 use crate::shared::SharedSmmu;
@@ -22,11 +22,7 @@ where
     type Domain = DomainId;
 
     fn caps(&self) -> CoreCaps {
-        CoreCaps {
-            ssid_bits: self.ssid_bits(),
-            ias_bits: 48,
-            page_sizes: (1 << 12) | (1 << 21) | (1 << 30),
-        }
+        core_caps(self.ssid_bits())
     }
 
     fn alloc_domain(&mut self) -> Result<DomainId, ErrorCode> {
@@ -57,11 +53,7 @@ where
     }
 
     fn unmap(&mut self, domain: DomainId, iova: u64, len: u64) -> Result<(), ErrorCode> {
-        match SharedSmmu::unmap(self, domain, iova, len) {
-            Ok(n) if n == len => Ok(()),
-            Ok(_) => Err(ErrorCode::HardwareError),
-            Err(e) => Err(error_code(e)),
-        }
+        unmap_result(SharedSmmu::unmap(self, domain, iova, len), len)
     }
 
     fn pt_pages(&self, domain: DomainId) -> u32 {

@@ -25,6 +25,27 @@ pub fn error_code(e: Error) -> ErrorCode {
     }
 }
 
+/// What both cores' page tables offer, for [`CoreCaps`]: 48-bit IOVAs with
+/// 4 KiB pages and 2 MiB / 1 GiB blocks (chosen automatically).
+pub(super) fn core_caps(ssid_bits: u8) -> CoreCaps {
+    CoreCaps {
+        ssid_bits,
+        ias_bits: 48,
+        page_sizes: (1 << 12) | (1 << 21) | (1 << 30),
+    }
+}
+
+/// A core unmap's result as the handler sees it. The handler only unmaps
+/// fully mapped ranges, so fewer bytes unmapped than asked means its records
+/// and the page table disagree.
+pub(super) fn unmap_result(result: Result<u64, Error>, len: u64) -> Result<(), ErrorCode> {
+    match result {
+        Ok(n) if n == len => Ok(()),
+        Ok(_) => Err(ErrorCode::HardwareError),
+        Err(e) => Err(error_code(e)),
+    }
+}
+
 /// The protocol's permission bits are the core's READ and WRITE bits; the
 /// handler has already refused any other bit.
 pub(super) fn perms(p: Perms) -> crate::Perms {
@@ -68,13 +89,7 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Core for Smmu<M, A, D> {
     type Domain = DomainId;
 
     fn caps(&self) -> CoreCaps {
-        CoreCaps {
-            ssid_bits: self.ssid_bits(),
-            // The core's page tables cover 48-bit IOVAs with 4 KiB pages and
-            // 2 MiB / 1 GiB blocks (chosen automatically).
-            ias_bits: 48,
-            page_sizes: (1 << 12) | (1 << 21) | (1 << 30),
-        }
+        core_caps(self.ssid_bits())
     }
 
     fn alloc_domain(&mut self) -> Result<DomainId, ErrorCode> {
@@ -105,13 +120,7 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Core for Smmu<M, A, D> {
     }
 
     fn unmap(&mut self, domain: DomainId, iova: u64, len: u64) -> Result<(), ErrorCode> {
-        match Smmu::unmap(self, domain, iova, len) {
-            Ok(n) if n == len => Ok(()),
-            // The handler only unmaps fully mapped ranges: anything else is
-            // the handler's records and the page table disagreeing.
-            Ok(_) => Err(ErrorCode::HardwareError),
-            Err(e) => Err(error_code(e)),
-        }
+        unmap_result(Smmu::unmap(self, domain, iova, len), len)
     }
 
     fn pt_pages(&self, domain: DomainId) -> u32 {
