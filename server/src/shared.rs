@@ -79,6 +79,28 @@ struct Master {
     s1dss: S1Dss,
 }
 
+/// Where an attach writes its CD, allocated by `SharedSmmu::prepare_cd`
+/// before anything changes.
+enum CdPlace {
+    /// A stream not attached yet: its new CD table, and the slot in it.
+    NewStream(CdTable, DmaBlock),
+    /// A single-CD stream that moves: its next CD table (written offline,
+    /// then swapped in through the STE).
+    NewTable(usize, CdTable),
+    /// A stream with substreams: the slot in its CD table.
+    Slot(usize, DmaBlock),
+}
+
+impl CdPlace {
+    /// Frees what an attach that did not happen allocated.
+    fn release<A: DmaAllocator>(self, alloc: &mut A) {
+        match self {
+            CdPlace::NewStream(tab, _) | CdPlace::NewTable(_, tab) => tab.free(alloc),
+            CdPlace::Slot(..) => {}
+        }
+    }
+}
+
 /// What the ASID lock knows of a domain slot.
 #[derive(Debug, Clone, Copy, Default)]
 struct SlotMeta {
@@ -642,9 +664,19 @@ where
         if (current.is_none() && a.attached.is_full()) || (mi.is_none() && a.masters.is_full()) {
             return Err(Error::NoSlot);
         }
-        let asid = self.ensure_asid(a, t1, slot)?;
+        // All memory the new CD needs is allocated before the ASID can
+        // move (ensure_asid may recycle an idle domain's), so that an
+        // attach refused for memory changes no ASID either.
+        let place = self.prepare_cd(a, sid, ssid, mi)?;
+        let asid = match self.ensure_asid(a, t1, slot) {
+            Ok(asid) => asid,
+            Err(e) => {
+                place.release(&mut self.alloc.leaf());
+                return Err(e);
+            }
+        };
         let cd = self.s1_cd(a.meta[slot].ttbr, asid);
-        let r = self.program_cd(a, t1, sid, ssid, mi, current.is_some(), &cd);
+        let r = self.program_cd(a, t1, sid, ssid, current.is_some(), place, &cd);
         if let Err((e, false)) = r {
             return Err(e);
         }
@@ -663,9 +695,50 @@ where
         r.map_err(|(e, _)| e)
     }
 
-    /// Points (sid, ssid) at `cd` (as [`crate::Smmu::attach`] does). On
-    /// error, the flag says whether the new CD may be live (then the device
-    /// is listed anyway, so that detach can undo it).
+    /// Allocates what pointing (sid, ssid) at a new CD needs: the stream
+    /// table's level-2 table (kept if the attach is refused later: level-2
+    /// stream tables are never freed), and a CD table or a CD slot.
+    fn prepare_cd(
+        &self,
+        a: &mut AsidState<N>,
+        sid: u32,
+        ssid: u32,
+        mi: Option<usize>,
+    ) -> Result<CdPlace> {
+        a.strtab
+            .slot(sid, Some(&mut self.alloc.leaf()))?
+            .ok_or(Error::StreamOutOfRange)?;
+        match mi {
+            None => {
+                let mut tab = CdTable::new(&mut self.alloc.leaf(), self.ssid_bits)?;
+                match tab.slot(ssid, Some(&mut self.alloc.leaf())) {
+                    Ok(Some(s)) => Ok(CdPlace::NewStream(tab, s)),
+                    Ok(None) => {
+                        tab.free(&mut self.alloc.leaf());
+                        Err(Error::SsidOutOfRange)
+                    }
+                    Err(e) => {
+                        tab.free(&mut self.alloc.leaf());
+                        Err(e)
+                    }
+                }
+            }
+            Some(mi) if self.ssid_bits == 0 => {
+                let tab = CdTable::new(&mut self.alloc.leaf(), 0)?;
+                Ok(CdPlace::NewTable(mi, tab))
+            }
+            Some(mi) => a.masters[mi]
+                .cdtab
+                .slot(ssid, Some(&mut self.alloc.leaf()))?
+                .ok_or(Error::SsidOutOfRange)
+                .map(|s| CdPlace::Slot(mi, s)),
+        }
+    }
+
+    /// Points (sid, ssid) at `cd` (as [`crate::Smmu::attach`] does), in
+    /// the memory `place` prepared. On error, the flag says whether the
+    /// new CD may be live (then the device is listed anyway, so that
+    /// detach can undo it).
     #[allow(clippy::too_many_arguments)]
     fn program_cd(
         &self,
@@ -673,25 +746,12 @@ where
         t1: &mut Token<'_, level::Asid>,
         sid: u32,
         ssid: u32,
-        mi: Option<usize>,
         was_attached: bool,
+        place: CdPlace,
         cd: &Entry,
     ) -> core::result::Result<(), (Error, bool)> {
-        match mi {
-            None => {
-                let mut tab =
-                    CdTable::new(&mut self.alloc.leaf(), self.ssid_bits).map_err(|e| (e, false))?;
-                let cd_slot = match tab.slot(ssid, Some(&mut self.alloc.leaf())) {
-                    Ok(Some(s)) => s,
-                    Ok(None) => {
-                        tab.free(&mut self.alloc.leaf());
-                        return Err((Error::SsidOutOfRange, false));
-                    }
-                    Err(e) => {
-                        tab.free(&mut self.alloc.leaf());
-                        return Err((e, false));
-                    }
-                };
+        match place {
+            CdPlace::NewStream(tab, cd_slot) => {
                 // Not reachable by the SMMU yet: no invalidation needed.
                 write_entry_offline(&cd_slot, cd);
                 let m = Master {
@@ -708,11 +768,10 @@ where
                 let _ = a.masters.push(m);
                 self.write_ste(a, t1, sid, &target).map_err(|e| (e, true))
             }
-            Some(mi) if self.ssid_bits == 0 => {
+            CdPlace::NewTable(mi, tab) => {
                 // Hitless move of a single-CD stream: a new CD table written
                 // offline, then the STE's S1ContextPtr; CFGI_STE also drops
                 // the CDs cached through the StreamID (4.3.1).
-                let tab = CdTable::new(&mut self.alloc.leaf(), 0).map_err(|e| (e, false))?;
                 if let Some(s) = crate::dma::sub_block(&tab.block, 0, 64) {
                     write_entry_offline(&s, cd);
                 }
@@ -730,12 +789,7 @@ where
                     }
                 }
             }
-            Some(mi) => {
-                let cd_slot = a.masters[mi]
-                    .cdtab
-                    .slot(ssid, Some(&mut self.alloc.leaf()))
-                    .map_err(|e| (e, false))?
-                    .ok_or((Error::SsidOutOfRange, false))?;
+            CdPlace::Slot(mi, cd_slot) => {
                 self.write_cd(t1, &cd_slot, sid, ssid, cd)
                     .map_err(|e| (e, false))?;
                 if !was_attached {
