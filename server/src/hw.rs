@@ -19,6 +19,15 @@ pub const CMD_BATCH: usize = 64;
 /// space forces). Fixed capacity; no allocation.
 pub type CmdBatch = heapless::Vec<Command, CMD_BATCH>;
 
+/// Active global errors found by [`Hw::handle_gerror`] (raw GERROR bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GerrorReport {
+    /// GERROR ^ GERRORN before acknowledging (6.3.18 bit layout).
+    pub active: u32,
+    /// A rejected command that was skipped, if any.
+    pub command_error: Option<HardwareError>,
+}
+
 /// The command queue's driver-side state.
 #[derive(Debug)]
 pub struct Cmdq {
@@ -125,6 +134,29 @@ impl<M: Mmio, D: DelayNs> Hw<M, D> {
         barrier::wmb();
         self.mmio.write32(regs::CMDQ_PROD, self.cmdq.prod);
         self.stats.doorbells += 1;
+    }
+
+    /// Acknowledges every active global error (GERROR ^ GERRORN, 6.3.18);
+    /// a command-queue error also skips the failed command (7.1).
+    pub fn handle_gerror(&mut self) -> GerrorReport {
+        let mut report = GerrorReport::default();
+        if self.handle_cmdq_error() {
+            report.active |= gerror::CMDQ_ERR;
+        }
+        report.command_error = self.cmdq.pending_error.take();
+        let g = self.mmio.read32(regs::GERROR);
+        let gn = self.mmio.read32(regs::GERRORN);
+        let active = (g ^ gn) & gerror::ALL & !gerror::CMDQ_ERR;
+        for bit in 1..9 {
+            if active & (1 << bit) != 0 {
+                self.stats.gerrors[bit] += 1;
+            }
+        }
+        if active != 0 {
+            self.mmio.write32(regs::GERRORN, gn ^ active);
+        }
+        report.active |= active;
+        report
     }
 
     /// Checks GERROR.CMDQ_ERR and, if active, skips the failed command: reads

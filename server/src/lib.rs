@@ -85,6 +85,7 @@ pub use domain::{DomainId, DomainInfo, MAX_DEVICES_PER_DOMAIN, MAX_DOMAINS};
 pub use error::{CmdqErrorCode, Error, HardwareError, Result, WaitFor};
 pub use evtq::{DrainReport, Event, EventKind, FaultInfo};
 pub use features::Features;
+pub use hw::GerrorReport;
 pub use pgtable::Perms;
-pub use smmu::{Config, GerrorReport, Smmu, MAX_MASTERS};
+pub use smmu::{Config, Smmu, MAX_MASTERS};
 pub use stats::Stats;

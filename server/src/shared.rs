@@ -49,10 +49,11 @@ use crate::error::{Error, Result};
 use crate::evtq::{DrainReport, Event, Evtq};
 use crate::features::Features;
 use crate::hal::{DmaAllocator, DmaBlock, Mmio};
-use crate::hw::Hw;
+use crate::hw::{GerrorReport, Hw};
 use crate::pgtable::{Gather, IoPageTable, Perms};
 use crate::regs::{self, qptr};
 use crate::smmu::{flush_gather, Smmu, MAX_MASTERS};
+use crate::stats::Stats;
 use crate::ste::{self, S1Dss, SteUsed};
 use crate::strtab::StreamTable;
 use crate::sync::{level, After, LeafMutex, LockFamily, Ordered, Token};
@@ -942,6 +943,23 @@ where
         crate::barrier::wmb();
         hw.mmio.write32(regs::EVENTQ_CONS, evtq.cons);
         report
+    }
+
+    /// As [`crate::Smmu::handle_gerror`], under the command-queue lock only.
+    /// A waiter that holds that lock handles a command error itself, so
+    /// this finds only what nobody is waiting on.
+    pub fn handle_gerror(&self) -> GerrorReport {
+        let mut t0 = Token::unlocked();
+        let (mut h, _t) = self.cmdq.lock(&mut t0);
+        h.hw.handle_gerror()
+    }
+
+    /// The command and event counters (a copy, taken under the
+    /// command-queue lock).
+    pub fn stats(&self) -> Stats {
+        let mut t0 = Token::unlocked();
+        let (h, _t) = self.cmdq.lock(&mut t0);
+        h.hw.stats.clone()
     }
 
     // ----- checking ---------------------------------------------------------

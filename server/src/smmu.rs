@@ -12,10 +12,10 @@ use crate::error::{Error, HardwareError, Result};
 use crate::evtq::{DrainReport, Event, Evtq};
 use crate::features::Features;
 use crate::hal::{DmaAllocator, DmaBlock, Mmio};
-use crate::hw::{CmdBatch, Cmdq, Hw};
+use crate::hw::{CmdBatch, Cmdq, GerrorReport, Hw};
 use crate::pgtable::{Gather, IoPageTable, Perms, GATHER_LEAVES};
 use crate::queue::QueueGeom;
-use crate::regs::{self, cr0, cr1, cr2, gbpa, gerror, irq_ctrl, qbase, qptr};
+use crate::regs::{self, cr0, cr1, cr2, gbpa, irq_ctrl, qbase, qptr};
 use crate::stats::Stats;
 use crate::ste::{self, S1Dss, SteUsed};
 use crate::strtab::StreamTable;
@@ -65,15 +65,6 @@ impl Default for Config {
             irqs: true,
         }
     }
-}
-
-/// Active global errors found by [`Smmu::handle_gerror`] (raw GERROR bits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct GerrorReport {
-    /// GERROR ^ GERRORN before acknowledging (6.3.18 bit layout).
-    pub active: u32,
-    /// A rejected command that was skipped, if any.
-    pub command_error: Option<HardwareError>,
 }
 
 /// Per-stream state: the stream's CD table.
@@ -884,23 +875,6 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
     /// running; the others are counted; then all are acknowledged by
     /// writing GERRORN = GERROR. Returns what was active.
     pub fn handle_gerror(&mut self) -> GerrorReport {
-        let mut report = GerrorReport::default();
-        if self.hw.handle_cmdq_error() {
-            report.active |= gerror::CMDQ_ERR;
-        }
-        report.command_error = self.hw.cmdq.pending_error.take();
-        let g = self.hw.mmio.read32(regs::GERROR);
-        let gn = self.hw.mmio.read32(regs::GERRORN);
-        let active = (g ^ gn) & gerror::ALL & !gerror::CMDQ_ERR;
-        for bit in 1..9 {
-            if active & (1 << bit) != 0 {
-                self.hw.stats.gerrors[bit] += 1;
-            }
-        }
-        if active != 0 {
-            self.hw.mmio.write32(regs::GERRORN, gn ^ active);
-        }
-        report.active |= active;
-        report
+        self.hw.handle_gerror()
     }
 }

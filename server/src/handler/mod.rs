@@ -1318,26 +1318,62 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         let clients = &mut self.clients;
         let unrouted = &mut self.unrouted_faults;
         let overflowed = self.core.drain_events(&mut |ev| {
-            let Some(ci) = policy.owner_of(ev.stream) else {
+            if !route_event(policy, clients, ev, &mut notify_mask) {
                 *unrouted = unrouted.saturating_add(1);
-                return;
-            };
-            let Some(c) = clients.get_mut(ci) else { return };
-            if queue_fault(c, ev) {
-                notify_mask |= 1 << ci;
             }
         });
         if overflowed {
             self.event_overflows = self.event_overflows.saturating_add(1);
         }
+        self.badges(notify_mask)
+    }
+
+    /// Routes events drained by someone else (a server's event thread that
+    /// serves several handlers, each with its own clients) into the owning
+    /// clients' queues; returns the badges to notify. An event for a
+    /// stream none of this handler's clients owns is left out (and not
+    /// counted: it belongs to another handler).
+    pub fn route_events(&mut self, events: &[CoreEvent]) -> Notify {
+        let mut notify_mask = 0u32;
+        for &ev in events {
+            route_event(self.policy, &mut self.clients, ev, &mut notify_mask);
+        }
+        self.badges(notify_mask)
+    }
+
+    /// Whether one of this handler's clients owns `stream`.
+    pub fn serves_stream(&self, stream: StreamId) -> bool {
+        self.policy.owner_of(stream).is_some()
+    }
+
+    fn badges(&self, mask: u32) -> Notify {
         let mut out = Notify::new();
         for (i, c) in self.clients.iter().enumerate() {
-            if notify_mask & (1 << i) != 0 {
+            if mask & (1 << i) != 0 {
                 let _ = out.push(c.policy.badge);
             }
         }
         out
     }
+}
+
+/// Queues `ev` for the client that owns its stream, marking it in
+/// `notify_mask` if a new record was added; false if no client owns it.
+fn route_event<D>(
+    policy: Policy,
+    clients: &mut [ClientState<D>],
+    ev: CoreEvent,
+    notify_mask: &mut u32,
+) -> bool {
+    let Some(ci) = policy.owner_of(ev.stream) else {
+        return false;
+    };
+    if let Some(c) = clients.get_mut(ci) {
+        if queue_fault(c, ev) {
+            *notify_mask |= 1 << ci;
+        }
+    }
+    true
 }
 
 /// Queues one event for a client; true if a new record was added.

@@ -777,6 +777,37 @@ fn faults_are_routed_coalesced_and_bounded() {
     assert_eq!(b.records[0].stream, StreamId(16));
 }
 
+/// Events an event thread drained for several handlers: each takes only
+/// its own clients' (same queues as `route_faults`), counting none as
+/// unrouted.
+#[test]
+fn events_routed_from_outside_reach_only_their_owners() {
+    let mut h = handler();
+    hello(&mut h, A);
+    hello(&mut h, B);
+    let ev = |stream, iova| CoreEvent {
+        stream: StreamId(stream),
+        ssid: Ssid(0),
+        iova,
+        kind: FaultKind::Permission,
+        write: false,
+    };
+    assert!(h.serves_stream(StreamId(16)) && !h.serves_stream(StreamId(99)));
+    let notify = h.route_events(&[ev(16, 0x6000), ev(99, 0x7000), ev(16, 0x6008)]);
+    assert_eq!(notify.as_slice(), &[B]);
+    assert_eq!(h.unrouted_faults(), 0);
+    assert!(h.route_events(&[ev(99, 0)]).is_empty());
+    let Reply::Faults(b) = call(&mut h, B, &Request::Faults { max: 4 }, &[]) else {
+        panic!()
+    };
+    assert_eq!(b.records.len(), 1);
+    assert_eq!((b.records[0].iova, b.records[0].count), (0x6000, 2));
+    let Reply::Faults(a) = call(&mut h, A, &Request::Faults { max: 4 }, &[]) else {
+        panic!()
+    };
+    assert!(a.records.is_empty());
+}
+
 /// What a client may ask for, over a small space so that sequences collide.
 fn request(d: u32, m: u32) -> impl Strategy<Value = (bool, Request, u8)> {
     // Handles are generation << 12 | client << 8 | slot: cover both

@@ -9,6 +9,8 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-aarch64", "qemu-system-arm"),
     ("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
     ("make", "make"),
+    // The kernel build validates its syscall XML with xmllint.
+    ("xmllint", "libxml2-utils"),
 ];
 
 /// Python modules the seL4 kernel build runs (module name = PyPI name).
