@@ -15,7 +15,7 @@ fn main() {
                 .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
         }
         None => {
-            "pub static POLICY: Policy = Policy::new(&[]);\npub const SUPERVISOR_BADGE: u64 = 0;\n"
+            "pub static BANDS: [Band; 1] = [Band { endpoint: \"iommu\", thread: \"main\", policy: Policy::new(&[]) }];\npub const SUPERVISOR_BADGE: u64 = 0;\n"
                 .to_string()
         }
     };

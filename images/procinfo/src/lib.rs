@@ -11,13 +11,15 @@ pub mod elf;
 /// `StartInfo::magic`: "seL4 START" in ASCII, little-endian.
 pub const START_INFO_MAGIC: u64 = 0x5452_4154_5334_6c65;
 /// Bumped whenever the layout changes.
-pub const START_INFO_VERSION: u32 = 2;
+pub const START_INFO_VERSION: u32 = 3;
 
 pub const NAME_LEN: usize = 24;
 pub const MAX_CAPS: usize = 16;
 pub const MAX_DEVICES: usize = 8;
 pub const MAX_IRQS: usize = 8;
 pub const MAX_UNTYPED: usize = 8;
+/// Threads of one process, the main thread included.
+pub const MAX_THREADS: usize = 5;
 
 /// Fixed slots in every process's CSpace (slot 0 stays empty).
 pub mod slot {
@@ -194,6 +196,40 @@ pub struct UntypedCap {
     pub size_bits: u64,
 }
 
+/// A thread of the process. Entry 0 is the main thread, which the root task
+/// starts; the others are configured (same CSpace and VSpace, their own
+/// IPC buffer, stack and priority) but left suspended for the process to
+/// start with `TCB_WriteRegisters` (see `procrt::spawn`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadInfo {
+    pub name: Name,
+    /// Its TCB cap (0 for the main thread: that one is `slot::TCB`).
+    pub tcb: u64,
+    /// Its IPC buffer; the runtime puts it in `TPIDR_EL0`, so it also tells
+    /// threads apart.
+    pub ipc_buffer: u64,
+    /// Stack [stack_bottom, stack_top), with an unmapped guard page below.
+    pub stack_bottom: u64,
+    pub stack_top: u64,
+    pub priority: u64,
+    /// A notification only this thread waits on (and anyone signals):
+    /// for blocking locks.
+    pub wake: u64,
+}
+
+impl ThreadInfo {
+    pub const EMPTY: ThreadInfo = ThreadInfo {
+        name: Name::EMPTY,
+        tcb: 0,
+        ipc_buffer: 0,
+        stack_bottom: 0,
+        stack_top: 0,
+        priority: 0,
+        wake: 0,
+    };
+}
+
 /// The start-info page.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -226,6 +262,9 @@ pub struct StartInfo {
     /// With a kernel built without printing: where the PL011 is mapped for
     /// output (0: print with `seL4_DebugPutChar`).
     pub console: u64,
+    /// Its threads, the main one first.
+    pub num_threads: u64,
+    pub threads: [ThreadInfo; MAX_THREADS],
 }
 
 impl StartInfo {
@@ -247,6 +286,15 @@ impl StartInfo {
 
     pub fn untyped(&self) -> &[UntypedCap] {
         &self.untyped[..(self.num_untyped as usize).min(MAX_UNTYPED)]
+    }
+
+    pub fn threads(&self) -> &[ThreadInfo] {
+        &self.threads[..(self.num_threads as usize).min(MAX_THREADS)]
+    }
+
+    /// The thread the description calls `name`.
+    pub fn thread(&self, name: &str) -> Option<&ThreadInfo> {
+        self.threads().iter().find(|t| t.name.as_str() == name)
     }
 
     /// The capability the description calls `name`.

@@ -3,15 +3,18 @@
 //!
 //! A process crate depends on `procrt` and names its main function with
 //! [`main!`]: `fn main(info: &'static StartInfo) -> bool`, where the result is
-//! its verdict (reported to the root task as `done(pass)`). It is a crate of
+//! its verdict (reported to the root task as `done(pass)`). Threads the
+//! description gives the process are started with [`spawn`]. It is a crate of
 //! its own (not a feature of `procinfo`) because it defines the panic handler,
 //! which the loader and the root task define for themselves.
 #![no_std]
 
+pub mod sync;
+
 use core::fmt::{self, Write};
-pub use procinfo::{self, StartInfo};
+pub use procinfo::{self, StartInfo, ThreadInfo};
 use procinfo::{control, slot};
-use sel4_abi::{syscalls, CPtr, MessageInfo, TCB};
+use sel4_abi::{syscalls, CPtr, MessageInfo, UserContext, TCB};
 
 core::arch::global_asm!(
     ".section .text._start, \"ax\"",
@@ -24,6 +27,23 @@ core::arch::global_asm!(
     "1:  b 1b",
     entry = sym entry,
 );
+
+core::arch::global_asm!(
+    ".section .text._thread_start, \"ax\"",
+    ".global _thread_start",
+    "_thread_start:",
+    // spawn set sp, x0 (the argument), x1 (the function) and x2 (the IPC
+    // buffer, which sel4-abi finds through TPIDR_EL0).
+    "    mov x29, #0",
+    "    mov x30, #0",
+    "    msr tpidr_el0, x2",
+    "    blr x1",
+    "1:  b 1b",
+);
+
+extern "C" {
+    fn _thread_start();
+}
 
 static mut INFO: Option<&'static StartInfo> = None;
 
@@ -53,6 +73,43 @@ extern "C" fn entry(info: *const StartInfo) -> ! {
     // SAFETY: defined by the process crate through `procinfo::main!`.
     let pass = unsafe { __process_main(info) };
     done(pass)
+}
+
+/// Starts one of the process's suspended threads (from the start info):
+/// `entry(arg)` on its own stack, at its own priority. `entry` must never
+/// return (a thread that is done calls [`done`] or blocks for good).
+pub fn spawn(
+    thread: &ThreadInfo,
+    entry: extern "C" fn(usize) -> !,
+    arg: usize,
+) -> Result<(), sel4_abi::Error> {
+    // pc, sp, spsr, x0, x1, x2: the first six registers of seL4_UserContext.
+    let regs = UserContext {
+        pc: _thread_start as *const () as u64,
+        sp: thread.stack_top,
+        x0: arg as u64,
+        x1: entry as usize as u64,
+        x2: thread.ipc_buffer,
+        ..Default::default()
+    };
+    TCB(CPtr(thread.tcb)).write_registers(true, 0, 6, &regs)
+}
+
+/// The thread this code runs on: the one whose IPC buffer is in
+/// `TPIDR_EL0` (None before the runtime set it).
+pub fn current_thread() -> Option<&'static ThreadInfo> {
+    let i = current_thread_index()?;
+    info().threads().get(i)
+}
+
+/// Its index in `StartInfo::threads`.
+fn current_thread_index() -> Option<usize> {
+    let tpidr: u64;
+    // SAFETY: reading the user thread register has no side effects.
+    unsafe { core::arch::asm!("mrs {}, tpidr_el0", out(reg) tpidr) };
+    // SAFETY: set once before main runs; read-only afterwards.
+    let info = unsafe { INFO }?;
+    info.threads().iter().position(|t| t.ipc_buffer == tpidr)
 }
 
 /// Reports the verdict to the root task, then stops this thread.

@@ -20,9 +20,13 @@ pub struct System {
 }
 
 pub struct Supervisor {
-    /// Index into `System::endpoints`.
+    /// Index into `System::endpoints`: the server's main endpoint, which
+    /// the supervisor cap is minted from.
     pub endpoint: usize,
     pub badge: u64,
+    /// Every endpoint the server serves clients on (its bands, the main
+    /// one first): a client's badge is that of its cap to one of them.
+    pub client_endpoints: &'static [usize],
 }
 
 pub struct Process {
@@ -42,6 +46,14 @@ pub struct Process {
     pub untyped: &'static [u8],
     /// At least this many empty CSpace slots (for received caps, new objects).
     pub free_slots: u32,
+    /// Threads besides the main one, left suspended for the process to start.
+    pub threads: &'static [ThreadDesc],
+}
+
+pub struct ThreadDesc {
+    pub name: &'static str,
+    pub priority: u8,
+    pub stack_pages: u32,
 }
 
 pub struct CapDesc {

@@ -23,10 +23,17 @@ const MAX_UNTYPED: usize = 256;
 pub enum Fail {
     Kernel(&'static str, Error),
     OutOfSlots,
-    OutOfMemory { size_bits: u8, count: u64 },
-    NoDeviceUntyped { paddr: u64 },
+    OutOfMemory {
+        size_bits: u8,
+        count: u64,
+    },
+    NoDeviceUntyped {
+        paddr: u64,
+    },
     NotContiguous,
     Elf,
+    /// More threads than the start-info page describes.
+    TooManyThreads,
 }
 
 pub type Result<T> = core::result::Result<T, Fail>;

@@ -54,6 +54,7 @@ fn fail(what: &str, f: Fail) -> ! {
         ),
         Fail::NotContiguous => println!("root: ERROR: {what}: DMA pool frames are not physically contiguous"),
         Fail::Elf => println!("root: ERROR: {what}: the process ELF is not a loadable AArch64 executable"),
+        Fail::TooManyThreads => println!("root: ERROR: {what}: more threads than procinfo::MAX_THREADS"),
     }
     exit(2)
 }
@@ -221,7 +222,11 @@ fn retire(supervisor: Option<CPtr>, p: &desc::Process) {
     let Some(badge) = p
         .caps
         .iter()
-        .find(|c| c.kind == desc::ObjKind::Endpoint && c.object == sup.endpoint && c.badge != 0)
+        .find(|c| {
+            c.kind == desc::ObjKind::Endpoint
+                && sup.client_endpoints.contains(&c.object)
+                && c.badge != 0
+        })
         .map(|c| c.badge)
     else {
         return;

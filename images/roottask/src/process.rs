@@ -7,7 +7,8 @@ use crate::kobj::{
 };
 use procinfo::elf::{Elf, PF_W, PF_X};
 use procinfo::{
-    slot, CapKind, DeviceRegion, DmaPool, IrqCap, Name, NamedCap, StartInfo, UntypedCap,
+    slot, CapKind, DeviceRegion, DmaPool, IrqCap, Name, NamedCap, StartInfo, ThreadInfo,
+    UntypedCap, MAX_THREADS,
 };
 use sel4_abi::{
     CNode, CPtr, CapData, CapRights, IRQHandler, Page, PageGlobalDirectory, PrioProps, UserContext,
@@ -19,7 +20,10 @@ pub const INFO_VADDR: u64 = 0x1_0000_0000;
 pub const IPC_VADDR: u64 = INFO_VADDR + PAGE;
 /// The PL011, on kernels without printing.
 pub const CONSOLE_VADDR: u64 = INFO_VADDR + 2 * PAGE;
-/// The stack starts here (a guard page below it stays unmapped).
+/// The IPC buffer of thread `i` (1 ..): from here, a page each.
+pub const THREAD_IPC_VADDR: u64 = INFO_VADDR + 4 * PAGE;
+/// The stack starts here (a guard page below it stays unmapped); the other
+/// threads' stacks follow it, each above a guard page of its own.
 pub const STACK_BOTTOM: u64 = INFO_VADDR + 0x10_0000;
 
 /// Badges on the root task's endpoint: which process, and fault or control.
@@ -54,6 +58,8 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
         + p.irqs.len() as u64
         + p.untyped.len() as u64
         + dma_pages
+        // A TCB (not the main one) and a wake notification per thread.
+        + 2 * (p.threads.len() as u64 + 1)
         + p.free_slots as u64;
     let cnode_bits = log2_ceil(needed).max(8);
     let guard = CapData::guard(0, 64 - cnode_bits);
@@ -130,6 +136,8 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
         num_untyped: 0,
         untyped: [UntypedCap::default(); procinfo::MAX_UNTYPED],
         console: 0,
+        num_threads: 0,
+        threads: [ThreadInfo::EMPTY; MAX_THREADS],
     };
 
     // Fixed slots.
@@ -359,6 +367,87 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
             VMAttributes::EXECUTE_NEVER,
         )?;
         info.console = CONSOLE_VADDR;
+    }
+
+    // Threads: the main one (started below) and the suspended others, each
+    // with a notification of its own to block on.
+    if p.threads.len() + 1 > MAX_THREADS {
+        return Err(Fail::TooManyThreads);
+    }
+    let mut stack_end = stack_top;
+    for i in 0..=p.threads.len() {
+        let wake = k.alloc(sel4_abi::ObjectType::NotificationObject, 0)?;
+        cnode
+            .move_(next, pdepth, INIT_CNODE, wake.0, DEPTH)
+            .ctx("CNode_Move (wake notification)")?;
+        let wake_cptr = next;
+        next += 1;
+        let t = match i.checked_sub(1).map(|j| &p.threads[j]) {
+            None => ThreadInfo {
+                name: Name::new("main"),
+                tcb: 0,
+                ipc_buffer: IPC_VADDR,
+                stack_bottom: STACK_BOTTOM,
+                stack_top,
+                priority: p.priority as u64,
+                wake: wake_cptr,
+            },
+            Some(t) => {
+                let thread_tcb = TCB(k.alloc(sel4_abi::ObjectType::TCBObject, 0)?);
+                let ipc_vaddr = THREAD_IPC_VADDR + (i as u64 - 1) * PAGE;
+                let thread_ipc = k.alloc(sel4_abi::ObjectType::ARM_SmallPageObject, 0)?;
+                k.map(
+                    vspace,
+                    thread_ipc,
+                    ipc_vaddr,
+                    CapRights::READ_WRITE,
+                    VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER,
+                )?;
+                let pages = t.stack_pages.max(1) as u64;
+                let bottom = stack_end + PAGE;
+                let frames = k.alloc_n(sel4_abi::ObjectType::ARM_SmallPageObject, 0, pages)?;
+                for pg in 0..pages {
+                    k.map(
+                        vspace,
+                        CPtr(frames.0 + pg),
+                        bottom + pg * PAGE,
+                        CapRights::READ_WRITE,
+                        VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER,
+                    )?;
+                }
+                stack_end = bottom + pages * PAGE;
+                thread_tcb
+                    .configure(
+                        CPtr(slot::FAULT_EP),
+                        PrioProps::new(t.priority, t.priority),
+                        cnode,
+                        guard,
+                        CNode(vspace.cptr()),
+                        CapData::NONE,
+                        ipc_vaddr,
+                        thread_ipc,
+                    )
+                    .ctx("TCB_Configure (thread)")?;
+                thread_tcb
+                    .set_priority(t.priority)
+                    .ctx("TCB_SetPriority (thread)")?;
+                cnode
+                    .move_(next, pdepth, INIT_CNODE, thread_tcb.cptr().0, DEPTH)
+                    .ctx("CNode_Move (thread TCB)")?;
+                next += 1;
+                ThreadInfo {
+                    name: Name::new(t.name),
+                    tcb: next - 1,
+                    ipc_buffer: ipc_vaddr,
+                    stack_bottom: bottom,
+                    stack_top: stack_end,
+                    priority: t.priority as u64,
+                    wake: wake_cptr,
+                }
+            }
+        };
+        info.threads[i] = t;
+        info.num_threads += 1;
     }
 
     info.free_first = next;

@@ -1,12 +1,25 @@
 //! What the IOMMU server and its clients need from seL4, and nothing else:
 //! the client [`transport`] (one `seL4_Call` per request) and the server's
 //! [`platform`] (SMMU registers in device frames, received frame caps
-//! resolved with `seL4_ARM_Page_GetAddress`, a delay from the generic timer).
+//! resolved with `seL4_ARM_Page_GetAddress`, a delay from the generic timer,
+//! and blocking [`locks`] for its threads).
 #![no_std]
 
+pub mod locks;
 pub mod message;
 pub mod platform;
 pub mod transport;
+
+/// A client's cap to the IOMMU server: the endpoint named `iommu`, or
+/// `iommu-<band>` in a system that splits its clients into bands (one
+/// endpoint, served by a server thread of its own, per band).
+pub fn server_endpoint(info: &procrt::StartInfo) -> Option<&procrt::procinfo::NamedCap> {
+    info.caps().iter().find(|c| {
+        let name = c.name.as_str();
+        c.kind == procrt::procinfo::CapKind::Endpoint as u32
+            && (name == "iommu" || name.starts_with("iommu-"))
+    })
+}
 
 /// The name, in a system description, of the notification the server
 /// signals when faults for the client with `badge` are queued:

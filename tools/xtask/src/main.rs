@@ -117,7 +117,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         _ => {
-            eprintln!("usage: cargo xtask <run [SYSTEM] [--trace] [--icount] [--timeout SECS] [--device DEV] | test | setup | kernel | image SYSTEM | bench [--iterations N | --quick]>");
+            eprintln!("usage: cargo xtask <run [SYSTEM] [--trace] [--icount] [--timeout SECS] [--device DEV] | test | image-tests | setup | kernel | image SYSTEM | bench [--iterations N | --quick]>");
             std::process::exit(2);
         }
     }

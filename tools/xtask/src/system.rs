@@ -103,6 +103,21 @@ pub struct Process {
     /// At least this many empty CSpace slots (default 256).
     #[serde(default = "default_free_slots")]
     pub free_slots: u32,
+    /// Threads besides the main one (at most 4): each gets a TCB, an IPC
+    /// buffer, a stack and a wake notification, and is left suspended for
+    /// the process to start (procrt::spawn).
+    #[serde(default)]
+    pub threads: Vec<Thread>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thread {
+    pub name: String,
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    #[serde(default = "default_stack_pages")]
+    pub stack_pages: u32,
 }
 
 fn default_free_slots() -> u32 {
@@ -261,6 +276,26 @@ impl System {
                     }
                 }
             }
+            if p.threads.len() > 4 {
+                bail!("{}: at most 4 threads besides the main one", p.name);
+            }
+            let mut thread_names = HashSet::from([crate::policy::MAIN_THREAD]);
+            for t in &p.threads {
+                if !thread_names.insert(t.name.as_str()) {
+                    bail!(
+                        "{}: thread name {:?} is used twice (or is main)",
+                        p.name,
+                        t.name
+                    );
+                }
+                if t.priority == 255 {
+                    bail!(
+                        "{}: thread {}: priority 255 is the root task's",
+                        p.name,
+                        t.name
+                    );
+                }
+            }
             if p.free_slots > 1 << 16 {
                 bail!("{}: free_slots above 65536", p.name);
             }
@@ -391,6 +426,15 @@ impl System {
             }
             let _ = writeln!(s, "            untyped: &{:?},", p.untyped);
             let _ = writeln!(s, "            free_slots: {},", p.free_slots);
+            let _ = writeln!(s, "            threads: &[");
+            for t in &p.threads {
+                let _ = writeln!(
+                    s,
+                    "                ThreadDesc {{ name: {:?}, priority: {}, stack_pages: {} }},",
+                    t.name, t.priority, t.stack_pages
+                );
+            }
+            let _ = writeln!(s, "            ],");
             let _ = writeln!(s, "        }},");
         }
         let _ = writeln!(s, "    ],");
@@ -398,14 +442,14 @@ impl System {
         // with this badge and retires clients through it.
         match &self.iommu {
             Some(i) if i.supervisor_badge.is_some() => {
-                let endpoint = self
-                    .endpoints
-                    .iter()
-                    .position(|o| o.name == i.endpoint)
-                    .unwrap_or(0);
+                let index = |name: &str| self.endpoints.iter().position(|o| o.name == name);
+                let endpoint = index(&i.endpoint).unwrap_or(0);
+                let clients: Vec<usize> = std::iter::once(endpoint)
+                    .chain(i.bands.iter().filter_map(|b| index(&b.endpoint)))
+                    .collect();
                 let _ = writeln!(
                     s,
-                    "    supervisor: Some(Supervisor {{ endpoint: {endpoint}, badge: {:#x} }}),",
+                    "    supervisor: Some(Supervisor {{ endpoint: {endpoint}, badge: {:#x}, client_endpoints: &{clients:?} }}),",
                     i.supervisor_badge.unwrap_or(0)
                 );
             }

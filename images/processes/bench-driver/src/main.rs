@@ -167,7 +167,7 @@ fn fail(what: &str, e: impl core::fmt::Debug) -> bool {
 }
 
 fn main(info: &'static StartInfo) -> bool {
-    let Some(endpoint) = info.cap("iommu") else {
+    let Some(endpoint) = sel4_iommu::server_endpoint(info) else {
         println!("bench: the system gave me no endpoint named iommu");
         return false;
     };

@@ -96,7 +96,7 @@ fn bring_up(info: &StartInfo, checks: &mut Checks) -> Option<Device> {
 }
 
 fn connect(info: &StartInfo) -> Option<Client> {
-    let endpoint = info.cap("iommu")?;
+    let endpoint = sel4_iommu::server_endpoint(info)?;
     match Iommu::connect(Sel4Transport::new(CPtr(endpoint.cptr))) {
         Ok(client) => Some(client),
         Err(e) => {
@@ -179,7 +179,7 @@ fn await_fault(
         matched: false,
         first: None,
     };
-    let Some(badge) = info.cap("iommu").map(|cap| cap.badge) else {
+    let Some(badge) = sel4_iommu::server_endpoint(info).map(|cap| cap.badge) else {
         return seen;
     };
     let mut name = [0u8; 32];

@@ -2,10 +2,23 @@
 //!
 //! It alone maps the SMMUv3's registers. It initialises the SMMU with the
 //! server core (every stream starts in abort, so a device no client attached
-//! cannot DMA at all), then serves one endpoint: requests from driver
-//! processes, identified by the badge the root task minted into each
-//! driver's endpoint cap, and, through a notification bound to its TCB, the
-//! SMMU's event-queue and global-error interrupts.
+//! cannot DMA at all), hands it to the concurrent core (`SharedSmmu`, whose
+//! locks block through `sel4_iommu::locks::ThreadLocks`), and serves:
+//!
+//! * one **band** of clients per endpoint (`[iommu] endpoint` and `bands`
+//!   in the system description), each served by a thread of its own at the
+//!   band's priority, with its own request handler (its clients' state and
+//!   receive slots). The main thread serves the first band, and also
+//!   receives the root task's `retire` messages (the supervisor badge);
+//! * the SMMU's event-queue and global-error interrupts, on a thread named
+//!   `events` if the description gives the process one (it waits on the
+//!   interrupt notification), else on the main thread (the notification is
+//!   bound to its TCB, so one receive takes both).
+//!
+//! Lock order: a band's handler lock, then the core's own (ASID → domain →
+//! command queue → allocator, `iommu_server::sync`). The event thread
+//! drains the event queue first (core lock only) and routes the records to
+//! each band afterwards (band lock only), so it never holds both.
 #![no_std]
 #![no_main]
 
@@ -13,65 +26,171 @@ mod policy;
 
 use iommu_protocol::{pack_words, unpack_words, ErrorCode, MsgBuf, MSG_MAX_BYTES, MSG_MAX_WORDS};
 use iommu_server::dma_pool::DmaPool;
-use iommu_server::handler::{Handler, ReceivedCap};
+use iommu_server::handler::{CoreEvent, Handler, ReceivedCap};
 use iommu_server::regs::gerror;
+use iommu_server::shared::SharedSmmu;
 use iommu_server::{Config, Smmu};
 use procrt::procinfo::supervisor::{self, Retired};
+use procrt::sync::{Mutex, OnceCell};
 use procrt::{println, StartInfo};
 use sel4_abi::message::MSG_REGISTERS;
 use sel4_abi::{ipc_buffer, syscalls, CPtr, IRQHandler, MessageInfo, Notification, TCB};
+use sel4_iommu::locks::ThreadLocks;
 use sel4_iommu::message;
 use sel4_iommu::platform::{CounterDelay, DeviceRegisters, ReceivedFrames};
 
 procrt::main!(main);
 
 /// Badges of the interrupt notification carry this bit, the top one of the
-/// 28 a seL4 5.0.0 badge has (seL4_CapData's Badge field); the dma-demo
-/// client badges stay below it, so one receive tells the two apart.
+/// 28 a seL4 5.0.0 badge has (seL4_CapData's Badge field); client badges
+/// stay below it, so one receive tells the two apart.
 const IRQ_BADGE: u64 = 1 << 27;
 
 /// DMA pool pages the bitmap can manage (64 per word).
 const POOL_WORDS: usize = 64;
-/// Receive slots for frame caps (64 per word).
+/// Receive slots for frame caps per band (64 per word).
 const SLOT_WORDS: usize = 4;
+/// Bands (threads serving clients) at most.
+const MAX_BANDS: usize = 4;
+/// The thread that takes the SMMU's interrupts, if the process has it.
+const EVENT_THREAD: &str = "events";
 
-type Core = Smmu<DeviceRegisters, DmaPool<POOL_WORDS>, CounterDelay>;
-type Server = Handler<Core, ReceivedFrames<SLOT_WORDS>>;
+type Core = SharedSmmu<DeviceRegisters, DmaPool<POOL_WORDS>, CounterDelay, ThreadLocks>;
+type BandHandler = Handler<&'static Core, ReceivedFrames<SLOT_WORDS>>;
 
 /// Clients the counters below keep apart (the handler serves at most 8).
 const MAX_CLIENTS: usize = 8;
 
-/// What the request loop saw, reported when a client is retired (and then
-/// checked by the image tests against the clients' own logs and QEMU's
-/// trace).
-#[derive(Default)]
-struct Counters {
+/// One band: its handler and what its thread saw (reported when a client
+/// is retired, and checked by the image tests against the clients' own
+/// logs and QEMU's trace).
+struct Band {
+    handler: BandHandler,
     /// Requests and refusals (replies that are an error) per client, by
-    /// position in the policy.
+    /// position in the band's policy.
     requests: [u64; MAX_CLIENTS],
     refusals: [u64; MAX_CLIENTS],
-    /// Messages from badges that are no client.
+    /// Messages from badges that are no client of the band.
     strangers: u64,
+}
+
+/// What the interrupt path saw.
+struct EventCounters {
     /// Interrupt wake-ups.
     irqs: u64,
     /// Global errors seen active, by GERROR bit.
     gerrors: [u64; 9],
+    /// Event-queue overflows and events no client's stream raised.
+    overflows: u64,
+    unrouted: u64,
 }
 
-impl Counters {
-    fn total(&self) -> (u64, u64) {
-        (self.requests.iter().sum(), self.refusals.iter().sum())
-    }
+/// What the threads share, set up by the main thread before it starts the
+/// others. One cell per band, so that only one band's handler (about
+/// 150 KB) is ever built on the stack at a time.
+static CORE: OnceCell<Core> = OnceCell::new();
+static BANDS: [OnceCell<Mutex<Band>>; MAX_BANDS] = [const { OnceCell::new() }; MAX_BANDS];
+static EVENTS: Mutex<EventCounters> = Mutex::new(EventCounters {
+    irqs: 0,
+    gerrors: [0; 9],
+    overflows: 0,
+    unrouted: 0,
+});
+
+/// The bands set up so far, in policy order.
+fn bands() -> impl Iterator<Item = &'static Mutex<Band>> {
+    BANDS.iter().map_while(|cell| cell.get())
 }
 
 fn main(info: &'static StartInfo) -> bool {
+    let Some(core) = start_core(info) else {
+        return false;
+    };
+    if !start_bands(info, core) {
+        return false;
+    }
+    println!(
+        "iommu-server: serving {} band(s) ({} bytes of core state, {} per band)",
+        bands().count(),
+        core::mem::size_of::<Core>(),
+        core::mem::size_of::<Band>()
+    );
+    // The image tests compare this with the pages in use once every
+    // client has been retired: nothing may leak.
+    println!(
+        "iommu-server: table memory at start: {} pages",
+        core.with_allocator(|a| a.pages_in_use())
+    );
+    if policy::SUPERVISOR_BADGE != 0 {
+        println!(
+            "iommu-server: the root task supervises clients (badge {:#x})",
+            policy::SUPERVISOR_BADGE
+        );
+    }
+
+    let events_thread = info.thread(EVENT_THREAD);
+    if let Some(irq_notification) = info.cap("iommu-irq") {
+        if events_thread.is_none() {
+            let tcb = TCB(CPtr(procrt::procinfo::slot::TCB));
+            if let Err(e) = tcb.bind_notification(CPtr(irq_notification.cptr)) {
+                println!("iommu-server: cannot bind the interrupt notification: {e:?}");
+                return false;
+            }
+        }
+    }
+    // Interrupts already pending from start-up are taken on the first pass.
+    for irq in info.irqs() {
+        let _ = IRQHandler(CPtr(irq.cptr)).ack();
+    }
+    for (i, band) in policy::BANDS.iter().enumerate() {
+        let thread = if i == 0 {
+            info.threads().first()
+        } else {
+            info.thread(band.thread)
+        };
+        let Some(thread) = thread else {
+            println!(
+                "iommu-server: no thread {} for band {}",
+                band.thread, band.endpoint
+            );
+            return false;
+        };
+        println!(
+            "iommu-server: band {i}: thread {} (priority {}) serves {} ({} clients)",
+            band.thread,
+            thread.priority,
+            band.endpoint,
+            band.policy.clients.len()
+        );
+        if i > 0 {
+            if let Err(e) = procrt::spawn(thread, band_thread, i) {
+                println!("iommu-server: cannot start thread {}: {e:?}", band.thread);
+                return false;
+            }
+        }
+    }
+    if let Some(t) = events_thread {
+        println!(
+            "iommu-server: thread {} (priority {}) takes the SMMU's interrupts",
+            EVENT_THREAD, t.priority
+        );
+        if let Err(e) = procrt::spawn(t, event_thread, 0) {
+            println!("iommu-server: cannot start the event thread: {e:?}");
+            return false;
+        }
+    }
+    serve(0)
+}
+
+/// Brings up the SMMU and hands it to the shared core.
+fn start_core(info: &'static StartInfo) -> Option<&'static Core> {
     let Some(registers) = info.device("smmu") else {
         println!("iommu-server: the system gave me no device region named smmu");
-        return false;
+        return None;
     };
     if info.dma.size == 0 {
         println!("iommu-server: the system gave me no DMA pool for SMMU tables");
-        return false;
+        return None;
     }
     // SAFETY: the root task mapped the SMMU's 128 KiB register file at this
     // address for this process only.
@@ -89,7 +208,7 @@ fn main(info: &'static StartInfo) -> bool {
         Ok(smmu) => smmu,
         Err(e) => {
             println!("iommu-server: SMMU initialisation failed: {e:?}");
-            return false;
+            return None;
         }
     };
     println!(
@@ -97,76 +216,107 @@ fn main(info: &'static StartInfo) -> bool {
         registers.paddr,
         smmu.features()
     );
-
-    let frames = ReceivedFrames::new(
-        CPtr(procrt::procinfo::slot::CNODE),
-        info.free_first,
-        info.free_count,
-    );
-    let mut server: Server = match Handler::new(smmu, frames, policy::POLICY) {
-        Ok(server) => server,
-        Err(e) => {
-            println!("iommu-server: unusable policy: {e:?}");
-            return false;
-        }
+    let Ok(shared) = SharedSmmu::new(smmu) else {
+        println!("iommu-server: the fresh SMMU core has domains already");
+        return None;
     };
-
-    let Some(endpoint) = info.cap("iommu") else {
-        println!("iommu-server: the system gave me no endpoint named iommu");
-        return false;
-    };
-    if let Some(irq_notification) = info.cap("iommu-irq") {
-        let tcb = TCB(CPtr(procrt::procinfo::slot::TCB));
-        if let Err(e) = tcb.bind_notification(CPtr(irq_notification.cptr)) {
-            println!("iommu-server: cannot bind the interrupt notification: {e:?}");
-            return false;
-        }
-    }
-    // Interrupts already pending from start-up are taken on the first pass.
-    for irq in info.irqs() {
-        let _ = IRQHandler(CPtr(irq.cptr)).ack();
-    }
-    println!(
-        "iommu-server: serving ({} bytes of server state)",
-        core::mem::size_of::<Server>()
-    );
-    // The image tests compare this with the pages in use once every
-    // client has been retired: nothing may leak.
-    println!(
-        "iommu-server: table memory at start: {} pages",
-        server.core().allocator().pages_in_use()
-    );
-    if policy::SUPERVISOR_BADGE != 0 {
-        println!(
-            "iommu-server: the root task supervises clients (badge {:#x})",
-            policy::SUPERVISOR_BADGE
-        );
-    }
-    serve(&mut server, info, CPtr(endpoint.cptr))
+    CORE.set(shared).ok()
 }
 
-/// The request loop. Returns only if the kernel gives it no IPC buffer.
-fn serve(server: &mut Server, info: &'static StartInfo, endpoint: CPtr) -> bool {
+/// One handler per band, each with its share of the free CSpace slots.
+fn start_bands(info: &'static StartInfo, core: &'static Core) -> bool {
+    let count = policy::BANDS.len();
+    if count > MAX_BANDS {
+        println!("iommu-server: {count} bands; at most {MAX_BANDS}");
+        return false;
+    }
+    let share = info.free_count / count as u64;
+    for (i, band) in policy::BANDS.iter().enumerate() {
+        if info.cap(band.endpoint).is_none() {
+            println!(
+                "iommu-server: the system gave me no endpoint named {}",
+                band.endpoint
+            );
+            return false;
+        }
+        let frames = ReceivedFrames::new(
+            CPtr(procrt::procinfo::slot::CNODE),
+            info.free_first + i as u64 * share,
+            share,
+        );
+        let handler = match Handler::new(core, frames, band.policy) {
+            Ok(h) => h,
+            Err(e) => {
+                println!("iommu-server: unusable policy for {}: {e:?}", band.endpoint);
+                return false;
+            }
+        };
+        let state = Mutex::new(Band {
+            handler,
+            requests: [0; MAX_CLIENTS],
+            refusals: [0; MAX_CLIENTS],
+            strangers: 0,
+        });
+        if BANDS[i].set(state).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+extern "C" fn band_thread(band: usize) -> ! {
+    serve(band);
+    procrt::done(false)
+}
+
+extern "C" fn event_thread(_: usize) -> ! {
+    let info = procrt::info();
+    let Some(notification) = info.cap("iommu-irq") else {
+        println!("iommu-server: the event thread has no interrupt notification");
+        procrt::done(false)
+    };
+    loop {
+        let badge = syscalls::wait(Notification(CPtr(notification.cptr)));
+        service_interrupts(info, badge.0);
+    }
+}
+
+/// The request loop of one band. Returns only if something it needs is
+/// missing.
+fn serve(band_index: usize) -> bool {
+    let info = procrt::info();
+    let (Some(core), Some(band)) = (CORE.get(), BANDS[band_index].get()) else {
+        return false;
+    };
+    let policy = &policy::BANDS[band_index];
+    let Some(endpoint) = info.cap(policy.endpoint).map(|c| CPtr(c.cptr)) else {
+        return false;
+    };
     let mut words = [0u64; MSG_MAX_WORDS];
     let mut request: MsgBuf = [0; MSG_MAX_BYTES];
     let mut reply: MsgBuf = [0; MSG_MAX_BYTES];
     // The reply owed to the last caller, sent with the next receive.
     let mut pending: Option<(MessageInfo, [u64; MSG_REGISTERS])> = None;
-    let mut counters = Counters::default();
     loop {
         let Some(buffer) = ipc_buffer() else {
             return false;
         };
-        let receive_slot = server.resolver().free_slot();
-        match receive_slot {
-            Some(slot) => {
-                let (cnode, index, depth) = server.resolver().receive_path(slot);
-                buffer.set_receive_path(cnode, index, depth);
+        // Only this thread takes this band's receive slots, so the slot
+        // stays free until the message arrives.
+        let receive_slot = {
+            let b = band.lock();
+            let slot = b.handler.resolver().free_slot();
+            match slot {
+                Some(slot) => {
+                    let (cnode, index, depth) = b.handler.resolver().receive_path(slot);
+                    buffer.set_receive_path(cnode, index, depth);
+                }
+                // No slot left: a cap sent now is dropped by the kernel and
+                // the request is refused as carrying none.
+                None => buffer.set_receive_path(CPtr(0), 0, 0),
             }
-            // No slot left: a cap sent now is dropped by the kernel and the
-            // request is refused as carrying none.
-            None => buffer.set_receive_path(CPtr(0), 0, 0),
-        }
+            slot
+        };
         let mut registers = [0u64; MSG_REGISTERS];
         let (tag, badge) = match pending.take() {
             Some((tag, out)) => {
@@ -176,14 +326,13 @@ fn serve(server: &mut Server, info: &'static StartInfo, endpoint: CPtr) -> bool 
             None => syscalls::recv_with_mrs(endpoint, &mut registers),
         };
         if badge.0 & IRQ_BADGE != 0 {
-            counters.irqs += 1;
-            service_interrupts(server, info, badge.0, &mut counters);
+            service_interrupts(info, badge.0);
             continue;
         }
-        if policy::SUPERVISOR_BADGE != 0 && badge.0 == policy::SUPERVISOR_BADGE {
+        if band_index == 0 && policy::SUPERVISOR_BADGE != 0 && badge.0 == policy::SUPERVISOR_BADGE {
             // A cap sent along would sit in the receive slot, which the
             // next receive reuses: nothing to release.
-            pending = Some(supervise(server, tag.label(), &registers, &counters));
+            pending = Some(supervise(core, tag.label(), &registers));
             continue;
         }
 
@@ -192,29 +341,32 @@ fn serve(server: &mut Server, info: &'static StartInfo, endpoint: CPtr) -> bool 
         };
         let n = message::load(tag.length(), &registers, buffer, &mut words);
         let length = unpack_words(&words[..n], &mut request).unwrap_or(0);
+        let mut b = band.lock();
         // A cap arrived only if the sender sent one and the kernel did not
         // unwrap it into a badge (that happens only for caps to our own
         // endpoint, which are not frames).
         let mut caps = [ReceivedCap(0)];
         let received = match receive_slot {
             Some(slot) if tag.extra_caps() > 0 && tag.caps_unwrapped() & 1 == 0 => {
-                caps[0] = server.resolver_mut().take(slot);
+                caps[0] = b.handler.resolver_mut().take(slot);
                 1
             }
             _ => 0,
         };
         let reply_length =
-            server.handle(badge.0, &request[..length], &caps[..received], &mut reply);
-        match policy::POLICY.client(badge.0) {
+            b.handler
+                .handle(badge.0, &request[..length], &caps[..received], &mut reply);
+        match policy.policy.client(badge.0) {
             Some((i, _)) if i < MAX_CLIENTS => {
-                counters.requests[i] += 1;
+                b.requests[i] += 1;
                 // Reply::Err is variant 6 (protocol wire format).
                 if reply.first() == Some(&6) {
-                    counters.refusals[i] += 1;
+                    b.refusals[i] += 1;
                 }
             }
-            _ => counters.strangers += 1,
+            _ => b.strangers += 1,
         }
+        drop(b);
         let reply_words = pack_words(&reply[..reply_length], &mut words).unwrap_or(0);
         let mut out = [0u64; MSG_REGISTERS];
         message::store(&words[..reply_words], &mut out, buffer);
@@ -226,10 +378,9 @@ fn serve(server: &mut Server, info: &'static StartInfo, endpoint: CPtr) -> bool 
 /// gone. Returns the reply. Prints the client's and the server's counters
 /// first (the image tests compare them with the clients' logs).
 fn supervise(
-    server: &mut Server,
+    core: &'static Core,
     label: u64,
     registers: &[u64; MSG_REGISTERS],
-    counters: &Counters,
 ) -> (MessageInfo, [u64; MSG_REGISTERS]) {
     let refuse = |e: ErrorCode| {
         let mut out = [0u64; MSG_REGISTERS];
@@ -240,21 +391,32 @@ fn supervise(
         return refuse(ErrorCode::Malformed);
     }
     let badge = registers[0];
-    let Some((i, client)) = policy::POLICY.client(badge) else {
+    let Some((band, (i, client))) = policy::BANDS
+        .iter()
+        .enumerate()
+        .find_map(|(n, b)| b.policy.client(badge).map(|c| (n, c)))
+    else {
         return refuse(ErrorCode::NotPermitted);
     };
-    let (requests, refusals) = counters
-        .requests
-        .get(i)
-        .zip(counters.refusals.get(i))
-        .map_or((0, 0), |(r, f)| (*r, *f));
-    println!(
-        "iommu-server: retiring {} (badge {badge:#x}): it made requests {requests} refused {refusals}",
-        client.name
-    );
-    match server.retire_client(badge) {
+    let Some(state) = BANDS[band].get() else {
+        return refuse(ErrorCode::NotPermitted);
+    };
+    let retired = {
+        let mut b = state.lock();
+        let (requests, refusals) = b
+            .requests
+            .get(i)
+            .zip(b.refusals.get(i))
+            .map_or((0, 0), |(r, f)| (*r, *f));
+        println!(
+            "iommu-server: retiring {} (badge {badge:#x}): it made requests {requests} refused {refusals}",
+            client.name
+        );
+        b.handler.retire_client(badge)
+    };
+    match retired {
         Ok(r) => {
-            report(server, counters);
+            report(core);
             let out = Retired {
                 streams: r.streams as u16,
                 domains: r.domains as u16,
@@ -275,61 +437,94 @@ fn supervise(
     }
 }
 
-/// The server's totals, in one line the image tests parse.
-fn report(server: &Server, counters: &Counters) {
-    let stats = server.core().stats();
-    let (requests, refusals) = counters.total();
+/// The server's totals over every band, in one line the image tests parse.
+fn report(core: &'static Core) {
+    let stats = core.stats();
+    let (mut requests, mut refusals, mut strangers) = (0u64, 0u64, 0u64);
+    for band in bands() {
+        let b = band.lock();
+        requests += b.requests.iter().sum::<u64>();
+        refusals += b.refusals.iter().sum::<u64>();
+        strangers += b.strangers;
+    }
+    let e = EVENTS.lock();
     println!(
-        "iommu-server: totals: requests {requests} refused {refusals} strangers {} commands {} syncs {} tlbis {} cfgis {} events {} overflows {} evtq-aborts {} gerrors {} irqs {} unrouted {} pool-pages {}",
-        counters.strangers,
+        "iommu-server: totals: requests {requests} refused {refusals} strangers {strangers} commands {} syncs {} tlbis {} cfgis {} events {} overflows {} evtq-aborts {} gerrors {} irqs {} unrouted {} pool-pages {} lock-waits {}",
         stats.total_commands(),
         stats.syncs,
         stats.tlbis,
         stats.cfgis,
         stats.events,
-        server.event_overflows(),
-        counters.gerrors[2],
-        counters.gerrors.iter().sum::<u64>(),
-        counters.irqs,
-        server.unrouted_faults(),
-        server.core().allocator().pages_in_use(),
+        e.overflows,
+        e.gerrors[2],
+        e.gerrors.iter().sum::<u64>(),
+        e.irqs,
+        e.unrouted,
+        core.with_allocator(|a| a.pages_in_use()),
+        procrt::sync::blocked_count(),
     );
 }
 
 /// Event-queue and global-error interrupts: drain the SMMU's records to the
-/// clients that own the faulting streams, wake those clients, re-arm the IRQs.
+/// clients that own the faulting streams (through their band's handler),
+/// wake those clients, re-arm the IRQs.
 ///
 /// A fault storm fills the event queue faster than it is drained: QEMU then
 /// drops events and raises GERROR.EVENTQ_ABT_ERR (a real SMMU may instead
-/// toggle EVENTQ_PROD.OVFLG, which `route_faults` counts). Both are
+/// toggle EVENTQ_PROD.OVFLG, which the drain counts). Both are
 /// acknowledged and counted here; the first of each kind is printed, the
 /// rest only counted, so a storm cannot flood the console either.
-fn service_interrupts(
-    server: &mut Server,
-    info: &'static StartInfo,
-    badge: u64,
-    counters: &mut Counters,
-) {
-    let errors = server.core_mut().handle_gerror();
-    for bit in 0..9 {
-        if errors.active & (1 << bit) != 0 {
-            counters.gerrors[bit] += 1;
-            if counters.gerrors[bit] == 1 {
-                let what = match 1u32 << bit {
-                    gerror::CMDQ_ERR => "command queue error (skipped)",
-                    gerror::EVENTQ_ABT_ERR => "event queue full, events lost",
-                    gerror::SFM_ERR => "service failure mode",
-                    _ => "global error",
-                };
-                println!(
-                    "iommu-server: GERROR bit {bit}: {what}, acknowledged ({errors:?}); further ones are counted"
-                );
+fn service_interrupts(info: &'static StartInfo, badge: u64) {
+    let Some(core) = CORE.get() else {
+        return;
+    };
+    let errors = core.handle_gerror();
+    // The event queue holds 2^evtq_log2 (128) records: one drain.
+    let mut drained: heapless::Vec<CoreEvent, 128> = heapless::Vec::new();
+    let mut lost = 0u64;
+    // The handler's view of the core (events decoded to CoreEvent).
+    let overflowed = iommu_server::handler::Core::drain_events(&mut { core }, &mut |ev| {
+        if drained.push(ev).is_err() {
+            lost += 1;
+        }
+    });
+    {
+        let mut e = EVENTS.lock();
+        e.irqs += 1;
+        e.overflows += u64::from(overflowed) + lost;
+        e.unrouted += drained
+            .iter()
+            .filter(|ev| {
+                !policy::BANDS
+                    .iter()
+                    .any(|b| b.policy.owner_of(ev.stream).is_some())
+            })
+            .count() as u64;
+        for bit in 0..9 {
+            if errors.active & (1 << bit) != 0 {
+                e.gerrors[bit] += 1;
+                if e.gerrors[bit] == 1 {
+                    let what = match 1u32 << bit {
+                        gerror::CMDQ_ERR => "command queue error (skipped)",
+                        gerror::EVENTQ_ABT_ERR => "event queue full, events lost",
+                        gerror::SFM_ERR => "service failure mode",
+                        _ => "global error",
+                    };
+                    println!(
+                        "iommu-server: GERROR bit {bit}: {what}, acknowledged ({errors:?}); further ones are counted"
+                    );
+                }
             }
         }
     }
-    for client in server.route_faults() {
-        if let Some(cap) = notification_of(info, client) {
-            syscalls::signal(Notification(CPtr(cap)));
+    if !drained.is_empty() {
+        for band in bands() {
+            let notify = band.lock().handler.route_events(&drained);
+            for client in notify {
+                if let Some(cap) = notification_of(info, client) {
+                    syscalls::signal(Notification(CPtr(cap)));
+                }
+            }
         }
     }
     for irq in info.irqs() {

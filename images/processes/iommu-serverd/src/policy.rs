@@ -8,4 +8,12 @@ use iommu_protocol::StreamId;
 #[allow(unused_imports)]
 use iommu_server::policy::{ClientPolicy, Policy, Quotas, StreamGrant};
 
+/// A band of clients: the endpoint they call and the server thread that
+/// serves it (`main` for the first band).
+pub struct Band {
+    pub endpoint: &'static str,
+    pub thread: &'static str,
+    pub policy: Policy,
+}
+
 include!(concat!(env!("OUT_DIR"), "/policy.rs"));

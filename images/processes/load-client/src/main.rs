@@ -84,7 +84,7 @@ impl Transport for Counting {
 pub type Client = Iommu<Counting>;
 
 pub fn connect(info: &StartInfo) -> Option<Client> {
-    let endpoint = info.cap("iommu")?;
+    let endpoint = sel4_iommu::server_endpoint(info)?;
     let transport = Counting {
         inner: Sel4Transport::new(CPtr(endpoint.cptr)),
         calls: 0,

@@ -54,6 +54,9 @@ pub fn run(ctx: &Ctx, t: &mut Checks) {
         t.check(&format!("dma-demo/{name}"), process_check(&out, name));
     }
     t.check("dma-demo/run-ends-with-pass", ended_with_pass(&out));
+    // Driver B holds a cap to iommu-b only, so its checks above went
+    // through the band-b thread; the fault checks through the event thread.
+    t.check("dma-demo/server-threads", server_threads(&out.serial));
     let trace = match out.trace_file.as_ref().map(std::fs::read_to_string) {
         Some(Ok(text)) => Trace::parse(&text),
         other => {
@@ -329,6 +332,21 @@ fn nothing_bypassed(trace: &Trace) -> Result<(), String> {
         None => Ok(()),
         Some(e) => Err(format!("{e:?}")),
     }
+}
+
+/// The server runs driver B's band on its own thread, above the main
+/// thread's priority, and takes the SMMU's interrupts on a third.
+fn server_threads(serial: &str) -> Result<(), String> {
+    for line in [
+        "iommu-server: band 0: thread main (priority 150) serves iommu (2 clients)",
+        "iommu-server: band 1: thread band-b (priority 160) serves iommu-b (1 clients)",
+        "iommu-server: thread events (priority 170) takes the SMMU's interrupts",
+    ] {
+        if !serial.contains(line) {
+            return Err(format!("the server never said {line:?}"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

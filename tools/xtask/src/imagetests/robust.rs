@@ -60,6 +60,8 @@ struct Totals {
     events: u64,
     evtq_aborts: u64,
     pool_pages: u64,
+    /// Times one of the server's threads blocked on a lock another held.
+    lock_waits: u64,
 }
 
 fn totals(serial: &str) -> Result<Totals, String> {
@@ -76,6 +78,7 @@ fn totals(serial: &str) -> Result<Totals, String> {
         events: get("events")?,
         evtq_aborts: get("evtq-aborts")?,
         pool_pages: get("pool-pages")?,
+        lock_waits: get("lock-waits")?,
     })
 }
 
@@ -293,8 +296,8 @@ fn storm_counts(out: &BootOutcome) -> Result<(), String> {
     let events = num_before(line, "events;").unwrap_or(0);
     let dropped = num_before(line, "events dropped").unwrap_or(0);
     println!(
-        "   (storm: QEMU recorded {recorded} fault events; the server consumed {}, saw {} EVENTQ_ABT_ERR; the stormer got {events} in records, {dropped} dropped)",
-        t.events, t.evtq_aborts
+        "   (storm: QEMU recorded {recorded} fault events; the server consumed {}, saw {} EVENTQ_ABT_ERR; the stormer got {events} in records, {dropped} dropped; its threads blocked on a lock {} times)",
+        t.events, t.evtq_aborts, t.lock_waits
     );
     if !out
         .serial
@@ -402,10 +405,13 @@ mod tests {
     fn parses_retirement_and_totals() {
         let s = "load-1: final log: domains 3 mappings 2 bytes 8192 memory registrations 3 frames 6\n\
                  root: retired load-1 at the IOMMU server: 0 streams detached, 3 domains freed (9 page-table pages, 2 mappings, 8192 bytes), 3 memory registrations released (6 frame caps), 0 faults dropped\n\
-                 iommu-server: totals: requests 9623 refused 7101 strangers 0 commands 1662 syncs 831 tlbis 830 cfgis 1 events 0 overflows 0 evtq-aborts 0 gerrors 0 irqs 0 unrouted 0 pool-pages 12\n";
+                 iommu-server: totals: requests 9623 refused 7101 strangers 0 commands 1662 syncs 831 tlbis 830 cfgis 1 events 0 overflows 0 evtq-aborts 0 gerrors 0 irqs 0 unrouted 0 pool-pages 12 lock-waits 3\n";
         assert_eq!(retired_as_logged(s, "load-1"), Ok(()));
         let t = totals(s).unwrap();
-        assert_eq!((t.requests, t.commands, t.pool_pages), (9623, 1662, 12));
+        assert_eq!(
+            (t.requests, t.commands, t.pool_pages, t.lock_waits),
+            (9623, 1662, 12, 3)
+        );
         let wrong = s.replace("2 mappings, 8192", "1 mappings, 4096");
         assert!(retired_as_logged(&wrong, "load-1").is_err());
     }
