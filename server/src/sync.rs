@@ -30,13 +30,16 @@
 //! inside each allocator call, so nothing can be locked while it is held.
 //!
 //! # Implementations ([`LockFamily`])
-//! * [`SpinLocks`]: `no_std`, a test-and-set spin lock with a relax hook.
-//!   For the seL4 server process, which today runs **one** thread on one
-//!   core, so it never spins. With several worker threads on one core a
-//!   spinner must give the holder the CPU: run the workers at one priority
-//!   (round-robin time slices) with [`Relax`] = `seL4_Yield`, or replace
-//!   the family by a notification-based mutex; a higher-priority spinner
-//!   with a [`SpinHint`] relax would spin out its time slices forever.
+//! * [`ParkingLocks`]: `no_std` mutexes that block. The seL4 server
+//!   process runs several threads at different priorities on one core
+//!   (seL4 without MCS: fixed priorities), where a spinner of higher
+//!   priority than the holder would spin forever; so a waiter parks on a
+//!   per-thread binary semaphore ([`Parker`]; on seL4 a notification, in
+//!   `sel4_iommu::locks`) and the unlocker wakes the waiter of highest
+//!   priority. Model-checked with loom in `server/tests/loom_parking.rs`.
+//! * [`SpinLocks`]: `no_std`, a test-and-set spin lock with a relax hook,
+//!   for threads that share one priority (then `seL4_Yield` as [`Relax`]
+//!   gives the holder the CPU) or run on cores of their own.
 //! * [`StdLocks`] (host builds with `std`): `std::sync::Mutex`.
 //! * loom (host tests under `--cfg loom`): in `server/tests/loom_support`,
 //!   because loom is a dev-dependency (see `Cargo.toml`).
@@ -263,6 +266,187 @@ impl<R: Relax> LockFamily for SpinLocks<R> {
             R::relax();
         }
         SpinGuard { m }
+    }
+}
+
+/// The lock word of a [`ParkingMutex`]: `core`'s `AtomicU32`, or loom's in
+/// the model checks (loom cannot be a dependency of this crate).
+pub trait AtomicWord: Send + Sync + 'static {
+    fn new(v: u32) -> Self;
+    fn load(&self, order: core::sync::atomic::Ordering) -> u32;
+    fn compare_exchange_weak(
+        &self,
+        current: u32,
+        new: u32,
+        success: core::sync::atomic::Ordering,
+        failure: core::sync::atomic::Ordering,
+    ) -> Result<u32, u32>;
+}
+
+impl AtomicWord for core::sync::atomic::AtomicU32 {
+    fn new(v: u32) -> Self {
+        core::sync::atomic::AtomicU32::new(v)
+    }
+    fn load(&self, order: core::sync::atomic::Ordering) -> u32 {
+        core::sync::atomic::AtomicU32::load(self, order)
+    }
+    fn compare_exchange_weak(
+        &self,
+        current: u32,
+        new: u32,
+        success: core::sync::atomic::Ordering,
+        failure: core::sync::atomic::Ordering,
+    ) -> Result<u32, u32> {
+        core::sync::atomic::AtomicU32::compare_exchange_weak(self, current, new, success, failure)
+    }
+}
+
+/// How the threads that share [`ParkingMutex`]es block and wake each
+/// other: one binary semaphore per thread, which keeps a wake-up sent
+/// before its thread parks (a seL4 notification does).
+pub trait Parker: 'static {
+    type Word: AtomicWord;
+    /// The calling thread's index (below [`MAX_PARKED_THREADS`]), or None
+    /// for a thread that cannot be woken: it only [`Parker::relax`]es
+    /// while it waits.
+    fn current() -> Option<usize>;
+    /// A thread's priority: the waiter of highest priority is woken first.
+    fn priority(thread: usize) -> u64;
+    /// Blocks the calling thread, `thread`, until [`Parker::unpark`] of it
+    /// (at once if that came first).
+    fn park(thread: usize);
+    fn unpark(thread: usize);
+    /// Gives the CPU to others (a thread without an index, waiting).
+    fn relax();
+}
+
+/// Threads a [`ParkingMutex`] can queue (one bit each in its lock word).
+pub const MAX_PARKED_THREADS: usize = 31;
+
+/// A mutex whose waiters park instead of spinning (see [`Parker`]).
+///
+/// The lock word is a HELD bit and one bit per parked thread. A waiter sets
+/// its bit while the lock is held (one compare-and-swap, so the holder
+/// cannot miss it), then parks; the unlocker clears HELD and the bit of the
+/// waiter it picks in one compare-and-swap, then unparks that waiter. Each
+/// unpark answers one registration and the semaphore keeps an unpark sent
+/// before the park, so no wake-up is lost and none is left over. A woken
+/// thread competes again (a running thread may have taken the lock first).
+pub struct ParkingMutex<T, P: Parker> {
+    state: P::Word,
+    value: core::cell::UnsafeCell<T>,
+}
+
+const HELD: u32 = 1 << 31;
+
+// SAFETY: the value is reached only through a `ParkingGuard`, and at most
+// one exists at a time (the HELD bit, taken with Acquire, released with
+// Release), so sharing the mutex gives one thread at a time access to `T`.
+unsafe impl<T: Send, P: Parker> Sync for ParkingMutex<T, P> {}
+
+/// Guard of a [`ParkingMutex`].
+pub struct ParkingGuard<'a, T, P: Parker> {
+    m: &'a ParkingMutex<T, P>,
+}
+
+impl<T, P: Parker> ParkingMutex<T, P> {
+    pub fn new(value: T) -> Self {
+        ParkingMutex {
+            state: P::Word::new(0),
+            value: core::cell::UnsafeCell::new(value),
+        }
+    }
+
+    pub fn lock(&self) -> ParkingGuard<'_, T, P> {
+        use core::sync::atomic::Ordering;
+        let me = P::current().filter(|&i| i < MAX_PARKED_THREADS);
+        let mine = me.map_or(0, |i| 1u32 << i);
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s & HELD == 0 {
+                if self
+                    .state
+                    .compare_exchange_weak(
+                        s,
+                        (s | HELD) & !mine,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    return ParkingGuard { m: self };
+                }
+                continue;
+            }
+            match me {
+                Some(i) => {
+                    if self
+                        .state
+                        .compare_exchange_weak(s, s | mine, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        P::park(i);
+                    }
+                }
+                None => P::relax(),
+            }
+        }
+    }
+
+    fn unlock(&self) {
+        use core::sync::atomic::Ordering;
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            let next = (0..MAX_PARKED_THREADS)
+                .filter(|&i| s & (1 << i) != 0)
+                .max_by_key(|&i| P::priority(i));
+            let clear = HELD | next.map_or(0, |i| 1 << i);
+            if self
+                .state
+                .compare_exchange_weak(s, s & !clear, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                if let Some(i) = next {
+                    P::unpark(i);
+                }
+                return;
+            }
+        }
+    }
+}
+
+impl<T, P: Parker> core::ops::Deref for ParkingGuard<'_, T, P> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: this guard is the only one (see `Sync` above).
+        unsafe { &*self.m.value.get() }
+    }
+}
+
+impl<T, P: Parker> DerefMut for ParkingGuard<'_, T, P> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and `&mut self` makes the access unique.
+        unsafe { &mut *self.m.value.get() }
+    }
+}
+
+impl<T, P: Parker> Drop for ParkingGuard<'_, T, P> {
+    fn drop(&mut self) {
+        self.m.unlock();
+    }
+}
+
+/// [`ParkingMutex`]es for the concurrent core.
+pub struct ParkingLocks<P: Parker>(PhantomData<P>);
+
+impl<P: Parker> LockFamily for ParkingLocks<P> {
+    type Mutex<T: Send> = ParkingMutex<T, P>;
+    type Guard<'a, T: Send + 'a> = ParkingGuard<'a, T, P>;
+    fn new<T: Send>(v: T) -> ParkingMutex<T, P> {
+        ParkingMutex::new(v)
+    }
+    fn lock<T: Send>(m: &ParkingMutex<T, P>) -> ParkingGuard<'_, T, P> {
+        m.lock()
     }
 }
 

@@ -103,7 +103,7 @@ pub fn current_thread() -> Option<&'static ThreadInfo> {
 }
 
 /// Its index in `StartInfo::threads`.
-fn current_thread_index() -> Option<usize> {
+pub fn current_thread_index() -> Option<usize> {
     let tpidr: u64;
     // SAFETY: reading the user thread register has no side effects.
     unsafe { core::arch::asm!("mrs {}, tpidr_el0", out(reg) tpidr) };

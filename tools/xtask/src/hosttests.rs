@@ -22,7 +22,8 @@ pub fn run(ctx: &Ctx) -> Result<Tally> {
     Ok(tally)
 }
 
-/// The loom model checks (`server/tests/loom_asid.rs`, DESIGN.md 5): a
+/// The loom model checks (`server/tests/loom_asid.rs`, DESIGN.md 5, and
+/// `loom_parking.rs`, the seL4 server's blocking mutex): a
 /// release build with `--cfg loom` in `target/loom`, so the normal build
 /// cache is not invalidated; bounded by the tests' default preemption bound
 /// (about half a minute of checking). Counted like the host tests.
@@ -41,6 +42,8 @@ fn run_loom(ctx: &Ctx) -> Result<Tally> {
             "--release",
             "--test",
             "loom_asid",
+            "--test",
+            "loom_parking",
         ])
         .args(["--", "--nocapture", "--test-threads=1"])
         .current_dir(&ctx.root)

@@ -31,11 +31,11 @@ use iommu_server::regs::gerror;
 use iommu_server::shared::SharedSmmu;
 use iommu_server::{Config, Smmu};
 use procrt::procinfo::supervisor::{self, Retired};
-use procrt::sync::{Mutex, OnceCell};
+use procrt::sync::OnceCell;
 use procrt::{println, StartInfo};
 use sel4_abi::message::MSG_REGISTERS;
 use sel4_abi::{ipc_buffer, syscalls, CPtr, IRQHandler, MessageInfo, Notification, TCB};
-use sel4_iommu::locks::ThreadLocks;
+use sel4_iommu::locks::{Mutex, ThreadLocks};
 use sel4_iommu::message;
 use sel4_iommu::platform::{CounterDelay, DeviceRegisters, ReceivedFrames};
 
@@ -75,6 +75,7 @@ struct Band {
 }
 
 /// What the interrupt path saw.
+#[derive(Default)]
 struct EventCounters {
     /// Interrupt wake-ups.
     irqs: u64,
@@ -90,12 +91,7 @@ struct EventCounters {
 /// 150 KB) is ever built on the stack at a time.
 static CORE: OnceCell<Core> = OnceCell::new();
 static BANDS: [OnceCell<Mutex<Band>>; MAX_BANDS] = [const { OnceCell::new() }; MAX_BANDS];
-static EVENTS: Mutex<EventCounters> = Mutex::new(EventCounters {
-    irqs: 0,
-    gerrors: [0; 9],
-    overflows: 0,
-    unrouted: 0,
-});
+static EVENTS: OnceCell<Mutex<EventCounters>> = OnceCell::new();
 
 /// The bands set up so far, in policy order.
 fn bands() -> impl Iterator<Item = &'static Mutex<Band>> {
@@ -106,6 +102,9 @@ fn main(info: &'static StartInfo) -> bool {
     let Some(core) = start_core(info) else {
         return false;
     };
+    if EVENTS.set(Mutex::new(EventCounters::default())).is_err() {
+        return false;
+    }
     if !start_bands(info, core) {
         return false;
     }
@@ -447,7 +446,10 @@ fn report(core: &'static Core) {
         refusals += b.refusals.iter().sum::<u64>();
         strangers += b.strangers;
     }
-    let e = EVENTS.lock();
+    let Some(events) = EVENTS.get() else {
+        return;
+    };
+    let e = events.lock();
     println!(
         "iommu-server: totals: requests {requests} refused {refusals} strangers {strangers} commands {} syncs {} tlbis {} cfgis {} events {} overflows {} evtq-aborts {} gerrors {} irqs {} unrouted {} pool-pages {} lock-waits {}",
         stats.total_commands(),
@@ -461,7 +463,7 @@ fn report(core: &'static Core) {
         e.irqs,
         e.unrouted,
         core.with_allocator(|a| a.pages_in_use()),
-        procrt::sync::blocked_count(),
+        sel4_iommu::locks::parked_count(),
     );
 }
 
@@ -489,7 +491,10 @@ fn service_interrupts(info: &'static StartInfo, badge: u64) {
         }
     });
     {
-        let mut e = EVENTS.lock();
+        let Some(events) = EVENTS.get() else {
+            return;
+        };
+        let mut e = events.lock();
         e.irqs += 1;
         e.overflows += u64::from(overflowed) + lost;
         e.unrouted += drained
