@@ -159,6 +159,14 @@ impl<M: Mmio, D: DelayNs> Hw<M, D> {
         report
     }
 
+    /// Stops translation for good: GBPA aborts incoming traffic (so nothing
+    /// bypasses once SMMUEN is clear), then SMMUEN and the interrupts off.
+    pub fn disable(&mut self) -> Result<()> {
+        self.update_gbpa(gbpa::ABORT, 0)?;
+        self.write_cr0(0)?;
+        self.write_irq_ctrl(0)
+    }
+
     /// Checks GERROR.CMDQ_ERR and, if active, skips the failed command: reads
     /// CMDQ_CONS.ERR, overwrites the entry at CONS with a CMD_SYNC and
     /// acknowledges by toggling GERRORN.CMDQ_ERR (7.1; Linux

@@ -189,6 +189,7 @@ where
     F: LockFamily,
 {
     features: Features,
+    config: crate::Config,
     ssid_bits: u8,
     ril: bool,
     tlbi_threshold: u32,
@@ -215,6 +216,7 @@ where
         let p = smmu.into_parts()?;
         Ok(SharedSmmu {
             features: p.features,
+            config: p.config,
             ssid_bits: p.ssid_bits,
             ril: p.features.ril && p.config.use_ril,
             tlbi_threshold: p.config.tlbi_threshold,
@@ -234,6 +236,38 @@ where
             }),
             alloc: LeafMutex::new(p.alloc),
         })
+    }
+
+    /// Stops the SMMU (every stream aborts; nothing bypasses) and frees
+    /// every table, as [`Smmu::shutdown`]. Taking the core by value proves
+    /// that no thread still uses it. Returns the register interface, the
+    /// allocator, the delay and whether the SMMU acknowledged the disable.
+    pub fn shutdown(self) -> (M, A, D, Result<()>) {
+        let mut asid = self.asid.into_inner();
+        let mut hw = self.cmdq.into_inner();
+        let mut alloc = self.alloc.into_inner();
+        // Off first: no device may walk a table once it is freed.
+        let disabled = hw.hw.disable();
+        for d in self.domains {
+            if let Some(p) = d.into_inner().pgtable {
+                p.destroy(&mut alloc);
+            }
+        }
+        while let Some(m) = asid.masters.pop() {
+            m.cdtab.free(&mut alloc);
+        }
+        let smmu = Smmu::from_parts(crate::smmu::Parts {
+            hw: hw.hw,
+            alloc,
+            features: self.features,
+            config: self.config,
+            strtab: asid.strtab,
+            evtq: hw.evtq,
+            asids: asid.asids,
+            ssid_bits: self.ssid_bits,
+        });
+        let (m, a, d, again) = smmu.shutdown();
+        (m, a, d, disabled.and(again))
     }
 
     /// Selects the attach ordering (test builds only).

@@ -340,6 +340,23 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
         })
     }
 
+    /// The inverse of [`Self::into_parts`]: an SMMU with no domains and no
+    /// streams attached.
+    pub(crate) fn from_parts(p: Parts<M, A, D>) -> Self {
+        Smmu {
+            hw: p.hw,
+            alloc: p.alloc,
+            features: p.features,
+            config: p.config,
+            strtab: p.strtab,
+            evtq: p.evtq,
+            asids: p.asids,
+            domains: DomainTable::default(),
+            masters: heapless::Vec::new(),
+            ssid_bits: p.ssid_bits,
+        }
+    }
+
     fn reset(&mut self) -> Result<()> {
         let hw = &mut self.hw;
         // Abort incoming traffic while the SMMU is disabled and reprogrammed.
@@ -447,11 +464,7 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
     /// (it is disabled either way or broken); the poll result is returned
     /// alongside.
     pub fn shutdown(mut self) -> (M, A, D, Result<()>) {
-        let r = self
-            .hw
-            .update_gbpa(gbpa::ABORT, 0)
-            .and_then(|_| self.hw.write_cr0(0))
-            .and_then(|_| self.hw.write_irq_ctrl(0));
+        let r = self.hw.disable();
         let ids: heapless::Vec<DomainId, { crate::domain::MAX_DOMAINS }> =
             self.domains.iter().map(|(id, _)| id).collect();
         for id in ids {

@@ -59,6 +59,8 @@ pub trait LockFamily: 'static {
     fn new<T: Send>(v: T) -> Self::Mutex<T>;
     /// Blocks (or spins) until the mutex is held.
     fn lock<T: Send>(m: &Self::Mutex<T>) -> Self::Guard<'_, T>;
+    /// The value, from a mutex nobody else can reach any more.
+    fn into_inner<T: Send>(m: Self::Mutex<T>) -> T;
 }
 
 /// Level tags (see the module documentation).
@@ -140,6 +142,11 @@ pub struct Ordered<L, F: LockFamily, T: Send> {
 }
 
 impl<L, F: LockFamily, T: Send> Ordered<L, F, T> {
+    /// The value; owning the lock proves that nothing holds it.
+    pub fn into_inner(self) -> T {
+        F::into_inner(self.m)
+    }
+
     pub fn new(v: T) -> Self {
         Ordered {
             m: F::new(v),
@@ -163,6 +170,11 @@ pub struct LeafMutex<F: LockFamily, A: Send> {
 }
 
 impl<F: LockFamily, A: Send> LeafMutex<F, A> {
+    /// The allocator; owning the lock proves that nothing holds it.
+    pub fn into_inner(self) -> A {
+        F::into_inner(self.m)
+    }
+
     pub fn new(a: A) -> Self {
         LeafMutex { m: F::new(a) }
     }
@@ -266,6 +278,9 @@ impl<R: Relax> LockFamily for SpinLocks<R> {
             R::relax();
         }
         SpinGuard { m }
+    }
+    fn into_inner<T: Send>(m: SpinMutex<T>) -> T {
+        m.v.into_inner()
     }
 }
 
@@ -448,6 +463,9 @@ impl<P: Parker> LockFamily for ParkingLocks<P> {
     fn lock<T: Send>(m: &ParkingMutex<T, P>) -> ParkingGuard<'_, T, P> {
         m.lock()
     }
+    fn into_inner<T: Send>(m: ParkingMutex<T, P>) -> T {
+        m.value.into_inner()
+    }
 }
 
 /// `std::sync::Mutex` (host builds).
@@ -464,6 +482,10 @@ impl LockFamily for StdLocks {
     fn lock<T: Send>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         // A panic elsewhere (a test assertion) must not hide the state.
         m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    fn into_inner<T: Send>(m: std::sync::Mutex<T>) -> T {
+        m.into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

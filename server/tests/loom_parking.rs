@@ -161,8 +161,10 @@ fn explore(bound: usize, f: fn()) -> usize {
     EXECUTIONS.load(StdOrdering::Relaxed) - before
 }
 
+/// The preemption bound: `IOMMU_LOOM_PREEMPTIONS` (as for `loom_asid.rs`),
+/// else [`BOUND`].
 fn bound() -> usize {
-    std::env::var("LOOM_PARKING_BOUND")
+    std::env::var("IOMMU_LOOM_PREEMPTIONS")
         .ok()
         .and_then(|b| b.parse().ok())
         .unwrap_or(BOUND)

@@ -301,6 +301,9 @@ mod loom_parts {
         fn lock<T: Send>(m: &loom::sync::Mutex<T>) -> loom::sync::MutexGuard<'_, T> {
             m.lock().expect("loom mutexes are not poisoned")
         }
+        fn into_inner<T: Send>(m: loom::sync::Mutex<T>) -> T {
+            m.into_inner().expect("loom mutexes are not poisoned")
+        }
     }
 
     /// Executions explored by every `loom::model` run of this process.
