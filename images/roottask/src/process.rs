@@ -77,25 +77,9 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
     load_elf(k, vspace, &elf)?;
 
     // IPC buffer and stack.
-    let ipc = k.alloc(sel4_abi::ObjectType::ARM_SmallPageObject, 0)?;
-    k.map(
-        vspace,
-        ipc,
-        IPC_VADDR,
-        CapRights::READ_WRITE,
-        VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER,
-    )?;
+    let ipc = map_fresh(k, vspace, IPC_VADDR, 1)?;
     let stack_pages = p.stack_pages.max(1) as u64;
-    let stack = k.alloc_n(sel4_abi::ObjectType::ARM_SmallPageObject, 0, stack_pages)?;
-    for i in 0..stack_pages {
-        k.map(
-            vspace,
-            CPtr(stack.0 + i),
-            STACK_BOTTOM + i * PAGE,
-            CapRights::READ_WRITE,
-            VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER,
-        )?;
-    }
+    map_fresh(k, vspace, STACK_BOTTOM, stack_pages)?;
     let stack_top = STACK_BOTTOM + stack_pages * PAGE;
 
     let mut info = StartInfo {
@@ -395,26 +379,10 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
             Some(t) => {
                 let thread_tcb = TCB(k.alloc(sel4_abi::ObjectType::TCBObject, 0)?);
                 let ipc_vaddr = THREAD_IPC_VADDR + (i as u64 - 1) * PAGE;
-                let thread_ipc = k.alloc(sel4_abi::ObjectType::ARM_SmallPageObject, 0)?;
-                k.map(
-                    vspace,
-                    thread_ipc,
-                    ipc_vaddr,
-                    CapRights::READ_WRITE,
-                    VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER,
-                )?;
+                let thread_ipc = map_fresh(k, vspace, ipc_vaddr, 1)?;
                 let pages = t.stack_pages.max(1) as u64;
                 let bottom = stack_end + PAGE;
-                let frames = k.alloc_n(sel4_abi::ObjectType::ARM_SmallPageObject, 0, pages)?;
-                for pg in 0..pages {
-                    k.map(
-                        vspace,
-                        CPtr(frames.0 + pg),
-                        bottom + pg * PAGE,
-                        CapRights::READ_WRITE,
-                        VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER,
-                    )?;
-                }
+                map_fresh(k, vspace, bottom, pages)?;
                 stack_end = bottom + pages * PAGE;
                 thread_tcb
                     .configure(
@@ -493,6 +461,22 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
     tcb.write_registers(false, 0, 4, &regs)
         .ctx("TCB_WriteRegisters")?;
     Ok(Running { tcb })
+}
+
+/// `pages` fresh frames mapped read-write, never executable, from `vaddr`
+/// up (an IPC buffer or a stack); returns the first frame's cap.
+fn map_fresh(k: &mut Kernel, vspace: PageGlobalDirectory, vaddr: u64, pages: u64) -> Result<CPtr> {
+    let frames = k.alloc_n(sel4_abi::ObjectType::ARM_SmallPageObject, 0, pages)?;
+    for i in 0..pages {
+        k.map(
+            vspace,
+            CPtr(frames.0 + i),
+            vaddr + i * PAGE,
+            CapRights::READ_WRITE,
+            VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER,
+        )?;
+    }
+    Ok(frames)
 }
 
 /// Loads every PT_LOAD segment into fresh frames mapped in `vspace`.

@@ -720,18 +720,23 @@ fn sva_binding_and_substreams() {
     );
 }
 
+/// A fault the core reports, on substream 0.
+fn fault_event(stream: u32, iova: u64, kind: FaultKind, write: bool) -> CoreEvent {
+    CoreEvent {
+        stream: StreamId(stream),
+        ssid: Ssid(0),
+        iova,
+        kind,
+        write,
+    }
+}
+
 #[test]
 fn faults_are_routed_coalesced_and_bounded() {
     let mut h = handler();
     hello(&mut h, A);
     hello(&mut h, B);
-    let ev = |stream, iova| CoreEvent {
-        stream: StreamId(stream),
-        ssid: Ssid(0),
-        iova,
-        kind: FaultKind::Translation,
-        write: true,
-    };
+    let ev = |stream, iova| fault_event(stream, iova, FaultKind::Translation, true);
     // A storm on stream 8: 1024 events per page over 100 pages.
     for page in 0..100u64 {
         for off in (0..4096).step_by(4) {
@@ -785,13 +790,7 @@ fn events_routed_from_outside_reach_only_their_owners() {
     let mut h = handler();
     hello(&mut h, A);
     hello(&mut h, B);
-    let ev = |stream, iova| CoreEvent {
-        stream: StreamId(stream),
-        ssid: Ssid(0),
-        iova,
-        kind: FaultKind::Permission,
-        write: false,
-    };
+    let ev = |stream, iova| fault_event(stream, iova, FaultKind::Permission, false);
     assert!(h.serves_stream(StreamId(16)) && !h.serves_stream(StreamId(99)));
     let notify = h.route_events(&[ev(16, 0x6000), ev(99, 0x7000), ev(16, 0x6008)]);
     assert_eq!(notify.as_slice(), &[B]);
