@@ -412,9 +412,7 @@ impl<T, P: Parker> ParkingMutex<T, P> {
         use core::sync::atomic::Ordering;
         loop {
             let s = self.state.load(Ordering::Relaxed);
-            let next = (0..MAX_PARKED_THREADS)
-                .filter(|&i| s & (1 << i) != 0)
-                .max_by_key(|&i| P::priority(i));
+            let next = highest_priority::<P>(s & !HELD);
             let clear = HELD | next.map_or(0, |i| 1 << i);
             if self
                 .state
@@ -428,6 +426,21 @@ impl<T, P: Parker> ParkingMutex<T, P> {
             }
         }
     }
+}
+
+/// The parked thread (a bit of `waiters`) of highest priority. Looks only
+/// at the bits that are set: usually none (an uncontended unlock).
+fn highest_priority<P: Parker>(mut waiters: u32) -> Option<usize> {
+    let mut best: Option<(usize, u64)> = None;
+    while waiters != 0 {
+        let i = waiters.trailing_zeros() as usize;
+        waiters &= waiters - 1;
+        let p = P::priority(i);
+        if best.is_none_or(|(_, bp)| p > bp) {
+            best = Some((i, p));
+        }
+    }
+    best.map(|(i, _)| i)
 }
 
 impl<T, P: Parker> core::ops::Deref for ParkingGuard<'_, T, P> {

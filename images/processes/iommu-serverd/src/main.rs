@@ -296,26 +296,20 @@ fn serve(band_index: usize) -> bool {
     let mut reply: MsgBuf = [0; MSG_MAX_BYTES];
     // The reply owed to the last caller, sent with the next receive.
     let mut pending: Option<(MessageInfo, [u64; MSG_REGISTERS])> = None;
+    // Only this thread takes this band's receive slots, so a free slot
+    // stays free until a message arrives (the supervisor's retire only
+    // frees slots). Chosen again after each request, under its lock.
+    let mut receive_slot = receive_path(&band.lock().handler);
     loop {
         let Some(buffer) = ipc_buffer() else {
             return false;
         };
-        // Only this thread takes this band's receive slots, so the slot
-        // stays free until the message arrives.
-        let receive_slot = {
-            let b = band.lock();
-            let slot = b.handler.resolver().free_slot();
-            match slot {
-                Some(slot) => {
-                    let (cnode, index, depth) = b.handler.resolver().receive_path(slot);
-                    buffer.set_receive_path(cnode, index, depth);
-                }
-                // No slot left: a cap sent now is dropped by the kernel and
-                // the request is refused as carrying none.
-                None => buffer.set_receive_path(CPtr(0), 0, 0),
-            }
-            slot
-        };
+        match receive_slot {
+            Some((_, (cnode, index, depth))) => buffer.set_receive_path(cnode, index, depth),
+            // No slot left: a cap sent now is dropped by the kernel and the
+            // request is refused as carrying none.
+            None => buffer.set_receive_path(CPtr(0), 0, 0),
+        }
         let mut registers = [0u64; MSG_REGISTERS];
         let (tag, badge) = match pending.take() {
             Some((tag, out)) => {
@@ -346,7 +340,7 @@ fn serve(band_index: usize) -> bool {
         // endpoint, which are not frames).
         let mut caps = [ReceivedCap(0)];
         let received = match receive_slot {
-            Some(slot) if tag.extra_caps() > 0 && tag.caps_unwrapped() & 1 == 0 => {
+            Some((slot, _)) if tag.extra_caps() > 0 && tag.caps_unwrapped() & 1 == 0 => {
                 caps[0] = b.handler.resolver_mut().take(slot);
                 1
             }
@@ -365,12 +359,21 @@ fn serve(band_index: usize) -> bool {
             }
             _ => b.strangers += 1,
         }
+        receive_slot = receive_path(&b.handler);
         drop(b);
         let reply_words = pack_words(&reply[..reply_length], &mut words).unwrap_or(0);
         let mut out = [0u64; MSG_REGISTERS];
         message::store(&words[..reply_words], &mut out, buffer);
         pending = Some((MessageInfo::new(0, 0, 0, reply_words as u64), out));
     }
+}
+
+/// A free receive slot of the band's, and the receive path that names it.
+fn receive_path(handler: &BandHandler) -> Option<(u64, (CPtr, u64, u64))> {
+    let frames = handler.resolver();
+    frames
+        .free_slot()
+        .map(|slot| (slot, frames.receive_path(slot)))
 }
 
 /// A message from the root task, the supervisor: `retire` a client that is
