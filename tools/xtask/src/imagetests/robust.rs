@@ -320,7 +320,7 @@ const DEATH_CHECKS: [&str; 6] = [
     "hog/took-all-table-memory",
     "heir/refused-while-hog-lives",
     "heir/gets-memory-after-hog-retired",
-    "hog/retired-by-root",
+    "hog/died-by-fault-and-was-retired",
 ];
 
 fn death(ctx: &Ctx, t: &mut Checks) {
@@ -330,7 +330,7 @@ fn death(ctx: &Ctx, t: &mut Checks) {
     for name in &DEATH_CHECKS[..5] {
         t.check(&format!("death/{name}"), process_check(&out, name));
     }
-    t.check("death/hog/retired-by-root", hog_retired(&out));
+    t.check("death/hog/died-by-fault-and-was-retired", hog_retired(&out));
     let trace = out
         .trace_file
         .as_ref()
@@ -343,8 +343,8 @@ fn death(ctx: &Ctx, t: &mut Checks) {
     t.check("death/run-ends-with-pass", ended_with_pass(&out));
 }
 
-/// The root task retired the hog: its stream detached, its domains, table
-/// pages, mappings and frame cap taken back.
+/// The hog died by a fault and the root task retired it: its stream
+/// detached, its domains, table pages, mappings and frame cap taken back.
 fn hog_retired(out: &BootOutcome) -> Result<(), String> {
     let line = last_line(&out.serial, "root: retired hog at the IOMMU server")
         .ok_or("the root task never retired the hog")?;
@@ -352,6 +352,12 @@ fn hog_retired(out: &BootOutcome) -> Result<(), String> {
     let domains = num_before(line, "domains freed").unwrap_or(0);
     let pages = num_before(line, "page-table pages").unwrap_or(0);
     let frames = num_before(line, "frame caps");
+    // It died by a fault, which the root task reported before retiring it.
+    let faulted_first = out
+        .serial
+        .find("FAULT in hog:")
+        .zip(out.serial.find("root: retired hog"))
+        .is_some_and(|(f, r)| f < r);
     let heir_after = out
         .serial
         .find("root: retired hog")
@@ -361,10 +367,18 @@ fn hog_retired(out: &BootOutcome) -> Result<(), String> {
         )
         .is_some_and(|(r, h)| r < h);
     println!("   ({})", line.trim());
-    if streams == Some(1) && domains >= 1 && pages > 20 && frames == Some(1) && heir_after {
+    if streams == Some(1)
+        && domains >= 1
+        && pages > 20
+        && frames == Some(1)
+        && heir_after
+        && faulted_first
+    {
         Ok(())
     } else {
-        Err(format!("{line} (heir succeeded after it: {heir_after})"))
+        Err(format!(
+            "{line} (died by a fault first: {faulted_first}; heir succeeded after it: {heir_after})"
+        ))
     }
 }
 
