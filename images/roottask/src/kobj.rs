@@ -17,6 +17,9 @@ pub const DEPTH: u8 = 64;
 pub const PAGE: u64 = 4096;
 
 const MAX_UNTYPED: usize = 256;
+/// Objects one Untyped_Retype may make (seL4's default
+/// CONFIG_RETYPE_FAN_OUT_LIMIT).
+const RETYPE_FAN_OUT: u64 = 256;
 
 /// Why the root task could not build the system.
 #[derive(Debug, Clone, Copy)]
@@ -218,23 +221,22 @@ impl Kernel {
 
     /// Frame caps for the device memory [paddr, paddr + size), one per 4 KiB
     /// page in consecutive slots, carved out of the device untypeds by
-    /// splitting them in halves down to the pages needed.
+    /// splitting them in halves until a half lies inside the range, which is
+    /// then retyped into all its frames at once (so a 1 MiB BAR takes one
+    /// retype and a few splits, not a split per page).
     pub fn device_frames(&mut self, paddr: u64, size: u64) -> Result<CPtr> {
         let pages = size / PAGE;
         let first = self.slots(pages)?;
-        for p in 0..pages {
-            let frame = self.device_frame(paddr + p * PAGE)?;
-            if frame != CPtr(first.0 + p) {
-                // Move it into place so the caller gets one range.
-                INIT_CNODE
-                    .move_(first.0 + p, DEPTH, INIT_CNODE, frame.0, DEPTH)
-                    .ctx("CNode_Move")?;
-            }
+        let mut done = 0;
+        while done < pages {
+            done += self.device_frames_at(paddr + done * PAGE, first.0 + done, pages - done)?;
         }
         Ok(first)
     }
 
-    fn device_frame(&mut self, paddr: u64) -> Result<CPtr> {
+    /// Frames for the device pages from `paddr` (at most `max_pages`), made
+    /// into the empty slots from `dest`; returns how many.
+    fn device_frames_at(&mut self, paddr: u64, dest: u64, max_pages: u64) -> Result<u64> {
         loop {
             let i = (0..self.n_uts)
                 .find(|&i| {
@@ -248,8 +250,8 @@ impl Kernel {
                 })
                 .ok_or(Fail::NoDeviceUntyped { paddr })?;
             let u = self.uts[i].unwrap();
-            if u.desc.size_bits == 12 {
-                let slot = self.slot()?;
+            let frames = 1u64 << (u.desc.size_bits - 12);
+            if u.desc.paddr == paddr && frames <= max_pages && frames <= RETYPE_FAN_OUT {
                 Untyped(CPtr(u.desc.cptr))
                     .retype(
                         ObjectType::ARM_SmallPageObject,
@@ -257,12 +259,15 @@ impl Kernel {
                         INIT_CNODE,
                         0,
                         0,
-                        slot.0,
-                        1,
+                        dest,
+                        frames as Word,
                     )
-                    .ctx("Untyped_Retype (device frame)")?;
+                    .ctx("Untyped_Retype (device frames)")?;
                 self.uts[i].as_mut().unwrap().full = true;
-                return Ok(slot);
+                return Ok(frames);
+            }
+            if self.n_uts + 2 > MAX_UNTYPED {
+                return Err(Fail::OutOfSlots);
             }
             // Split in two halves and look again.
             let half = u.desc.size_bits - 1;
