@@ -413,6 +413,10 @@ pub enum ErrorCode {
     InUse,
     /// A transferred capability is not a frame the server can use.
     BadCapability,
+    /// The SMMU has no ASID left for one more domain in use: every ASID is
+    /// held by a domain with devices attached (idle domains' ASIDs are
+    /// recycled first).
+    NoAsid,
 }
 
 /// A reply from the server. Variant order is the wire format: append only.

@@ -96,6 +96,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         VersionMismatch,
         InUse,
         BadCapability,
+        NoAsid,
     ])
 }
 

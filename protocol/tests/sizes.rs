@@ -333,7 +333,7 @@ fn reply_sizes_match_the_documented_table() {
         (
             "Err",
             Reply::Err(ErrorCode::NotPermitted),
-            Reply::Err(ErrorCode::BadCapability),
+            Reply::Err(ErrorCode::NoAsid),
             2,
             2,
         ),

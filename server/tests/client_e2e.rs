@@ -309,6 +309,27 @@ fn map_batch_is_all_or_nothing_on_the_real_core() {
     );
 }
 
+/// The SMMU's ASIDs run out (here: a core limited to two, the first of
+/// which it keeps): the client is told `NoAsid`, not `NoMemory`, and
+/// nothing changed; a freed domain's ASID serves the next one.
+#[test]
+fn asid_exhaustion_is_reported_as_such() {
+    let (_m, s) = server_on(
+        smmu_model::Features::qemu_7_2(),
+        iommu_server::Config {
+            max_asids: 2,
+            ..iommu_server::Config::default()
+        },
+    );
+    let mut a = connect(&s, A);
+    let mut b = connect(&s, B);
+    let d = a.alloc_domain().expect("the one usable ASID");
+    assert_eq!(b.alloc_domain(), Err(Error::Iommu(ErrorCode::NoAsid)));
+    assert_eq!(b.stats().map(|st| st.domains), Ok(0));
+    a.free_domain(d).unwrap();
+    assert!(b.alloc_domain().is_ok(), "the freed ASID serves B");
+}
+
 #[test]
 fn quotas_and_client_side_checks() {
     let (m, s) = server();

@@ -69,11 +69,16 @@ pub fn server_with(ssid_bits: u8) -> (Machine, Server) {
     } else {
         Features::with_substreams(ssid_bits)
     };
-    let m = Machine::new(features);
     let config = Config {
         ssid_bits,
         ..Config::default()
     };
+    server_on(features, config)
+}
+
+/// The handler on an SMMU with `features`, its core set up with `config`.
+pub fn server_on(features: Features, config: Config) -> (Machine, Server) {
+    let m = Machine::new(features);
     let smmu = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, config).expect("SMMU comes up");
     let h = Handler::new(smmu, FakeFrames::new(), POLICY).expect("policy is valid");
     (m, Rc::new(RefCell::new(h)))

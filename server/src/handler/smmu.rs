@@ -12,7 +12,8 @@ use crate::{DomainId, Error, EventKind, Smmu};
 /// command error is `HardwareError`.
 pub fn error_code(e: Error) -> ErrorCode {
     match e {
-        Error::NoMemory | Error::NoAsid | Error::NoSlot => ErrorCode::NoMemory,
+        Error::NoMemory | Error::NoSlot => ErrorCode::NoMemory,
+        Error::NoAsid => ErrorCode::NoAsid,
         Error::Overlap => ErrorCode::Overlap,
         Error::NotMapped => ErrorCode::NotMapped,
         Error::Misaligned => ErrorCode::Misaligned,
