@@ -11,94 +11,13 @@
 //! bit 4 is set), bit 5 routes faults instead of sending.
 #![no_main]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use iommu_protocol::{decode_reply, ErrorCode, FaultKind, Perms, Ssid, StreamId, MSG_MAX_BYTES};
-use iommu_server::handler::{Core, CoreCaps, CoreEvent, FakeFrames, Handler, ReceivedCap};
+use iommu_protocol::{decode_reply, FaultKind, Ssid, StreamId, MSG_MAX_BYTES};
+use iommu_server::handler::reference::RefCore;
+use iommu_server::handler::{CoreEvent, FakeFrames, Handler, ReceivedCap};
 use iommu_server::policy::{ClientPolicy, Policy, Quotas, StreamGrant};
 use libfuzzer_sys::fuzz_target;
-
-/// A page-map core: the contract the handler relies on, nothing more.
-#[derive(Default)]
-struct MapCore {
-    next: u32,
-    domains: BTreeMap<u32, BTreeMap<u64, u64>>,
-    attached: BTreeMap<(u32, u32), u32>,
-    events: Vec<CoreEvent>,
-}
-
-impl Core for MapCore {
-    type Domain = u32;
-    fn caps(&self) -> CoreCaps {
-        CoreCaps {
-            ssid_bits: 2,
-            ias_bits: 48,
-            page_sizes: 1 << 12,
-        }
-    }
-    fn alloc_domain(&mut self) -> Result<u32, ErrorCode> {
-        self.next += 1;
-        self.domains.insert(self.next, BTreeMap::new());
-        Ok(self.next)
-    }
-    fn free_domain(&mut self, d: u32) -> Result<(), ErrorCode> {
-        assert!(
-            !self.attached.values().any(|&x| x == d),
-            "freed an attached domain"
-        );
-        self.domains
-            .remove(&d)
-            .map(|_| ())
-            .ok_or(ErrorCode::NoSuchDomain)
-    }
-    fn attach(&mut self, s: StreamId, ssid: Ssid, d: u32) -> Result<(), ErrorCode> {
-        assert!(self.domains.contains_key(&d));
-        self.attached.insert((s.0, ssid.0), d);
-        Ok(())
-    }
-    fn detach(&mut self, s: StreamId, ssid: Ssid) -> Result<(), ErrorCode> {
-        self.attached
-            .remove(&(s.0, ssid.0))
-            .map(|_| ())
-            .ok_or(ErrorCode::NoSuchStream)
-    }
-    fn map(&mut self, d: u32, iova: u64, pa: u64, len: u64, _: Perms) -> Result<(), ErrorCode> {
-        let pt = self.domains.get_mut(&d).ok_or(ErrorCode::NoSuchDomain)?;
-        let (v, p, n) = (iova >> 12, pa >> 12, len >> 12);
-        // Huge lengths are the handler's bug (quotas bound them).
-        assert!(n <= 1 << 20, "map of {n} pages got through");
-        if (v..v + n).any(|x| pt.contains_key(&x)) {
-            return Err(ErrorCode::Overlap);
-        }
-        for i in 0..n {
-            pt.insert(v + i, p + i);
-        }
-        Ok(())
-    }
-    fn unmap(&mut self, d: u32, iova: u64, len: u64) -> Result<(), ErrorCode> {
-        let pt = self.domains.get_mut(&d).ok_or(ErrorCode::NoSuchDomain)?;
-        let (v, n) = (iova >> 12, len >> 12);
-        assert!(n <= 1 << 20, "unmap of {n} pages got through");
-        if !(v..v + n).all(|x| pt.contains_key(&x)) {
-            return Err(ErrorCode::NotMapped);
-        }
-        for x in v..v + n {
-            pt.remove(&x);
-        }
-        Ok(())
-    }
-    fn pt_pages(&self, d: u32) -> u32 {
-        self.domains.get(&d).map_or(0, |pt| {
-            1 + pt.keys().map(|v| v >> 9).collect::<BTreeSet<_>>().len() as u32 * 3
-        })
-    }
-    fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) -> bool {
-        for e in self.events.drain(..) {
-            sink(e);
-        }
-        false
-    }
-}
 
 static CLIENTS: [ClientPolicy; 2] = [
     ClientPolicy {
@@ -117,7 +36,8 @@ static CLIENTS: [ClientPolicy; 2] = [
 
 fuzz_target!(|data: &[u8]| {
     let mut h = Box::new(
-        Handler::new(MapCore::default(), FakeFrames::new(), Policy::new(&CLIENTS)).unwrap(),
+        // The reference core: the contract the handler relies on, nothing more.
+        Handler::new(RefCore::with_ssid_bits(2), FakeFrames::new(), Policy::new(&CLIENTS)).unwrap(),
     );
     // Which physical pages each client was given.
     let mut given: [BTreeSet<u64>; 2] = [BTreeSet::new(), BTreeSet::new()];
@@ -178,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(stream, 16);
                 1
             };
-            for p in core.domains[d].values() {
+            for (p, _) in core.domains[d].values() {
                 assert!(
                     given[owner].contains(p),
                     "stream {stream} reaches page {p:#x} its owner never gave"
@@ -188,6 +108,6 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-fn h_resolver(h: &mut Handler<MapCore, FakeFrames>) -> &mut FakeFrames {
+fn h_resolver(h: &mut Handler<RefCore, FakeFrames>) -> &mut FakeFrames {
     h.resolver_mut()
 }

@@ -83,6 +83,9 @@ use iommu_protocol::{
 use crate::policy::{ClientPolicy, Policy};
 
 mod host;
+/// The reference core (host builds: tests, fuzzing).
+#[cfg(not(target_os = "none"))]
+pub mod reference;
 mod shared_core;
 mod smmu;
 #[cfg(test)]

@@ -1,11 +1,11 @@
-//! Handler tests against a reference core: a page map per domain that
-//! checks the core contract (all-or-nothing map and unmap), with failure
-//! injection to exercise rollback. End-to-end tests against the real core and
+//! Handler tests against the reference core ([`super::reference`]): a page
+//! map per domain that checks the core contract (all-or-nothing map and
+//! unmap), with failure injection to exercise rollback. End-to-end tests against the real core and
 //! the SMMU model are in `server/tests/client_*.rs`.
 
 extern crate std;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::vec;
 use std::vec::Vec as StdVec;
 
@@ -15,113 +15,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::policy::{ClientPolicy, Policy, Quotas, StreamGrant};
 
-#[derive(Debug, Default, Clone, PartialEq)]
-pub(crate) struct RefCore {
-    next: u32,
-    domains: BTreeMap<u32, BTreeMap<u64, (u64, Perms)>>,
-    attached: BTreeMap<(u32, u32), u32>,
-    /// Fail the n-th next core map (0 = the next one).
-    pub fail_map_in: Option<usize>,
-    pub events: StdVec<CoreEvent>,
-    pub ssid_bits: u8,
-}
-
-impl RefCore {
-    pub fn translate(&self, stream: StreamId, ssid: Ssid, iova: u64) -> Option<(u64, Perms)> {
-        let d = self.attached.get(&(stream.0, ssid.0))?;
-        let (p, perms) = self.domains.get(d)?.get(&(iova >> 12))?;
-        Some(((p << 12) | (iova & 0xfff), *perms))
-    }
-}
-
-impl Core for RefCore {
-    type Domain = u32;
-    fn caps(&self) -> CoreCaps {
-        CoreCaps {
-            ssid_bits: self.ssid_bits,
-            ias_bits: 48,
-            page_sizes: (1 << 12) | (1 << 21) | (1 << 30),
-        }
-    }
-    fn alloc_domain(&mut self) -> Result<u32, ErrorCode> {
-        self.next += 1;
-        self.domains.insert(self.next, BTreeMap::new());
-        Ok(self.next)
-    }
-    fn free_domain(&mut self, d: u32) -> Result<(), ErrorCode> {
-        assert!(
-            !self.attached.values().any(|&x| x == d),
-            "freed an attached domain"
-        );
-        self.domains
-            .remove(&d)
-            .map(|_| ())
-            .ok_or(ErrorCode::NoSuchDomain)
-    }
-    fn attach(&mut self, stream: StreamId, ssid: Ssid, d: u32) -> Result<(), ErrorCode> {
-        assert!(self.domains.contains_key(&d));
-        self.attached.insert((stream.0, ssid.0), d);
-        Ok(())
-    }
-    fn detach(&mut self, stream: StreamId, ssid: Ssid) -> Result<(), ErrorCode> {
-        self.attached
-            .remove(&(stream.0, ssid.0))
-            .map(|_| ())
-            .ok_or(ErrorCode::NoSuchStream)
-    }
-    fn map(
-        &mut self,
-        d: u32,
-        iova: u64,
-        paddr: u64,
-        len: u64,
-        perms: Perms,
-    ) -> Result<(), ErrorCode> {
-        if let Some(n) = self.fail_map_in.as_mut() {
-            if *n == 0 {
-                self.fail_map_in = None;
-                return Err(ErrorCode::NoMemory);
-            }
-            *n -= 1;
-        }
-        assert!((iova | paddr | len) & 0xfff == 0 && len > 0);
-        let pt = self.domains.get_mut(&d).ok_or(ErrorCode::NoSuchDomain)?;
-        let (v, p, n) = (iova >> 12, paddr >> 12, len >> 12);
-        if (v..v + n).any(|x| pt.contains_key(&x)) {
-            return Err(ErrorCode::Overlap);
-        }
-        for i in 0..n {
-            pt.insert(v + i, (p + i, perms));
-        }
-        Ok(())
-    }
-    fn unmap(&mut self, d: u32, iova: u64, len: u64) -> Result<(), ErrorCode> {
-        let pt = self.domains.get_mut(&d).ok_or(ErrorCode::NoSuchDomain)?;
-        let (v, n) = (iova >> 12, len >> 12);
-        if !(v..v + n).all(|x| pt.contains_key(&x)) {
-            return Err(ErrorCode::NotMapped);
-        }
-        for x in v..v + n {
-            pt.remove(&x);
-        }
-        Ok(())
-    }
-    fn pt_pages(&self, d: u32) -> u32 {
-        let Some(pt) = self.domains.get(&d) else {
-            return 0;
-        };
-        let l3: BTreeSet<u64> = pt.keys().map(|v| v >> 9).collect();
-        let l2: BTreeSet<u64> = pt.keys().map(|v| v >> 18).collect();
-        let l1: BTreeSet<u64> = pt.keys().map(|v| v >> 27).collect();
-        1 + (l3.len() + l2.len() + l1.len()) as u32
-    }
-    fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) -> bool {
-        for e in self.events.drain(..) {
-            sink(e);
-        }
-        false
-    }
-}
+use super::reference::RefCore;
 
 const QUOTAS: Quotas = Quotas {
     domains: 3,
@@ -157,10 +51,7 @@ const B: u64 = 0xb;
 type H = Handler<RefCore, FakeFrames>;
 
 fn handler() -> std::boxed::Box<H> {
-    let core = RefCore {
-        ssid_bits: 4,
-        ..RefCore::default()
-    };
+    let core = RefCore::with_ssid_bits(4);
     std::boxed::Box::new(Handler::new(core, FakeFrames::new(), POLICY).unwrap())
 }
 
