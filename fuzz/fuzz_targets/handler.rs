@@ -37,7 +37,12 @@ static CLIENTS: [ClientPolicy; 2] = [
 fuzz_target!(|data: &[u8]| {
     let mut h = Box::new(
         // The reference core: the contract the handler relies on, nothing more.
-        Handler::new(RefCore::with_ssid_bits(2), FakeFrames::new(), Policy::new(&CLIENTS)).unwrap(),
+        Handler::new(
+            RefCore::with_ssid_bits(2),
+            FakeFrames::new(),
+            Policy::new(&CLIENTS),
+        )
+        .unwrap(),
     );
     // Which physical pages each client was given.
     let mut given: [BTreeSet<u64>; 2] = [BTreeSet::new(), BTreeSet::new()];
