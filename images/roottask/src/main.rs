@@ -15,7 +15,7 @@ use desc::SYSTEM;
 use kobj::{Fail, Kernel};
 use process::{Running, Shared, CONTROL_BADGE, FAULT_BADGE};
 use sel4_abi::fault::Fault;
-use sel4_abi::{CPtr, Endpoint, MessageInfo, ObjectType, TCB};
+use sel4_abi::{CPtr, Endpoint, MessageInfo, ObjectType};
 
 const MAX_PROCESSES: usize = 16;
 
@@ -164,9 +164,10 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES], supervisor: O
         };
         if badge.0 & FAULT_BADGE != 0 {
             report_fault(p.name, info, &mrs);
-            // The faulting thread stays blocked (no reply); stop it for good.
+            // The faulting thread stays blocked (no reply); stop it and the
+            // process's other threads for good.
             if let Some(r) = running[who] {
-                let _ = TCB::suspend(r.tcb);
+                r.suspend_all();
             }
             done[who] = true;
             passed[who] = false;

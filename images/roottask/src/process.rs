@@ -34,6 +34,17 @@ pub const CONTROL_BADGE: u64 = 2 << 20;
 #[derive(Clone, Copy)]
 pub struct Running {
     pub tcb: TCB,
+    /// Its other threads (the process holds copies of these caps).
+    pub threads: [Option<TCB>; MAX_THREADS - 1],
+}
+
+impl Running {
+    /// Stops every thread of the process for good.
+    pub fn suspend_all(&self) {
+        for t in core::iter::once(&self.tcb).chain(self.threads.iter().flatten()) {
+            let _ = t.suspend();
+        }
+    }
 }
 
 /// Objects shared between processes, by index in the description.
@@ -359,6 +370,7 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
         return Err(Fail::TooManyThreads);
     }
     let mut stack_end = stack_top;
+    let mut thread_tcbs = [None; MAX_THREADS - 1];
     for i in 0..=p.threads.len() {
         let wake = k.alloc(sel4_abi::ObjectType::NotificationObject, 0)?;
         cnode
@@ -399,10 +411,20 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
                 thread_tcb
                     .set_priority(t.priority)
                     .ctx("TCB_SetPriority (thread)")?;
+                // A copy for the process to start it; the root task keeps
+                // the original to stop it if the process faults.
                 cnode
-                    .move_(next, pdepth, INIT_CNODE, thread_tcb.cptr().0, DEPTH)
-                    .ctx("CNode_Move (thread TCB)")?;
+                    .copy(
+                        next,
+                        pdepth,
+                        INIT_CNODE,
+                        thread_tcb.cptr().0,
+                        DEPTH,
+                        CapRights::ALL,
+                    )
+                    .ctx("CNode_Copy (thread TCB)")?;
                 next += 1;
+                thread_tcbs[i - 1] = Some(thread_tcb);
                 ThreadInfo {
                     name: Name::new(t.name),
                     tcb: next - 1,
@@ -460,7 +482,10 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
     };
     tcb.write_registers(false, 0, 4, &regs)
         .ctx("TCB_WriteRegisters")?;
-    Ok(Running { tcb })
+    Ok(Running {
+        tcb,
+        threads: thread_tcbs,
+    })
 }
 
 /// `pages` fresh frames mapped read-write, never executable, from `vaddr`
