@@ -70,14 +70,18 @@ pub fn ensure(_ctx: &Ctx) -> Result<()> {
         }
     }
 
+    let target = crate::image::TARGET;
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .context("setup: rustup is needed to add the aarch64-unknown-none target")?;
-    if !String::from_utf8_lossy(&installed.stdout).contains("aarch64-unknown-none") {
-        eprintln!("setup: adding the Rust target aarch64-unknown-none");
-        if !run(Command::new("rustup").args(["target", "add", "aarch64-unknown-none"]))? {
-            bail!("setup: rustup target add aarch64-unknown-none failed");
+        .with_context(|| format!("setup: rustup is needed to add the {target} target"))?;
+    if !String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == target)
+    {
+        eprintln!("setup: adding the Rust target {target}");
+        if !run(Command::new("rustup").args(["target", "add", target]))? {
+            bail!("setup: rustup target add {target} failed");
         }
     }
     Ok(())
