@@ -198,6 +198,9 @@ pub struct Region {
 pub struct Iommu<T: Transport> {
     transport: T,
     info: ServerInfo,
+    /// Where replies land: kept between calls, so that a call does not
+    /// clear a whole message buffer (~1 KB) of stack first.
+    reply: MsgBuf,
 }
 
 fn pages(bytes: u64) -> Result<u32, Error> {
@@ -271,7 +274,11 @@ impl<T: Transport> Iommu<T> {
             max_version: ABI_VERSION,
         };
         match call(&mut transport, &hello, &[])? {
-            Reply::Hello(info) if info.version == ABI_VERSION => Ok(Iommu { transport, info }),
+            Reply::Hello(info) if info.version == ABI_VERSION => Ok(Iommu {
+                transport,
+                info,
+                reply: [0; MSG_MAX_BYTES],
+            }),
             Reply::Hello(_) => Err(Error::Iommu(ErrorCode::VersionMismatch)),
             _ => Err(Error::UnexpectedReply),
         }
@@ -293,16 +300,16 @@ impl<T: Transport> Iommu<T> {
     }
 
     fn call(&mut self, request: &Request, caps: &[T::Cap]) -> Result<Reply, Error> {
-        call(&mut self.transport, request, caps)
+        let len = send(&mut self.transport, request, caps, &mut self.reply)?;
+        decoded(self.reply.get(..len).ok_or(Error::UnexpectedReply)?)
     }
 
     /// A call whose only success is `Reply::Ok`; same results as
     /// `expect_ok(self.call(..)?)`, without decoding a `Reply` when the
     /// answer is `Ok`.
     fn call_ok(&mut self, request: &Request, caps: &[T::Cap]) -> Result<(), Error> {
-        let mut reply: MsgBuf = [0; MSG_MAX_BYTES];
-        let len = send(&mut self.transport, request, caps, &mut reply)?;
-        let bytes = reply.get(..len).ok_or(Error::UnexpectedReply)?;
+        let len = send(&mut self.transport, request, caps, &mut self.reply)?;
+        let bytes = self.reply.get(..len).ok_or(Error::UnexpectedReply)?;
         if is_ok_reply(bytes) {
             return Ok(());
         }
@@ -458,14 +465,13 @@ impl<T: Transport> Iommu<T> {
     /// one reply holds; `more` says whether to call again).
     pub fn faults(&mut self) -> Result<FaultBatch, Error> {
         let max = self.info.max_faults;
-        let mut reply: MsgBuf = [0; MSG_MAX_BYTES];
         let len = send(
             &mut self.transport,
             &Request::Faults { max },
             &[],
-            &mut reply,
+            &mut self.reply,
         )?;
-        let bytes = reply.get(..len).ok_or(Error::UnexpectedReply)?;
+        let bytes = self.reply.get(..len).ok_or(Error::UnexpectedReply)?;
         if let Some(batch) = empty_fault_batch(bytes) {
             return Ok(batch);
         }
