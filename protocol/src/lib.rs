@@ -453,6 +453,31 @@ pub fn encode<T: Serialize>(value: &T, buf: &mut [u8]) -> Result<usize, BufferTo
         .map_err(|_| BufferTooSmall)
 }
 
+/// `Reply::Ok` or `Reply::Err(code)`, encoded as those (same bytes) without
+/// building a [`Reply`] value (~800 bytes to move, for the largest variant):
+/// the answer to every Map and Unmap.
+pub fn encode_status(
+    status: Result<(), ErrorCode>,
+    buf: &mut [u8],
+) -> Result<usize, BufferTooSmall> {
+    encode(&Status(status), buf)
+}
+
+/// Serializes as [`Reply::Ok`] / [`Reply::Err`] do (their variant indices).
+struct Status(Result<(), ErrorCode>);
+
+const REPLY_OK: u32 = 0;
+const REPLY_ERR: u32 = 6;
+
+impl Serialize for Status {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Ok(()) => s.serialize_unit_variant("Reply", REPLY_OK, "Ok"),
+            Err(code) => s.serialize_newtype_variant("Reply", REPLY_ERR, "Err", code),
+        }
+    }
+}
+
 /// Decodes one value from `bytes`, tolerating up to 7 bytes of zero padding
 /// after it (the rest of the last message word). Anything else, including
 /// trailing bytes, is [`ErrorCode::Malformed`]. Never panics.

@@ -270,6 +270,19 @@ proptest! {
         prop_assert!(agrees(&noise));
     }
 
+    /// The hot path's status replies are the bytes of `Reply::Ok` and
+    /// `Reply::Err`.
+    #[test]
+    fn status_replies_encode_as_replies(code in error_code()) {
+        let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
+        let n = encode_status(Err(code), &mut a).unwrap();
+        let m = encode(&Reply::Err(code), &mut b).unwrap();
+        prop_assert_eq!(&a[..n], &b[..m]);
+        let n = encode_status(Ok(()), &mut a).unwrap();
+        let m = encode(&Reply::Ok, &mut b).unwrap();
+        prop_assert_eq!(&a[..n], &b[..m]);
+    }
+
     /// Trailing bytes other than < 1 word of zero padding are refused.
     #[test]
     fn trailing_garbage_is_malformed(r in request(), extra in vec(any::<u8>(), 1..16)) {

@@ -75,9 +75,10 @@
 
 use heapless::{Deque, Vec};
 use iommu_protocol::{
-    decode_hot, decode_request, encode, ClientStats, DomainId, ErrorCode, FaultBatch, FaultKind,
-    FaultRecord, HotRequest, MapEntry, MemoryHandle, Perms, Reply, Request, ServerInfo, Ssid,
-    StreamId, ABI_VERSION, MAX_BATCH, MAX_CAPS_PER_MSG, MAX_FAULTS_PER_REPLY, WIRE_PAGE_SHIFT,
+    decode_hot, decode_request, encode, encode_status, ClientStats, DomainId, ErrorCode,
+    FaultBatch, FaultKind, FaultRecord, HotRequest, MapEntry, MemoryHandle, Perms, Reply, Request,
+    ServerInfo, Ssid, StreamId, ABI_VERSION, MAX_BATCH, MAX_CAPS_PER_MSG, MAX_FAULTS_PER_REPLY,
+    WIRE_PAGE_SHIFT,
 };
 
 use crate::policy::{ClientPolicy, Policy};
@@ -544,11 +545,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 let result = self
                     .greeted_client(badge)
                     .and_then(|ci| self.run_hot(ci, hot));
-                let reply_value = match result {
-                    Ok(()) => Reply::Ok,
-                    Err(e) => Reply::Err(e),
-                };
-                return encode(&reply_value, reply).unwrap_or(0);
+                return encode_status(result, reply).unwrap_or(0);
             }
         }
         let result = self.dispatch(badge, request, received_caps);
