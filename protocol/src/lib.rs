@@ -598,10 +598,16 @@ pub const fn words_for(bytes: usize) -> usize {
 pub fn pack_words(bytes: &[u8], words: &mut [u64]) -> Option<usize> {
     let n = words_for(bytes.len());
     let out = words.get_mut(..n)?;
-    for (word, chunk) in out.iter_mut().zip(bytes.chunks(WORD_BYTES)) {
+    // Whole words as fixed-size arrays (a copy of a slice whose length the
+    // compiler cannot see is a call to memcpy per word).
+    let (whole, tail) = bytes.as_chunks::<WORD_BYTES>();
+    for (word, chunk) in out.iter_mut().zip(whole) {
+        *word = u64::from_le_bytes(*chunk);
+    }
+    if let Some(last) = out.get_mut(whole.len()) {
         let mut w = [0u8; WORD_BYTES];
-        w[..chunk.len()].copy_from_slice(chunk);
-        *word = u64::from_le_bytes(w);
+        w[..tail.len()].copy_from_slice(tail);
+        *last = u64::from_le_bytes(w);
     }
     Some(n)
 }
@@ -611,9 +617,9 @@ pub fn pack_words(bytes: &[u8], words: &mut [u64]) -> Option<usize> {
 /// included (which [`decode`] tolerates), or `None` if `bytes` is too short.
 pub fn unpack_words(words: &[u64], bytes: &mut [u8]) -> Option<usize> {
     let n = words.len().checked_mul(WORD_BYTES)?;
-    let out = bytes.get_mut(..n)?;
-    for (chunk, word) in out.chunks_mut(WORD_BYTES).zip(words) {
-        chunk.copy_from_slice(&word.to_le_bytes());
+    let (out, _) = bytes.get_mut(..n)?.as_chunks_mut::<WORD_BYTES>();
+    for (chunk, word) in out.iter_mut().zip(words) {
+        *chunk = word.to_le_bytes();
     }
     Some(n)
 }
