@@ -179,6 +179,19 @@ pub const GATHER_LEAVES: usize = 32;
 pub const GATHER_TABLES: usize = 16;
 
 impl Gather {
+    /// Empty again, for reuse: a fresh `Gather` is about 1 KiB to clear,
+    /// more than a single-page unmap costs otherwise. Tables still waiting
+    /// in `free_list` must have been handed back first (`finish` does).
+    pub fn reset(&mut self) {
+        self.start = 0;
+        self.end = 0;
+        self.leaves.clear();
+        self.overflow = false;
+        self.tables_removed = false;
+        self.levels = 0;
+        self.free_list.clear();
+    }
+
     /// Whether there is nothing to invalidate.
     pub fn is_empty(&self) -> bool {
         self.start >= self.end && !self.tables_removed

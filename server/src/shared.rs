@@ -151,6 +151,8 @@ struct DomainState {
     asid: u16,
     pgtable: Option<IoPageTable>,
     devices: heapless::Vec<Device, MAX_DEVICES_PER_DOMAIN>,
+    /// The unmap's invalidation gather, reused (see `Gather::reset`).
+    gather: Gather,
 }
 
 /// Everything under the command-queue lock.
@@ -924,12 +926,15 @@ where
         if d.gen != gen {
             return Err(Error::NoSuchDomain);
         }
-        let pt = d.pgtable.as_mut().ok_or(Error::NoSuchDomain)?;
+        let DomainState {
+            pgtable, gather, ..
+        } = &mut *d;
+        let pt = pgtable.as_mut().ok_or(Error::NoSuchDomain)?;
         let mut flush = |g: &Gather| self.flush(&mut t2, g, asid);
-        let mut g = Gather::default();
+        gather.reset();
         let mut alloc = self.alloc.leaf();
-        let r = pt.unmap(&mut alloc, iova, len, &mut g, &mut flush);
-        let f = pt.finish(&mut alloc, &mut g, &mut flush);
+        let r = pt.unmap(&mut alloc, iova, len, gather, &mut flush);
+        let f = pt.finish(&mut alloc, gather, &mut flush);
         let n = r?;
         f?;
         Ok(n)
