@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--iterations N] [--quick]`: the cost of IOMMU
+//! `cargo xtask bench [--iterations N] [--quick] [--profile]`: the cost of IOMMU
 //! operations in the booted image, against Linux's arm-smmu-v3 behind VFIO
 //! on the same emulated SMMU (issue 8).
 //!
@@ -62,14 +62,20 @@ const ROWS: [(&str, &str, Option<f64>); 8] = [
 /// Options of `cargo xtask bench`.
 struct Options {
     iterations: Option<u64>,
+    /// Profile instead of timing (`--profile`, see `profile.rs`).
+    profile: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
-    let mut o = Options { iterations: None };
+    let mut o = Options {
+        iterations: None,
+        profile: false,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => o.iterations = Some(20),
+            "--profile" => o.profile = true,
             "--iterations" => {
                 o.iterations = Some(
                     it.next()
@@ -78,7 +84,7 @@ fn parse(args: &[String]) -> Result<Options> {
                         .context("--iterations needs a number")?,
                 )
             }
-            other => bail!("unknown option {other} (use --iterations N or --quick)"),
+            other => bail!("unknown option {other} (use --iterations N, --quick or --profile)"),
         }
     }
     Ok(o)
@@ -138,6 +144,16 @@ pub fn run(ctx: &Ctx, args: &[String]) -> Result<()> {
     let image = image::build(ctx, SYSTEM)?;
     let desc = system::load(&ctx.root, SYSTEM)?;
     let out_dir = ctx.build.join("images").join(SYSTEM);
+    if options.profile {
+        let kernel = crate::kernel::build_kernel(ctx, desc.kernel.flavour())?;
+        return crate::profile::run(
+            &image,
+            &image::process_elf(ctx, &kernel, "bench-driver"),
+            &image::process_elf(ctx, &kernel, "iommu-serverd"),
+            &kernel.elf,
+            &out_dir.join("profile.log"),
+        );
+    }
     let trace = out_dir.join("bench-trace.log");
     let _ = std::fs::remove_file(&trace);
     let edu = desc.qemu.edu.as_deref().unwrap_or("edu");
@@ -232,32 +248,13 @@ fn parse_serial(serial: &str) -> BTreeMap<String, Timing> {
 /// between belongs to that operation.
 fn parse_trace(trace: &str) -> BTreeMap<String, Commands> {
     let mut out: BTreeMap<String, Commands> = BTreeMap::new();
-    let mut line = String::new();
-    let mut current: Option<String> = None;
+    let mut markers = Markers::default();
     for l in trace.lines() {
-        if let Some(i) = l.find("pl011_write ") {
-            // "pl011_write addr 0x00000000 value 0x0000000a"
-            let mut f = l[i..].split_whitespace();
-            let (addr, value) = (f.nth(2), f.nth(1));
-            let parse = |s: Option<&str>| {
-                s.and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
-            };
-            if parse(addr) != Some(0) {
-                continue; // not the data register
-            }
-            let Some(byte) = parse(value) else { continue };
-            match byte as u8 {
-                b'\n' => {
-                    if let Some(op) = line.strip_prefix('@') {
-                        current = (!op.is_empty()).then(|| op.to_string());
-                    }
-                    line.clear();
-                }
-                b'\r' => {}
-                b => line.push(b as char),
-            }
-        } else if let Some(i) = l.find("smmuv3_cmdq_opcode") {
-            let Some(op) = &current else { continue };
+        if markers.feed(l) {
+            continue;
+        }
+        if let Some(i) = l.find("smmuv3_cmdq_opcode") {
+            let Some(op) = &markers.current else { continue };
             let c = out.entry(op.clone()).or_default();
             let name = &l[i..];
             c.total += 1;
@@ -271,6 +268,47 @@ fn parse_trace(trace: &str) -> BTreeMap<String, Commands> {
         }
     }
     out
+}
+
+/// The bench driver's `@<op>` / `@` marker lines, spelled out by QEMU's
+/// trace of the PL011 data register (`pl011_write`), one byte a line.
+#[derive(Default)]
+pub(crate) struct Markers {
+    line: String,
+    /// The operation whose timed calls are running.
+    pub current: Option<String>,
+}
+
+impl Markers {
+    /// Takes one trace line; true if it was a PL011 data write.
+    pub fn feed(&mut self, l: &str) -> bool {
+        let Some(i) = l.find("pl011_write ") else {
+            return false;
+        };
+        // "pl011_write addr 0x00000000 value 0x0000000a"
+        let mut f = l[i..].split_whitespace();
+        let (addr, value) = (f.nth(2), f.nth(1));
+        let parse = |s: Option<&str>| {
+            s.and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        };
+        if parse(addr) != Some(0) {
+            return false; // not the data register
+        }
+        let Some(byte) = parse(value) else {
+            return true;
+        };
+        match byte as u8 {
+            b'\n' => {
+                if let Some(op) = self.line.strip_prefix('@') {
+                    self.current = (!op.is_empty()).then(|| op.to_string());
+                }
+                self.line.clear();
+            }
+            b'\r' => {}
+            b => self.line.push(b as char),
+        }
+        true
+    }
 }
 
 fn qemu_version() -> String {

@@ -95,6 +95,14 @@ fn strip(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A process's ELF as built (with symbols), for profiling.
+pub fn process_elf(ctx: &Ctx, kernel: &kernel::Kernel, krate: &str) -> PathBuf {
+    target_dir(ctx, kernel)
+        .join(TARGET)
+        .join("release")
+        .join(krate)
+}
+
 /// One cargo target directory per kernel flavour: the bindings (and so
 /// everything above them) differ, and switching would rebuild it all.
 fn target_dir(ctx: &Ctx, kernel: &kernel::Kernel) -> PathBuf {

@@ -7,7 +7,7 @@
 //! - `cargo xtask setup`         install what the other commands need (they call it first)
 //! - `cargo xtask kernel [--release]`  build only the seL4 kernel (debug, or without debug support)
 //! - `cargo xtask image SYSTEM`  build only the bootable image of SYSTEM
-//! - `cargo xtask bench [--iterations N | --quick]`  IOMMU operation costs in the booted image (-icount)
+//! - `cargo xtask bench [--iterations N | --quick | --profile]`  IOMMU operation costs in the booted image (-icount), or where they go
 
 mod bench;
 mod fuzz;
@@ -16,6 +16,7 @@ mod image;
 mod imagetests;
 mod kernel;
 mod policy;
+mod profile;
 mod qemu;
 mod setup;
 mod system;
@@ -117,7 +118,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         _ => {
-            eprintln!("usage: cargo xtask <run [SYSTEM] [--trace] [--icount] [--timeout SECS] [--device DEV] | test | image-tests | setup | kernel | image SYSTEM | bench [--iterations N | --quick]>");
+            eprintln!("usage: cargo xtask <run [SYSTEM] [--trace] [--icount] [--timeout SECS] [--device DEV] | test | image-tests | setup | kernel | image SYSTEM | bench [--iterations N | --quick | --profile]>");
             std::process::exit(2);
         }
     }
