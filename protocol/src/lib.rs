@@ -605,9 +605,11 @@ pub fn pack_words(bytes: &[u8], words: &mut [u64]) -> Option<usize> {
         *word = u64::from_le_bytes(*chunk);
     }
     if let Some(last) = out.get_mut(whole.len()) {
-        let mut w = [0u8; WORD_BYTES];
-        w[..tail.len()].copy_from_slice(tail);
-        *last = u64::from_le_bytes(w);
+        // Little-endian, byte by byte (a slice copy here is a memcpy call).
+        *last = tail
+            .iter()
+            .rev()
+            .fold(0, |word, &b| word << 8 | u64::from(b));
     }
     Some(n)
 }
