@@ -183,12 +183,7 @@ impl Gather {
     /// more than a single-page unmap costs otherwise. Tables still waiting
     /// in `free_list` must have been handed back first (`finish` does).
     pub fn reset(&mut self) {
-        self.start = 0;
-        self.end = 0;
-        self.leaves.clear();
-        self.overflow = false;
-        self.tables_removed = false;
-        self.levels = 0;
+        self.reset_ranges();
         self.free_list.clear();
     }
 
