@@ -216,6 +216,9 @@ struct FrameEntry {
     paddr: u64,
     /// Size in wire pages.
     pages: u64,
+    /// Offset of its first page in the memory (wire pages): a map finds
+    /// the frame an offset falls in by binary search, not by a walk.
+    first: u64,
 }
 
 #[derive(Debug)]
@@ -1022,10 +1025,12 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             partial = 0;
             let (_, mem) = self.clients[ci].memory(e.memory)?;
             let mut rest = u64::from(e.pages);
-            let mut skip = u64::from(e.offset_pfn);
+            let offset = u64::from(e.offset_pfn);
+            let start = mem.frames.partition_point(|f| f.first + f.pages <= offset);
+            let mut skip = offset - mem.frames.get(start).map_or(offset, |f| f.first);
             // (paddr, pages) gathered but not mapped yet.
             let mut run: Option<(u64, u64)> = None;
-            for f in mem.frames.iter() {
+            for f in mem.frames.iter().skip(start) {
                 if rest == 0 {
                     break;
                 }
@@ -1239,6 +1244,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 cap,
                 paddr: f.paddr,
                 pages: f.size >> WIRE_PAGE_SHIFT,
+                first: 0,
             });
         }
         let added: u64 = resolved.iter().map(|f| f.pages).sum();
@@ -1255,11 +1261,12 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             pages: 0,
             mapped: 0,
         });
-        for f in resolved {
+        for mut f in resolved {
+            f.first = m.pages;
+            m.pages += f.pages;
             // Cannot fail: capacity checked above.
             let _ = m.frames.push(f);
         }
-        m.pages += added;
         let pages = m.pages;
         c.frames += caps.len() as u32;
         Ok(Reply::Memory {
