@@ -666,6 +666,11 @@ impl IoPageTable {
         }
         let (a8, a4) = self.splits_needed(iova);
         let (b8, b4) = self.splits_needed(end);
+        if a8 + a4 + b8 + b4 == 0 {
+            // No block straddles either end (the usual case: 4 KiB leaves),
+            // so `split_at` would find nothing to do.
+            return self.clear_range(alloc, iova, end, g, flush);
+        }
         let mut spare: heapless::Vec<(DmaBlock, usize), 4> = heapless::Vec::new();
         for (count, size) in [(a8 + b8, 8192usize), (a4 + b4, 4096)] {
             for _ in 0..count {
