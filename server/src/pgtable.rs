@@ -661,16 +661,19 @@ impl IoPageTable {
     ) -> Result<u64> {
         self.check_range(iova, len)?;
         let end = iova + len;
-        if !self.any_mapped(&self.root, 0, iova, end) {
-            return Err(Error::NotMapped);
-        }
         let (a8, a4) = self.splits_needed(iova);
         let (b8, b4) = self.splits_needed(end);
         if a8 + a4 + b8 + b4 == 0 {
             // No block straddles either end (the usual case: 4 KiB leaves),
-            // so `split_at` would find nothing to do.
-            return self.clear_range(alloc, iova, end, g, flush);
+            // so `split_at` would find nothing to do. The clear removes
+            // nothing and changes nothing if nothing is mapped (no separate
+            // walk to find that out first).
+            return match self.clear_range(alloc, iova, end, g, flush)? {
+                0 => Err(Error::NotMapped),
+                n => Ok(n),
+            };
         }
+        // A block straddles an end, so part of the range is mapped.
         let mut spare: heapless::Vec<(DmaBlock, usize), 4> = heapless::Vec::new();
         for (count, size) in [(a8 + b8, 8192usize), (a4 + b4, 4096)] {
             for _ in 0..count {
