@@ -39,8 +39,8 @@
 #![forbid(unsafe_code)]
 
 use iommu_protocol::{
-    decode_reply, encode, pack_words, unpack_words, MapEntry, MsgBuf, Reply, Request,
-    FASTPATH_BYTES, MSG_MAX_WORDS, WORD_BYTES,
+    decode_reply, decode_short_reply, encode, encode_hot, pack_words, unpack_words, words_for, Hot,
+    MapEntry, MsgBuf, Reply, Request, FASTPATH_BYTES, FASTPATH_WORDS, MSG_MAX_WORDS, WORD_BYTES,
 };
 pub use iommu_protocol::{
     ClientStats, DomainId, ErrorCode, FaultBatch, FaultKind, FaultRecord, MemoryHandle, Perms,
@@ -101,6 +101,29 @@ pub trait Transport {
         caps: &[Self::Cap],
         reply: &mut MsgBuf,
     ) -> Result<usize, TransportError>;
+
+    /// A call of the first `words` (at most [`FASTPATH_WORDS`]) of
+    /// `request` and no capability (the hot requests, from
+    /// [`iommu_protocol::encode_hot`]): the reply's first words go into
+    /// `reply` and its length in words is returned (a longer reply than
+    /// `reply` holds is cut short). The default goes through
+    /// [`Transport::call`]; the seL4 transport passes the words straight
+    /// through the message registers.
+    fn call_registers(
+        &mut self,
+        request: &[u64; FASTPATH_WORDS],
+        words: usize,
+        reply: &mut [u64; FASTPATH_WORDS],
+    ) -> Result<usize, TransportError> {
+        let request = request.get(..words).ok_or(TransportError::TooLong)?;
+        let mut bytes = [0u8; FASTPATH_BYTES];
+        let n = unpack_words(request, &mut bytes).ok_or(TransportError::TooLong)?;
+        let mut out: MsgBuf = [0; MSG_MAX_BYTES];
+        let len = self.call(&bytes[..n], &[], &mut out)?.min(MSG_MAX_BYTES);
+        *reply = [0; FASTPATH_WORDS];
+        let _ = pack_words(&out[..len.min(FASTPATH_BYTES)], reply);
+        Ok(words_for(len))
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for &mut T {
@@ -112,6 +135,14 @@ impl<T: Transport + ?Sized> Transport for &mut T {
         reply: &mut MsgBuf,
     ) -> Result<usize, TransportError> {
         (**self).call(request, caps, reply)
+    }
+    fn call_registers(
+        &mut self,
+        request: &[u64; FASTPATH_WORDS],
+        words: usize,
+        reply: &mut [u64; FASTPATH_WORDS],
+    ) -> Result<usize, TransportError> {
+        (**self).call_registers(request, words, reply)
     }
 }
 
@@ -198,8 +229,9 @@ pub struct Region {
 pub struct Iommu<T: Transport> {
     transport: T,
     info: ServerInfo,
-    /// Where replies land: kept between calls, so that a call does not
-    /// clear a whole message buffer (~1 KB) of stack first.
+    /// The reply buffer of every call that may get a long reply, kept
+    /// (not cleared: only the reply's own bytes are read): clearing a
+    /// fresh one per call was most of the cost of an empty `faults` call.
     reply: MsgBuf,
 }
 
@@ -273,11 +305,12 @@ impl<T: Transport> Iommu<T> {
             min_version: ABI_VERSION,
             max_version: ABI_VERSION,
         };
-        match call(&mut transport, &hello, &[])? {
+        let mut reply: MsgBuf = [0; MSG_MAX_BYTES];
+        match call(&mut transport, &hello, &[], &mut reply)? {
             Reply::Hello(info) if info.version == ABI_VERSION => Ok(Iommu {
                 transport,
                 info,
-                reply: [0; MSG_MAX_BYTES],
+                reply,
             }),
             Reply::Hello(_) => Err(Error::Iommu(ErrorCode::VersionMismatch)),
             _ => Err(Error::UnexpectedReply),
@@ -300,8 +333,7 @@ impl<T: Transport> Iommu<T> {
     }
 
     fn call(&mut self, request: &Request, caps: &[T::Cap]) -> Result<Reply, Error> {
-        let len = send(&mut self.transport, request, caps, &mut self.reply)?;
-        decoded(self.reply.get(..len).ok_or(Error::UnexpectedReply)?)
+        call(&mut self.transport, request, caps, &mut self.reply)
     }
 
     /// A call whose only success is `Reply::Ok`; same results as
@@ -314,6 +346,22 @@ impl<T: Transport> Iommu<T> {
             return Ok(());
         }
         expect_ok(decoded(bytes)?)
+    }
+
+    /// A hot request whose only success is `Reply::Ok`, through
+    /// [`Transport::call_registers`]: no `Request`, `Reply` or byte buffer
+    /// is built. Same results as [`Iommu::call_ok`] (the reply words are
+    /// read as [`iommu_protocol::decode_reply`] reads them).
+    #[inline(always)]
+    fn call_hot(&mut self, hot: Hot) -> Result<(), Error> {
+        let (words, n) = encode_hot(&hot);
+        let mut reply = [0u64; FASTPATH_WORDS];
+        let len = self.transport.call_registers(&words, n, &mut reply)?;
+        match reply.get(..len).and_then(decode_short_reply) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(code)) => Err(Error::Iommu(code)),
+            None => Err(Error::UnexpectedReply),
+        }
     }
 
     /// A new, empty I/O address space.
@@ -406,15 +454,7 @@ impl<T: Transport> Iommu<T> {
             len,
             perms,
         })?;
-        let req = Request::Map {
-            domain,
-            iova_pfn: e.iova_pfn,
-            memory,
-            offset_pfn: e.offset_pfn,
-            pages: e.pages,
-            perms,
-        };
-        self.call_ok(&req, &[])
+        self.call_hot(Hot::Map { domain, entry: e })
     }
 
     /// Maps a scatter list into `domain` in one call: every region or none.
@@ -438,12 +478,11 @@ impl<T: Transport> Iommu<T> {
     /// mapped. When it returns, no DMA can reach the old pages (TLBs are
     /// invalidated and synced first). One fastpath IPC.
     pub fn unmap(&mut self, domain: DomainId, iova: u64, len: u64) -> Result<(), Error> {
-        let req = Request::Unmap {
+        self.call_hot(Hot::Unmap {
             domain,
             iova_pfn: pfn(iova)?,
             pages: pages(len)?,
-        };
-        self.call_ok(&req, &[])
+        })
     }
 
     /// Binds `(stream, ssid)` to this client's shared virtual address space;
@@ -495,9 +534,9 @@ fn call<T: Transport>(
     transport: &mut T,
     request: &Request,
     caps: &[T::Cap],
+    reply: &mut MsgBuf,
 ) -> Result<Reply, Error> {
-    let mut reply: MsgBuf = [0; MSG_MAX_BYTES];
-    let len = send(transport, request, caps, &mut reply)?;
+    let len = send(transport, request, caps, reply)?;
     decoded(reply.get(..len).ok_or(Error::UnexpectedReply)?)
 }
 

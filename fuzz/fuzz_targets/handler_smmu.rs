@@ -7,12 +7,16 @@
 //!
 //! Input format: as in `handler.rs` (`[selector, len, bytes...]`; low 2
 //! bits badge, next 2 bits caps, bit 4 a non-frame cap, bit 5 DMA instead
-//! of a message: the bytes are (stream, IOVA page) pairs).
+//! of a message: the bytes are (stream, IOVA page) pairs), and bit 6: a
+//! message without caps of at most four words goes to the register path
+//! first (`Handler::handle_registers`, as the seL4 request loop does).
 #![no_main]
 
 use std::collections::BTreeSet;
 
-use iommu_protocol::{decode_reply, StreamId, MSG_MAX_BYTES};
+use iommu_protocol::{
+    decode_reply, pack_words, unpack_words, StreamId, FASTPATH_BYTES, FASTPATH_WORDS, MSG_MAX_BYTES,
+};
 use iommu_server::handler::{FakeFrames, Handler, ReceivedCap};
 use iommu_server::policy::{ClientPolicy, Policy, Quotas, StreamGrant};
 use iommu_server::{Config, Smmu};
@@ -88,7 +92,19 @@ fuzz_target!(|data: &[u8]| {
             caps.push(cap);
         }
         let mut out = [0u8; MSG_MAX_BYTES];
-        let len = h.handle(badge, msg, &caps, &mut out);
+        let mut words = [0u64; FASTPATH_WORDS];
+        let registers = (sel & 0x40 != 0 && caps.is_empty() && msg.len() <= FASTPATH_BYTES)
+            .then(|| pack_words(msg, &mut words))
+            .flatten()
+            .and_then(|k| {
+                let mut reply = [0u64; FASTPATH_WORDS];
+                let n = h.handle_registers(badge, &words[..k], &mut reply)?;
+                unpack_words(&reply[..n], &mut out)
+            });
+        let len = match registers {
+            Some(len) => len,
+            None => h.handle(badge, msg, &caps, &mut out),
+        };
         assert!(decode_reply(&out[..len]).is_ok(), "reply does not decode");
         assert_eq!(h.resolver().double_releases(), 0);
         for (owner, sid) in [(0usize, 8u32), (1, 16)] {

@@ -128,6 +128,11 @@
 use heapless::Vec;
 use serde::{Deserialize, Serialize};
 
+mod hot;
+pub use hot::{
+    decode_hot, decode_short_reply, empty_faults_word, encode_hot, is_error_word, reply_word, Hot,
+};
+
 /// The protocol version this crate speaks.
 pub const ABI_VERSION: u16 = 1;
 
@@ -453,31 +458,6 @@ pub fn encode<T: Serialize>(value: &T, buf: &mut [u8]) -> Result<usize, BufferTo
         .map_err(|_| BufferTooSmall)
 }
 
-/// `Reply::Ok` or `Reply::Err(code)`, encoded as those (same bytes) without
-/// building a [`Reply`] value (~800 bytes to move, for the largest variant):
-/// the answer to every Map and Unmap.
-pub fn encode_status(
-    status: Result<(), ErrorCode>,
-    buf: &mut [u8],
-) -> Result<usize, BufferTooSmall> {
-    encode(&Status(status), buf)
-}
-
-/// Serializes as [`Reply::Ok`] / [`Reply::Err`] do (their variant indices).
-struct Status(Result<(), ErrorCode>);
-
-const REPLY_OK: u32 = 0;
-const REPLY_ERR: u32 = 6;
-
-impl Serialize for Status {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match &self.0 {
-            Ok(()) => s.serialize_unit_variant("Reply", REPLY_OK, "Ok"),
-            Err(code) => s.serialize_newtype_variant("Reply", REPLY_ERR, "Err", code),
-        }
-    }
-}
-
 /// Decodes one value from `bytes`, tolerating up to 7 bytes of zero padding
 /// after it (the rest of the last message word). Anything else, including
 /// trailing bytes, is [`ErrorCode::Malformed`]. Never panics.
@@ -504,87 +484,6 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request, ErrorCode> {
 /// Decodes a reply; see [`decode`].
 pub fn decode_reply(bytes: &[u8]) -> Result<Reply, ErrorCode> {
     decode(bytes)
-}
-
-/// The requests drivers make all the time, [`Request::Map`] and
-/// [`Request::Unmap`], as a server decodes them on its hot path: without a
-/// [`Request`] value (~800 bytes, for the largest variant), whose moves
-/// were most of a single-page map's server-side time on seL4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HotRequest {
-    Map {
-        domain: DomainId,
-        entry: MapEntry,
-    },
-    Unmap {
-        domain: DomainId,
-        iova_pfn: u64,
-        pages: u32,
-    },
-}
-
-/// Wire tags (postcard variant indices, one byte below 128) of the
-/// requests [`decode_hot`] takes.
-const MAP_TAG: u8 = 5;
-const UNMAP_TAG: u8 = 7;
-
-impl HotRequest {
-    /// The hot request `request` is, if it is one.
-    pub fn of(request: &Request) -> Option<HotRequest> {
-        match *request {
-            Request::Map {
-                domain,
-                iova_pfn,
-                memory,
-                offset_pfn,
-                pages,
-                perms,
-            } => Some(HotRequest::Map {
-                domain,
-                entry: MapEntry {
-                    iova_pfn,
-                    memory,
-                    offset_pfn,
-                    pages,
-                    perms,
-                },
-            }),
-            Request::Unmap {
-                domain,
-                iova_pfn,
-                pages,
-            } => Some(HotRequest::Unmap {
-                domain,
-                iova_pfn,
-                pages,
-            }),
-            _ => None,
-        }
-    }
-}
-
-/// `bytes` as a [`HotRequest`], exactly when [`decode_request`] would give
-/// the `Map` or `Unmap` it stands for (same fields, same tolerance of zero
-/// padding); `None` for anything else, which then takes the full decoder.
-/// (`Request::Map`'s fields after the domain are a [`MapEntry`]'s, in
-/// order, so the wire bytes are the same.)
-pub fn decode_hot(bytes: &[u8]) -> Option<HotRequest> {
-    let (&tag, fields) = bytes.split_first()?;
-    match tag {
-        MAP_TAG => decode::<(DomainId, MapEntry)>(fields)
-            .ok()
-            .map(|(domain, entry)| HotRequest::Map { domain, entry }),
-        UNMAP_TAG => {
-            decode::<(DomainId, u64, u32)>(fields)
-                .ok()
-                .map(|(domain, iova_pfn, pages)| HotRequest::Unmap {
-                    domain,
-                    iova_pfn,
-                    pages,
-                })
-        }
-        _ => None,
-    }
 }
 
 /// Message words needed for `bytes` bytes (what goes into `MessageInfo`).

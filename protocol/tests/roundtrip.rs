@@ -247,42 +247,6 @@ proptest! {
         let _ = decode_request(&buf[..cut.index(n + 1)]);
     }
 
-    /// The hot-path decoder agrees with the full one on every request
-    /// (with and without padding), on mutations of them and on arbitrary
-    /// bytes: the same Map or Unmap, or nothing.
-    #[test]
-    fn hot_decoding_agrees_with_full_decoding(
-        r in request(),
-        pad in 0usize..WORD_BYTES,
-        pos in any::<prop::sample::Index>(),
-        byte in any::<u8>(),
-        noise in vec(any::<u8>(), 0..40),
-    ) {
-        let mut buf = [0u8; MSG_MAX_BYTES];
-        let n = encode(&r, &mut buf).unwrap();
-        let agrees = |bytes: &[u8]| {
-            decode_hot(bytes) == decode_request(bytes).ok().and_then(|r| HotRequest::of(&r))
-        };
-        prop_assert!(agrees(&buf[..n + pad]));
-        prop_assert_eq!(decode_hot(&buf[..n]).is_some(), HotRequest::of(&r).is_some());
-        buf[pos.index(n)] = byte;
-        prop_assert!(agrees(&buf[..n]));
-        prop_assert!(agrees(&noise));
-    }
-
-    /// The hot path's status replies are the bytes of `Reply::Ok` and
-    /// `Reply::Err`.
-    #[test]
-    fn status_replies_encode_as_replies(code in error_code()) {
-        let (mut a, mut b) = ([0u8; 8], [0u8; 8]);
-        let n = encode_status(Err(code), &mut a).unwrap();
-        let m = encode(&Reply::Err(code), &mut b).unwrap();
-        prop_assert_eq!(&a[..n], &b[..m]);
-        let n = encode_status(Ok(()), &mut a).unwrap();
-        let m = encode(&Reply::Ok, &mut b).unwrap();
-        prop_assert_eq!(&a[..n], &b[..m]);
-    }
-
     /// Trailing bytes other than < 1 word of zero padding are refused.
     #[test]
     fn trailing_garbage_is_malformed(r in request(), extra in vec(any::<u8>(), 1..16)) {

@@ -275,6 +275,7 @@ impl IoPageTable {
         self.bytes
     }
 
+    #[inline(always)]
     fn child(&self, t: &DmaBlock, i: usize, level: usize) -> DmaBlock {
         let desc = dma::read_u64(t, i);
         DmaBlock {
@@ -306,6 +307,7 @@ impl IoPageTable {
 
     /// Adds `delta` (may be negative) to that count; `slot` is `(t, i)`, or
     /// `None` for the root, which no count describes.
+    #[inline(always)]
     fn add_count(slot: Option<(DmaBlock, usize)>, delta: i64) {
         if let Some((t, i)) = slot {
             let w = dma::read_u64(&t, ENTRIES + i);
@@ -407,6 +409,10 @@ impl IoPageTable {
         if !perms.contains(Perms::READ) && !perms.contains(Perms::WRITE) {
             return Err(Error::Unsupported);
         }
+        let attrs = pte_attrs(perms);
+        if let Some(r) = self.map_in_leaf_table(iova, paddr, len, attrs) {
+            return r;
+        }
         // One leaf (a 4 KiB page or one block): `map_one`'s walk finds any
         // overlap itself and then links nothing, so no separate walk first.
         let one_leaf = (1..=3)
@@ -414,7 +420,6 @@ impl IoPageTable {
         if !one_leaf && self.any_mapped(&self.root, 0, iova, iova + len) {
             return Err(Error::Overlap);
         }
-        let attrs = pte_attrs(perms);
         let mut done = 0u64;
         while done < len {
             let (va, pa, rem) = (iova + done, paddr + done, len - done);
@@ -450,8 +455,79 @@ impl IoPageTable {
         Ok(())
     }
 
+    /// The level-3 table holding all of `[iova, iova + len)`, if the range
+    /// lies within one 2 MiB region smaller than it (so it takes 4 KiB
+    /// leaves only) and the walk reaches that table; with the parent entry
+    /// and the range's first index in it.
+    #[inline(always)]
+    fn leaf_table_of(&self, iova: u64, len: u64) -> Option<(DmaBlock, (DmaBlock, usize), usize)> {
+        let region = level_size(2);
+        if len >= region || iova / region != (iova + len - 1) / region {
+            return None;
+        }
+        let (t, slot) = self.table_for(iova, 3)?;
+        Some((t, slot, idx(iova, 3)))
+    }
+
+    /// [`Self::map`] of a checked range inside one existing level-3 table:
+    /// one walk, no table to allocate, nothing to undo (every entry is
+    /// checked before the first is written). `None` if the range is not
+    /// such a range (the general path then maps it).
+    fn map_in_leaf_table(&self, iova: u64, paddr: u64, len: u64, attrs: u64) -> Option<Result<()>> {
+        let (t, slot, first) = self.leaf_table_of(iova, len)?;
+        let n = (len / GRANULE) as usize;
+        if (first..first + n).any(|i| dma::read_u64(&t, i) & PTE_VALID != 0) {
+            return Some(Err(Error::Overlap));
+        }
+        for k in 0..n {
+            let pa = paddr + k as u64 * GRANULE;
+            dma::write_u64(
+                &t,
+                first + k,
+                attrs | (pa & PTE_ADDR) | PTE_TYPE | PTE_VALID,
+            );
+        }
+        Self::add_count(Some(slot), n as i64);
+        barrier::dma_wmb();
+        Some(Ok(()))
+    }
+
+    /// [`Self::unmap`] of a checked range inside one existing level-3 table
+    /// that keeps other leaves (so no table is freed and no block split):
+    /// one walk. `None` if the range is not such a range.
+    fn unmap_in_leaf_table(&self, iova: u64, len: u64, g: &mut Gather) -> Option<Result<u64>> {
+        let (t, slot, first) = self.leaf_table_of(iova, len)?;
+        let n = (len / GRANULE) as usize;
+        let valid = (first..first + n)
+            .filter(|&i| dma::read_u64(&t, i) & PTE_VALID != 0)
+            .count() as u64;
+        if valid == 0 {
+            return Some(Err(Error::NotMapped));
+        }
+        if valid >= Self::count(&slot.0, slot.1) {
+            // The table becomes empty: the general path frees it.
+            return None;
+        }
+        let (mut lo, mut hi) = (u64::MAX, 0u64);
+        for i in first..first + n {
+            if dma::read_u64(&t, i) & PTE_VALID != 0 {
+                dma::write_u64(&t, i, 0);
+                let va = iova + ((i - first) as u64) * GRANULE;
+                lo = lo.min(va);
+                hi = va + GRANULE;
+                if !g.overflow && g.leaves.push((va, 3)).is_err() {
+                    g.overflow = true;
+                }
+            }
+        }
+        g.add_span(lo, hi, 3);
+        Self::add_count(Some(slot), -(valid as i64));
+        Some(Ok(valid * GRANULE))
+    }
+
     /// The table at `level` (≥ 1) on the walk of `va`, if the walk reaches
     /// one, and the parent entry that points to it.
+    #[inline(always)]
     fn table_for(&self, va: u64, level: usize) -> Option<(DmaBlock, (DmaBlock, usize))> {
         let mut t = self.root;
         let mut slot = None;
@@ -664,6 +740,9 @@ impl IoPageTable {
         flush: FlushFn<'_>,
     ) -> Result<u64> {
         self.check_range(iova, len)?;
+        if let Some(r) = self.unmap_in_leaf_table(iova, len, g) {
+            return r;
+        }
         let end = iova + len;
         let (a8, a4) = self.splits_needed(iova);
         let (b8, b4) = self.splits_needed(end);

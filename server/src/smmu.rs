@@ -103,6 +103,9 @@ pub struct Smmu<M: Mmio, A: DmaAllocator, D: DelayNs> {
     domains: DomainTable,
     masters: heapless::Vec<Master, MAX_MASTERS>,
     ssid_bits: u8,
+    /// The invalidation gather of [`Smmu::unmap`], kept here and reset per
+    /// call (see `Gather::reset`).
+    gather: Gather,
 }
 
 /// An enabled SMMU without domains, in pieces ([`Smmu::into_parts`]).
@@ -314,6 +317,7 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
             domains: DomainTable::default(),
             masters: heapless::Vec::new(),
             ssid_bits,
+            gather: Gather::default(),
         };
         smmu.reset()?;
         Ok(smmu)
@@ -354,6 +358,7 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
             domains: DomainTable::default(),
             masters: heapless::Vec::new(),
             ssid_bits: p.ssid_bits,
+            gather: Gather::default(),
         }
     }
 
@@ -835,11 +840,10 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
         let asid = d.asid;
         let hw = &mut self.hw;
         let mut flush = |g: &Gather| flush_gather(hw, g, asid, ril, thr);
-        let mut g = Gather::default();
-        let r = d
-            .pgtable
-            .unmap(&mut self.alloc, iova, len, &mut g, &mut flush);
-        let f = d.pgtable.finish(&mut self.alloc, &mut g, &mut flush);
+        let g = &mut self.gather;
+        g.reset();
+        let r = d.pgtable.unmap(&mut self.alloc, iova, len, g, &mut flush);
+        let f = d.pgtable.finish(&mut self.alloc, g, &mut flush);
         let n = r?;
         f?;
         Ok(n)

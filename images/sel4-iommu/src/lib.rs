@@ -8,6 +8,7 @@
 pub mod locks;
 pub mod message;
 pub mod platform;
+pub mod serve;
 pub mod transport;
 
 /// A client's cap to the IOMMU server: the endpoint named `iommu`, or

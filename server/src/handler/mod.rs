@@ -75,10 +75,10 @@
 
 use heapless::{Deque, Vec};
 use iommu_protocol::{
-    decode_hot, decode_request, encode, encode_status, ClientStats, DomainId, ErrorCode,
-    FaultBatch, FaultKind, FaultRecord, HotRequest, MapEntry, MemoryHandle, Perms, Reply, Request,
-    ServerInfo, Ssid, StreamId, ABI_VERSION, MAX_BATCH, MAX_CAPS_PER_MSG, MAX_FAULTS_PER_REPLY,
-    WIRE_PAGE_SHIFT,
+    decode_hot, decode_request, empty_faults_word, encode, reply_word, ClientStats, DomainId,
+    ErrorCode, FaultBatch, FaultKind, FaultRecord, Hot, MapEntry, MemoryHandle, Perms, Reply,
+    Request, ServerInfo, Ssid, StreamId, ABI_VERSION, FASTPATH_WORDS, MAX_BATCH, MAX_CAPS_PER_MSG,
+    MAX_FAULTS_PER_REPLY, WIRE_PAGE_SHIFT,
 };
 
 use crate::policy::{ClientPolicy, Policy};
@@ -260,6 +260,9 @@ struct ClientState<D> {
     index: usize,
     greeted: bool,
     domains: [Option<DomainSlot<D>>; MAX_DOMAINS],
+    /// Bit `n` set: `domains[n]` is live (so the per-request sums visit
+    /// only live slots).
+    live_domains: u16,
     memory: [Option<MemSlot>; MAX_MEMORY],
     /// Generation counters, bumped when a slot is freed so stale handles die.
     domain_gen: [u32; MAX_DOMAINS],
@@ -282,7 +285,8 @@ const CLIENT_BITS: u32 = 4;
 const GEN_SHIFT: u32 = SLOT_BITS + CLIENT_BITS;
 const MAX_GENERATION: u32 = u32::MAX >> GEN_SHIFT;
 const _: () = assert!(
-    MAX_CLIENTS <= 1 << CLIENT_BITS
+    MAX_DOMAINS <= u16::BITS as usize
+        && MAX_CLIENTS <= 1 << CLIENT_BITS
         && MAX_DOMAINS <= 1 << SLOT_BITS
         && MAX_MEMORY <= 1 << SLOT_BITS
 );
@@ -307,6 +311,7 @@ impl<D: Copy + Eq + core::fmt::Debug> ClientState<D> {
             index,
             greeted: false,
             domains: [None; MAX_DOMAINS],
+            live_domains: 0,
             memory: Default::default(),
             domain_gen: [0; MAX_DOMAINS],
             memory_gen: [0; MAX_MEMORY],
@@ -341,7 +346,22 @@ impl<D: Copy + Eq + core::fmt::Debug> ClientState<D> {
     }
 
     fn domain_count(&self) -> u32 {
-        self.domains.iter().filter(|d| d.is_some()).count() as u32
+        self.live_domains.count_ones()
+    }
+
+    /// The live domain slots, lowest first.
+    fn live_slots(&self) -> impl Iterator<Item = &DomainSlot<D>> {
+        let mut live = self.live_domains;
+        core::iter::from_fn(move || {
+            while live != 0 {
+                let slot = live.trailing_zeros() as usize;
+                live &= live - 1;
+                if let Some(Some(d)) = self.domains.get(slot) {
+                    return Some(d);
+                }
+            }
+            None
+        })
     }
 
     fn region_count(&self) -> u32 {
@@ -540,17 +560,6 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         received_caps: &[ReceivedCap],
         reply: &mut [u8],
     ) -> usize {
-        // Map and Unmap (what drivers do all the time) go around the
-        // ~800-byte `Request` and `Reply` values; the same checks and the
-        // same code as through `dispatch`.
-        if received_caps.is_empty() {
-            if let Some(hot) = decode_hot(request) {
-                let result = self
-                    .greeted_client(badge)
-                    .and_then(|ci| self.run_hot(ci, hot));
-                return encode_status(result, reply).unwrap_or(0);
-            }
-        }
         let result = self.dispatch(badge, request, received_caps);
         // Every reply fits MSG_MAX_BYTES (protocol size tests); a smaller
         // buffer is the transport's bug, answered with the shortest error
@@ -561,6 +570,47 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         }
         .or_else(|_| encode(&Reply::Err(ErrorCode::Busy), reply))
         .unwrap_or(0)
+    }
+
+    /// The hot requests (`Map`, `Unmap`, `Faults` with nothing to return)
+    /// straight from and to message registers, for a message that came
+    /// with no capability: writes the one-word reply into `reply` and
+    /// returns its length in words (1). `None` if the message is anything
+    /// else, or from a caller the full path must answer (unknown badge, no
+    /// `Hello` yet): then [`Handler::handle`] has the answer, the same one
+    /// this gives where it gives one. Never panics.
+    pub fn handle_registers(
+        &mut self,
+        badge: u64,
+        words: &[u64],
+        reply: &mut [u64; FASTPATH_WORDS],
+    ) -> Option<usize> {
+        let (ci, _) = self.policy.client(badge)?;
+        if !self.clients[ci].greeted {
+            return None;
+        }
+        let result = match decode_hot(words)? {
+            Hot::Map { domain, entry } => self.map_batch(ci, domain, core::slice::from_ref(&entry)),
+            Hot::Unmap {
+                domain,
+                iova_pfn,
+                pages,
+            } => self.unmap(ci, domain, iova_pfn, pages),
+            Hot::Faults { .. } => {
+                // Only when there is no record to return: the full path
+                // encodes records.
+                let c = &mut self.clients[ci];
+                if !c.faults.is_empty() {
+                    return None;
+                }
+                let word = empty_faults_word(c.faults_dropped, false)?;
+                c.faults_dropped = 0;
+                reply[0] = word;
+                return Some(1);
+            }
+        };
+        reply[0] = reply_word(result);
+        Some(1)
     }
 
     fn release_all(&mut self, caps: &[ReceivedCap]) {
@@ -619,13 +669,32 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             Request::Detach { stream, ssid } => {
                 self.detach(ci, stream, ssid, false).map(|()| Reply::Ok)
             }
-            Request::Map { .. } | Request::Unmap { .. } => match HotRequest::of(&request) {
-                Some(hot) => self.run_hot(ci, hot).map(|()| Reply::Ok),
-                None => Err(ErrorCode::Malformed),
-            },
+            Request::Map {
+                domain,
+                iova_pfn,
+                memory,
+                offset_pfn,
+                pages,
+                perms,
+            } => {
+                let e = MapEntry {
+                    iova_pfn,
+                    memory,
+                    offset_pfn,
+                    pages,
+                    perms,
+                };
+                self.map_batch(ci, domain, core::slice::from_ref(&e))
+                    .map(|()| Reply::Ok)
+            }
             Request::MapBatch { domain, entries } => {
                 self.map_batch(ci, domain, &entries).map(|()| Reply::Ok)
             }
+            Request::Unmap {
+                domain,
+                iova_pfn,
+                pages,
+            } => self.unmap(ci, domain, iova_pfn, pages).map(|()| Reply::Ok),
             Request::BindSva { stream, ssid } => self.bind_sva(ci, stream, ssid).map(Reply::Domain),
             Request::UnbindSva { stream, ssid } => {
                 self.detach(ci, stream, ssid, true).map(|()| Reply::Ok)
@@ -635,29 +704,6 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             Request::UnregisterMemory { memory } => {
                 self.unregister_memory(ci, memory).map(|()| Reply::Ok)
             }
-        }
-    }
-
-    /// The client with `badge`, if it said hello.
-    fn greeted_client(&self, badge: u64) -> Result<usize, ErrorCode> {
-        match self.policy.client(badge) {
-            Some((ci, _)) if self.clients[ci].greeted => Ok(ci),
-            Some(_) => Err(ErrorCode::VersionMismatch),
-            None => Err(ErrorCode::NotPermitted),
-        }
-    }
-
-    /// A Map or an Unmap, however it was decoded.
-    fn run_hot(&mut self, ci: usize, request: HotRequest) -> Result<(), ErrorCode> {
-        match request {
-            HotRequest::Map { domain, entry } => {
-                self.map_batch(ci, domain, core::slice::from_ref(&entry))
-            }
-            HotRequest::Unmap {
-                domain,
-                iova_pfn,
-                pages,
-            } => self.unmap(ci, domain, iova_pfn, pages),
         }
     }
 
@@ -679,13 +725,9 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
     }
 
     fn client_pt_pages(&self, ci: usize) -> u32 {
-        self.clients[ci]
-            .domains
-            .iter()
-            .flatten()
-            .fold(0u32, |acc, d| {
-                acc.saturating_add(self.core.pt_pages(d.core))
-            })
+        self.clients[ci].live_slots().fold(0u32, |acc, d| {
+            acc.saturating_add(self.core.pt_pages(d.core))
+        })
     }
 
     fn alloc_domain(&mut self, ci: usize) -> Result<DomainId, ErrorCode> {
@@ -722,12 +764,14 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             core: d,
             generation: c.domain_gen[slot],
         });
+        c.live_domains |= 1 << slot;
         Ok((slot, d))
     }
 
     fn release_domain_slot(&mut self, ci: usize, slot: u8) {
         let c = &mut self.clients[ci];
         c.domains[slot as usize] = None;
+        c.live_domains &= !(1 << slot);
         c.domain_gen[slot as usize] += 1;
         if c.sva_domain == Some(slot) {
             c.sva_domain = None;
@@ -966,7 +1010,10 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         // entries, before changing anything.
         let mut accepted: Vec<(u64, u64), MAX_BATCH> = Vec::new();
         let mut new_pages = 0u64;
-        let mut pt_needed = 0u64;
+        // Tables the batch can add at most: every 2 MiB / 1 GiB / 512 GiB
+        // block it touches. Only if that could exceed the quota is the exact
+        // bound (which discounts blocks already holding a mapping) worked out.
+        let mut pt_touched = 0u64;
         let pt_now = u64::from(self.client_pt_pages(ci));
         let pt_left = u64::from(q.pt_pages).saturating_sub(pt_now);
         for e in entries {
@@ -988,7 +1035,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             {
                 return Err(ErrorCode::Overlap);
             }
-            pt_needed += self.pt_bound(ci, slot, e.iova_pfn, pages, &accepted);
+            pt_touched += blocks_touched(e.iova_pfn, pages);
             new_pages += pages;
             // Cannot fail: entries.len() <= MAX_BATCH.
             accepted
@@ -1009,8 +1056,15 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         if records > MAX_MAPPINGS {
             return Err(ErrorCode::NoMemory);
         }
-        if pt_needed > pt_left {
-            return Err(ErrorCode::QuotaExceeded);
+        if pt_touched > pt_left {
+            let mut pt_needed = 0u64;
+            for (k, e) in entries.iter().enumerate() {
+                let before = accepted.get(..k).unwrap_or(&[]);
+                pt_needed += self.pt_bound(ci, slot, e.iova_pfn, u64::from(e.pages), before);
+            }
+            if pt_needed > pt_left {
+                return Err(ErrorCode::QuotaExceeded);
+            }
         }
         // Perform; on a core failure undo everything done so far. Each entry
         // covers one contiguous IOVA range, mapped run by run: frames that
@@ -1119,6 +1173,23 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         }
         let pages = u64::from(pages);
         let end = pfn.checked_add(pages).ok_or(ErrorCode::OutOfRange)?;
+        // The usual unmap undoes one map exactly: that record alone covers
+        // the range (records of a domain do not overlap) and nothing splits.
+        if let Some(i) = c
+            .mappings
+            .iter()
+            .position(|m| m.domain == slot && m.iova_pfn == pfn && m.pages == pages)
+        {
+            self.core
+                .unmap(d, pfn << WIRE_PAGE_SHIFT, pages << WIRE_PAGE_SHIFT)?;
+            let c = &mut self.clients[ci];
+            let m = c.mappings.swap_remove(i);
+            c.mapped_pages -= pages;
+            if let Some(mem) = c.memory[m.memory as usize].as_mut() {
+                mem.mapped -= pages;
+            }
+            return Ok(());
+        }
         // The whole range must be mapped; count what it covers and how many
         // records a partial unmap splits in two.
         let mut covered = 0u64;
@@ -1400,6 +1471,16 @@ fn route_event<D>(
         }
     }
     true
+}
+
+/// Level-3, level-2 and level-1 blocks (2 MiB, 1 GiB, 512 GiB) that
+/// `[pfn, pfn + pages)` touches: at most the tables mapping it can add.
+fn blocks_touched(pfn: u64, pages: u64) -> u64 {
+    let last = pfn + pages - 1;
+    [9u32, 18, 27]
+        .iter()
+        .map(|&shift| (last >> shift) - (pfn >> shift) + 1)
+        .sum()
 }
 
 /// Queues one event for a client; true if a new record was added.

@@ -816,6 +816,13 @@ fn check_translation_invariant(h: &H, frames: &BTreeMap<u64, u64>) {
             }
         }
         assert_eq!(expect, actual, "client {ci}");
+        for (slot, d) in c.domains.iter().enumerate() {
+            assert_eq!(
+                d.is_some(),
+                c.live_domains & (1 << slot) != 0,
+                "live bit {slot}"
+            );
+        }
         let mapped: u64 = c.mappings.iter().map(|m| m.pages).sum();
         assert_eq!(mapped, c.mapped_pages);
         assert!(c.mapped_pages * 4096 <= c.policy.quotas.mapped_bytes);
@@ -908,4 +915,82 @@ fn page_table_bound_counts_new_blocks_only_and_is_cheap() {
     let l2 = n.div_ceil(1 << 18) - 1;
     let l1 = n.div_ceil(1 << 27) - 1;
     assert_eq!(h.pt_bound(0, slot, 0, n, &[]), l3 + l2 + l1);
+}
+
+/// The reply words of `req` through [`Handler::handle_registers`] where it
+/// answers (a hot request without caps), else through [`Handler::handle`].
+fn call_words(h: &mut H, badge: u64, req: &Request, caps: &[ReceivedCap]) -> StdVec<u64> {
+    let mut buf = [0u8; MSG_MAX_BYTES];
+    let n = encode(req, &mut buf).unwrap();
+    let mut words = [0u64; MSG_MAX_WORDS];
+    let k = pack_words(&buf[..n], &mut words).unwrap();
+    if caps.is_empty() && k <= FASTPATH_WORDS {
+        let mut out = [0u64; FASTPATH_WORDS];
+        if let Some(m) = h.handle_registers(badge, &words[..k], &mut out) {
+            return out[..m].to_vec();
+        }
+    }
+    let mut bytes = [0u8; MSG_MAX_BYTES];
+    let len = unpack_words(&words[..k], &mut bytes).unwrap();
+    let mut out = [0u8; MSG_MAX_BYTES];
+    let m = h.handle(badge, &bytes[..len], caps, &mut out);
+    let k = pack_words(&out[..m], &mut words).unwrap();
+    words[..k].to_vec()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Two handlers fed the same requests, one only through the full path,
+    /// one through the register path where it answers: same replies, same
+    /// core state, every step (including refusals, before `Hello`, from
+    /// strangers, and with pending faults).
+    #[test]
+    fn register_path_answers_as_the_full_path(
+        seq in prop::collection::vec(request(3, 3), 1..60),
+        greet_b in any::<bool>(),
+        fault_at in 0usize..60,
+    ) {
+        let mut full = handler();
+        let mut fast = handler();
+        for h in [&mut full, &mut fast] {
+            hello(h, A);
+            if greet_b {
+                hello(h, B);
+            }
+        }
+        for (i, (who, req, ncaps)) in seq.into_iter().enumerate() {
+            let badge = match (who, i % 7) {
+                (_, 6) => 5, // no client
+                (true, _) => A,
+                (false, _) => B,
+            };
+            if i == fault_at {
+                for h in [&mut full, &mut fast] {
+                    h.core_mut()
+                        .events
+                        .push(fault_event(8, 0x1000, FaultKind::Translation, true));
+                    let _ = h.route_faults();
+                }
+            }
+            let mut replies = StdVec::new();
+            for (h, via_registers) in [(&mut full, false), (&mut fast, true)] {
+                let caps: StdVec<ReceivedCap> = (0..ncaps)
+                    .map(|k| h.resolver.frame(0x1_0000_0000 + ((i as u64 * 4 + k as u64) << 16), 0x4000))
+                    .collect();
+                replies.push(if via_registers {
+                    call_words(h, badge, &req, &caps)
+                } else {
+                    let r = call(h, badge, &req, &caps);
+                    let mut buf = [0u8; MSG_MAX_BYTES];
+                    let n = encode(&r, &mut buf).unwrap();
+                    let mut words = [0u64; MSG_MAX_WORDS];
+                    let k = pack_words(&buf[..n], &mut words).unwrap();
+                    words[..k].to_vec()
+                });
+            }
+            prop_assert_eq!(&replies[0], &replies[1], "request {} {:?}", i, req);
+            prop_assert_eq!(full.core(), fast.core());
+        }
+    }
 }

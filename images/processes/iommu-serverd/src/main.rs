@@ -24,9 +24,9 @@
 
 mod policy;
 
-use iommu_protocol::{pack_words, unpack_words, ErrorCode, MsgBuf, MSG_MAX_BYTES, MSG_MAX_WORDS};
+use iommu_protocol::ErrorCode;
 use iommu_server::dma_pool::DmaPool;
-use iommu_server::handler::{CoreEvent, Handler, ReceivedCap};
+use iommu_server::handler::{CoreEvent, Handler};
 use iommu_server::regs::gerror;
 use iommu_server::shared::SharedSmmu;
 use iommu_server::{Config, Smmu};
@@ -36,7 +36,6 @@ use procrt::{println, StartInfo};
 use sel4_abi::message::MSG_REGISTERS;
 use sel4_abi::{ipc_buffer, syscalls, CPtr, IRQHandler, MessageInfo, Notification, TCB};
 use sel4_iommu::locks::{Mutex, ThreadLocks};
-use sel4_iommu::message;
 use sel4_iommu::platform::{CounterDelay, DeviceRegisters, ReceivedFrames};
 
 procrt::main!(main);
@@ -291,9 +290,7 @@ fn serve(band_index: usize) -> bool {
     let Some(endpoint) = info.cap(policy.endpoint).map(|c| CPtr(c.cptr)) else {
         return false;
     };
-    let mut words = [0u64; MSG_MAX_WORDS];
-    let mut request: MsgBuf = [0; MSG_MAX_BYTES];
-    let mut reply: MsgBuf = [0; MSG_MAX_BYTES];
+    let mut scratch = sel4_iommu::serve::Scratch::new();
     // The reply owed to the last caller, sent with the next receive.
     let mut pending: Option<(MessageInfo, [u64; MSG_REGISTERS])> = None;
     // Only this thread takes this band's receive slots, so a free slot
@@ -332,28 +329,22 @@ fn serve(band_index: usize) -> bool {
         let Some(buffer) = ipc_buffer() else {
             return false;
         };
-        let n = message::load(tag.length(), &registers, buffer, &mut words);
-        let length = unpack_words(&words[..n], &mut request).unwrap_or(0);
         let mut b = band.lock();
-        // A cap arrived only if the sender sent one and the kernel did not
-        // unwrap it into a badge (that happens only for caps to our own
-        // endpoint, which are not frames).
-        let mut caps = [ReceivedCap(0)];
-        let received = match receive_slot {
-            Some((slot, _)) if tag.extra_caps() > 0 && tag.caps_unwrapped() & 1 == 0 => {
-                caps[0] = b.handler.resolver_mut().take(slot);
-                1
-            }
-            _ => 0,
-        };
-        let reply_length =
-            b.handler
-                .handle(badge.0, &request[..length], &caps[..received], &mut reply);
+        // The hot requests straight from and to the registers, anything
+        // else through the full decoder (sel4_iommu::serve).
+        let answer = sel4_iommu::serve::request(
+            &mut b.handler,
+            badge.0,
+            tag,
+            receive_slot.map(|(slot, _)| slot),
+            &mut registers,
+            buffer,
+            &mut scratch,
+        );
         match policy.policy.client(badge.0) {
             Some((i, _)) if i < MAX_CLIENTS => {
                 b.requests[i] += 1;
-                // Reply::Err is variant 6 (protocol wire format).
-                if reply.first() == Some(&6) {
+                if answer.refused {
                     b.refusals[i] += 1;
                 }
             }
@@ -361,10 +352,7 @@ fn serve(band_index: usize) -> bool {
         }
         receive_slot = receive_path(&b.handler);
         drop(b);
-        let reply_words = pack_words(&reply[..reply_length], &mut words).unwrap_or(0);
-        let mut out = [0u64; MSG_REGISTERS];
-        message::store(&words[..reply_words], &mut out, buffer);
-        pending = Some((MessageInfo::new(0, 0, 0, reply_words as u64), out));
+        pending = Some((answer.tag, registers));
     }
 }
 
