@@ -201,6 +201,10 @@ where
     domains: [Ordered<level::Domain, F, DomainState>; N],
     cmdq: Ordered<level::Cmdq, F, HwState<M, D>>,
     alloc: LeafMutex<F, A>,
+    /// Each domain slot's page-table size, `generation << 32 | pages` (0:
+    /// no domain), stored under its domain lock after every change, so the
+    /// handler's quota check before each map reads it without a lock.
+    table_sizes: [core::sync::atomic::AtomicU64; N],
 }
 
 impl<M, A, D, F, const N: usize> SharedSmmu<M, A, D, F, N>
@@ -237,6 +241,7 @@ where
                 evtq: p.evtq,
             }),
             alloc: LeafMutex::new(p.alloc),
+            table_sizes: core::array::from_fn(|_| core::sync::atomic::AtomicU64::new(0)),
         })
     }
 
@@ -310,13 +315,25 @@ where
     /// Page-table blocks of a domain (root included): the quota unit.
     pub fn table_pages(&self, id: DomainId) -> Result<u32> {
         let (slot, gen) = split_id(id);
-        let d = self.domains.get(slot).ok_or(Error::NoSuchDomain)?;
-        let mut t0 = Token::unlocked();
-        let (d, _t) = d.lock(&mut t0);
-        match d.pgtable.as_ref() {
-            Some(pt) if d.gen == gen => Ok(pt.table_pages()),
-            _ => Err(Error::NoSuchDomain),
+        let size = self
+            .table_sizes
+            .get(slot)
+            .ok_or(Error::NoSuchDomain)?
+            .load(core::sync::atomic::Ordering::Acquire);
+        // A live domain has at least its root table, so `size` is not 0.
+        if size == 0 || (size >> 32) as u16 != gen {
+            return Err(Error::NoSuchDomain);
         }
+        Ok(size as u32)
+    }
+
+    /// Publishes domain `slot`'s page-table size (its lock held).
+    fn publish_size(&self, slot: usize, d: &DomainState) {
+        let size = d
+            .pgtable
+            .as_ref()
+            .map_or(0, |pt| u64::from(d.gen) << 32 | u64::from(pt.table_pages()));
+        self.table_sizes[slot].store(size, core::sync::atomic::Ordering::Release);
     }
 
     /// The domain whose CD (StreamID, SSID) carries.
@@ -579,6 +596,7 @@ where
         d.asid = 0;
         d.pgtable = Some(pgtable);
         d.devices.clear();
+        self.publish_size(slot, &d);
         a.meta[slot] = SlotMeta {
             live: true,
             gen: d.gen,
@@ -608,6 +626,7 @@ where
         if let Some(p) = d.pgtable.take() {
             p.destroy(&mut self.alloc.leaf());
         }
+        self.publish_size(slot, &d);
         d.asid = 0;
         a.meta[slot].live = false;
         a.meta[slot].asid = 0;
@@ -911,7 +930,9 @@ where
         }
         let pt = d.pgtable.as_mut().ok_or(Error::NoSuchDomain)?;
         let mut flush = |g: &Gather| self.flush(&mut t2, g, asid);
-        pt.map(&mut self.alloc.leaf(), iova, paddr, len, perms, &mut flush)
+        let r = pt.map(&mut self.alloc.leaf(), iova, paddr, len, perms, &mut flush);
+        self.publish_size(slot, &d);
+        r
     }
 
     /// As [`crate::Smmu::unmap`]: the removed translations are invalidated
@@ -935,6 +956,8 @@ where
         let mut alloc = self.alloc.leaf();
         let r = pt.unmap(&mut alloc, iova, len, gather, &mut flush);
         let f = pt.finish(&mut alloc, gather, &mut flush);
+        drop(alloc);
+        self.publish_size(slot, &d);
         let n = r?;
         f?;
         Ok(n)

@@ -374,30 +374,26 @@ impl<T, P: Parker> ParkingMutex<T, P> {
 
     pub fn lock(&self) -> ParkingGuard<'_, T, P> {
         use core::sync::atomic::Ordering;
-        let me = P::current().filter(|&i| i < MAX_PARKED_THREADS);
-        let mine = me.map_or(0, |i| 1u32 << i);
         loop {
             let s = self.state.load(Ordering::Relaxed);
             if s & HELD == 0 {
+                // A thread's own waiter bit is never set here: the unlocker
+                // that woke it cleared it, and it is set only while parked.
                 if self
                     .state
-                    .compare_exchange_weak(
-                        s,
-                        (s | HELD) & !mine,
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    )
+                    .compare_exchange_weak(s, s | HELD, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     return ParkingGuard { m: self };
                 }
                 continue;
             }
-            match me {
+            // Held: only now does it matter which thread this is.
+            match P::current().filter(|&i| i < MAX_PARKED_THREADS) {
                 Some(i) => {
                     if self
                         .state
-                        .compare_exchange_weak(s, s | mine, Ordering::Relaxed, Ordering::Relaxed)
+                        .compare_exchange_weak(s, s | 1 << i, Ordering::Relaxed, Ordering::Relaxed)
                         .is_ok()
                     {
                         P::park(i);
