@@ -294,19 +294,16 @@ fn serve(band_index: usize) -> bool {
     // The reply owed to the last caller, sent with the next receive.
     let mut pending: Option<(MessageInfo, [u64; MSG_REGISTERS])> = None;
     // Only this thread takes this band's receive slots, so a free slot
-    // stays free until a message arrives (the supervisor's retire only
-    // frees slots). Chosen again after each request, under its lock.
+    // stays free until a message brings a cap (the supervisor's retire only
+    // frees slots). Chosen again after such a request, under its lock.
     let mut receive_slot = receive_path(&band.lock().handler);
+    // The receive path stays in the IPC buffer from one receive to the
+    // next (nothing else writes those fields): set when it changes.
+    let Some(buffer) = ipc_buffer() else {
+        return false;
+    };
+    set_receive_path(buffer, receive_slot);
     loop {
-        let Some(buffer) = ipc_buffer() else {
-            return false;
-        };
-        match receive_slot {
-            Some((_, (cnode, index, depth))) => buffer.set_receive_path(cnode, index, depth),
-            // No slot left: a cap sent now is dropped by the kernel and the
-            // request is refused as carrying none.
-            None => buffer.set_receive_path(CPtr(0), 0, 0),
-        }
         let mut registers = [0u64; MSG_REGISTERS];
         let (tag, badge) = match pending.take() {
             Some((tag, out)) => {
@@ -350,9 +347,24 @@ fn serve(band_index: usize) -> bool {
             }
             _ => b.strangers += 1,
         }
-        receive_slot = receive_path(&b.handler);
+        // A slot stays free unless this message's cap went into it; with
+        // none free, one may have been freed since.
+        if receive_slot.is_none() || tag.extra_caps() > 0 {
+            receive_slot = receive_path(&b.handler);
+            set_receive_path(buffer, receive_slot);
+        }
         drop(b);
         pending = Some((answer.tag, registers));
+    }
+}
+
+/// Points the next receive's capability at `slot`'s path; with none, a cap
+/// sent is dropped by the kernel and the request is refused as carrying
+/// none.
+fn set_receive_path(buffer: &mut sel4_abi::IpcBuffer, slot: Option<(u64, (CPtr, u64, u64))>) {
+    match slot {
+        Some((_, (cnode, index, depth))) => buffer.set_receive_path(cnode, index, depth),
+        None => buffer.set_receive_path(CPtr(0), 0, 0),
     }
 }
 
