@@ -670,6 +670,9 @@ pub fn run(info: &'static StartInfo) -> bool {
     let (requests, refused) = (t.calls, t.refused);
     let o = &run.tally.outcomes;
     let code = |c: ErrorCode| o[1 + c as usize];
+    // Reports printed at once would interleave character by character on
+    // the console: the clients take turns (`turn-*` notifications).
+    report_turn(info, Turn::Wait);
     println!(
         "{role}: {OPS} operations + {probes} probes: {requests} requests, {refused} refused by the server, {} refused by the client library (misaligned), {} transport errors, in {} us of virtual time: {} requests/s",
         code(ErrorCode::Misaligned),
@@ -743,5 +746,36 @@ pub fn run(info: &'static StartInfo) -> bool {
             o[0]
         ),
     );
+    report_turn(info, Turn::Pass);
     checks.passed()
+}
+
+enum Turn {
+    /// Wait for this client's turn (the `turn-*` notification it may read;
+    /// none: it goes first).
+    Wait,
+    /// Hand the turn on (the `turn-*` notification it may only write).
+    Pass,
+}
+
+fn report_turn(info: &StartInfo, turn: Turn) {
+    // Rights: bit 0 read, bit 1 write (procinfo::NamedCap).
+    let want = match turn {
+        Turn::Wait => |r: u32| r & 1 != 0,
+        Turn::Pass => |r: u32| r & 1 == 0 && r & 2 != 0,
+    };
+    let Some(cap) = info
+        .caps()
+        .iter()
+        .find(|c| c.name.as_str().starts_with("turn-") && want(c.rights))
+    else {
+        return;
+    };
+    let ntfn = sel4_abi::Notification(sel4_abi::CPtr(cap.cptr));
+    match turn {
+        Turn::Wait => {
+            sel4_abi::syscalls::wait(ntfn);
+        }
+        Turn::Pass => sel4_abi::syscalls::signal(ntfn),
+    }
 }
