@@ -956,7 +956,6 @@ where
         let mut alloc = self.alloc.leaf();
         let r = pt.unmap(&mut alloc, iova, len, gather, &mut flush);
         let f = pt.finish(&mut alloc, gather, &mut flush);
-        drop(alloc);
         self.publish_size(slot, &d);
         let n = r?;
         f?;
