@@ -508,21 +508,40 @@ impl IoPageTable {
             // The table becomes empty: the general path frees it.
             return None;
         }
+        let base = iova & !(level_size(3) * ENTRIES as u64 - 1);
+        Self::clear_leaves(&t, base, first..first + n, g);
+        Self::add_count(Some(slot), -(valid as i64));
+        Some(Ok(valid * GRANULE))
+    }
+
+    /// Clears the valid 4 KiB leaves among entries `range` of the level-3
+    /// table `t` (which maps from `base`), listing them in `g` with one
+    /// range update for all; returns how many. The caller fixes the count.
+    #[inline(always)]
+    fn clear_leaves(
+        t: &DmaBlock,
+        base: u64,
+        range: core::ops::Range<usize>,
+        g: &mut Gather,
+    ) -> u64 {
+        let mut cleared = 0u64;
         let (mut lo, mut hi) = (u64::MAX, 0u64);
-        for i in first..first + n {
-            if dma::read_u64(&t, i) & PTE_VALID != 0 {
-                dma::write_u64(&t, i, 0);
-                let va = iova + ((i - first) as u64) * GRANULE;
+        for i in range {
+            if dma::read_u64(t, i) & PTE_VALID != 0 {
+                dma::write_u64(t, i, 0);
+                let va = base + ((i as u64) << SHIFT[3]);
                 lo = lo.min(va);
                 hi = va + GRANULE;
                 if !g.overflow && g.leaves.push((va, 3)).is_err() {
                     g.overflow = true;
                 }
+                cleared += 1;
             }
         }
-        g.add_span(lo, hi, 3);
-        Self::add_count(Some(slot), -(valid as i64));
-        Some(Ok(valid * GRANULE))
+        if cleared > 0 {
+            g.add_span(lo, hi, 3);
+        }
+        cleared
     }
 
     /// The table at `level` (≥ 1) on the walk of `va`, if the walk reaches
@@ -813,24 +832,7 @@ impl IoPageTable {
             // A leaf table: each valid entry in range is a 4 KiB page wholly
             // inside `[start, end)` (both page-aligned), so the general
             // loop's checks reduce to this.
-            let mut cleared = 0u64;
-            // The leaves removed span [lo, hi): one range update for all.
-            let (mut lo, mut hi) = (u64::MAX, 0u64);
-            for i in idx(start, 3)..=idx(end - 1, 3) {
-                if dma::read_u64(t, i) & PTE_VALID != 0 {
-                    dma::write_u64(t, i, 0);
-                    let va = base + ((i as u64) << SHIFT[3]);
-                    lo = lo.min(va);
-                    hi = va + GRANULE;
-                    if !g.overflow && g.leaves.push((va, 3)).is_err() {
-                        g.overflow = true;
-                    }
-                    cleared += 1;
-                }
-            }
-            if cleared > 0 {
-                g.add_span(lo, hi, 3);
-            }
+            let cleared = Self::clear_leaves(t, base, idx(start, 3)..idx(end - 1, 3) + 1, g);
             Self::add_count(slot, -(cleared as i64));
             let empty = cleared > 0 && slot.is_some_and(|(p, pi)| Self::count(&p, pi) == 0);
             return Ok((cleared * GRANULE, empty));
