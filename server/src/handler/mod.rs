@@ -345,6 +345,15 @@ impl<D: Copy + Eq + core::fmt::Debug> ClientState<D> {
         }
     }
 
+    /// Takes `pages` of memory slot `memory` off the mapped counts (the
+    /// client's and the memory's), when a mapping record shrinks or goes.
+    fn unmapped(&mut self, memory: u8, pages: u64) {
+        self.mapped_pages -= pages;
+        if let Some(mem) = self.memory[memory as usize].as_mut() {
+            mem.mapped -= pages;
+        }
+    }
+
     fn domain_count(&self) -> u32 {
         self.live_domains.count_ones()
     }
@@ -508,12 +517,9 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             while i < c.mappings.len() {
                 if c.mappings[i].domain == slot as u8 {
                     let m = c.mappings.swap_remove(i);
-                    c.mapped_pages -= m.pages;
+                    c.unmapped(m.memory, m.pages);
                     r.mappings += 1;
                     r.mapped_bytes += m.pages << WIRE_PAGE_SHIFT;
-                    if let Some(mem) = c.memory[m.memory as usize].as_mut() {
-                        mem.mapped -= m.pages;
-                    }
                 } else {
                     i += 1;
                 }
@@ -791,10 +797,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         while i < c.mappings.len() {
             if c.mappings[i].domain == slot {
                 let m = c.mappings.swap_remove(i);
-                c.mapped_pages -= m.pages;
-                if let Some(mem) = c.memory[m.memory as usize].as_mut() {
-                    mem.mapped -= m.pages;
-                }
+                c.unmapped(m.memory, m.pages);
             } else {
                 i += 1;
             }
@@ -1184,10 +1187,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 .unmap(d, pfn << WIRE_PAGE_SHIFT, pages << WIRE_PAGE_SHIFT)?;
             let c = &mut self.clients[ci];
             let m = c.mappings.swap_remove(i);
-            c.mapped_pages -= pages;
-            if let Some(mem) = c.memory[m.memory as usize].as_mut() {
-                mem.mapped -= pages;
-            }
+            c.unmapped(m.memory, pages);
             return Ok(());
         }
         // The whole range must be mapped; count what it covers and how many
@@ -1222,11 +1222,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 i += 1;
                 continue;
             }
-            let removed = hi - lo;
-            c.mapped_pages -= removed;
-            if let Some(mem) = c.memory[m.memory as usize].as_mut() {
-                mem.mapped -= removed;
-            }
+            c.unmapped(m.memory, hi - lo);
             let head = MapRec {
                 pages: lo - m.iova_pfn,
                 ..m
