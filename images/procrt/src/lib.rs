@@ -95,14 +95,8 @@ pub fn spawn(
     TCB(CPtr(thread.tcb)).write_registers(true, 0, 6, &regs)
 }
 
-/// The thread this code runs on: the one whose IPC buffer is in
-/// `TPIDR_EL0` (None before the runtime set it).
-pub fn current_thread() -> Option<&'static ThreadInfo> {
-    let i = current_thread_index()?;
-    info().threads().get(i)
-}
-
-/// Its index in `StartInfo::threads`.
+/// The index in `StartInfo::threads` of the thread this code runs on: the
+/// one whose IPC buffer is in `TPIDR_EL0` (None before the runtime set it).
 pub fn current_thread_index() -> Option<usize> {
     let tpidr: u64;
     // SAFETY: reading the user thread register has no side effects.

@@ -11,7 +11,7 @@ use iommu_server::sync::{Parker, ParkingLocks, ParkingMutex};
 use sel4_abi::{syscalls, CPtr, Notification};
 
 /// Parks on the thread's wake notification; identifies threads by their
-/// IPC buffer (`TPIDR_EL0`), as `procrt::current_thread` does.
+/// IPC buffer (`TPIDR_EL0`, `procrt::current_thread_index`).
 pub enum Sel4Parker {}
 
 /// How often any thread of this process parked on a held lock (a measure
