@@ -33,6 +33,10 @@ pub mod slot {
     pub const CNODE: u64 = 4;
     /// Its own VSpace (PGD), if granted (else empty).
     pub const VSPACE: u64 = 5;
+    /// The console lock: a notification shared by the root task and every
+    /// process, so that a message reaches the console whole
+    /// (`sel4_abi::debug::print_whole`).
+    pub const CONSOLE_LOCK: u64 = 6;
     /// Described capabilities are placed from here on.
     pub const FIRST_FREE: u64 = 8;
 }

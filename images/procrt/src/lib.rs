@@ -11,7 +11,7 @@
 
 pub mod sync;
 
-use core::fmt::{self, Write};
+use core::fmt;
 pub use procinfo::{self, StartInfo, ThreadInfo};
 use procinfo::{control, slot};
 use sel4_abi::{syscalls, CPtr, MessageInfo, UserContext, TCB};
@@ -64,7 +64,7 @@ extern "C" fn entry(info: *const StartInfo) -> ! {
     // SAFETY: single-threaded start-up; nothing reads INFO yet.
     unsafe { INFO = Some(info) };
     if !info.is_valid() {
-        Console.write_str("process: bad start-info page\n").ok();
+        _print(format_args!("process: bad start-info page\n"));
         done(false);
     }
     // sel4-abi finds the IPC buffer through TPIDR_EL0.
@@ -116,33 +116,29 @@ pub fn done(pass: bool) -> ! {
     }
 }
 
-/// Output through the kernel's debug console.
-pub struct Console;
-
-impl Write for Console {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
+#[doc(hidden)]
+/// Output through the kernel's debug console (or the PL011 on kernels
+/// without printing), a message at a time under the console lock.
+pub fn _print(args: fmt::Arguments) {
+    // SAFETY: set once before main runs; read-only afterwards.
+    let info = unsafe { INFO };
+    let lock = info.is_some().then_some(CPtr(slot::CONSOLE_LOCK));
+    sel4_abi::debug::print_whole(lock, args, |bytes| {
         #[cfg(sel4_debug_build)]
-        for b in s.bytes() {
+        for &b in bytes {
             syscalls::debug_put_char(b);
         }
         #[cfg(not(sel4_debug_build))]
         {
-            // SAFETY: set once before main runs; read-only afterwards.
-            let uart = unsafe { INFO }.map_or(0, |i| i.console);
+            let uart = info.map_or(0, |i| i.console);
             if uart != 0 {
-                for b in s.bytes() {
+                for &b in bytes {
                     // SAFETY: the root task maps the PL011 at `console`.
                     unsafe { procinfo::pl011_putc(uart, b) };
                 }
             }
         }
-        Ok(())
-    }
-}
-
-#[doc(hidden)]
-pub fn _print(args: fmt::Arguments) {
-    let _ = Console.write_fmt(args);
+    });
 }
 
 #[macro_export]
@@ -169,6 +165,6 @@ fn panic(p: &core::panic::PanicInfo) -> ! {
         Some(i) => i.name.as_str(),
         None => "?",
     };
-    let _ = writeln!(Console, "PANIC in {name}: {p}");
+    _print(format_args!("PANIC in {name}: {p}\n"));
     done(false)
 }

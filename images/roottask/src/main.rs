@@ -15,7 +15,7 @@ use desc::SYSTEM;
 use kobj::{Fail, Kernel};
 use process::{Running, Shared, CONTROL_BADGE, FAULT_BADGE};
 use sel4_abi::fault::Fault;
-use sel4_abi::{CPtr, Endpoint, MessageInfo, ObjectType};
+use sel4_abi::{CPtr, Endpoint, MessageInfo, Notification, ObjectType};
 
 const MAX_PROCESSES: usize = 16;
 
@@ -89,8 +89,15 @@ extern "C" fn main(bootinfo: u64) -> ! {
     let root_ep = k
         .alloc(ObjectType::EndpointObject, 0)
         .unwrap_or_else(|e| fail("root endpoint", e));
+    // The console lock starts free: one signal for the first `Wait` to take.
+    let console_lock = k
+        .alloc(ObjectType::NotificationObject, 0)
+        .unwrap_or_else(|e| fail("console lock", e));
+    sel4_abi::syscalls::signal(Notification(console_lock));
+    out::set_console_lock(console_lock);
     let mut shared = Shared {
         console,
+        console_lock,
         endpoints: [CPtr(0); 32],
         notifications: [CPtr(0); 32],
         root_ep,
@@ -166,8 +173,10 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES], supervisor: O
             report_fault(p.name, info, &mrs);
             // The faulting thread stays blocked (no reply); stop it and the
             // process's other threads for good.
+            // Under the console lock, so that none of them stops halfway
+            // through a message while holding it.
             if let Some(r) = running[who] {
-                r.suspend_all();
+                out::with_console_held(|| r.suspend_all());
             }
             done[who] = true;
             passed[who] = false;

@@ -1,38 +1,59 @@
-//! Printing through the kernel's debug console (`seL4_DebugPutChar`).
+//! Printing through the kernel's debug console (`seL4_DebugPutChar`), or the
+//! PL011 on kernels without printing, a message at a time under the console
+//! lock the root task shares with every process.
 
-use core::fmt::{self, Write};
-
-pub struct Console;
+use core::sync::atomic::{AtomicU64, Ordering};
+use sel4_abi::CPtr;
 
 /// Where the PL011 is mapped in the root task once `map_uart` ran (kernels
 /// without printing only).
 #[cfg(not(sel4_debug_build))]
-pub static UART: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+pub static UART: AtomicU64 = AtomicU64::new(0);
 
-impl Write for Console {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
+/// The console lock's slot once it exists (0 before: boot is single-threaded).
+static LOCK: AtomicU64 = AtomicU64::new(0);
+
+/// From now on the root task's messages take the console lock at `lock`.
+pub fn set_console_lock(lock: CPtr) {
+    LOCK.store(lock.0, Ordering::Relaxed);
+}
+
+/// Runs `f` holding the console lock, so that no process is halfway through
+/// a message while `f` runs (e.g. when `f` stops its threads for good).
+pub fn with_console_held(f: impl FnOnce()) {
+    sel4_abi::debug::with_console_lock(lock(), f)
+}
+
+fn lock() -> Option<CPtr> {
+    match LOCK.load(Ordering::Relaxed) {
+        0 => None,
+        slot => Some(CPtr(slot)),
+    }
+}
+
+#[doc(hidden)]
+pub fn _print(args: core::fmt::Arguments) {
+    sel4_abi::debug::print_whole(lock(), args, |bytes| {
         #[cfg(sel4_debug_build)]
-        for b in s.bytes() {
+        for &b in bytes {
             sel4_abi::syscalls::debug_put_char(b);
         }
         #[cfg(not(sel4_debug_build))]
         {
-            let uart = UART.load(core::sync::atomic::Ordering::Relaxed);
+            let uart = UART.load(Ordering::Relaxed);
             if uart != 0 {
-                for b in s.bytes() {
+                for &b in bytes {
                     // SAFETY: UART is set only after the PL011 was mapped there.
                     unsafe { procinfo::pl011_putc(uart, b) };
                 }
             }
         }
-        Ok(())
-    }
+    });
 }
 
 #[macro_export]
 macro_rules! println {
-    ($($arg:tt)*) => {{
-        use core::fmt::Write as _;
-        let _ = writeln!($crate::out::Console, $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::out::_print(format_args!("{}\n", format_args!($($arg)*)))
+    };
 }

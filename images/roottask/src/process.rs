@@ -55,6 +55,8 @@ pub struct Shared {
     pub root_ep: CPtr,
     /// The PL011's frame cap when processes print through it.
     pub console: Option<CPtr>,
+    /// The console lock (`procinfo::slot::CONSOLE_LOCK`).
+    pub console_lock: CPtr,
 }
 
 fn log2_ceil(n: u64) -> u64 {
@@ -169,6 +171,16 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
             CapRights::ALL,
         )
         .ctx("CNode_Copy (TCB)")?;
+    cnode
+        .copy(
+            slot::CONSOLE_LOCK,
+            pdepth,
+            INIT_CNODE,
+            shared.console_lock.0,
+            DEPTH,
+            CapRights::new(false, true, true),
+        )
+        .ctx("CNode_Copy (console lock)")?;
     if p.grant_cnode {
         cnode
             .mint(

@@ -2,6 +2,10 @@
 //!
 //! In kernels without `CONFIG_DEBUG_BUILD` (and on the host) the writer
 //! discards its output, so code can print unconditionally.
+//!
+//! [`print_whole`] is how the root task and its processes print: the console
+//! takes one byte per system call, so two threads printing at once would
+//! interleave their lines byte by byte, and the image tests read those lines.
 
 /// Writes to the kernel console, one `DebugPutChar` per byte.
 #[derive(Clone, Copy, Debug, Default)]
@@ -47,4 +51,132 @@ macro_rules! debug_println {
         $crate::debug::_print(format_args!($($arg)*));
         $crate::debug::_print(format_args!("\n"));
     }};
+}
+
+/// Bytes [`print_whole`] formats before it writes: a whole line of the
+/// project's output fits, so formatting (which may fault, e.g. on a stack
+/// guard page) happens before the lock is taken.
+pub const WHOLE_CHUNK: usize = 256;
+
+/// Writes one message to the console as a unit. The message is formatted
+/// into a buffer first; then the console lock (a notification shared by the
+/// root task and every process, signalled once at boot, so `Wait` takes it
+/// and `Signal` gives it back) is held while `put` writes it. A message
+/// longer than [`WHOLE_CHUNK`] is written in chunks with the lock held
+/// throughout. Without a lock (`None`, or on the host) it is written as is.
+pub fn print_whole(
+    lock: Option<crate::CPtr>,
+    args: core::fmt::Arguments,
+    mut put: impl FnMut(&[u8]),
+) {
+    let mut whole = Whole {
+        buf: [0; WHOLE_CHUNK],
+        len: 0,
+        lock,
+        held: false,
+        put: &mut put,
+    };
+    let _ = core::fmt::Write::write_fmt(&mut whole, args);
+    whole.flush();
+    if whole.held {
+        release(lock);
+    }
+}
+
+struct Whole<'a, P: FnMut(&[u8])> {
+    buf: [u8; WHOLE_CHUNK],
+    len: usize,
+    lock: Option<crate::CPtr>,
+    held: bool,
+    put: &'a mut P,
+}
+
+impl<P: FnMut(&[u8])> Whole<'_, P> {
+    fn flush(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        if !self.held {
+            acquire(self.lock);
+            self.held = true;
+        }
+        (self.put)(&self.buf[..self.len]);
+        self.len = 0;
+    }
+}
+
+impl<P: FnMut(&[u8])> core::fmt::Write for Whole<'_, P> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let mut rest = s.as_bytes();
+        while !rest.is_empty() {
+            if self.len == WHOLE_CHUNK {
+                self.flush();
+            }
+            let n = rest.len().min(WHOLE_CHUNK - self.len);
+            self.buf[self.len..self.len + n].copy_from_slice(&rest[..n]);
+            self.len += n;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` holding the console lock (see [`print_whole`]): no other thread
+/// is halfway through a message while `f` runs.
+pub fn with_console_lock<R>(lock: Option<crate::CPtr>, f: impl FnOnce() -> R) -> R {
+    acquire(lock);
+    let r = f();
+    release(lock);
+    r
+}
+
+fn acquire(lock: Option<crate::CPtr>) {
+    #[cfg(target_arch = "aarch64")]
+    if let Some(lock) = lock {
+        crate::syscalls::wait(crate::Notification(lock));
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    let _ = lock;
+}
+
+fn release(lock: Option<crate::CPtr>) {
+    #[cfg(target_arch = "aarch64")]
+    if let Some(lock) = lock {
+        crate::syscalls::signal(crate::Notification(lock));
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    let _ = lock;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(args: core::fmt::Arguments) -> Vec<Vec<u8>> {
+        let mut puts = Vec::new();
+        print_whole(None, args, |b| puts.push(b.to_vec()));
+        puts
+    }
+
+    #[test]
+    fn a_line_is_written_in_one_put() {
+        let puts = written(format_args!("{} {}\n", "check", 42));
+        assert_eq!(puts, vec![b"check 42\n".to_vec()]);
+    }
+
+    #[test]
+    fn a_long_message_is_written_whole_and_in_order_in_chunks() {
+        let text: String = (0..3 * WHOLE_CHUNK + 17)
+            .map(|i| (b'a' + (i % 26) as u8) as char)
+            .collect();
+        let puts = written(format_args!("{text}"));
+        assert_eq!(puts.len(), 4);
+        assert!(puts[..3].iter().all(|p| p.len() == WHOLE_CHUNK));
+        assert_eq!(puts.concat(), text.as_bytes());
+    }
+
+    #[test]
+    fn nothing_is_written_for_an_empty_message() {
+        assert!(written(format_args!("")).is_empty());
+    }
 }

@@ -24,6 +24,7 @@ pub fn run_all(ctx: &Ctx) -> Tally {
     fault(ctx, &mut t);
     resources(ctx, &mut t);
     misconfig(ctx, &mut t);
+    console(ctx, &mut t);
     dma_demo::run(ctx, &mut t);
     robust::run(ctx, &mut t);
     println!(
@@ -384,6 +385,70 @@ fn resources(ctx: &Ctx, t: &mut Checks) {
 
 /// QEMU's own device tree for our machine must agree with the addresses in
 /// our kernel platform files (and the RAM size xtask builds the kernel for).
+/// `console`: three threads print 150 long lines each at once; every line
+/// must arrive whole, and the writers must have taken turns mid-burst (else
+/// the run proved nothing about the lock).
+fn console(ctx: &Ctx, t: &mut Checks) {
+    const LINES: usize = 150; // images/processes/console-burst: LINES
+    let writers = ["burst-a/0", "burst-a/1", "burst-b/0"];
+    let Some(out) = boot(ctx, t, "console") else {
+        return;
+    };
+    let expected = |writer: &str, i: usize| {
+        let digit = char::from(b'0' + (i % 10) as u8);
+        format!("burst {writer} {i} {}", digit.to_string().repeat(96))
+    };
+    let want: std::collections::HashSet<String> = writers
+        .iter()
+        .flat_map(|w| (0..LINES).map(move |i| expected(w, i)))
+        .collect();
+    let got: std::collections::HashSet<&str> = out.serial.lines().collect();
+    let missing = want.iter().filter(|l| !got.contains(l.as_str())).count();
+    let mangled: Vec<&str> = out
+        .serial
+        .lines()
+        .filter(|l| l.contains("burst ") && !want.contains(*l))
+        .take(3)
+        .collect();
+    t.check(
+        "console/every-line-whole",
+        if missing == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{missing} of {} lines not found whole; e.g. {mangled:?}",
+                want.len()
+            ))
+        },
+    );
+    // Who wrote each burst line, in console order; a change is a turn.
+    let order: Vec<&str> = out
+        .serial
+        .lines()
+        .filter_map(|l| l.strip_prefix("burst "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let turns = order.windows(2).filter(|w| w[0] != w[1]).count();
+    println!(
+        "   (console: {} burst lines, writers took {turns} turns)",
+        order.len()
+    );
+    t.check(
+        "console/writers-ran-at-once",
+        if turns >= writers.len() {
+            Ok(())
+        } else {
+            Err(format!(
+                "only {turns} turns between writers: they did not overlap"
+            ))
+        },
+    );
+    t.check(
+        "console/run-ends-with-pass",
+        contains(&out, "root: all 2 awaited process(es) done: PASS"),
+    );
+}
+
 fn platform_matches_dtb(ctx: &Ctx) -> Result<(), String> {
     let dtb = ctx.build.join("virt.dtb");
     let status = std::process::Command::new("qemu-system-aarch64")
