@@ -21,6 +21,22 @@ pub const MAX_UNTYPED: usize = 8;
 /// Threads of one process, the main thread included.
 pub const MAX_THREADS: usize = 5;
 
+/// 2 MiB slots of every process's address space that the root task leaves
+/// empty, one per thread (`FRAME_PROBE_BASE + i * 2 MiB` for thread `i`),
+/// in the GiB of the start-info page, so a page directory covers them but
+/// no page table does. A process holding its VSpace cap tells a 2 MiB frame
+/// cap from a 4 KiB one by mapping it at its slot: only a 2 MiB frame maps
+/// without a page table (seL4 5.0.0 tells a frame's size only to debug
+/// kernels). Stacks end below it (the root task checks).
+pub const FRAME_PROBE_BASE: u64 = 0x1_3000_0000;
+/// Size of one probe slot: a level-2 block, the frame size it detects.
+pub const FRAME_PROBE_SLOT: u64 = 2 << 20;
+
+/// Thread `thread`'s frame-probe slot (index in `StartInfo::threads`).
+pub const fn frame_probe_vaddr(thread: usize) -> u64 {
+    FRAME_PROBE_BASE + thread as u64 * FRAME_PROBE_SLOT
+}
+
 /// Fixed slots in every process's CSpace (slot 0 stays empty).
 pub mod slot {
     /// Badged endpoint to the root task: faults arrive there (kernel use).

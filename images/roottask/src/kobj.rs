@@ -37,6 +37,8 @@ pub enum Fail {
     Elf,
     /// More threads than the start-info page describes.
     TooManyThreads,
+    /// Stacks reaching `procinfo::FRAME_PROBE_BASE`.
+    StacksTooLarge,
 }
 
 pub type Result<T> = core::result::Result<T, Fail>;

@@ -55,6 +55,7 @@ fn fail(what: &str, f: Fail) -> ! {
         Fail::NotContiguous => println!("root: ERROR: {what}: DMA pool frames are not physically contiguous"),
         Fail::Elf => println!("root: ERROR: {what}: the process ELF is not a loadable AArch64 executable"),
         Fail::TooManyThreads => println!("root: ERROR: {what}: more threads than procinfo::MAX_THREADS"),
+        Fail::StacksTooLarge => println!("root: ERROR: {what}: stacks reach procinfo::FRAME_PROBE_BASE"),
     }
     exit(2)
 }

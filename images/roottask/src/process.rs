@@ -92,8 +92,11 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
     // IPC buffer and stack.
     let ipc = map_fresh(k, vspace, IPC_VADDR, 1)?;
     let stack_pages = p.stack_pages.max(1) as u64;
-    map_fresh(k, vspace, STACK_BOTTOM, stack_pages)?;
     let stack_top = STACK_BOTTOM + stack_pages * PAGE;
+    if stack_top > procinfo::FRAME_PROBE_BASE {
+        return Err(Fail::StacksTooLarge);
+    }
+    map_fresh(k, vspace, STACK_BOTTOM, stack_pages)?;
 
     let mut info = StartInfo {
         magic: procinfo::START_INFO_MAGIC,
@@ -406,8 +409,11 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
                 let thread_ipc = map_fresh(k, vspace, ipc_vaddr, 1)?;
                 let pages = t.stack_pages.max(1) as u64;
                 let bottom = stack_end + PAGE;
-                map_fresh(k, vspace, bottom, pages)?;
                 stack_end = bottom + pages * PAGE;
+                if stack_end > procinfo::FRAME_PROBE_BASE {
+                    return Err(Fail::StacksTooLarge);
+                }
+                map_fresh(k, vspace, bottom, pages)?;
                 thread_tcb
                     .configure(
                         CPtr(slot::FAULT_EP),

@@ -5,7 +5,7 @@ use embedded_hal::delay::DelayNs;
 use iommu_protocol::ErrorCode;
 use iommu_server::hal::Mmio;
 use iommu_server::handler::{Frame, FrameResolver, ReceivedCap};
-use sel4_abi::{CNode, CPtr, Page};
+use sel4_abi::{CNode, CPtr, CapRights, Page, VMAttributes};
 
 /// The SMMU register file mapped (Device-nGnRnE) at `base`.
 pub struct DeviceRegisters {
@@ -111,6 +111,17 @@ pub struct ReceivedFrames<const WORDS: usize> {
     first: u64,
     count: u64,
     used: [u64; WORDS],
+    probe: Option<FrameProbe>,
+}
+
+/// Where a [`ReceivedFrames`] tells 2 MiB frames from 4 KiB ones: the
+/// server's own VSpace cap and a 2 MiB slot of it that a page directory
+/// covers and no page table does (`procinfo::FRAME_PROBE_BASE`), used by
+/// this `ReceivedFrames` alone.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameProbe {
+    pub vspace: CPtr,
+    pub vaddr: u64,
 }
 
 /// Depth that resolves a whole CPtr in a process CSpace: a single CNode whose
@@ -119,13 +130,47 @@ const FULL_DEPTH: u8 = 64;
 
 impl<const WORDS: usize> ReceivedFrames<WORDS> {
     /// `cnode`: the server's own CNode cap; slots `[first, first + count)`
-    /// are free for received caps.
-    pub fn new(cnode: CPtr, first: u64, count: u64) -> Self {
+    /// are free for received caps. Without a `probe` every frame counts as
+    /// 4 KiB.
+    pub fn new(cnode: CPtr, first: u64, count: u64, probe: Option<FrameProbe>) -> Self {
         ReceivedFrames {
             cnode: CNode(cnode),
             first,
             count: count.min(WORDS as u64 * 64),
             used: [0; WORDS],
+            probe,
+        }
+    }
+
+    /// The size of the frame at `paddr` that `cap` names: [`LARGE_FRAME`]
+    /// if it maps at the probe slot, where only a level-2 block fits (a
+    /// 4 KiB frame needs a page table there: `FailedLookup`; a 1 GiB frame
+    /// finds the page directory in its way: `DeleteFirst`), else
+    /// [`SMALL_FRAME`]. Any doubt gives the small size, which never covers
+    /// more memory than the client holds. A received cap is a derived copy,
+    /// which seL4 leaves unmapped, so the client's own mappings do not stop
+    /// the probe.
+    fn probe_size(&self, cap: ReceivedCap, paddr: u64) -> u64 {
+        let Some(probe) = self.probe else {
+            return SMALL_FRAME;
+        };
+        // Large frames are aligned to their size (seL4 retypes objects at
+        // their natural alignment): most small frames need no system call.
+        if !paddr.is_multiple_of(LARGE_FRAME) {
+            return SMALL_FRAME;
+        }
+        let page = Page(CPtr(cap.0));
+        let attrs = VMAttributes::EXECUTE_NEVER;
+        match page.map(probe.vspace, probe.vaddr, CapRights::READ, attrs) {
+            Ok(()) => {
+                // Back to unmapped; a frame the server cannot unmap again is
+                // refused by the caller rather than trusted.
+                match page.unmap() {
+                    Ok(()) => LARGE_FRAME,
+                    Err(_) => 0,
+                }
+            }
+            Err(_) => SMALL_FRAME,
         }
     }
 
@@ -157,11 +202,12 @@ impl<const WORDS: usize> ReceivedFrames<WORDS> {
     }
 }
 
-/// Frame size the server assumes for every received frame cap. seL4 5.0.0
-/// tells a frame's address (Page_GetAddress) but not its size outside debug
-/// kernels, so a larger frame counts as its first 4 KiB: never more memory
-/// than the client holds.
-pub const ASSUMED_FRAME_SIZE: u64 = 4096;
+/// Frame sizes a [`ReceivedFrames`] tells apart. seL4 5.0.0 tells a frame's
+/// address (Page_GetAddress) but not its size outside debug kernels, so the
+/// size comes from [`FrameProbe`]; a frame it does not recognise (1 GiB)
+/// counts as its first 4 KiB: never more memory than the client holds.
+pub const SMALL_FRAME: u64 = 4096;
+pub const LARGE_FRAME: u64 = 2 << 20;
 
 impl<const WORDS: usize> FrameResolver for ReceivedFrames<WORDS> {
     fn resolve(&mut self, cap: ReceivedCap) -> Result<Frame, ErrorCode> {
@@ -169,9 +215,10 @@ impl<const WORDS: usize> FrameResolver for ReceivedFrames<WORDS> {
         let paddr = Page(CPtr(cap.0))
             .get_address()
             .map_err(|_| ErrorCode::BadCapability)?;
+        // Size 0 (an unmap that failed) is refused as BadCapability.
         Ok(Frame {
             paddr,
-            size: ASSUMED_FRAME_SIZE,
+            size: self.probe_size(cap, paddr),
         })
     }
 

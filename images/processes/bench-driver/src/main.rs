@@ -18,7 +18,7 @@
 
 use iommu_client::{DomainId, Iommu, MemoryHandle, Perms, Region, Ssid, StreamId};
 use procrt::{println, StartInfo};
-use sel4_abi::CPtr;
+use sel4_abi::{CNode, CPtr, ObjectType, Untyped};
 use sel4_iommu::platform::CounterDelay;
 use sel4_iommu::transport::Sel4Transport;
 
@@ -50,6 +50,8 @@ const STREAM: StreamId = StreamId(0x8);
 const IOVA_4K: u64 = 0x4000_0000;
 const IOVA_2M: u64 = 0x4020_0000;
 const IOVA_256K: u64 = 0x4040_0000;
+const IOVA_2M_BLOCK: u64 = 0x4060_0000;
+const LARGE: u64 = 2 << 20;
 /// A page that stays mapped in the 4 KiB window, so that window's tables
 /// stay allocated as in a driver with live buffers (the server frees
 /// tables that become empty).
@@ -64,11 +66,13 @@ enum Op {
     Unmap2m,
     Map256k,
     Unmap256k,
+    Map2mBlock,
+    Unmap2mBlock,
     Attach,
     Detach,
 }
 
-const OPS: [Op; 9] = [
+const OPS: [Op; 11] = [
     Op::Faults,
     Op::Map4k,
     Op::Unmap4k,
@@ -76,6 +80,8 @@ const OPS: [Op; 9] = [
     Op::Unmap2m,
     Op::Map256k,
     Op::Unmap256k,
+    Op::Map2mBlock,
+    Op::Unmap2mBlock,
     Op::Attach,
     Op::Detach,
 ];
@@ -91,6 +97,8 @@ impl Op {
             Op::Unmap2m => "unmap-2m",
             Op::Map256k => "map-256k",
             Op::Unmap256k => "unmap-256k",
+            Op::Map2mBlock => "map-2m-block",
+            Op::Unmap2mBlock => "unmap-2m-block",
             Op::Attach => "attach",
             Op::Detach => "detach",
         }
@@ -185,6 +193,18 @@ fn main(info: &'static StartInfo) -> bool {
         Ok(m) => m.handle,
         Err(e) => return fail("register_memory", e),
     };
+    let large = match large_frame(info) {
+        Ok(cap) => cap,
+        Err(why) => {
+            println!("bench: FAILED 2 MiB frame: {why}");
+            return false;
+        }
+    };
+    let large = match c.register_memory(&[large]) {
+        Ok(m) if m.len == LARGE => m.handle,
+        Ok(m) => return fail("2 MiB frame registered as bytes", m.len),
+        Err(e) => return fail("register_memory (2 MiB frame)", e),
+    };
     let domain = match c.alloc_domain() {
         Ok(d) => d,
         Err(e) => return fail("alloc_domain", e),
@@ -200,7 +220,7 @@ fn main(info: &'static StartInfo) -> bool {
         ITERATIONS, info.dma.paddr
     );
     let mut b = Bench::new();
-    let ok = run(&mut b, &mut c, domain, memory);
+    let ok = run(&mut b, &mut c, domain, memory, large);
     b.report();
     if let Err(e) = ok {
         return fail("benchmark", e);
@@ -209,11 +229,37 @@ fn main(info: &'static StartInfo) -> bool {
     true
 }
 
+/// A 2 MiB frame retyped from the description's 2 MiB untyped into the
+/// first free slot (the server's frame-size probe knows it for 2 MiB).
+fn large_frame(info: &StartInfo) -> Result<CPtr, &'static str> {
+    let untyped = info
+        .untyped()
+        .iter()
+        .find(|u| u.size_bits == 21)
+        .ok_or("no 2 MiB untyped in the description")?;
+    if info.free_count == 0 {
+        return Err("no free slot");
+    }
+    Untyped(CPtr(untyped.cptr))
+        .retype(
+            ObjectType::ARM_LargePageObject,
+            0,
+            CNode(CPtr(procrt::procinfo::slot::CNODE)),
+            0,
+            0,
+            info.free_first,
+            1,
+        )
+        .map_err(|_| "Untyped_Retype failed")?;
+    Ok(CPtr(info.free_first))
+}
+
 fn run(
     b: &mut Bench,
     c: &mut Client,
     domain: DomainId,
     memory: MemoryHandle,
+    large: MemoryHandle,
 ) -> Result<(), iommu_client::Error> {
     for _ in 0..ITERATIONS {
         let batch = b.time(Op::Faults, || c.faults())?;
@@ -248,6 +294,13 @@ fn run(
             c.map(domain, IOVA_256K, memory, 0, 64 * PAGE, Perms::RW)
         })?;
         b.time(Op::Unmap256k, || c.unmap(domain, IOVA_256K, 64 * PAGE))?;
+    }
+    // One 2 MiB frame: one Map, one level-2 block descriptor.
+    for _ in 0..ITERATIONS {
+        b.time(Op::Map2mBlock, || {
+            c.map(domain, IOVA_2M_BLOCK, large, 0, LARGE, Perms::RW)
+        })?;
+        b.time(Op::Unmap2mBlock, || c.unmap(domain, IOVA_2M_BLOCK, LARGE))?;
     }
     c.detach(STREAM, Ssid(0))?;
     for _ in 0..ITERATIONS {

@@ -8,7 +8,9 @@ use iommu_client::{
     StreamId,
 };
 use procrt::{println, StartInfo};
-use sel4_abi::{syscalls, CPtr, Notification};
+use sel4_abi::{
+    syscalls, CNode, CPtr, CapRights, Notification, ObjectType, Page, Untyped, VMAttributes,
+};
 use sel4_iommu::platform::CounterDelay;
 use sel4_iommu::transport::Sel4Transport;
 
@@ -31,6 +33,15 @@ const IOVA_SCATTER: u64 = 0x20_0000;
 const IOVA_UNMAPPED_LATER: u64 = 0x30_0000;
 const IOVA_READ_ONLY: u64 = 0x40_0000;
 const IOVA_NEVER_MAPPED: u64 = 0x0f00_0000;
+/// A 2 MiB frame's IOVA (2 MiB-aligned, so one level-2 block maps it), and
+/// where in it the device writes: past its first 4 KiB, which is all the
+/// server would map of a frame it took for a small one.
+const IOVA_LARGE: u64 = 0x60_0000;
+const LARGE_WRITE_OFFSET: usize = 0x1f_e800;
+/// Where driver A maps its 2 MiB frame to read what the device wrote: a
+/// 2 MiB slot of its first GiB that no page table covers.
+const VADDR_LARGE: u64 = 0x3800_0000;
+const LARGE: usize = 2 << 20;
 
 /// Pages of driver A's DMA pool, by job.
 const PAGE_SOURCE: usize = 0;
@@ -407,6 +418,8 @@ pub fn driver_a(info: &'static StartInfo) -> bool {
         format_args!("{faults:?}"),
     );
 
+    large_frame(info, &mut iommu, &device, &pages, domain, &mut checks);
+
     // Let driver B try to reach this driver's stream, domains and memory,
     // then show nothing changed: the round trip still works.
     signal(info, "a-ready");
@@ -432,6 +445,108 @@ pub fn driver_a(info: &'static StartInfo) -> bool {
     );
     report_stats(&mut iommu, "driver-a");
     checks.passed()
+}
+
+/// A 2 MiB frame (retyped from driver A's untyped) registers as 2 MiB and
+/// DMA reaches all of it; a 4 KiB frame at a 2 MiB-aligned address (the
+/// next object of the same untyped) registers as 4 KiB and no more. The
+/// server tells the two apart by the frame-size probe
+/// (`sel4_iommu::platform::FrameProbe`); the QEMU trace shows the SMMU
+/// walking a 2 MiB block for the write (`dma-demo/trace/large-frame-block`).
+fn large_frame(
+    info: &StartInfo,
+    iommu: &mut Client,
+    device: &Device,
+    pages: &Pages,
+    domain: DomainId,
+    checks: &mut Checks,
+) {
+    let (large, small) = match large_and_small_frame(info) {
+        Ok(caps) => caps,
+        Err(why) => {
+            checks.check("large-frame", false, format_args!("{why}"));
+            checks.check("small-frame-at-2mib", false, format_args!("{why}"));
+            return;
+        }
+    };
+    let registered = iommu.register_memory(&[large]);
+    let mapped =
+        registered.map(|m| iommu.map(domain, IOVA_LARGE, m.handle, 0, LARGE as u64, Perms::RW));
+    // SAFETY: the frame was mapped read-write at VADDR_LARGE just above and
+    // stays mapped; the device writes it only during `dma`, before the read.
+    let frame = unsafe { &*(VADDR_LARGE as *const [u8; LARGE]) };
+    let iova = IOVA_LARGE + LARGE_WRITE_OFFSET as u64;
+    let moved = matches!(mapped, Ok(Ok(())))
+        && dma(device, Direction::ToDevice, IOVA_SOURCE, TRANSFER)
+        && dma(device, Direction::ToMemory, iova, TRANSFER);
+    let write = LARGE_WRITE_OFFSET..LARGE_WRITE_OFFSET + TRANSFER;
+    let landed = moved
+        && frame[write.clone()] == pages.page(PAGE_SOURCE)[..TRANSFER]
+        && frame[..write.start].iter().all(|&b| b == 0)
+        && frame[write.end..].iter().all(|&b| b == 0);
+    let unmapped = iommu.unmap(domain, IOVA_LARGE, LARGE as u64);
+    checks.check(
+        "large-frame",
+        registered.map(|m| m.len) == Ok(LARGE as u64) && landed && unmapped.is_ok(),
+        format_args!(
+            "2 MiB frame registered as {:?} bytes; mapped at {IOVA_LARGE:#x}: {mapped:?}; \
+             {TRANSFER} bytes to {iova:#x} landed at offset {LARGE_WRITE_OFFSET:#x} \
+             and nowhere else: {landed}; unmap {unmapped:?}",
+            registered.map(|m| m.len)
+        ),
+    );
+
+    let registered = iommu.register_memory(&[small]);
+    let beyond =
+        registered.map(|m| iommu.map(domain, IOVA_LARGE, m.handle, 0, 2 * PAGE as u64, Perms::RW));
+    checks.check(
+        "small-frame-at-2mib",
+        registered.map(|m| m.len) == Ok(PAGE as u64)
+            && beyond == Ok(Err(Error::Iommu(ErrorCode::OutOfRange))),
+        format_args!(
+            "4 KiB frame at a 2 MiB-aligned address registered as {:?} bytes; \
+             mapping 8 KiB of it: {beyond:?}",
+            registered.map(|m| m.len)
+        ),
+    );
+}
+
+/// Retypes driver A's 4 MiB untyped into a 2 MiB frame (at its start) and
+/// a 4 KiB frame (at 2 MiB, so 2 MiB-aligned), and maps the large one at
+/// [`VADDR_LARGE`] for the CPU.
+fn large_and_small_frame(info: &StartInfo) -> Result<(CPtr, CPtr), &'static str> {
+    use procrt::procinfo::slot;
+    let untyped = info
+        .untyped()
+        .iter()
+        .find(|u| u.size_bits == 22)
+        .ok_or("no 4 MiB untyped in the description")?;
+    if info.free_count < 2 {
+        return Err("no free slots");
+    }
+    let cnode = CNode(CPtr(slot::CNODE));
+    let (large, small) = (info.free_first, info.free_first + 1);
+    for (ty, slot) in [
+        (ObjectType::ARM_LargePageObject, large),
+        (ObjectType::ARM_SmallPageObject, small),
+    ] {
+        Untyped(CPtr(untyped.cptr))
+            .retype(ty, 0, cnode, 0, 0, slot, 1)
+            .map_err(|_| "Untyped_Retype of a frame failed")?;
+    }
+    match Page(CPtr(small)).get_address() {
+        Ok(paddr) if paddr.is_multiple_of(LARGE as u64) => {}
+        _ => return Err("the 4 KiB frame is not 2 MiB-aligned"),
+    }
+    Page(CPtr(large))
+        .map(
+            CPtr(slot::VSPACE),
+            VADDR_LARGE,
+            CapRights::READ_WRITE,
+            VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER,
+        )
+        .map_err(|_| "mapping the 2 MiB frame for the CPU failed")?;
+    Ok((CPtr(large), CPtr(small)))
 }
 
 pub fn driver_b(info: &'static StartInfo) -> bool {

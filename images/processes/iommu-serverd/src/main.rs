@@ -36,7 +36,7 @@ use procrt::{println, StartInfo};
 use sel4_abi::message::MSG_REGISTERS;
 use sel4_abi::{ipc_buffer, syscalls, CPtr, IRQHandler, MessageInfo, Notification, TCB};
 use sel4_iommu::locks::{Mutex, ThreadLocks};
-use sel4_iommu::platform::{CounterDelay, DeviceRegisters, ReceivedFrames};
+use sel4_iommu::platform::{CounterDelay, DeviceRegisters, FrameProbe, ReceivedFrames};
 
 procrt::main!(main);
 
@@ -237,10 +237,18 @@ fn start_bands(info: &'static StartInfo, core: &'static Core) -> bool {
             );
             return false;
         }
+        // Each band its own probe slot: its handler lock keeps the band's
+        // registrations apart. Without a VSpace cap (`grant_vspace`) every
+        // probe fails and frames count as 4 KiB.
+        let probe = FrameProbe {
+            vspace: CPtr(procrt::procinfo::slot::VSPACE),
+            vaddr: procrt::procinfo::frame_probe_vaddr(i),
+        };
         let frames = ReceivedFrames::new(
             CPtr(procrt::procinfo::slot::CNODE),
             info.free_first + i as u64 * share,
             share,
+            Some(probe),
         );
         let handler = match Handler::new(core, frames, band.policy) {
             Ok(h) => h,

@@ -17,6 +17,8 @@ const EXPECTED: &[&str] = &[
     "driver-a/fault-never-mapped",
     "driver-a/fault-after-unmap",
     "driver-a/fault-read-only",
+    "driver-a/large-frame",
+    "driver-a/small-frame-at-2mib",
     "driver-a/dma-after-intrusions",
     "driver-a/blocked-after-detach",
     "driver-b/pci-probe",
@@ -40,6 +42,8 @@ const IOVA_TARGET: u64 = 0x18_0000;
 const IOVA_UNMAPPED_LATER: u64 = 0x30_0000;
 const IOVA_READ_ONLY: u64 = 0x40_0000;
 const IOVA_NEVER_MAPPED: u64 = 0x0f00_0000;
+const IOVA_LARGE: u64 = 0x60_0000;
+const LARGE_WRITE_OFFSET: u64 = 0x1f_e800;
 const PAGE_SOURCE: u64 = 0;
 const PAGE_TARGET: u64 = 1;
 /// Driver B's DMA pool virtual address (images/systems/dma-demo.toml), which
@@ -83,6 +87,10 @@ pub fn run(ctx: &Ctx, t: &mut Checks) {
         unmap_invalidated(&trace),
     );
     t.check("dma-demo/trace/detach-aborts", detach_aborts(&trace));
+    t.check(
+        "dma-demo/trace/large-frame-block",
+        large_frame_block(&trace),
+    );
     t.check("dma-demo/trace/nothing-bypassed", nothing_bypassed(&trace));
 }
 
@@ -120,6 +128,13 @@ enum Event {
     },
     Bypassed {
         sid: u64,
+    },
+    /// A stage-1 walk that ended at a block descriptor.
+    BlockWalk {
+        level: u64,
+        iova: u64,
+        block: u64,
+        size_mib: u64,
     },
 }
 
@@ -178,6 +193,33 @@ impl Trace {
                 })
             } else if line.contains("smmu_iotlb_inv_asid") || line.contains("smmu_iotlb_inv_all") {
                 Some(Event::Invalidated { addr: None })
+            } else if line.contains("smmu_ptw_block_pte") {
+                let size_mib = line
+                    .split("block size = ")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|n| n.parse().ok());
+                let level = line
+                    .split("level=")
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|n| n.parse().ok());
+                match (
+                    level,
+                    hex_field(line, "iova="),
+                    hex_field(line, "block address = "),
+                    size_mib,
+                ) {
+                    (Some(level), Some(iova), Some(block), Some(size_mib)) => {
+                        Some(Event::BlockWalk {
+                            level,
+                            iova,
+                            block,
+                            size_mib,
+                        })
+                    }
+                    _ => None,
+                }
             } else if line.contains("smmuv3_translate_bypass")
                 || line.contains("smmuv3_translate_disable")
             {
@@ -323,6 +365,48 @@ fn detach_aborts(trace: &Trace) -> Result<(), String> {
 
 /// No DMA ever passed untranslated: the SMMU was enabled before any device
 /// ran, and no stream was in bypass.
+/// Driver A's write into its 2 MiB frame: the SMMU walked to a 2 MiB block
+/// at level 2 (one descriptor for the whole frame, not 512 pages), and
+/// translated the write to that block's address plus the offset.
+fn large_frame_block(trace: &Trace) -> Result<(), String> {
+    let iova = IOVA_LARGE + LARGE_WRITE_OFFSET;
+    let walk = trace
+        .position(
+            0,
+            |e| matches!(e, Event::BlockWalk { iova: i, .. } if on_page(*i, iova)),
+        )
+        .ok_or(format!("no block walk for IOVA {iova:#x}"))?;
+    let Event::BlockWalk {
+        level,
+        block,
+        size_mib,
+        ..
+    } = trace.events[walk]
+    else {
+        unreachable!("position found a block walk");
+    };
+    if (level, size_mib) != (2, 2) {
+        return Err(format!(
+            "IOVA {iova:#x} walked to a level-{level} block of {size_mib} MiB, expected level 2, 2 MiB"
+        ));
+    }
+    let want = block + (iova - IOVA_LARGE);
+    let translated = trace.events[walk..].iter().find_map(|e| match e {
+        Event::Translated {
+            sid,
+            iova: i,
+            paddr,
+        } if *sid == STREAM_A && *i == iova => Some(*paddr),
+        _ => None,
+    });
+    match translated {
+        Some(paddr) if paddr == want => Ok(()),
+        other => Err(format!(
+            "IOVA {iova:#x} translated to {other:x?}, expected block {block:#x} + offset = {want:#x}"
+        )),
+    }
+}
+
 fn nothing_bypassed(trace: &Trace) -> Result<(), String> {
     match trace
         .events
@@ -361,6 +445,8 @@ mod tests {
 123@1.103:smmuv3_record_event SMMU_EVT_F_TRANSLATION sid=0x8
 123@1.2:smmuv3_s1_range_inval vmid=0 asid=1 addr=0x300000 tg=1 num_pages=0x1 ttl=3 leaf=1
 123@1.3:smmuv3_translate_bypass smmuv3-iommu-memory-region-16-2 sid=0x10 bypass iova:0x1000 is_write=0
+123@1.4:smmu_ptw_block_pte stage=1 level=2 base@=0x7f814000 pte@=0x7f814018 pte=0x60000040400f45 iova=0x7fe000 block address = 0x40400000 block size = 2 MiB
+123@1.5:smmuv3_translate_success smmuv3-iommu-memory-region-8-1 sid=0x8 iova=0x7fe800 translated=0x405fe800 perm=0x3
 ";
 
     #[test]
@@ -387,9 +473,39 @@ mod tests {
                     addr: Some(0x30_0000)
                 },
                 Event::Bypassed { sid: 0x10 },
+                Event::BlockWalk {
+                    level: 2,
+                    iova: 0x7f_e000,
+                    block: 0x4040_0000,
+                    size_mib: 2
+                },
+                Event::Translated {
+                    sid: 0x8,
+                    iova: 0x7f_e800,
+                    paddr: 0x405f_e800
+                },
             ]
         );
         assert!(nothing_bypassed(&t).is_err());
+        assert_eq!(large_frame_block(&t), Ok(()));
+    }
+
+    #[test]
+    fn a_large_frame_walked_as_pages_fails() {
+        let pages = Trace::parse(
+            "1@1:smmu_ptw_level level=3 iova=0x7fe000 subpage_sz=0x1000 baseaddr=0x1000 offset=510 => pte=0x4\n\
+             1@2:smmuv3_translate_success smmuv3-iommu-memory-region-8-1 sid=0x8 iova=0x7fe800 translated=0x405fe800 perm=0x3\n",
+        );
+        assert!(large_frame_block(&pages)
+            .unwrap_err()
+            .contains("no block walk"));
+        let elsewhere = Trace::parse(
+            "1@1:smmu_ptw_block_pte stage=1 level=2 base@=0x1 pte@=0x2 pte=0x3 iova=0x7fe000 block address = 0x40400000 block size = 2 MiB\n\
+             1@2:smmuv3_translate_success smmuv3-iommu-memory-region-8-1 sid=0x8 iova=0x7fe800 translated=0x400fe800 perm=0x3\n",
+        );
+        assert!(large_frame_block(&elsewhere)
+            .unwrap_err()
+            .contains("expected block"));
     }
 
     #[test]
