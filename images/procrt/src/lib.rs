@@ -106,11 +106,20 @@ pub fn current_thread_index() -> Option<usize> {
     info.threads().iter().position(|t| t.ipc_buffer == tpidr)
 }
 
-/// Reports the verdict to the root task, then stops this thread.
+/// Reports the verdict to the root task, then stops this thread (the one
+/// that calls it: a worker thread that spun on here would starve every
+/// thread below its priority).
 pub fn done(pass: bool) -> ! {
     let info = MessageInfo::new(control::DONE, 0, 0, 1);
     syscalls::send_with_mrs(CPtr(slot::CONTROL_EP), info, [pass as u64, 0, 0, 0]);
-    let _ = TCB(CPtr(slot::TCB)).suspend();
+    // SAFETY: set once before main runs; read-only afterwards.
+    let threads = unsafe { INFO }.map_or(&[][..], |i| i.threads());
+    let own = current_thread_index()
+        .and_then(|i| threads.get(i))
+        .map_or(0, |t| t.tcb);
+    // Entry 0 (the main thread) has tcb 0: its TCB is in slot::TCB.
+    let tcb = if own == 0 { slot::TCB } else { own };
+    let _ = TCB(CPtr(tcb)).suspend();
     loop {
         syscalls::yield_now();
     }

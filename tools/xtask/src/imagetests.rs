@@ -443,9 +443,29 @@ fn console(ctx: &Ctx, t: &mut Checks) {
             ))
         },
     );
+    // The quitter's worker reported done first; the bursts ran after it,
+    // so the worker stopped instead of spinning above them.
+    let quit = out.serial.find("root: quitter done: pass");
+    let after = quit.map_or(0, |at| {
+        out.serial[at..]
+            .lines()
+            .filter(|l| l.starts_with("burst "))
+            .count()
+    });
+    t.check(
+        "console/done-stops-the-worker-thread",
+        match quit {
+            Some(_) if after == order.len() && after > 0 => Ok(()),
+            Some(_) => Err(format!(
+                "{after} of {} burst lines after the quitter's done",
+                order.len()
+            )),
+            None => contains(&out, "root: quitter done: pass"),
+        },
+    );
     t.check(
         "console/run-ends-with-pass",
-        contains(&out, "root: all 2 awaited process(es) done: PASS"),
+        contains(&out, "root: all 3 awaited process(es) done: PASS"),
     );
 }
 

@@ -2,6 +2,10 @@
 //! long lines at once, at one priority, so the kernel's timer preempts them
 //! halfway through lines. The image test (`tools/xtask/src/imagetests.rs`,
 //! `console`) finds each line whole: the console lock at work.
+//!
+//! The process named `quitter` instead reports `done` from a worker thread
+//! above everyone's priority: `procrt::done` must stop that thread, or it
+//! would spin there and starve the bursts.
 #![no_std]
 #![no_main]
 
@@ -18,6 +22,9 @@ const LINES: usize = 150;
 static FINISHED: AtomicUsize = AtomicUsize::new(0);
 
 fn main(info: &'static StartInfo) -> bool {
+    if info.name.as_str() == "quitter" {
+        return quitter(info);
+    }
     let workers = &info.threads()[1.min(info.threads().len())..];
     for (i, t) in workers.iter().enumerate() {
         if let Err(e) = procrt::spawn(t, worker, i + 1) {
@@ -47,6 +54,27 @@ extern "C" fn worker(thread: usize) -> ! {
     loop {
         syscalls::wait(Notification(CPtr(info.threads()[thread].wake)));
     }
+}
+
+fn quitter(info: &'static StartInfo) -> bool {
+    let Some(worker) = info.threads().get(1) else {
+        println!("quitter: no worker thread in the description");
+        return false;
+    };
+    if let Err(e) = procrt::spawn(worker, quit, 0) {
+        println!("quitter: could not start the worker: {e:?}");
+        return false;
+    }
+    // The worker reported for the process; this thread has nothing to say.
+    let wake = Notification(CPtr(info.threads()[0].wake));
+    loop {
+        syscalls::wait(wake);
+    }
+}
+
+extern "C" fn quit(_: usize) -> ! {
+    println!("quitter: worker reports done");
+    procrt::done(true)
 }
 
 /// `burst <process>/<thread> <i> <payload>`: the payload is the line number's
