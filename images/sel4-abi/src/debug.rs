@@ -53,10 +53,13 @@ macro_rules! debug_println {
     }};
 }
 
-/// Bytes [`print_whole`] formats before it writes: a whole line of the
-/// project's output fits, so formatting (which may fault, e.g. on a stack
-/// guard page) happens before the lock is taken.
-pub const WHOLE_CHUNK: usize = 256;
+/// Bytes [`print_whole`] formats before it writes. Every message of the
+/// project fits (the longest, the server's SMMU feature line, is ~600), so
+/// formatting, which could panic or fault (a stack guard page), happens
+/// before the lock is taken: a thread that dies while holding the lock
+/// would leave it taken for good, and the root task, which takes it before
+/// stopping a faulted process's threads, blocked.
+pub const WHOLE_CHUNK: usize = 1024;
 
 /// Writes one message to the console as a unit. The message is formatted
 /// into a buffer first; then the console lock (a notification shared by the
