@@ -246,17 +246,23 @@ pub struct IoPageTable {
     /// Bytes of table memory in use.
     bytes: usize,
     oas_bits: u8,
+    /// Replace a live block by a table only through an invalid entry and a
+    /// completed TLBI (break-before-make): the SMMU lacks BBML level 2.
+    break_before_make: bool,
 }
 
 impl IoPageTable {
     /// Allocates an empty level-0 table. Output addresses must fit `oas_bits`.
-    pub fn new<A: DmaAllocator>(alloc: &mut A, oas_bits: u8) -> Result<Self> {
+    /// `bbml`: SMMU_IDR3.BBML, which decides how a block is split
+    /// ([`Self::unmap`]).
+    pub fn new<A: DmaAllocator>(alloc: &mut A, oas_bits: u8, bbml: u8) -> Result<Self> {
         let root = alloc.alloc(table_size(0), 4096)?;
         Ok(IoPageTable {
             root,
             pages: 1,
             bytes: table_size(0),
             oas_bits: oas_bits.min(48),
+            break_before_make: bbml < 2,
         })
     }
 
@@ -694,44 +700,65 @@ impl IoPageTable {
     }
 
     /// Splits blocks so that `b` becomes a leaf boundary, using `spare`.
+    ///
+    /// A block becomes an equivalent table (same output, same attributes).
+    /// With BBML level 2 (SMMUv3 3.21.1.2, what QEMU and the model
+    /// advertise) the table replaces the live block directly, as Linux
+    /// `arm_lpae_split_blk_unmap` does, and the caller's TLBI of the
+    /// unmapped range (with the block's level in the TTL hint) also removes
+    /// the old block. Without it the SMMU may hold both translations at once
+    /// (a TLB conflict), so the block is broken first: entry invalid, TLBI
+    /// of the block, CMD_SYNC (`flush`), then the table. DMA to the part of
+    /// the block that stays mapped faults during that window.
+    ///
+    /// On a `flush` failure the block is put back and the error returned;
+    /// an earlier split of this call stays (it changed no translation).
     fn split_at(
         &mut self,
         b: u64,
         spare: &mut heapless::Vec<(DmaBlock, usize), 4>,
         g: &mut Gather,
-    ) {
+        flush: FlushFn<'_>,
+    ) -> Result<()> {
         if b == 0 || b >= IOVA_LIMIT {
-            return;
+            return Ok(());
         }
         let mut t = self.root;
         for level in 0..3 {
             let i = idx(b, level);
             let desc = dma::read_u64(&t, i);
             if desc & PTE_VALID == 0 {
-                return;
+                return Ok(());
             }
             if !is_table(desc, level) {
                 if level == 0 || b.is_multiple_of(level_size(level)) {
-                    return;
+                    return Ok(());
                 }
                 let want = table_size(level + 1);
                 let Some(pos) = spare.iter().position(|(_, sz)| *sz == want) else {
-                    return; // cannot happen: counted by splits_needed
+                    return Ok(()); // cannot happen: counted by splits_needed
                 };
-                let (nt, _) = spare.swap_remove(pos);
                 let attrs = desc & !(PTE_ADDR | PTE_TYPE | PTE_VALID);
                 let base_pa = desc & PTE_ADDR & !(level_size(level) - 1);
                 let sub = level_size(level + 1);
                 let type_bit = if level + 1 == 3 { PTE_TYPE } else { 0 };
+                let nt = spare[pos].0;
                 for k in 0..ENTRIES {
                     let pa = base_pa + k as u64 * sub;
                     dma::write_u64(&nt, k, attrs | pa | type_bit | PTE_VALID);
                 }
-                // Replace the block by an equivalent table without
-                // break-before-make, as Linux `arm_lpae_split_blk_unmap`
-                // does (QEMU and the model advertise IDR3.BBML = 2); the
-                // caller's TLBI of the unmapped range (with the block's
-                // level in the TTL hint) also removes the old block entry.
+                if self.break_before_make {
+                    let base_va = b & !(level_size(level) - 1);
+                    dma::write_u64(&t, i, 0);
+                    barrier::dma_wmb();
+                    let mut broken = Gather::default();
+                    broken.add_leaf(base_va, level);
+                    if let Err(e) = flush(&broken) {
+                        dma::write_u64(&t, i, desc);
+                        return Err(e);
+                    }
+                }
+                spare.swap_remove(pos);
                 // Same number of entries in `t` (a block became a table).
                 Self::link(&t, i, &nt, ENTRIES as u64);
                 // The TLB may hold the old block: its level joins the hint.
@@ -741,6 +768,7 @@ impl IoPageTable {
             }
             t = self.child(&t, i, level);
         }
+        Ok(())
     }
 
     /// Unmaps everything in `[iova, iova + len)`, splitting blocks that
@@ -792,11 +820,13 @@ impl IoPageTable {
                 }
             }
         }
-        self.split_at(iova, &mut spare, g);
-        self.split_at(end, &mut spare, g);
+        let split = self
+            .split_at(iova, &mut spare, g, &mut *flush)
+            .and_then(|()| self.split_at(end, &mut spare, g, &mut *flush));
         for (b, _) in spare {
             alloc.free(b);
         }
+        split?;
         self.clear_range(alloc, iova, end, g, flush)
     }
 
@@ -999,7 +1029,7 @@ mod tests {
         let base = (backing.as_mut_ptr() as usize).next_multiple_of(PAGE);
         // SAFETY: `backing` outlives the pool and is only touched through it.
         let mut pool = unsafe { DmaPool::<8>::new(base, 0x4000_0000, pages * PAGE) };
-        let mut pt = IoPageTable::new(&mut pool, 44).unwrap();
+        let mut pt = IoPageTable::new(&mut pool, 44, 2).unwrap();
         let mut flush = |_: &Gather| Ok(());
         let rw = Perms::READ | Perms::WRITE;
         let k = 4096u64;

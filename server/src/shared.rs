@@ -589,7 +589,11 @@ where
             }
         }
         let slot = a.meta.iter().position(|m| !m.live).ok_or(Error::NoSlot)?;
-        let pgtable = IoPageTable::new(&mut self.alloc.leaf(), self.features.oas_bits)?;
+        let pgtable = IoPageTable::new(
+            &mut self.alloc.leaf(),
+            self.features.oas_bits,
+            self.features.bbml,
+        )?;
         let ttbr = pgtable.ttbr();
         let (mut d, _t) = self.domains[slot].lock(&mut t1);
         d.gen = d.gen.wrapping_add(1);

@@ -504,13 +504,14 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
             }
             self.asids.mark_clean(grant.asid);
         }
-        let pgtable = match IoPageTable::new(&mut self.alloc, self.features.oas_bits) {
-            Ok(p) => p,
-            Err(e) => {
-                self.asids.free(grant.asid, true);
-                return Err(e);
-            }
-        };
+        let pgtable =
+            match IoPageTable::new(&mut self.alloc, self.features.oas_bits, self.features.bbml) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.asids.free(grant.asid, true);
+                    return Err(e);
+                }
+            };
         Ok(self.domains.insert(
             slot,
             Domain {
@@ -830,7 +831,10 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Smmu<M, A, D> {
     /// (more only if very many tables are freed). Returns the bytes unmapped.
     /// Errors: `NoSuchDomain`, `Misaligned`, `OutOfRange`, `NotMapped`
     /// (nothing in range), `NoMemory` (a block split needs a table; nothing
-    /// changed), `Timeout`.
+    /// changed), `Timeout`. A block that straddles an end becomes a table;
+    /// without IDR3.BBML = 2 it is first broken (invalid, TLBI, CMD_SYNC),
+    /// so DMA to the part that stays mapped can fault meanwhile, and a
+    /// `Timeout` then puts the block back.
     pub fn unmap(&mut self, domain: DomainId, iova: u64, len: u64) -> Result<u64> {
         let (ril, thr) = (
             self.features.ril && self.config.use_ril,

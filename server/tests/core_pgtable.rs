@@ -7,7 +7,7 @@ mod support;
 use iommu_server::pgtable::{
     pte_attrs, Gather, IoPageTable, PTE_AP_RDONLY, PTE_AP_UNPRIV, PTE_PXN, PTE_UXN,
 };
-use iommu_server::{Command, Config, Error, Perms, Result};
+use iommu_server::{Command, Config, Error, Perms, Result, WaitFor};
 use support::*;
 
 const K4: u64 = 0x1000;
@@ -27,7 +27,7 @@ fn leaves(pt: &IoPageTable) -> Vec<(u64, u64, u64, Perms)> {
 #[test]
 fn leaf_sizes_are_chosen_automatically() {
     let mut a = HostAlloc::new();
-    let mut pt = IoPageTable::new(&mut a, 44).unwrap();
+    let mut pt = IoPageTable::new(&mut a, 44, 2).unwrap();
     let mut f = no_flush();
     // 4K + 2M + 1G + 2M + 4K, all congruent
     let iova = G1 - M2 - K4;
@@ -48,7 +48,7 @@ fn leaf_sizes_are_chosen_automatically() {
     // 1 root + L1 + (L2 for first GB) + L2 for third GB + 2 L3 tables
     assert_eq!(pt.table_pages(), 6);
     // misaligned physical address: only 4 KiB leaves
-    let mut pt2 = IoPageTable::new(&mut a, 44).unwrap();
+    let mut pt2 = IoPageTable::new(&mut a, 44, 2).unwrap();
     pt2.map(&mut a, 0, K4, M2, Perms::READ, &mut f).unwrap();
     assert_eq!(leaves(&pt2).len(), 512);
 }
@@ -71,7 +71,7 @@ fn permission_bits() {
     let dev = pte_attrs(Perms::RW | Perms::DEVICE);
     assert_eq!((dev >> 2) & 7, 2);
     let mut a = HostAlloc::new();
-    let mut pt = IoPageTable::new(&mut a, 44).unwrap();
+    let mut pt = IoPageTable::new(&mut a, 44, 2).unwrap();
     let mut f = no_flush();
     for (i, p) in [
         Perms::READ,
@@ -101,7 +101,7 @@ fn permission_bits() {
 #[test]
 fn argument_errors_change_nothing() {
     let mut a = HostAlloc::new();
-    let mut pt = IoPageTable::new(&mut a, 44).unwrap();
+    let mut pt = IoPageTable::new(&mut a, 44, 2).unwrap();
     let mut f = no_flush();
     assert_eq!(
         pt.map(&mut a, 0x123, 0, K4, Perms::RW, &mut f),
@@ -151,7 +151,7 @@ fn argument_errors_change_nothing() {
 #[test]
 fn overlap_checks_whole_range_first() {
     let mut a = HostAlloc::new();
-    let mut pt = IoPageTable::new(&mut a, 44).unwrap();
+    let mut pt = IoPageTable::new(&mut a, 44, 2).unwrap();
     let mut f = no_flush();
     pt.map(
         &mut a,
@@ -190,7 +190,7 @@ fn overlap_checks_whole_range_first() {
 #[test]
 fn split_blocks_on_partial_unmap_and_free_tables() {
     let mut a = HostAlloc::new();
-    let mut pt = IoPageTable::new(&mut a, 44).unwrap();
+    let mut pt = IoPageTable::new(&mut a, 44, 2).unwrap();
     let mut f = no_flush();
     pt.map(&mut a, G1, 0x8000_0000, G1, Perms::RW, &mut f)
         .unwrap();
@@ -248,10 +248,77 @@ fn split_blocks_on_partial_unmap_and_free_tables() {
     assert_eq!(a.bad_frees(), 0);
 }
 
+/// The gathers `unmap` flushed, as (start, end, leaf level).
+fn flushed(log: &std::cell::RefCell<Vec<(u64, u64, Option<u8>)>>) -> Vec<(u64, u64, Option<u8>)> {
+    log.borrow().clone()
+}
+
+#[test]
+fn without_bbml_a_split_block_is_broken_and_invalidated_before_the_table() {
+    for bbml in [0, 1, 2] {
+        let mut a = HostAlloc::new();
+        let mut pt = IoPageTable::new(&mut a, 44, bbml).unwrap();
+        pt.map(&mut a, 4 * M2, 0x8000_0000, M2, Perms::RW, &mut no_flush())
+            .unwrap();
+        let log = std::cell::RefCell::new(Vec::new());
+        let mut f = |g: &Gather| -> Result<()> {
+            log.borrow_mut().push((g.start, g.end, g.leaf_level()));
+            Ok(())
+        };
+        let mut g = Gather::default();
+        let hole = 4 * M2 + 7 * K4;
+        assert_eq!(pt.unmap(&mut a, hole, K4, &mut g, &mut f), Ok(K4));
+        let breaks = flushed(&log);
+        if bbml < 2 {
+            // One flush of the whole block at level 2, during the unmap.
+            assert_eq!(breaks, vec![(4 * M2, 5 * M2, Some(2))], "BBML {bbml}");
+        } else {
+            assert_eq!(breaks, vec![], "BBML {bbml}: no flush inside the unmap");
+        }
+        pt.finish(&mut a, &mut g, &mut f).unwrap();
+        assert_eq!(pt.iova_to_phys(hole), None);
+        assert_eq!(
+            pt.iova_to_phys(hole + K4).map(|x| x.0),
+            Some(0x8000_0000 + 8 * K4)
+        );
+        assert_eq!(
+            leaves(&pt).iter().map(|x| x.2).sum::<u64>(),
+            M2 - K4,
+            "BBML {bbml}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_break_puts_the_block_back() {
+    let mut a = HostAlloc::new();
+    let mut pt = IoPageTable::new(&mut a, 44, 0).unwrap();
+    pt.map(&mut a, G1, 0x8000_0000, G1, Perms::RW, &mut no_flush())
+        .unwrap();
+    let before = leaves(&pt);
+    let pages = pt.table_pages();
+    let live = a.live();
+    let mut timeout = |_g: &Gather| -> Result<()> { Err(Error::Timeout(WaitFor::CmdSync)) };
+    let mut g = Gather::default();
+    assert_eq!(
+        pt.unmap(&mut a, G1 + 3 * M2 + 5 * K4, K4, &mut g, &mut timeout),
+        Err(Error::Timeout(WaitFor::CmdSync))
+    );
+    assert_eq!(leaves(&pt), before);
+    assert_eq!(pt.table_pages(), pages);
+    assert_eq!(a.live(), live, "the spare tables went back");
+    // The same unmap once the SMMU answers again.
+    let mut g = Gather::default();
+    assert_eq!(
+        pt.unmap(&mut a, G1 + 3 * M2 + 5 * K4, K4, &mut g, &mut no_flush()),
+        Ok(K4)
+    );
+}
+
 #[test]
 fn out_of_memory_mid_map_is_undone() {
     let mut a = HostAlloc::new();
-    let mut pt = IoPageTable::new(&mut a, 44).unwrap();
+    let mut pt = IoPageTable::new(&mut a, 44, 2).unwrap();
     let flushes = std::cell::Cell::new(0);
     let mut f = |_g: &Gather| -> Result<()> {
         flushes.set(flushes.get() + 1);

@@ -138,7 +138,7 @@ proptest! {
     #[test]
     fn page_table_matches_reference(ops in proptest::collection::vec(op_strategy(), 1..40)) {
         let mut alloc = HostAlloc::new();
-        let mut pt = IoPageTable::new(&mut alloc, 44).unwrap();
+        let mut pt = IoPageTable::new(&mut alloc, 44, 2).unwrap();
         let mut r = Reference::default();
         let flushes = std::cell::Cell::new(0u32);
         let mut flush = |_g: &Gather| -> Result<()> { flushes.set(flushes.get() + 1); Ok(()) };

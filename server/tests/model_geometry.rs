@@ -12,7 +12,8 @@ use harness::*;
 use iommu_server::{Config, Error, Perms};
 use proptest::prelude::*;
 use smmu_model::spec::evt;
-use smmu_model::{Access, Features, Machine};
+use smmu_model::{Access, Features, Machine, SyncView};
+use std::sync::{Arc, Mutex};
 
 const PAGE: u64 = 4096;
 const MIB2: u64 = 2 << 20;
@@ -183,6 +184,68 @@ proptest! {
     fn geometry_without_ril(ops in prop::collection::vec(op(), 1..30)) {
         run(Features { ril: false, ..Features::qemu_7_2() }, &ops);
     }
+
+    #[test]
+    fn geometry_without_bbml(ops in prop::collection::vec(op(), 1..30)) {
+        run(Features { bbml: 0, ..Features::qemu_7_2() }, &ops);
+    }
+}
+
+/// What the SMMU's tables said for the part of a 2 MiB block that an unmap
+/// of one page in it keeps, at each CMD_SYNC of that unmap.
+fn kept_part_at_each_sync(bbml: u8) -> Vec<bool> {
+    let (m, mut s) = boot(
+        Features {
+            bbml,
+            ..Features::qemu_7_2()
+        },
+        Config::default(),
+    );
+    let d = s.alloc_domain().unwrap();
+    s.attach(SID, 0, d).unwrap();
+    let block = 8 * MIB2;
+    s.map(d, block, PA_OFF, MIB2, Perms::RW).unwrap();
+    // The block is in the TLB, as in a driver whose device is busy.
+    assert_eq!(
+        m.smmu
+            .probe(SID, None, block, Access::WRITE)
+            .map(|t| t.paddr),
+        Ok(PA_OFF)
+    );
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let hook_seen = seen.clone();
+    m.smmu
+        .set_sync_hook(Some(Box::new(move |v: &mut SyncView<'_>| {
+            let kept = v.translate_uncached(SID, None, block + MIB2 - PAGE, Access::WRITE);
+            hook_seen.lock().unwrap().push(kept.is_ok());
+        })));
+    assert_eq!(s.unmap(d, block + 5 * PAGE, PAGE), Ok(PAGE));
+    m.smmu.set_sync_hook(None);
+    // Whatever happened in between, the kept part maps and the page is gone.
+    assert_eq!(
+        m.smmu
+            .probe(SID, None, block + MIB2 - PAGE, Access::WRITE)
+            .map(|t| t.paddr),
+        Ok(PA_OFF + MIB2 - PAGE)
+    );
+    assert!(m
+        .smmu
+        .probe(SID, None, block + 5 * PAGE, Access::WRITE)
+        .is_err());
+    assert!(m.smmu.violations().is_empty(), "{:?}", m.smmu.violations());
+    let seen = seen.lock().unwrap().clone();
+    seen
+}
+
+#[test]
+fn without_bbml_a_block_is_invalid_while_its_old_entry_is_invalidated() {
+    // SMMUv3 3.21.1: without BBML level 2 a live block may not be replaced
+    // by a table; the server breaks it (invalid, TLBI, CMD_SYNC), then makes
+    // the table, then removes the page (TLBI, CMD_SYNC).
+    assert_eq!(kept_part_at_each_sync(0), vec![false, true]);
+    assert_eq!(kept_part_at_each_sync(1), vec![false, true]);
+    // With it (QEMU), the table replaces the block directly: one sync.
+    assert_eq!(kept_part_at_each_sync(2), vec![true]);
 }
 
 #[test]

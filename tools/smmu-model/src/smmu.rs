@@ -29,6 +29,9 @@ pub struct Features {
     pub cd2l: bool,
     /// IDR3.RIL: range invalidation.
     pub ril: bool,
+    /// IDR3.BBML: break-before-make level (2, as QEMU: a block may become a
+    /// table without an invalid entry in between).
+    pub bbml: u8,
     /// IDR0.ASID16.
     pub asid16: bool,
     /// IDR0.MSI.
@@ -70,6 +73,7 @@ impl Features {
             two_level_strtab: true,
             cd2l: false,
             ril: true,
+            bbml: 2,
             asid16: true,
             msi: false,
             sev: false,
@@ -119,8 +123,8 @@ impl Features {
             | (self.cmdqs as u32) << 21
     }
     pub fn idr3(&self) -> u32 {
-        // 6.3.4: HAD [2], RIL [10], BBML [12:11] = 0b10.
-        1 << 2 | (self.ril as u32) << 10 | 0b10 << 11
+        // 6.3.4: HAD [2], RIL [10], BBML [12:11].
+        1 << 2 | (self.ril as u32) << 10 | (self.bbml as u32 & 3) << 11
     }
     pub fn idr5(&self) -> u32 {
         // 6.3.6: OAS [2:0], GRAN4K [4], GRAN16K [5], GRAN64K [6].

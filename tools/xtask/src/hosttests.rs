@@ -15,6 +15,9 @@ pub fn run(ctx: &Ctx) -> Result<Tally> {
         .current_dir(&ctx.root)
         .env("RUST_BACKTRACE", "1");
     let mut tally = counted(cargo_test)?;
+    // The host-buildable crates of the images/ workspace.
+    println!("== host tests of the images/ workspace (sel4-abi, procinfo)");
+    tally.add(counted(crate::image::host_unit_tests(ctx)?)?);
     // The loom model checks of the ASID lock model (issue 6).
     tally.add(run_loom(ctx)?);
     // Each fuzz target for a short bounded time (tools/xtask/src/fuzz.rs).

@@ -117,6 +117,33 @@ fn target_dir(ctx: &Ctx, kernel: &kernel::Kernel) -> PathBuf {
 /// the environment (sel4-abi's build script generates its bindings from it;
 /// procrt and the root task pick their console from `SEL4_DEFINES`).
 fn cargo(ctx: &Ctx, kernel: &kernel::Kernel, args: &[&str], env: &[(&str, &Path)]) -> Result<()> {
+    let mut command = cargo_command(ctx, kernel, args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let status = command.status().context("could not run cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// `cargo test` of the `images/` crates that also build for the host (the
+/// seL4 bindings and their generator, the start-info layout, the console
+/// writer), against the debug kernel's configuration (built first if need
+/// be). The caller runs and counts it.
+pub fn host_unit_tests(ctx: &Ctx) -> Result<Command> {
+    let kernel = kernel::build_kernel(ctx, kernel::Flavour::Debug)?;
+    let mut command = cargo_command(
+        ctx,
+        &kernel,
+        &["test", "-p", "sel4-abi", "-p", "procinfo", "--no-fail-fast"],
+    );
+    command.env("RUST_BACKTRACE", "1");
+    Ok(command)
+}
+
+fn cargo_command(ctx: &Ctx, kernel: &kernel::Kernel, args: &[&str]) -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command
         .args(args)
@@ -134,12 +161,5 @@ fn cargo(ctx: &Ctx, kernel: &kernel::Kernel, args: &[&str], env: &[(&str, &Path)
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let status = command.status().context("could not run cargo")?;
-    if !status.success() {
-        bail!("cargo {} failed", args.join(" "));
-    }
-    Ok(())
+    command
 }
