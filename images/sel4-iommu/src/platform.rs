@@ -160,6 +160,9 @@ impl<const WORDS: usize> ReceivedFrames<WORDS> {
             return SMALL_FRAME;
         }
         let page = Page(CPtr(cap.0));
+        // Not cacheable (Device-nGnRnE) and never executable: the CPU then
+        // makes no speculative access through the probe mapping, which
+        // matters if the frame is a device's; nothing reads it anyway.
         let attrs = VMAttributes::EXECUTE_NEVER;
         match page.map(probe.vspace, probe.vaddr, CapRights::READ, attrs) {
             Ok(()) => {
