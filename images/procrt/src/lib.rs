@@ -130,8 +130,21 @@ pub fn done(pass: bool) -> ! {
 /// without printing), a message at a time under the console lock.
 pub fn _print(args: fmt::Arguments) {
     // SAFETY: set once before main runs; read-only afterwards.
-    let info = unsafe { INFO };
-    let lock = info.is_some().then_some(CPtr(slot::CONSOLE_LOCK));
+    let locked = unsafe { INFO }.is_some();
+    print_to_console(locked, args);
+}
+
+/// Writes `args` to the console without the console lock, so without a
+/// system call on kernels without printing: for output that must not add
+/// kernel entries to what it marks (the benchmark's trace markers, which
+/// `cargo xtask bench --profile` reads as the driver's). Other threads'
+/// messages may interleave with it.
+pub fn print_unlocked(args: fmt::Arguments) {
+    print_to_console(false, args);
+}
+
+fn print_to_console(locked: bool, args: fmt::Arguments) {
+    let lock = locked.then_some(CPtr(slot::CONSOLE_LOCK));
     sel4_abi::debug::print_whole(lock, args, |bytes| {
         #[cfg(sel4_debug_build)]
         for &b in bytes {
@@ -139,7 +152,8 @@ pub fn _print(args: fmt::Arguments) {
         }
         #[cfg(not(sel4_debug_build))]
         {
-            let uart = info.map_or(0, |i| i.console);
+            // SAFETY: set once before main runs; read-only afterwards.
+            let uart = unsafe { INFO }.map_or(0, |i| i.console);
             if uart != 0 {
                 for &b in bytes {
                     // SAFETY: the root task maps the PL011 at `console`.

@@ -72,6 +72,11 @@ pub fn print_whole(
     args: core::fmt::Arguments,
     mut put: impl FnMut(&[u8]),
 ) {
+    if lock.is_none() {
+        // Nothing to hold: no buffer (and no 1 KiB to clear) either.
+        let _ = core::fmt::Write::write_fmt(&mut Direct(&mut put), args);
+        return;
+    }
     let mut whole = Whole {
         buf: [0; WHOLE_CHUNK],
         len: 0,
@@ -83,6 +88,17 @@ pub fn print_whole(
     whole.flush();
     if whole.held {
         release(lock);
+    }
+}
+
+struct Direct<'a, P: FnMut(&[u8])>(&'a mut P);
+
+impl<P: FnMut(&[u8])> core::fmt::Write for Direct<'_, P> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        if !s.is_empty() {
+            (self.0)(s.as_bytes());
+        }
+        Ok(())
     }
 }
 
@@ -155,9 +171,10 @@ fn release(lock: Option<crate::CPtr>) {
 mod tests {
     use super::*;
 
+    /// The host takes no lock, but a `Some` lock selects the buffered path.
     fn written(args: core::fmt::Arguments) -> Vec<Vec<u8>> {
         let mut puts = Vec::new();
-        print_whole(None, args, |b| puts.push(b.to_vec()));
+        print_whole(Some(crate::CPtr(6)), args, |b| puts.push(b.to_vec()));
         puts
     }
 
@@ -181,5 +198,17 @@ mod tests {
     #[test]
     fn nothing_is_written_for_an_empty_message() {
         assert!(written(format_args!("")).is_empty());
+    }
+
+    #[test]
+    fn without_a_lock_pieces_go_out_as_they_are_formatted() {
+        let mut puts = Vec::new();
+        // Not literals, which the compiler would fold into one piece.
+        let (word, n) = (std::hint::black_box("check"), std::hint::black_box(42));
+        print_whole(None, format_args!("{word} {n}\n"), |b| {
+            puts.push(b.to_vec())
+        });
+        assert!(puts.len() > 1, "{puts:?}");
+        assert_eq!(puts.concat(), b"check 42\n");
     }
 }

@@ -132,11 +132,13 @@ impl Bench {
     /// Runs `f` once between two counter reads, with trace markers around
     /// (outside the timed part).
     fn time<R>(&mut self, op: Op, f: impl FnOnce() -> R) -> R {
-        println!("@{}", op.name());
+        // Unlocked: the console lock's system calls would sit between the
+        // marker and the call, where the profile counts kernel entries.
+        procrt::print_unlocked(format_args!("@{}\n", op.name()));
         let t0 = CounterDelay::now();
         let r = f();
         let t1 = CounterDelay::now();
-        println!("@");
+        procrt::print_unlocked(format_args!("@\n"));
         let a = &mut self.acc[op as usize];
         let d = t1.wrapping_sub(t0);
         a.iters += 1;
