@@ -26,8 +26,20 @@
 //! (`static BANDS: [Band; N]`, each band's endpoint, thread and client
 //! `Policy`) that the server process includes at build time through the
 //! `IOMMU_POLICY_RS` environment variable.
+//!
+//! `generate` also refuses a description that gives too much authority
+//! around the server (one process runs `iommu-serverd`; "server endpoints"
+//! are `endpoint` and every band's):
+//! - a StreamID is granted to one client, across all bands;
+//! - only the server and `[iommu.client]` processes hold caps to server
+//!   endpoints; only the server may read from one, a client's cap is
+//!   exactly `wg`, and a client holds exactly one (its band);
+//! - no two caps to one server endpoint carry the same badge, none the
+//!   supervisor's;
+//! - no thread of a client runs above its band's server thread, and every
+//!   one runs below the server's `events` thread (`check_priorities`).
 
-use crate::system::System;
+use crate::system::{Process, System};
 use anyhow::{bail, Result};
 use serde::Deserialize;
 use std::fmt::Write as _;
@@ -121,12 +133,27 @@ pub fn generate(system: &System, name: &str) -> Result<String> {
             bail!("[iommu] bands: endpoint {endpoint:?} or thread {thread:?} twice");
         }
     }
+    let server = server_process(system)?;
+    let band_priorities = band_priorities(server, &bands)?;
     let mut per_band: Vec<Vec<String>> = vec![Vec::new(); bands.len()];
     let mut all_badges = Vec::new();
-    for client in &iommu.clients {
+    let mut members: Vec<(&Process, usize)> = Vec::new();
+    for (i, client) in iommu.clients.iter().enumerate() {
         let Some(process) = system.processes.iter().find(|p| p.name == client.process) else {
             bail!("[iommu] client {:?} is not a process", client.process);
         };
+        if iommu.clients[..i]
+            .iter()
+            .any(|c| c.process == client.process)
+        {
+            bail!("[iommu] client {} is listed twice", client.process);
+        }
+        if process.name == server.name {
+            bail!(
+                "[iommu] client {}: the IOMMU server cannot be its own client",
+                client.process
+            );
+        }
         let caps: Vec<(usize, u64)> = process
             .caps
             .iter()
@@ -152,6 +179,7 @@ pub fn generate(system: &System, name: &str) -> Result<String> {
             bail!("{}: badge {badge:#x} is another client's", client.process);
         }
         all_badges.push(badge);
+        members.push((process, band));
         let q = &client.quotas;
         let field = |v: Option<u64>, name: &str| match v {
             Some(v) => format!("{name}: {v}, "),
@@ -183,6 +211,9 @@ pub fn generate(system: &System, name: &str) -> Result<String> {
             streams.join(", ")
         ));
     }
+    check_endpoint_caps(system, iommu, &bands, server)?;
+    check_streams(iommu)?;
+    check_priorities(server, &bands, &band_priorities, &members)?;
     let _ = writeln!(s, "pub static BANDS: [Band; {}] = [", bands.len());
     for ((endpoint, thread), clients) in bands.iter().zip(&per_band) {
         let _ = writeln!(
@@ -209,6 +240,205 @@ pub fn generate(system: &System, name: &str) -> Result<String> {
     Ok(s)
 }
 
+/// The crate of the IOMMU server process.
+pub const SERVER_CRATE: &str = "iommu-serverd";
+
+/// The server thread that takes the SMMU's interrupts, if the server has one
+/// (`EVENT_THREAD` in the server process).
+const EVENTS_THREAD: &str = "events";
+
+/// The one process that runs the IOMMU server.
+fn server_process(system: &System) -> Result<&Process> {
+    let servers: Vec<&Process> = system
+        .processes
+        .iter()
+        .filter(|p| p.krate == SERVER_CRATE)
+        .collect();
+    match servers.as_slice() {
+        [server] => Ok(server),
+        [] => bail!("[iommu]: no process runs the IOMMU server (crate {SERVER_CRATE:?})"),
+        [a, b, ..] => bail!(
+            "[iommu]: {} and {} both run the IOMMU server (crate {SERVER_CRATE:?}); a system has one",
+            a.name,
+            b.name
+        ),
+    }
+}
+
+/// The priority of the server thread that serves each band: the server's
+/// main `priority` for `[iommu] endpoint`, the `threads` entry named by
+/// `bands[].thread` for the others.
+fn band_priorities(server: &Process, bands: &[(&str, &str)]) -> Result<Vec<u8>> {
+    bands
+        .iter()
+        .map(|&(endpoint, thread)| {
+            if thread == MAIN_THREAD {
+                return Ok(server.priority);
+            }
+            if thread == EVENTS_THREAD {
+                bail!(
+                    "[iommu] bands: {endpoint}: thread {EVENTS_THREAD} of {} takes the SMMU's interrupts; it cannot serve a band",
+                    server.name
+                );
+            }
+            match server.threads.iter().find(|t| t.name == thread) {
+                Some(t) => Ok(t.priority),
+                None => bail!(
+                    "[iommu] bands: {endpoint}: {thread:?} is not a thread of {}",
+                    server.name
+                ),
+            }
+        })
+        .collect()
+}
+
+/// Whether `rights` are exactly the rights in `want` (in any order).
+fn rights_are(rights: &str, want: &str) -> bool {
+    let set = |s: &str| {
+        let mut v: Vec<char> = s.chars().collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    set(rights) == set(want)
+}
+
+/// Who may hold a cap to a server endpoint (`[iommu] endpoint` or a band's),
+/// and with what rights and badge:
+/// - only the server process and `[iommu.client]` processes (a cap is the
+///   authority to speak to the server, or with a client's badge, as that
+///   client; the root task even retires the client whose badge a finished
+///   process's cap carries);
+/// - only the server may read from one (a reader takes the requests, and
+///   the frame caps in them, meant for the server); a client's cap is
+///   exactly `wg` (grant is what seL4 5.0.0's `seL4_Call` needs for a reply);
+/// - no two caps to one endpoint carry the same badge, and none the
+///   supervisor's (a badge is the identity the server acts on).
+fn check_endpoint_caps(
+    system: &System,
+    iommu: &Iommu,
+    bands: &[(&str, &str)],
+    server: &Process,
+) -> Result<()> {
+    let mut badges: Vec<(&str, u64, &str)> = Vec::new();
+    for p in &system.processes {
+        for cap in &p.caps {
+            let Some(&(endpoint, _)) = bands.iter().find(|b| b.0 == cap.object) else {
+                continue;
+            };
+            if p.name != server.name {
+                if !iommu.clients.iter().any(|c| c.process == p.name) {
+                    bail!(
+                        "{}: holds a cap to the IOMMU server's endpoint {endpoint} but is not an [iommu.client] (only {} and its clients may)",
+                        p.name,
+                        server.name
+                    );
+                }
+                if !rights_are(&cap.rights, "wg") {
+                    bail!(
+                        "{}: its cap to {endpoint} has rights {:?}: a client's cap to a server endpoint is exactly \"wg\" (only {} may read from it)",
+                        p.name,
+                        cap.rights,
+                        server.name
+                    );
+                }
+            }
+            if iommu.supervisor_badge == Some(cap.badge) {
+                bail!(
+                    "{}: its cap to {endpoint} carries the supervisor badge {:#x}, which only the root task's may",
+                    p.name,
+                    cap.badge
+                );
+            }
+            if let Some((_, _, other)) = badges
+                .iter()
+                .find(|(e, b, _)| *e == endpoint && *b == cap.badge)
+            {
+                bail!(
+                    "{}: its cap to {endpoint} has badge {:#x}, as {other}'s cap to it does",
+                    p.name,
+                    cap.badge
+                );
+            }
+            badges.push((endpoint, cap.badge, &p.name));
+        }
+    }
+    Ok(())
+}
+
+/// A StreamID is granted to one client only, across every band (the server
+/// checks each band's policy on its own).
+fn check_streams(iommu: &Iommu) -> Result<()> {
+    let mut owners: Vec<(u32, &str)> = Vec::new();
+    for client in &iommu.clients {
+        for &sid in &client.streams {
+            match owners.iter().find(|o| o.0 == sid) {
+                Some((_, other)) if *other == client.process => {
+                    bail!("stream {sid:#x} is granted twice to {other}")
+                }
+                Some((_, other)) => {
+                    bail!(
+                        "stream {sid:#x} is granted to both {other} and {}",
+                        client.process
+                    )
+                }
+                None => owners.push((sid, &client.process)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// No thread of a client runs above the server thread that serves its band,
+/// and every one runs strictly below the server's `events` thread.
+///
+/// Above its band thread, a busy client could keep that thread from running
+/// at all: every other client of the band would wait, and so would every
+/// band blocked on a core lock (`SharedSmmu`) that thread holds. Equal is
+/// allowed, on purpose: seL4 5.0.0's fastpath replies directly only to a
+/// caller of at least the replier's priority (`fastpath_reply_recv`), so a
+/// client at its band thread's priority gets the fast reply (the bench
+/// relies on it), and round-robin among equal priorities still gives a band
+/// thread that holds a lock its time slices, so it gets to release it. The
+/// `events` thread must preempt every client: it drains the event queue
+/// (faults, global errors) that a client's device can fill, and a busy
+/// client must not stall that for all the others.
+fn check_priorities(
+    server: &Process,
+    bands: &[(&str, &str)],
+    band_priorities: &[u8],
+    members: &[(&Process, usize)],
+) -> Result<()> {
+    let events = server
+        .threads
+        .iter()
+        .find(|t| t.name == EVENTS_THREAD)
+        .map(|t| t.priority);
+    for &(p, band) in members {
+        let (endpoint, thread) = bands[band];
+        let limit = band_priorities[band];
+        let threads = std::iter::once((MAIN_THREAD, p.priority))
+            .chain(p.threads.iter().map(|t| (t.name.as_str(), t.priority)));
+        for (name, priority) in threads {
+            if priority > limit {
+                bail!(
+                    "{}: thread {name} has priority {priority}, above {limit}, the priority of {}'s thread {thread} that serves its band ({endpoint})",
+                    p.name,
+                    server.name
+                );
+            }
+            if let Some(events) = events.filter(|&e| priority >= e) {
+                bail!(
+                    "{}: thread {name} has priority {priority}, not below {events}, the priority of {}'s thread {EVENTS_THREAD} (the SMMU's interrupts)",
+                    p.name,
+                    server.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,7 +454,7 @@ endpoint = "iommu"
 [[process]]
 name = "server"
 crate = "iommu-serverd"
-caps = [{{ object = "iommu" }}]
+caps = [{{ object = "iommu", rights = "rwg" }}]
 [[process]]
 name = "driver"
 crate = "edu-driver"
@@ -280,18 +510,336 @@ caps = [{caps}]
     fn refuses_clients_without_a_usable_badge() {
         let unbadged = system(
             "[[iommu.client]]\nprocess = \"driver\"",
-            r#"{ object = "iommu" }"#,
+            r#"{ object = "iommu", rights = "wg" }"#,
         );
         assert!(generate(&unbadged, "t").is_err());
         let interrupt_bit = system(
             "[[iommu.client]]\nprocess = \"driver\"",
-            r#"{ object = "iommu", badge = 0x8000000 }"#,
+            r#"{ object = "iommu", badge = 0x8000000, rights = "wg" }"#,
         );
         assert!(generate(&interrupt_bit, "t").is_err());
         let no_process = system(
             "[[iommu.client]]\nprocess = \"ghost\"",
-            r#"{ object = "iommu", badge = 1 }"#,
+            r#"{ object = "iommu", badge = 1, rights = "wg" }"#,
         );
         assert!(generate(&no_process, "t").is_err());
+    }
+
+    /// Two clients, one per band, that every rule accepts; each test below
+    /// breaks one rule at a time by editing this text.
+    const TWO_BANDS: &str = r#"
+[[endpoint]]
+name = "iommu"
+[[endpoint]]
+name = "iommu-b"
+[[notification]]
+name = "other"
+[iommu]
+endpoint = "iommu"
+supervisor_badge = 0x4000000
+bands = [{ endpoint = "iommu-b", thread = "band-b" }]
+[[iommu.client]]
+process = "driver-a"
+streams = [0x8]
+[[iommu.client]]
+process = "driver-b"
+streams = [0x10]
+[[process]]
+name = "server"
+crate = "iommu-serverd"
+priority = 150
+threads = [{ name = "band-b", priority = 160 }, { name = "events", priority = 170 }]
+caps = [{ object = "iommu", rights = "rwg" }, { object = "iommu-b", rights = "rwg" }]
+[[process]]
+name = "driver-a"
+crate = "edu-driver"
+priority = 150
+caps = [{ object = "iommu", badge = 0x10, rights = "wg" }, { object = "other", rights = "r" }]
+[[process]]
+name = "driver-b"
+crate = "edu-driver"
+priority = 160
+threads = [{ name = "worker", priority = 100 }]
+caps = [{ object = "iommu-b", badge = 0x20, rights = "wg" }]
+"#;
+
+    /// `TWO_BANDS` with each `(from, to)` replaced once and `extra`
+    /// appended, through `generate`.
+    fn two_bands(edits: &[(&str, &str)], extra: &str) -> Result<String> {
+        let mut text = TWO_BANDS.to_string();
+        for (from, to) in edits {
+            assert!(text.contains(from), "no {from:?} in the test system");
+            text = text.replacen(from, to, 1);
+        }
+        text.push_str(extra);
+        let system: System = toml::from_str(&text).expect("test system parses");
+        generate(&system, "t")
+    }
+
+    /// The error `generate` refuses the edited system with.
+    fn refused(edits: &[(&str, &str)], extra: &str) -> String {
+        match two_bands(edits, extra) {
+            Ok(rust) => panic!("accepted {edits:?} {extra}:\n{rust}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_two_band_system_is_accepted() {
+        let rust = two_bands(&[], "").unwrap();
+        assert!(rust.contains("name: \"driver-a\", badge: 0x10"), "{rust}");
+        assert!(rust.contains("name: \"driver-b\", badge: 0x20"), "{rust}");
+    }
+
+    #[test]
+    fn a_stream_is_granted_to_one_client_across_all_bands() {
+        // driver-a is in the main band, driver-b in band-b: the server
+        // checks each band's policy on its own and would not see this.
+        let err = refused(&[("streams = [0x10]", "streams = [0x10, 0x8]")], "");
+        assert_eq!(err, "stream 0x8 is granted to both driver-a and driver-b");
+        let err = refused(&[("streams = [0x8]", "streams = [0x8, 0x8]")], "");
+        assert_eq!(err, "stream 0x8 is granted twice to driver-a");
+    }
+
+    #[test]
+    fn only_the_server_may_read_a_server_endpoint() {
+        let main = r#"{ object = "iommu", badge = 0x10, rights = "wg" }"#;
+        let band = r#"{ object = "iommu-b", badge = 0x20, rights = "wg" }"#;
+        let err = refused(&[(main, &main.replace("\"wg\"", "\"rwg\""))], "");
+        assert!(
+            err.starts_with("driver-a: its cap to iommu has rights \"rwg\": a client's cap to a server endpoint is exactly \"wg\""),
+            "{err}"
+        );
+        let err = refused(&[(band, &band.replace("\"wg\"", "\"rw\""))], "");
+        assert!(
+            err.starts_with("driver-b: its cap to iommu-b has rights \"rw\""),
+            "{err}"
+        );
+        // Exactly wg: no call without grant in seL4 5.0.0.
+        let err = refused(&[(main, &main.replace("\"wg\"", "\"w\""))], "");
+        assert!(
+            err.starts_with("driver-a: its cap to iommu has rights \"w\""),
+            "{err}"
+        );
+        // The order of the letters does not matter.
+        two_bands(&[(main, &main.replace("\"wg\"", "\"gw\""))], "").unwrap();
+    }
+
+    #[test]
+    fn only_clients_and_the_server_hold_caps_to_server_endpoints() {
+        let spy = |cap: &str| {
+            format!("[[process]]\nname = \"spy\"\ncrate = \"edu-driver\"\ncaps = [{cap}]\n")
+        };
+        // Caps to other objects are none of the policy's business.
+        two_bands(&[], &spy(r#"{ object = "other", rights = "w" }"#)).unwrap();
+        for (cap, endpoint) in [
+            (r#"{ object = "iommu", rights = "w" }"#, "iommu"),
+            (
+                r#"{ object = "iommu-b", badge = 0x77, rights = "wg" }"#,
+                "iommu-b",
+            ),
+            (
+                r#"{ object = "iommu", badge = 0x10, rights = "wg" }"#,
+                "iommu",
+            ),
+        ] {
+            let err = refused(&[], &spy(cap));
+            assert_eq!(
+                err,
+                format!("spy: holds a cap to the IOMMU server's endpoint {endpoint} but is not an [iommu.client] (only server and its clients may)"),
+                "{cap}"
+            );
+        }
+    }
+
+    #[test]
+    fn badges_on_server_endpoints_are_unique_and_never_the_supervisors() {
+        let server_caps =
+            r#"{ object = "iommu", rights = "rwg" }, { object = "iommu-b", rights = "rwg" }"#;
+        // The server's own cap with a client's badge.
+        let err = refused(
+            &[(
+                server_caps,
+                r#"{ object = "iommu", badge = 0x10, rights = "rwg" }, { object = "iommu-b", rights = "rwg" }"#,
+            )],
+            "",
+        );
+        assert_eq!(
+            err,
+            "driver-a: its cap to iommu has badge 0x10, as server's cap to it does"
+        );
+        // Two unbadged caps to one endpoint.
+        let err = refused(
+            &[(
+                server_caps,
+                r#"{ object = "iommu", rights = "rwg" }, { object = "iommu-b", rights = "rwg" }, { object = "iommu-b", rights = "rwg" }"#,
+            )],
+            "",
+        );
+        assert_eq!(
+            err,
+            "server: its cap to iommu-b has badge 0x0, as server's cap to it does"
+        );
+        // The supervisor's badge, on any server endpoint.
+        let err = refused(
+            &[(
+                server_caps,
+                r#"{ object = "iommu", rights = "rwg" }, { object = "iommu-b", badge = 0x4000000, rights = "rwg" }"#,
+            )],
+            "",
+        );
+        assert!(
+            err.starts_with("server: its cap to iommu-b carries the supervisor badge 0x4000000"),
+            "{err}"
+        );
+        let err = refused(&[("badge = 0x20", "badge = 0x4000000")], "");
+        assert!(
+            err.starts_with("driver-b: its cap to iommu-b carries the supervisor badge"),
+            "{err}"
+        );
+        // One cap to the server's endpoints per client: one band.
+        let err = refused(
+            &[(
+                r#"{ object = "other", rights = "r" }"#,
+                r#"{ object = "iommu-b", badge = 0x11, rights = "wg" }"#,
+            )],
+            "",
+        );
+        assert!(
+            err.starts_with("driver-a: an IOMMU client holds exactly one cap"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn clients_run_at_most_at_their_band_and_below_the_events_thread() {
+        // At its band thread's priority is fine (see check_priorities).
+        two_bands(&[], "").unwrap();
+        let err = refused(&[("priority = 150\ncaps", "priority = 151\ncaps")], "");
+        assert_eq!(
+            err,
+            "driver-a: thread main has priority 151, above 150, the priority of server's thread main that serves its band (iommu)"
+        );
+        let err = refused(
+            &[(
+                r#"name = "worker", priority = 100"#,
+                r#"name = "worker", priority = 161"#,
+            )],
+            "",
+        );
+        assert_eq!(
+            err,
+            "driver-b: thread worker has priority 161, above 160, the priority of server's thread band-b that serves its band (iommu-b)"
+        );
+        // A band thread above the events thread does not lift its clients
+        // to it.
+        let band_175 = (
+            r#"name = "band-b", priority = 160"#,
+            r#"name = "band-b", priority = 175"#,
+        );
+        let err = refused(
+            &[
+                band_175,
+                ("priority = 160\nthreads", "priority = 170\nthreads"),
+            ],
+            "",
+        );
+        assert_eq!(
+            err,
+            "driver-b: thread main has priority 170, not below 170, the priority of server's thread events (the SMMU's interrupts)"
+        );
+        two_bands(
+            &[
+                band_175,
+                ("priority = 160\nthreads", "priority = 169\nthreads"),
+            ],
+            "",
+        )
+        .unwrap();
+        // Without an events thread, only the band bounds them.
+        let no_events = (r#", { name = "events", priority = 170 }"#, "");
+        two_bands(
+            &[
+                no_events,
+                band_175,
+                ("priority = 160\nthreads", "priority = 175\nthreads"),
+            ],
+            "",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn bands_are_served_by_threads_of_the_one_server() {
+        let err = refused(&[(r#"thread = "band-b" }"#, r#"thread = "band-c" }"#)], "");
+        assert_eq!(
+            err,
+            "[iommu] bands: iommu-b: \"band-c\" is not a thread of server"
+        );
+        let err = refused(&[(r#"thread = "band-b" }"#, r#"thread = "events" }"#)], "");
+        assert!(
+            err.starts_with(
+                "[iommu] bands: iommu-b: thread events of server takes the SMMU's interrupts"
+            ),
+            "{err}"
+        );
+        let err = refused(
+            &[("crate = \"iommu-serverd\"", "crate = \"hello-server\"")],
+            "",
+        );
+        assert!(
+            err.starts_with("[iommu]: no process runs the IOMMU server"),
+            "{err}"
+        );
+        let err = refused(
+            &[],
+            "[[process]]\nname = \"server-2\"\ncrate = \"iommu-serverd\"\n",
+        );
+        assert!(
+            err.starts_with("[iommu]: server and server-2 both run the IOMMU server"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_client_is_listed_once_and_is_not_the_server() {
+        let b = "[[iommu.client]]\nprocess = \"driver-b\"";
+        let err = refused(
+            &[(b, &format!("[[iommu.client]]\nprocess = \"driver-a\"\n{b}"))],
+            "",
+        );
+        assert_eq!(err, "[iommu] client driver-a is listed twice");
+        let err = refused(&[(b, "[[iommu.client]]\nprocess = \"server\"")], "");
+        assert_eq!(
+            err,
+            "[iommu] client server: the IOMMU server cannot be its own client"
+        );
+    }
+
+    /// Every system in images/systems passes `system::load` and, with its
+    /// `[iommu]` table, every rule above: a description that gives too much
+    /// authority around the server fails here, before any image is built.
+    #[test]
+    fn every_checked_in_system_passes_the_policy() {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut names: Vec<String> = std::fs::read_dir(root.join("images/systems"))
+            .unwrap()
+            .filter_map(|e| {
+                let path = e.unwrap().path();
+                (path.extension()? == "toml")
+                    .then(|| path.file_stem()?.to_str().map(String::from))?
+            })
+            .collect();
+        names.sort();
+        let mut with_clients = 0;
+        for name in &names {
+            let system =
+                crate::system::load(&root, name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            let rust = generate(&system, name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert!(rust.contains("pub static BANDS"), "{name}");
+            with_clients +=
+                usize::from(system.iommu.as_ref().is_some_and(|i| !i.clients.is_empty()));
+        }
+        assert!(names.len() >= 2 && with_clients >= 4, "{names:?}");
     }
 }
