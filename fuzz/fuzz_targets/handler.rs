@@ -44,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
         )
         .unwrap(),
     );
+    h.grant_everything();
     // Which physical pages each client was given.
     let mut given: [BTreeSet<u64>; 2] = [BTreeSet::new(), BTreeSet::new()];
     let mut rest = data;

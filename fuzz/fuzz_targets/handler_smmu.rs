@@ -52,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
     let m = Machine::with(Features::qemu_7_2(), ModelOptions::default(), mem);
     let smmu = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, Config::default()).unwrap();
     let mut h = Box::new(Handler::new(smmu, FakeFrames::new(), Policy::new(&CLIENTS)).unwrap());
+    h.grant_everything();
     // Physical pages each client handed over.
     let mut given: [BTreeSet<u64>; 2] = [BTreeSet::new(), BTreeSet::new()];
     let mut rest = data;

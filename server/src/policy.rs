@@ -135,6 +135,43 @@ impl ClientPolicy {
     }
 }
 
+/// Physical memory a client may register as DMA memory: one region the
+/// system builder gave it (on seL4, a `dma` pool the root task carved from
+/// memory it never hands out as untyped, so no process can revoke the
+/// server's frame caps or retype the memory while a device reaches it).
+///
+/// Frame caps prove that the client holds a frame, not that the frame is
+/// memory it may give a device: a frame retyped from the client's own
+/// untyped can be revoked and the memory reused as kernel objects. So the
+/// handler accepts a frame only inside a grant of the client's, and a
+/// client with no grant can register nothing. `writable: false` makes every
+/// frame in the region device-read-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaGrant {
+    pub paddr: u64,
+    pub size: u64,
+    pub writable: bool,
+}
+
+impl DmaGrant {
+    /// All of physical memory, writable: for host tests and software
+    /// models, where no process can revoke anything. Never on seL4.
+    pub const EVERYTHING: DmaGrant = DmaGrant {
+        paddr: 0,
+        size: u64::MAX,
+        writable: true,
+    };
+
+    /// Whether `[paddr, paddr + size)` lies inside the grant (an empty or
+    /// wrapping range never does).
+    pub fn covers(&self, paddr: u64, size: u64) -> bool {
+        match (paddr.checked_add(size), self.paddr.checked_add(self.size)) {
+            (Some(end), Some(grant_end)) => size > 0 && paddr >= self.paddr && end <= grant_end,
+            _ => false,
+        }
+    }
+}
+
 /// The whole system's clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {

@@ -80,8 +80,11 @@ pub fn server_with(ssid_bits: u8) -> (Machine, Server) {
 pub fn server_on(features: Features, config: Config) -> (Machine, Server) {
     let m = Machine::new(features);
     let smmu = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, config).expect("SMMU comes up");
-    let h = Handler::new(smmu, FakeFrames::new(), POLICY).expect("policy is valid");
-    (m, Rc::new(RefCell::new(h)))
+    let h = Rc::new(RefCell::new(
+        Handler::new(smmu, FakeFrames::new(), POLICY).expect("policy is valid"),
+    ));
+    h.borrow_mut().grant_everything();
+    (m, h)
 }
 
 pub fn server() -> (Machine, Server) {

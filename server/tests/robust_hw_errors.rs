@@ -81,6 +81,7 @@ fn fake_server() -> (
     let h = Rc::new(RefCell::new(
         Handler::new(smmu, FakeFrames::new(), POLICY).unwrap(),
     ));
+    h.borrow_mut().grant_everything();
     let mut a = client(&h, A);
     let d = a.alloc_domain().unwrap();
     let cap = h.borrow_mut().resolver_mut().frame(0x8000_0000, 0x4000);
@@ -185,6 +186,7 @@ fn event_queue_overflow_is_counted_and_routing_recovers() {
     let h = Rc::new(RefCell::new(
         Handler::new(smmu, FakeFrames::new(), POLICY).unwrap(),
     ));
+    h.borrow_mut().grant_everything();
     let mut a = client(&h, A);
     let mut b = client(&h, B);
     let da = a.alloc_domain().unwrap();

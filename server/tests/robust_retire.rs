@@ -7,7 +7,7 @@
 mod support;
 
 use iommu_client::{Error, ErrorCode, Perms, Region, Ssid, StreamId};
-use iommu_protocol::{DomainId, MemoryHandle};
+use iommu_protocol::{decode_reply, encode, DomainId, MemoryHandle, Reply, Request, MSG_MAX_BYTES};
 use iommu_server::handler::Retired;
 use smmu_model::Access;
 use support::*;
@@ -92,30 +92,17 @@ fn retire_takes_back_everything_and_another_client_reuses_it() {
     assert_eq!(s.borrow().resolver().double_releases(), 0);
     assert!(m.smmu.violations().is_empty());
 
-    // The old connection is dead: it must say hello again, and its handles
-    // name nothing afterwards.
-    assert_eq!(a.stats(), Err(Error::Iommu(ErrorCode::VersionMismatch)));
-    let mut a = connect(&s, A);
-    let stats = a.stats().unwrap();
-    assert_eq!(
-        (
-            stats.domains,
-            stats.mappings,
-            stats.mapped_bytes,
-            stats.pt_pages,
-            stats.memory_regions,
-            stats.memory_frames,
-            stats.faults_pending
-        ),
-        (0, 0, 0, 0, 0, 0, 0)
-    );
+    // Retired for good: the old connection and a new one are refused, and
+    // its handles reach nothing.
+    assert_eq!(a.stats(), Err(Error::Iommu(ErrorCode::NotPermitted)));
+    assert!(hello_is_refused(&s, A));
     assert_eq!(
         a.map(d1, 0x20_0000, mem.handle, 0, 0x1000, Perms::RW),
-        Err(Error::Iommu(ErrorCode::NoSuchDomain))
+        Err(Error::Iommu(ErrorCode::NotPermitted))
     );
     assert_eq!(
         a.unregister_memory(mem.handle),
-        Err(Error::Iommu(ErrorCode::NoSuchMemory))
+        Err(Error::Iommu(ErrorCode::NotPermitted))
     );
 
     // Under the same budget, B now fits in the memory A's tables freed.
@@ -145,21 +132,36 @@ fn retire_refuses_strangers_and_is_idempotent() {
         s.borrow_mut().retire_client(0),
         Err(ErrorCode::NotPermitted)
     );
-    // A client that never said hello, then one retired twice.
+    // A client that never said hello: nothing to take back, and it may
+    // never start afterwards.
     assert_eq!(s.borrow_mut().retire_client(B), Ok(Retired::default()));
-    let mut b = connect(&s, B);
-    let d = b.alloc_domain().unwrap();
-    b.attach(StreamId(SID_B), Ssid(0), d).unwrap();
-    let first = s.borrow_mut().retire_client(B).unwrap();
-    assert_eq!((first.streams, first.domains), (1, 1));
-    assert_eq!(s.borrow_mut().retire_client(B), Ok(Retired::default()));
-    // Client A is untouched by B's retirement.
+    assert!(hello_is_refused(&s, B));
+    // One retired twice: the second time takes nothing, and whatever it
+    // still sends is refused like a stranger's.
     let mut a = connect(&s, A);
-    assert!(a.alloc_domain().is_ok());
+    let d = a.alloc_domain().unwrap();
+    a.attach(StreamId(SID_A), Ssid(0), d).unwrap();
+    let first = s.borrow_mut().retire_client(A).unwrap();
+    assert_eq!((first.streams, first.domains), (1, 1));
+    assert_eq!(s.borrow_mut().retire_client(A), Ok(Retired::default()));
     assert_eq!(
-        b.free_domain(DomainId(d.0)),
-        Err(Error::Iommu(ErrorCode::VersionMismatch))
+        a.free_domain(DomainId(d.0)),
+        Err(Error::Iommu(ErrorCode::NotPermitted))
     );
+    assert_eq!(a.alloc_domain(), Err(Error::Iommu(ErrorCode::NotPermitted)));
     let _ = MemoryHandle(0);
     assert!(m.smmu.violations().is_empty());
+}
+
+/// Whether a new `Hello` from `badge` is refused as a stranger's.
+fn hello_is_refused(s: &Server, badge: u64) -> bool {
+    let mut request = [0u8; MSG_MAX_BYTES];
+    let hello = Request::Hello {
+        min_version: 1,
+        max_version: 1,
+    };
+    let n = encode(&hello, &mut request).expect("fits");
+    let mut reply = [0u8; MSG_MAX_BYTES];
+    let m = s.borrow_mut().handle(badge, &request[..n], &[], &mut reply);
+    decode_reply(&reply[..m]) == Ok(Reply::Err(ErrorCode::NotPermitted))
 }

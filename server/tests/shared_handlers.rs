@@ -52,8 +52,10 @@ static POLICY_A: Policy = Policy::new(&BAND_A);
 static POLICY_B: Policy = Policy::new(&BAND_B);
 
 fn worker(m: Machine, core: &'static Core, policy: Policy, badge: u64, sid: u32) {
-    let h = Handler::new(core, FakeFrames::new(), policy).expect("policy");
-    let h = Rc::new(RefCell::new(h));
+    let h = Rc::new(RefCell::new(
+        Handler::new(core, FakeFrames::new(), policy).expect("policy"),
+    ));
+    h.borrow_mut().grant_everything();
     let hc = h.clone();
     let f: HandleFn = Box::new(move |b, req, caps, out| hc.borrow_mut().handle(b, req, caps, out));
     let mut c = Iommu::connect(InProcess::new(badge, f)).expect("hello");

@@ -11,7 +11,7 @@ pub mod elf;
 /// `StartInfo::magic`: "seL4 START" in ASCII, little-endian.
 pub const START_INFO_MAGIC: u64 = 0x5452_4154_5334_6c65;
 /// Bumped whenever the layout changes.
-pub const START_INFO_VERSION: u32 = 3;
+pub const START_INFO_VERSION: u32 = 4;
 
 pub const NAME_LEN: usize = 24;
 pub const MAX_CAPS: usize = 16;
@@ -20,6 +20,10 @@ pub const MAX_IRQS: usize = 8;
 pub const MAX_UNTYPED: usize = 8;
 /// Threads of one process, the main thread included.
 pub const MAX_THREADS: usize = 5;
+/// DMA grants the IOMMU server's start-info page can list.
+pub const MAX_DMA_GRANTS: usize = 16;
+/// A large DMA frame: 2 MiB, one level-2 block in a page table.
+pub const LARGE_PAGE: u64 = 2 << 20;
 
 /// 2 MiB slots of every process's address space that the root task leaves
 /// empty, one per thread (`FRAME_PROBE_BASE + i * 2 MiB` for thread `i`),
@@ -207,6 +211,35 @@ pub struct DmaPool {
     pub frames: u64,
 }
 
+/// The 2 MiB frames of a DMA pool (`dma.large_pages`): `frames` of them
+/// from `paddr`, mapped cached at `vaddr` (both 2 MiB aligned), caps in
+/// consecutive slots from `first_frame_cap`. They sit right below the
+/// pool's 4 KiB pages, in physical and in virtual memory, so the pool's
+/// first 4 KiB page is 2 MiB aligned too.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LargeDmaPool {
+    pub vaddr: u64,
+    pub paddr: u64,
+    pub first_frame_cap: u64,
+    pub frames: u64,
+}
+
+/// Memory an IOMMU client may give its devices, as the root task tells the
+/// IOMMU server: a client's DMA pool, `[paddr, paddr + size)`, which the
+/// root task carved from untyped memory it hands to nobody, so no process
+/// can revoke the frames or retype the memory. `badge`: the client's badge
+/// on the server's endpoint.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DmaGrant {
+    pub badge: u64,
+    pub paddr: u64,
+    pub size: u64,
+    /// 1: the device may write it; 0: read only.
+    pub writable: u64,
+}
+
 /// An untyped capability handed to the process.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -277,6 +310,7 @@ pub struct StartInfo {
     pub num_irqs: u64,
     pub irqs: [IrqCap; MAX_IRQS],
     pub dma: DmaPool,
+    pub dma_large: LargeDmaPool,
     pub num_untyped: u64,
     pub untyped: [UntypedCap; MAX_UNTYPED],
     /// With a kernel built without printing: where the PL011 is mapped for
@@ -285,6 +319,9 @@ pub struct StartInfo {
     /// Its threads, the main one first.
     pub num_threads: u64,
     pub threads: [ThreadInfo; MAX_THREADS],
+    /// In the IOMMU server's page only: every client's DMA memory.
+    pub num_dma_grants: u64,
+    pub dma_grants: [DmaGrant; MAX_DMA_GRANTS],
 }
 
 impl StartInfo {
@@ -306,6 +343,10 @@ impl StartInfo {
 
     pub fn untyped(&self) -> &[UntypedCap] {
         &self.untyped[..(self.num_untyped as usize).min(MAX_UNTYPED)]
+    }
+
+    pub fn dma_grants(&self) -> &[DmaGrant] {
+        &self.dma_grants[..(self.num_dma_grants as usize).min(MAX_DMA_GRANTS)]
     }
 
     pub fn threads(&self) -> &[ThreadInfo] {

@@ -13,10 +13,22 @@ pub struct System {
     pub endpoints: &'static [&'static str],
     pub notifications: &'static [&'static str],
     pub processes: &'static [Process],
+    /// The IOMMU server, if the system runs one.
+    pub iommu: Option<Iommu>,
     /// The IOMMU server's endpoint and the badge of the root task's own cap
     /// to it: when a process that is one of its clients ends or faults, the
     /// root task tells the server to retire it.
     pub supervisor: Option<Supervisor>,
+}
+
+pub struct Iommu {
+    /// Index into `System::processes`: the server, whose start-info page
+    /// lists every client's DMA pool (`procinfo::DmaGrant`).
+    pub server: usize,
+    /// Every endpoint the server serves clients on (its bands, the main
+    /// one first): a client is a process with a badged cap to one of them,
+    /// and its badge is that cap's.
+    pub client_endpoints: &'static [usize],
 }
 
 pub struct Supervisor {
@@ -24,9 +36,6 @@ pub struct Supervisor {
     /// the supervisor cap is minted from.
     pub endpoint: usize,
     pub badge: u64,
-    /// Every endpoint the server serves clients on (its bands, the main
-    /// one first): a client's badge is that of its cap to one of them.
-    pub client_endpoints: &'static [usize],
 }
 
 pub struct Process {
@@ -84,6 +93,8 @@ pub struct IrqDesc {
 pub struct DmaDesc {
     pub pages: u32,
     pub vaddr: u64,
+    /// 2 MiB frames mapped from `vaddr`, below the 4 KiB pages.
+    pub large_pages: u32,
 }
 
 #[cfg(has_system)]
@@ -97,5 +108,6 @@ pub static SYSTEM: System = System {
     endpoints: &[],
     notifications: &[],
     processes: &[],
+    iommu: None,
     supervisor: None,
 };

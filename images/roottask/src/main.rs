@@ -131,9 +131,19 @@ extern "C" fn main(bootinfo: u64) -> ! {
         slot
     });
 
+    // Every DMA pool first: the IOMMU server's start-info page lists its
+    // clients' pools, whichever order the processes come in.
+    let mut pools: [Option<process::Pool>; MAX_PROCESSES] = [None; MAX_PROCESSES];
+    for (i, p) in SYSTEM.processes.iter().enumerate() {
+        if let Some(d) = &p.dma {
+            pools[i] = Some(process::alloc_pool(&mut k, d).unwrap_or_else(|e| fail(p.name, e)));
+        }
+    }
+    let grants = process::dma_grants(&pools);
     let mut running: [Option<Running>; MAX_PROCESSES] = [None; MAX_PROCESSES];
     for (i, p) in SYSTEM.processes.iter().enumerate() {
-        match process::build(&mut k, &shared, i, p) {
+        let server = SYSTEM.iommu.as_ref().is_some_and(|m| m.server == i);
+        match process::build(&mut k, &shared, i, p, pools[i], server.then_some(&grants)) {
             Ok(r) => running[i] = Some(r),
             Err(e) => fail(p.name, e),
         }
@@ -189,6 +199,12 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES], supervisor: O
                 p.name,
                 if pass { "pass" } else { "FAIL" }
             );
+            // Done is done for the whole process: a thread it left running
+            // could go on using what it holds (the IOMMU server refuses a
+            // retired client too). Under the console lock, as for a fault.
+            if let Some(r) = running[who] {
+                out::with_console_held(|| r.suspend_all());
+            }
             done[who] = true;
             passed[who] = pass;
             retire(supervisor, p);
@@ -227,19 +243,7 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES], supervisor: O
 /// held (tables, ASIDs, frame caps) is free for the others.
 fn retire(supervisor: Option<CPtr>, p: &desc::Process) {
     use procinfo::supervisor::{Retired, RETIRE};
-    let (Some(cap), Some(sup)) = (supervisor, SYSTEM.supervisor.as_ref()) else {
-        return;
-    };
-    let Some(badge) = p
-        .caps
-        .iter()
-        .find(|c| {
-            c.kind == desc::ObjKind::Endpoint
-                && sup.client_endpoints.contains(&c.object)
-                && c.badge != 0
-        })
-        .map(|c| c.badge)
-    else {
+    let (Some(cap), Some(badge)) = (supervisor, process::iommu_badge(p)) else {
         return;
     };
     let mut mrs = [badge, 0, 0, 0];

@@ -1,18 +1,18 @@
 //! Building one process from its description: CSpace, VSpace, ELF image,
 //! stack, IPC buffer, start-info page, capabilities, TCB.
 
-use crate::desc::{ObjKind, Process, SYSTEM};
+use crate::desc::{DmaDesc, ObjKind, Process, SYSTEM};
 use crate::kobj::{
     Ctx, Fail, Kernel, Result, DEPTH, INIT_ASID_POOL, INIT_CNODE, IRQ_CONTROL, PAGE,
 };
 use procinfo::elf::{Elf, PF_W, PF_X};
 use procinfo::{
-    slot, CapKind, DeviceRegion, DmaPool, IrqCap, Name, NamedCap, StartInfo, ThreadInfo,
-    UntypedCap, MAX_THREADS,
+    slot, CapKind, DeviceRegion, DmaGrant, DmaPool, IrqCap, LargeDmaPool, Name, NamedCap,
+    StartInfo, ThreadInfo, UntypedCap, LARGE_PAGE, MAX_DMA_GRANTS, MAX_THREADS,
 };
 use sel4_abi::{
-    CNode, CPtr, CapData, CapRights, IRQHandler, Page, PageGlobalDirectory, PrioProps, UserContext,
-    VMAttributes, TCB,
+    CNode, CPtr, CapData, CapRights, IRQHandler, ObjectType, Page, PageGlobalDirectory, PrioProps,
+    Untyped, UserContext, VMAttributes, TCB,
 };
 
 /// Fixed addresses in every process (xtask keeps described regions below 4 GiB).
@@ -59,13 +59,147 @@ pub struct Shared {
     pub console_lock: CPtr,
 }
 
+/// A process's DMA pool, made before any process is built: the IOMMU
+/// server's start-info page lists every client's (`DmaGrant`). The root
+/// task keeps the untyped it came from and the original frame caps (the
+/// parents of every copy), and hands neither to anyone, so no process can
+/// revoke a copy the server holds or retype the memory under a device.
+#[derive(Clone, Copy)]
+pub struct Pool {
+    /// First of the 4 KiB frames (consecutive slots) and its address.
+    small: CPtr,
+    small_paddr: u64,
+    /// First of the 2 MiB frames, right below the small ones.
+    large: CPtr,
+    large_paddr: u64,
+}
+
+impl Pool {
+    /// `[paddr, paddr + size)` of the whole pool (large frames first).
+    pub fn range(&self, d: &DmaDesc) -> (u64, u64) {
+        let large = u64::from(d.large_pages) * LARGE_PAGE;
+        let start = if d.large_pages > 0 {
+            self.large_paddr
+        } else {
+            self.small_paddr
+        };
+        (start, large + u64::from(d.pages) * PAGE)
+    }
+}
+
+/// Physically contiguous frames for `d`: the 2 MiB ones (if any) from the
+/// start of an untyped of their own, then the 4 KiB ones right after them.
+pub fn alloc_pool(k: &mut Kernel, d: &DmaDesc) -> Result<Pool> {
+    let pages = u64::from(d.pages);
+    let large = u64::from(d.large_pages);
+    let pool = if large == 0 {
+        let (small, small_paddr) = k.alloc_placed(ObjectType::ARM_SmallPageObject, 0, pages)?;
+        Pool {
+            small,
+            small_paddr,
+            large: CPtr(0),
+            large_paddr: 0,
+        }
+    } else {
+        let bits = log2_ceil(large * LARGE_PAGE + pages * PAGE);
+        let (ut, paddr) = k.alloc_placed(ObjectType::UntypedObject, bits, 1)?;
+        let large_frames = retype_from(k, ut, ObjectType::ARM_LargePageObject, large)?;
+        let small = retype_from(k, ut, ObjectType::ARM_SmallPageObject, pages)?;
+        Pool {
+            small,
+            small_paddr: paddr + large * LARGE_PAGE,
+            large: large_frames,
+            large_paddr: paddr,
+        }
+    };
+    let first = Page(pool.small).get_address().ctx("ARM_Page_GetAddress")?;
+    let last = Page(CPtr(pool.small.0 + pages - 1))
+        .get_address()
+        .ctx("ARM_Page_GetAddress")?;
+    if first != pool.small_paddr || last != first + (pages - 1) * PAGE {
+        return Err(Fail::NotContiguous);
+    }
+    if large > 0 {
+        let at = Page(pool.large).get_address().ctx("ARM_Page_GetAddress")?;
+        if at != pool.large_paddr {
+            return Err(Fail::NotContiguous);
+        }
+    }
+    Ok(pool)
+}
+
+/// `count` objects of `ty` from the untyped `ut` (which nothing else
+/// retypes from), into consecutive root CNode slots.
+fn retype_from(k: &mut Kernel, ut: CPtr, ty: ObjectType, count: u64) -> Result<CPtr> {
+    let first = k.slots(count)?;
+    let mut done = 0;
+    while done < count {
+        let n = (count - done).min(sel4_abi::UNTYPED_RETYPE_MAX_OBJECTS);
+        Untyped(ut)
+            .retype(ty, 0, INIT_CNODE, 0, 0, first.0 + done, n)
+            .ctx("Untyped_Retype (DMA pool)")?;
+        done += n;
+    }
+    Ok(first)
+}
+
+/// The badge of process `p`'s cap to the IOMMU server (a client's identity
+/// there), if it is a client.
+pub fn iommu_badge(p: &Process) -> Option<u64> {
+    let iommu = SYSTEM.iommu.as_ref()?;
+    p.caps
+        .iter()
+        .find(|c| {
+            c.kind == ObjKind::Endpoint
+                && iommu.client_endpoints.contains(&c.object)
+                && c.badge != 0
+        })
+        .map(|c| c.badge)
+}
+
+/// What the IOMMU server's start-info page lists: each client's DMA pool.
+pub fn dma_grants(pools: &[Option<Pool>]) -> ([DmaGrant; MAX_DMA_GRANTS], u64) {
+    let mut grants = [DmaGrant::default(); MAX_DMA_GRANTS];
+    let mut n = 0;
+    for (p, pool) in SYSTEM.processes.iter().zip(pools) {
+        let (Some(badge), Some(pool), Some(d)) = (iommu_badge(p), pool, &p.dma) else {
+            continue;
+        };
+        if let Some(g) = grants.get_mut(n) {
+            let (paddr, size) = pool.range(d);
+            *g = DmaGrant {
+                badge,
+                paddr,
+                size,
+                writable: 1,
+            };
+            n += 1;
+        }
+    }
+    (grants, n as u64)
+}
+
 fn log2_ceil(n: u64) -> u64 {
     64 - (n.max(2) - 1).leading_zeros() as u64
 }
 
-pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Result<Running> {
+/// Builds process `index` of the description, `p`, with its DMA pool
+/// (made by [`alloc_pool`]) and, for the IOMMU server, the grants of its
+/// clients' pools.
+pub fn build(
+    k: &mut Kernel,
+    shared: &Shared,
+    index: usize,
+    p: &Process,
+    pool: Option<Pool>,
+    grants: Option<&([DmaGrant; MAX_DMA_GRANTS], u64)>,
+) -> Result<Running> {
     let elf = Elf::parse(p.elf).map_err(|_| Fail::Elf)?;
-    let dma_pages = p.dma.as_ref().map(|d| d.pages as u64).unwrap_or(0);
+    let dma_pages = p
+        .dma
+        .as_ref()
+        .map(|d| u64::from(d.pages) + u64::from(d.large_pages))
+        .unwrap_or(0);
     let needed = slot::FIRST_FREE
         + p.caps.len() as u64
         + p.irqs.len() as u64
@@ -133,14 +267,20 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
             badge: 0,
         }; procinfo::MAX_IRQS],
         dma: DmaPool::default(),
+        dma_large: LargeDmaPool::default(),
         num_untyped: 0,
         untyped: [UntypedCap::default(); procinfo::MAX_UNTYPED],
         console: 0,
         num_threads: 0,
         threads: [ThreadInfo::EMPTY; MAX_THREADS],
+        num_dma_grants: grants.map_or(0, |g| g.1),
+        dma_grants: grants.map_or([DmaGrant::default(); MAX_DMA_GRANTS], |g| g.0),
     };
 
-    // Fixed slots.
+    // Fixed slots. The fault endpoint is the kernel's to send on (it needs
+    // write and grant: faults.c sendFaultIPC); without read, no process
+    // can receive on the root task's endpoint and take other processes'
+    // faults and reports (a Recv on it is a capability fault).
     let root_ep = shared.root_ep;
     cnode
         .mint(
@@ -149,7 +289,7 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
             INIT_CNODE,
             root_ep.0,
             DEPTH,
-            CapRights::ALL,
+            CapRights::new(true, false, true),
             CapData::badge(FAULT_BADGE | index as u64),
         )
         .ctx("CNode_Mint (fault endpoint)")?;
@@ -309,45 +449,48 @@ pub fn build(k: &mut Kernel, shared: &Shared, index: usize, p: &Process) -> Resu
         next += 1;
     }
 
-    if let Some(d) = &p.dma {
-        let pages = d.pages as u64;
-        // One retype stream from one untyped: physically contiguous.
-        let frames = k.alloc_n(sel4_abi::ObjectType::ARM_SmallPageObject, 0, pages)?;
-        let first_paddr = Page(frames).get_address().ctx("ARM_Page_GetAddress")?;
-        let last_paddr = Page(CPtr(frames.0 + pages - 1))
-            .get_address()
-            .ctx("ARM_Page_GetAddress")?;
-        if last_paddr != first_paddr + (pages - 1) * PAGE {
-            return Err(Fail::NotContiguous);
-        }
-        for pg in 0..pages {
+    if let (Some(d), Some(pool)) = (&p.dma, pool) {
+        let pages = u64::from(d.pages);
+        let large = u64::from(d.large_pages);
+        let small_vaddr = d.vaddr + large * LARGE_PAGE;
+        // Mapped for the CPU; the copies the process gets are unmapped, to
+        // hand to the IOMMU server (or to others).
+        let frames = (0..large)
+            .map(|i| (pool.large.0 + i, d.vaddr + i * LARGE_PAGE))
+            .chain((0..pages).map(|i| (pool.small.0 + i, small_vaddr + i * PAGE)));
+        for (n, (frame, vaddr)) in frames.enumerate() {
             k.map(
                 vspace,
-                CPtr(frames.0 + pg),
-                d.vaddr + pg * PAGE,
+                CPtr(frame),
+                vaddr,
                 CapRights::READ_WRITE,
                 VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER,
             )?;
-            // The copy the process gets is unmapped: it can hand it to others.
             cnode
                 .copy(
-                    next + pg,
+                    next + n as u64,
                     pdepth,
                     INIT_CNODE,
-                    frames.0 + pg,
+                    frame,
                     DEPTH,
                     CapRights::ALL,
                 )
                 .ctx("CNode_Copy (DMA frame)")?;
         }
-        info.dma = DmaPool {
+        info.dma_large = LargeDmaPool {
             vaddr: d.vaddr,
-            paddr: first_paddr,
-            size: pages * PAGE,
+            paddr: pool.large_paddr,
             first_frame_cap: next,
+            frames: large,
+        };
+        info.dma = DmaPool {
+            vaddr: small_vaddr,
+            paddr: pool.small_paddr,
+            size: pages * PAGE,
+            first_frame_cap: next + large,
             frames: pages,
         };
-        next += pages;
+        next += large + pages;
     }
 
     for (i, &bits) in p.untyped.iter().enumerate() {

@@ -112,6 +112,9 @@ pub struct ReceivedFrames<const WORDS: usize> {
     count: u64,
     used: [u64; WORDS],
     probe: Option<FrameProbe>,
+    /// An empty slot of the server's, for the read-only copy that proves a
+    /// received cap is a frame (see `resolve`).
+    scratch: u64,
 }
 
 /// Where a [`ReceivedFrames`] tells 2 MiB frames from 4 KiB ones: the
@@ -130,15 +133,51 @@ const FULL_DEPTH: u8 = 64;
 
 impl<const WORDS: usize> ReceivedFrames<WORDS> {
     /// `cnode`: the server's own CNode cap; slots `[first, first + count)`
-    /// are free for received caps. Without a `probe` every frame counts as
-    /// 4 KiB.
+    /// are free: the last one for checking caps, the others for received
+    /// caps. Without a `probe` every frame counts as 4 KiB.
     pub fn new(cnode: CPtr, first: u64, count: u64, probe: Option<FrameProbe>) -> Self {
+        let receive = count.saturating_sub(1);
         ReceivedFrames {
             cnode: CNode(cnode),
             first,
-            count: count.min(WORDS as u64 * 64),
+            count: receive.min(WORDS as u64 * 64),
             used: [0; WORDS],
             probe,
+            scratch: first + receive,
+        }
+    }
+
+    /// The physical address of the frame `cap` names, or `BadCapability`
+    /// if it names anything else: proven without invoking `cap` itself.
+    ///
+    /// Invoking a client's cap runs whatever its object does (seL4 5.0.0,
+    /// `decodeInvocation`): an endpoint cap that may send turns
+    /// `Page_GetAddress` into an IPC to whoever receives on it, who answers
+    /// any "address" (and gets the caps an invocation carries); a
+    /// notification cap that may send returns an empty success. A copy
+    /// with read rights only (`maskCapRights`) can do neither: the kernel
+    /// refuses to invoke an endpoint or notification cap that cannot send
+    /// (`seL4_InvalidCapability`), every other object refuses the label
+    /// (`seL4_IllegalOperation`), and caps that cannot be copied (reply
+    /// caps, untypeds with children) fail the copy. Only a frame answers.
+    fn frame_address(&self, cap: ReceivedCap) -> Result<u64, ErrorCode> {
+        self.cnode
+            .copy(
+                self.scratch,
+                FULL_DEPTH,
+                self.cnode,
+                cap.0,
+                FULL_DEPTH,
+                CapRights::READ,
+            )
+            .map_err(|_| ErrorCode::BadCapability)?;
+        let address = Page(CPtr(self.scratch)).get_address();
+        // The scratch slot must be empty for the next check; if it cannot
+        // be emptied, no later cap can be checked, and refusing is safe.
+        let emptied = self.cnode.delete(self.scratch, FULL_DEPTH);
+        match (address, emptied) {
+            (Ok(paddr), Ok(())) => Ok(paddr),
+            _ => Err(ErrorCode::BadCapability),
         }
     }
 
@@ -214,10 +253,9 @@ pub const LARGE_FRAME: u64 = 2 << 20;
 
 impl<const WORDS: usize> FrameResolver for ReceivedFrames<WORDS> {
     fn resolve(&mut self, cap: ReceivedCap) -> Result<Frame, ErrorCode> {
-        // The invocation fails on anything that is not a frame cap.
-        let paddr = Page(CPtr(cap.0))
-            .get_address()
-            .map_err(|_| ErrorCode::BadCapability)?;
+        // From here on `cap` is known to be a frame: invoking it (the size
+        // probe) reaches no object a client controls.
+        let paddr = self.frame_address(cap)?;
         // Size 0 (an unmap that failed) is refused as BadCapability.
         Ok(Frame {
             paddr,

@@ -7,9 +7,10 @@
 use crate::message;
 use crate::platform::ReceivedFrames;
 use iommu_protocol::{
-    is_error_word, pack_words, unpack_words, MsgBuf, FASTPATH_WORDS, MSG_MAX_BYTES, MSG_MAX_WORDS,
+    encode, is_error_word, pack_words, unpack_words, ErrorCode, MsgBuf, Reply, FASTPATH_WORDS,
+    MSG_MAX_BYTES, MSG_MAX_WORDS,
 };
-use iommu_server::handler::{Core, Handler, ReceivedCap};
+use iommu_server::handler::{Core, FrameResolver, Handler, ReceivedCap};
 use sel4_abi::message::MSG_REGISTERS;
 use sel4_abi::{IpcBuffer, MessageInfo};
 
@@ -76,18 +77,18 @@ pub fn request<C: Core, const W: usize>(
     } = scratch;
     let n = message::load(tag.length(), registers, buffer, words);
     let length = unpack_words(&words[..n], request).unwrap_or(0);
-    // A cap arrived only if the sender sent one and the kernel did not
-    // unwrap it into a badge (that happens only for caps to our own
-    // endpoint, which are not frames).
-    let mut caps = [ReceivedCap(0)];
-    let received = match receive_slot {
-        Some(slot) if tag.extra_caps() > 0 && tag.caps_unwrapped() & 1 == 0 => {
-            caps[0] = server.resolver_mut().take(slot);
-            1
+    let landed = take_received(server, tag, receive_slot);
+    // A request carries at most one cap, and never one the kernel unwrapped
+    // into a badge (a cap to this very endpoint): anything else is refused
+    // whole, and the cap that did arrive is released.
+    let reply_length = if tag.extra_caps() <= 1 && tag.caps_unwrapped() == 0 {
+        server.handle(badge, &request[..length], landed.as_slice(), reply)
+    } else {
+        if let Some(cap) = landed {
+            server.resolver_mut().release(cap);
         }
-        _ => 0,
+        encode(&Reply::Err(ErrorCode::BadCapability), reply).unwrap_or(0)
     };
-    let reply_length = server.handle(badge, &request[..length], &caps[..received], reply);
     let reply_words = pack_words(&reply[..reply_length], words).unwrap_or(0);
     let mut out = [0u64; MSG_REGISTERS];
     message::store(&words[..reply_words], &mut out, buffer);
@@ -95,5 +96,28 @@ pub fn request<C: Core, const W: usize>(
     Answer {
         tag: MessageInfo::new(0, 0, 0, reply_words as u64),
         refused: reply_words > 0 && is_error_word(words[0]),
+    }
+}
+
+/// The cap that message `tag` left in `receive_slot`, now the handler's to
+/// keep or release, if any.
+///
+/// seL4 5.0.0 (`transferCaps`) moves at most one cap into the receive
+/// slot: the first of the message's caps that is not a cap to the very
+/// endpoint it was sent on (those it unwraps into badges, setting their
+/// bits in `capsUnwrapped`), and `extraCaps` counts the caps it went
+/// through. So the slot is full exactly when it went through more caps
+/// than it unwrapped, whichever position the transferred one had. Missing
+/// one would leave the slot full, and the kernel drops every later cap
+/// sent to a full slot: every client of the band could register nothing.
+pub fn take_received<C: Core, const W: usize>(
+    server: &mut Handler<C, ReceivedFrames<W>>,
+    tag: MessageInfo,
+    receive_slot: Option<u64>,
+) -> Option<ReceivedCap> {
+    let unwrapped = tag.caps_unwrapped().count_ones() as usize;
+    match receive_slot {
+        Some(slot) if tag.extra_caps() > unwrapped => Some(server.resolver_mut().take(slot)),
+        _ => None,
     }
 }

@@ -81,7 +81,7 @@ use iommu_protocol::{
     MAX_FAULTS_PER_REPLY, WIRE_PAGE_SHIFT,
 };
 
-use crate::policy::{ClientPolicy, Policy};
+use crate::policy::{ClientPolicy, DmaGrant, Policy};
 
 mod host;
 /// The reference core (host builds: tests, fuzzing).
@@ -109,6 +109,8 @@ pub const MAX_MAPPINGS: usize = 128;
 pub const MAX_ATTACHMENTS: usize = 16;
 /// Fault records queued per client.
 pub const FAULT_QUEUE: usize = 64;
+/// DMA grants per client ([`Handler::grant_dma`]).
+pub const MAX_DMA_GRANTS: usize = 4;
 
 const PAGE: u64 = 1 << WIRE_PAGE_SHIFT;
 
@@ -228,6 +230,9 @@ struct MemSlot {
     pages: u64,
     /// Pages of this memory mapped anywhere (with multiplicity).
     mapped: u64,
+    /// Frames from a read-only grant: then no part of the memory maps
+    /// device-writable.
+    read_only_frames: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,6 +264,10 @@ struct ClientState<D> {
     /// Position in the policy (and in handles).
     index: usize,
     greeted: bool,
+    /// Retired by the supervisor: refused like a stranger from then on.
+    retired: bool,
+    /// The physical memory it may register ([`Handler::grant_dma`]).
+    grants: Vec<DmaGrant, MAX_DMA_GRANTS>,
     domains: [Option<DomainSlot<D>>; MAX_DOMAINS],
     /// Bit `n` set: `domains[n]` is live (so the per-request sums visit
     /// only live slots).
@@ -310,6 +319,8 @@ impl<D: Copy + Eq + core::fmt::Debug> ClientState<D> {
             policy,
             index,
             greeted: false,
+            retired: false,
+            grants: Vec::new(),
             domains: [None; MAX_DOMAINS],
             live_domains: 0,
             memory: Default::default(),
@@ -478,13 +489,48 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         self.event_overflows
     }
 
+    /// Lets the client with `badge` register frames inside `grant` (see
+    /// [`DmaGrant`]): called at start-up with what the system builder gave
+    /// each client, before any request is served. A client with no grant
+    /// can register nothing. `NotPermitted` for a badge that is no client,
+    /// `OutOfRange` for an empty, unaligned or wrapping region,
+    /// `QuotaExceeded` past [`MAX_DMA_GRANTS`].
+    pub fn grant_dma(&mut self, badge: u64, grant: DmaGrant) -> Result<(), ErrorCode> {
+        let Some((ci, _)) = self.policy.client(badge) else {
+            return Err(ErrorCode::NotPermitted);
+        };
+        if grant.size == 0
+            || !grant.paddr.is_multiple_of(PAGE)
+            || !grant.size.is_multiple_of(PAGE)
+            || grant.paddr.checked_add(grant.size).is_none()
+        {
+            return Err(ErrorCode::OutOfRange);
+        }
+        self.clients[ci]
+            .grants
+            .push(grant)
+            .map_err(|_| ErrorCode::QuotaExceeded)
+    }
+
+    /// Grants every client all of physical memory ([`DmaGrant::EVERYTHING`]):
+    /// for host tests and software models, where frames are fakes that
+    /// nobody can revoke. Never on seL4.
+    pub fn grant_everything(&mut self) {
+        for c in self.clients.iter_mut() {
+            c.grants.clear();
+            let _ = c.grants.push(DmaGrant::EVERYTHING);
+        }
+    }
+
     /// Takes everything back from the client with `badge`, for a supervisor
     /// that retired it (the process ended or faulted): detaches its streams
     /// (their DMA aborts from here on), frees its domains with their page
     /// tables and ASIDs, releases its memory registrations (deleting the
-    /// frame caps) and drops its pending faults. Its quotas are then unused
-    /// and the global resources (table memory, ASIDs, receive slots) are
-    /// free for other clients; the badge may `Hello` again as a new client.
+    /// frame caps) and drops its pending faults. The global resources it
+    /// held (table memory, ASIDs, receive slots) are free for other
+    /// clients; its badge is refused (`NotPermitted`) from then on, like a
+    /// stranger's, so a thread of the process that still runs can do
+    /// nothing.
     /// Handles the client held are dead afterwards (generations bumped).
     ///
     /// Not reachable from a client: only the server's transport calls it,
@@ -545,6 +591,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         c.faults.clear();
         c.faults_dropped = 0;
         c.greeted = false;
+        c.retired = true;
         Ok(r)
     }
 
@@ -631,8 +678,14 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         bytes: &[u8],
         caps: &[ReceivedCap],
     ) -> Result<Reply, ErrorCode> {
-        // Authorise the caller before even decoding.
-        let Some((ci, _)) = self.policy.client(badge) else {
+        // Authorise the caller before even decoding; a retired client is
+        // gone for good, whatever thread of it still runs.
+        let Some(ci) = self
+            .policy
+            .client(badge)
+            .map(|(ci, _)| ci)
+            .filter(|&ci| !self.clients[ci].retired)
+        else {
             self.release_all(caps);
             return Err(ErrorCode::NotPermitted);
         };
@@ -1024,6 +1077,9 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 return Err(ErrorCode::Malformed);
             }
             let (_, mem) = c.memory(e.memory)?;
+            if mem.read_only_frames > 0 && e.perms.contains(Perms::WRITE) {
+                return Err(ErrorCode::NotPermitted);
+            }
             let pages = u64::from(e.pages);
             let off = u64::from(e.offset_pfn);
             if off + pages > mem.pages {
@@ -1298,6 +1354,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         }
         // Resolve all before recording any.
         let mut resolved: Vec<FrameEntry, MAX_CAPS_PER_MSG> = Vec::new();
+        let mut read_only = 0u32;
         for &cap in caps {
             let f = self.resolver.resolve(cap)?;
             if f.size == 0
@@ -1307,6 +1364,13 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             {
                 return Err(ErrorCode::BadCapability);
             }
+            // A genuine frame, but is it memory the system gave this client?
+            let grant = self.clients[ci]
+                .grants
+                .iter()
+                .find(|g| g.covers(f.paddr, f.size))
+                .ok_or(ErrorCode::NotPermitted)?;
+            read_only += u32::from(!grant.writable);
             let _ = resolved.push(FrameEntry {
                 cap,
                 paddr: f.paddr,
@@ -1327,7 +1391,9 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             frames: Vec::new(),
             pages: 0,
             mapped: 0,
+            read_only_frames: 0,
         });
+        m.read_only_frames += read_only;
         for mut f in resolved {
             f.first = m.pages;
             m.pages += f.pages;

@@ -52,7 +52,9 @@ type H = Handler<RefCore, FakeFrames>;
 
 fn handler() -> std::boxed::Box<H> {
     let core = RefCore::with_ssid_bits(4);
-    std::boxed::Box::new(Handler::new(core, FakeFrames::new(), POLICY).unwrap())
+    let mut h = std::boxed::Box::new(Handler::new(core, FakeFrames::new(), POLICY).unwrap());
+    h.grant_everything();
+    h
 }
 
 fn call(h: &mut H, badge: u64, req: &Request, caps: &[ReceivedCap]) -> Reply {
@@ -993,4 +995,179 @@ proptest! {
             prop_assert_eq!(full.core(), fast.core());
         }
     }
+}
+
+#[test]
+fn only_granted_memory_registers_and_read_only_grants_never_map_writable() {
+    let core = RefCore::with_ssid_bits(4);
+    let mut h = std::boxed::Box::new(Handler::new(core, FakeFrames::new(), POLICY).unwrap());
+    hello(&mut h, A);
+    // No grant yet: a genuine frame is still not memory A may give a device.
+    let early = h.resolver.frame(0x8000_0000, 0x1000);
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::RegisterMemory { extend: None },
+            &[early]
+        ),
+        ERR(ErrorCode::NotPermitted)
+    );
+    assert!(h.resolver().is_released(early));
+    let rw = DmaGrant {
+        paddr: 0x8000_0000,
+        size: 0x4000,
+        writable: true,
+    };
+    let ro = DmaGrant {
+        paddr: 0x9000_0000,
+        size: 0x2000,
+        writable: false,
+    };
+    assert_eq!(h.grant_dma(A, rw), Ok(()));
+    assert_eq!(h.grant_dma(A, ro), Ok(()));
+    assert_eq!(h.grant_dma(0x77, rw), Err(ErrorCode::NotPermitted));
+    for bad in [
+        DmaGrant { size: 0, ..rw },
+        DmaGrant {
+            paddr: 0x8000_0800,
+            ..rw
+        },
+        DmaGrant { size: 0x800, ..rw },
+        DmaGrant {
+            paddr: u64::MAX - 0xfff,
+            ..rw
+        },
+    ] {
+        assert_eq!(h.grant_dma(A, bad), Err(ErrorCode::OutOfRange), "{bad:?}");
+    }
+    // Frames straddling the grant's ends, or only next to it, or granted
+    // to B: NotPermitted, released, nothing recorded.
+    for (paddr, size) in [
+        (0x7fff_f000, 0x1000),
+        (0x8000_3000, 0x2000),
+        (0x8000_4000, 0x1000),
+        (0x9000_1000, 0x2000),
+    ] {
+        let f = h.resolver.frame(paddr, size);
+        assert_eq!(
+            call(&mut h, A, &Request::RegisterMemory { extend: None }, &[f]),
+            ERR(ErrorCode::NotPermitted),
+            "{paddr:#x}+{size:#x}"
+        );
+        assert!(h.resolver().is_released(f));
+    }
+    hello(&mut h, B);
+    let f = h.resolver.frame(0x8000_0000, 0x1000);
+    assert_eq!(
+        call(&mut h, B, &Request::RegisterMemory { extend: None }, &[f]),
+        ERR(ErrorCode::NotPermitted)
+    );
+    let stats = |h: &mut H| match call(h, A, &Request::Stats, &[]) {
+        Reply::Stats(s) => (s.memory_regions, s.memory_frames),
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(stats(&mut h), (0, 0));
+
+    // Inside: accepted. The read-only grant's frame maps read-only only,
+    // and so does any memory it is part of.
+    let d = domain(&mut h, A);
+    let whole = h.resolver.frame(0x8000_0000, 0x4000);
+    let writable = register(&mut h, A, &[whole]);
+    assert_eq!(
+        call(&mut h, A, &map(d, 0x100, writable, 0, 4), &[]),
+        Reply::Ok
+    );
+    let ro_frame = h.resolver.frame(0x9000_1000, 0x1000);
+    let read_only = register(&mut h, A, &[ro_frame]);
+    assert_eq!(
+        call(&mut h, A, &map(d, 0x200, read_only, 0, 1), &[]),
+        ERR(ErrorCode::NotPermitted)
+    );
+    let write_only = Request::Map {
+        domain: d,
+        iova_pfn: 0x200,
+        memory: read_only,
+        offset_pfn: 0,
+        pages: 1,
+        perms: Perms::WRITE,
+    };
+    assert_eq!(
+        call(&mut h, A, &write_only, &[]),
+        ERR(ErrorCode::NotPermitted)
+    );
+    let read = Request::Map {
+        domain: d,
+        iova_pfn: 0x200,
+        memory: read_only,
+        offset_pfn: 0,
+        pages: 1,
+        perms: Perms::READ,
+    };
+    assert_eq!(call(&mut h, A, &read, &[]), Reply::Ok);
+    let rw_frame = h.resolver.frame(0x8000_0000, 0x1000);
+    let mixed = register(&mut h, A, &[rw_frame]);
+    let ro_again = h.resolver.frame(0x9000_0000, 0x1000);
+    assert!(matches!(
+        call(
+            &mut h,
+            A,
+            &Request::RegisterMemory {
+                extend: Some(mixed)
+            },
+            &[ro_again]
+        ),
+        Reply::Memory { pages: 2, .. }
+    ));
+    assert_eq!(
+        call(&mut h, A, &map(d, 0x300, mixed, 0, 1), &[]),
+        ERR(ErrorCode::NotPermitted)
+    );
+    assert_eq!(stats(&mut h), (3, 4));
+}
+
+#[test]
+fn a_retired_client_is_refused_for_good() {
+    let mut h = handler();
+    hello(&mut h, A);
+    let d = domain(&mut h, A);
+    assert!(h.retire_client(A).is_ok());
+    for req in [
+        Request::Hello {
+            min_version: 1,
+            max_version: 1,
+        },
+        Request::Stats,
+        Request::AllocDomain,
+        Request::FreeDomain { domain: d },
+    ] {
+        assert_eq!(
+            call(&mut h, A, &req, &[]),
+            ERR(ErrorCode::NotPermitted),
+            "{req:?}"
+        );
+    }
+    // A cap it sends is released, not kept.
+    let f = h.resolver.frame(0x1000, 0x1000);
+    assert_eq!(
+        call(&mut h, A, &Request::RegisterMemory { extend: None }, &[f]),
+        ERR(ErrorCode::NotPermitted)
+    );
+    assert!(h.resolver().is_released(f));
+    // The hot path too.
+    let mut out = [0u64; FASTPATH_WORDS];
+    let mut words = [0u64; FASTPATH_WORDS];
+    let n = pack_words(
+        &{
+            let mut buf = [0u8; MSG_MAX_BYTES];
+            let n = encode(&Request::Faults { max: 1 }, &mut buf).unwrap();
+            buf[..n].to_vec()
+        },
+        &mut words,
+    )
+    .unwrap();
+    assert_eq!(h.handle_registers(A, &words[..n], &mut out), None);
+    // Retiring again changes nothing; B is untouched.
+    assert_eq!(h.retire_client(A), Ok(Retired::default()));
+    hello(&mut h, B);
 }

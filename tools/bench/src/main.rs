@@ -347,6 +347,7 @@ fn bench_handler(mode: Mode) {
     let server: Server = Rc::new(RefCell::new(
         Handler::new(core, FakeFrames::new(), POLICY).expect("policy"),
     ));
+    server.borrow_mut().grant_everything();
     let handle: HandleFn = {
         let s = server.clone();
         Box::new(move |b, req, caps, out| s.borrow_mut().handle(b, req, caps, out))

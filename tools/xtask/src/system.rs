@@ -140,13 +140,11 @@ pub struct Cap {
     pub object: String,
     #[serde(default)]
     pub badge: u64,
-    /// Any of `r`, `w`, `g` (grant); default `rwg`.
-    #[serde(default = "default_rights")]
+    /// Any of `r` (read), `w` (write), `g` (grant), each at most once.
+    /// Required, with no default: each cap says what its holder may do, the
+    /// least its use needs (an endpoint it only calls `wg`, a notification
+    /// it only waits on `r`, one it only signals `w`).
     pub rights: String,
-}
-
-fn default_rights() -> String {
-    "rwg".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,7 +173,21 @@ pub struct Irq {
 pub struct Dma {
     pub pages: u32,
     pub vaddr: u64,
+    /// 2 MiB frames (for block mappings), mapped from `vaddr` below the
+    /// 4 KiB pages; `vaddr` must then be 2 MiB aligned.
+    #[serde(default)]
+    pub large_pages: u32,
 }
+
+impl Dma {
+    /// Bytes of address space the pool covers.
+    pub fn size(&self) -> u64 {
+        u64::from(self.large_pages) * LARGE_PAGE + u64::from(self.pages) * PAGE
+    }
+}
+
+/// A large DMA frame.
+const LARGE_PAGE: u64 = 2 << 20;
 
 pub fn path(root: &Path, name: &str) -> PathBuf {
     root.join("images/systems").join(format!("{name}.toml"))
@@ -230,8 +242,24 @@ impl System {
                         c.object
                     );
                 }
-                if c.rights.chars().any(|r| !"rwg".contains(r)) {
-                    bail!("{}: rights {:?}: use r, w, g", p.name, c.rights);
+                let mut seen = String::new();
+                for r in c.rights.chars() {
+                    if !"rwg".contains(r) || seen.contains(r) {
+                        bail!(
+                            "{}: cap to {}: rights {:?}: use each of r, w, g at most once",
+                            p.name,
+                            c.object,
+                            c.rights
+                        );
+                    }
+                    seen.push(r);
+                }
+                if seen.is_empty() {
+                    bail!(
+                        "{}: cap to {}: rights \"\" allow nothing: name at least one of r, w, g",
+                        p.name,
+                        c.object
+                    );
                 }
             }
             let mut regions: Vec<(u64, u64, String)> = Vec::new();
@@ -249,7 +277,13 @@ impl System {
                 if dma.vaddr % PAGE != 0 || dma.pages == 0 {
                     bail!("{}: dma: vaddr must be page aligned and pages > 0", p.name);
                 }
-                regions.push((dma.vaddr, dma.pages as u64 * PAGE, "dma".into()));
+                if dma.large_pages > 0 && dma.vaddr % LARGE_PAGE != 0 {
+                    bail!(
+                        "{}: dma: with large_pages, vaddr must be 2 MiB aligned",
+                        p.name
+                    );
+                }
+                regions.push((dma.vaddr, dma.size(), "dma".into()));
             }
             regions.sort();
             for r in &regions {
@@ -416,8 +450,8 @@ impl System {
                 Some(d) => {
                     let _ = writeln!(
                         s,
-                        "            dma: Some(DmaDesc {{ pages: {}, vaddr: {:#x} }}),",
-                        d.pages, d.vaddr
+                        "            dma: Some(DmaDesc {{ pages: {}, vaddr: {:#x}, large_pages: {} }}),",
+                        d.pages, d.vaddr, d.large_pages
                     );
                 }
                 None => {
@@ -440,8 +474,15 @@ impl System {
         let _ = writeln!(s, "    ],");
         // The root task mints itself a cap to the IOMMU server's endpoint
         // with this badge and retires clients through it.
-        match &self.iommu {
-            Some(i) if i.supervisor_badge.is_some() => {
+        // The IOMMU server learns every client's DMA pool from the root
+        // task (procinfo::DmaGrant).
+        let server = self.iommu.as_ref().and_then(|_| {
+            self.processes
+                .iter()
+                .position(|p| p.krate == crate::policy::SERVER_CRATE)
+        });
+        match (&self.iommu, server) {
+            (Some(i), Some(server)) => {
                 let index = |name: &str| self.endpoints.iter().position(|o| o.name == name);
                 let endpoint = index(&i.endpoint).unwrap_or(0);
                 let clients: Vec<usize> = std::iter::once(endpoint)
@@ -449,11 +490,22 @@ impl System {
                     .collect();
                 let _ = writeln!(
                     s,
-                    "    supervisor: Some(Supervisor {{ endpoint: {endpoint}, badge: {:#x}, client_endpoints: &{clients:?} }}),",
-                    i.supervisor_badge.unwrap_or(0)
+                    "    iommu: Some(Iommu {{ server: {server}, client_endpoints: &{clients:?} }}),"
                 );
+                match i.supervisor_badge {
+                    Some(badge) => {
+                        let _ = writeln!(
+                            s,
+                            "    supervisor: Some(Supervisor {{ endpoint: {endpoint}, badge: {badge:#x} }}),"
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(s, "    supervisor: None,");
+                    }
+                }
             }
             _ => {
+                let _ = writeln!(s, "    iommu: None,");
                 let _ = writeln!(s, "    supervisor: None,");
             }
         }
@@ -493,7 +545,7 @@ mod tests {
             [[process]]
             name = "a"
             crate = "hello-client"
-            caps = [{ object = "nope" }]
+            caps = [{ object = "nope", rights = "w" }]
         "#;
         let s: System = toml::from_str(bad_cap).unwrap();
         assert!(s.check().is_err());
@@ -506,5 +558,27 @@ mod tests {
         "#;
         let s: System = toml::from_str(overlap).unwrap();
         assert!(s.check().is_err());
+    }
+
+    #[test]
+    fn cap_rights_are_required_and_checked() {
+        let with = |rights: &str| {
+            format!(
+                "[[endpoint]]\nname = \"e\"\n[[process]]\nname = \"a\"\ncrate = \"hello-client\"\ncaps = [{{ object = \"e\"{rights} }}]\n"
+            )
+        };
+        let missing = toml::from_str::<System>(&with("")).unwrap_err();
+        assert!(missing.to_string().contains("rights"), "{missing}");
+        let check = |rights: &str| {
+            toml::from_str::<System>(&with(&format!(", rights = {rights:?}")))
+                .unwrap()
+                .check()
+        };
+        assert!(check("wg").is_ok());
+        assert!(check("rwg").is_ok());
+        for bad in ["", "x", "ww", "rwgr"] {
+            let err = check(bad).unwrap_err().to_string();
+            assert!(err.contains("a: cap to e: rights"), "{bad:?}: {err}");
+        }
     }
 }

@@ -18,7 +18,7 @@
 
 use iommu_client::{DomainId, Iommu, MemoryHandle, Perms, Region, Ssid, StreamId};
 use procrt::{println, StartInfo};
-use sel4_abi::{CNode, CPtr, ObjectType, Untyped};
+use sel4_abi::CPtr;
 use sel4_iommu::platform::CounterDelay;
 use sel4_iommu::transport::Sel4Transport;
 
@@ -231,29 +231,13 @@ fn main(info: &'static StartInfo) -> bool {
     true
 }
 
-/// A 2 MiB frame retyped from the description's 2 MiB untyped into the
-/// first free slot (the server's frame-size probe knows it for 2 MiB).
+/// The 2 MiB frame of the bench driver's DMA pool (`dma.large_pages`; the
+/// server's frame-size probe knows it for 2 MiB).
 fn large_frame(info: &StartInfo) -> Result<CPtr, &'static str> {
-    let untyped = info
-        .untyped()
-        .iter()
-        .find(|u| u.size_bits == 21)
-        .ok_or("no 2 MiB untyped in the description")?;
-    if info.free_count == 0 {
-        return Err("no free slot");
+    match info.dma_large.frames {
+        0 => Err("no 2 MiB frame in the DMA pool (dma.large_pages)"),
+        _ => Ok(CPtr(info.dma_large.first_frame_cap)),
     }
-    Untyped(CPtr(untyped.cptr))
-        .retype(
-            ObjectType::ARM_LargePageObject,
-            0,
-            CNode(CPtr(procrt::procinfo::slot::CNODE)),
-            0,
-            0,
-            info.free_first,
-            1,
-        )
-        .map_err(|_| "Untyped_Retype failed")?;
-    Ok(CPtr(info.free_first))
 }
 
 fn run(

@@ -8,9 +8,7 @@ use iommu_client::{
     StreamId,
 };
 use procrt::{println, StartInfo};
-use sel4_abi::{
-    syscalls, CNode, CPtr, CapRights, Notification, ObjectType, Page, Untyped, VMAttributes,
-};
+use sel4_abi::{syscalls, CPtr, Notification, Page};
 use sel4_iommu::platform::CounterDelay;
 use sel4_iommu::transport::Sel4Transport;
 
@@ -38,9 +36,6 @@ const IOVA_NEVER_MAPPED: u64 = 0x0f00_0000;
 /// server would map of a frame it took for a small one.
 const IOVA_LARGE: u64 = 0x60_0000;
 const LARGE_WRITE_OFFSET: usize = 0x1f_e800;
-/// Where driver A maps its 2 MiB frame to read what the device wrote: a
-/// 2 MiB slot of its first GiB that no page table covers.
-const VADDR_LARGE: u64 = 0x3800_0000;
 const LARGE: usize = 2 << 20;
 
 /// Pages of driver A's DMA pool, by job.
@@ -447,9 +442,10 @@ pub fn driver_a(info: &'static StartInfo) -> bool {
     checks.passed()
 }
 
-/// A 2 MiB frame (retyped from driver A's untyped) registers as 2 MiB and
-/// DMA reaches all of it; a 4 KiB frame at a 2 MiB-aligned address (the
-/// next object of the same untyped) registers as 4 KiB and no more. The
+/// The 2 MiB frame of driver A's DMA pool registers as 2 MiB and DMA
+/// reaches all of it; a 4 KiB frame at a 2 MiB-aligned address (the pool's
+/// first small page, right above the large one) registers as 4 KiB and no
+/// more. The
 /// server tells the two apart by the frame-size probe
 /// (`sel4_iommu::platform::FrameProbe`); the QEMU trace shows the SMMU
 /// walking a 2 MiB block for the write (`dma-demo/trace/large-frame-block`).
@@ -461,7 +457,7 @@ fn large_frame(
     domain: DomainId,
     checks: &mut Checks,
 ) {
-    let (large, small) = match large_and_small_frame(info) {
+    let (large, small, vaddr_large) = match large_and_small_frame(info) {
         Ok(caps) => caps,
         Err(why) => {
             checks.check("large-frame", false, format_args!("{why}"));
@@ -472,9 +468,10 @@ fn large_frame(
     let registered = iommu.register_memory(&[large]);
     let mapped =
         registered.map(|m| iommu.map(domain, IOVA_LARGE, m.handle, 0, LARGE as u64, Perms::RW));
-    // SAFETY: the frame was mapped read-write at VADDR_LARGE just above and
-    // stays mapped; the device writes it only during `dma`, before the read.
-    let frame = unsafe { &*(VADDR_LARGE as *const [u8; LARGE]) };
+    // SAFETY: the root task mapped the pool's 2 MiB frame read-write at
+    // `vaddr_large` for this process; the device writes it only during
+    // `dma`, before the read.
+    let frame = unsafe { &*(vaddr_large as *const [u8; LARGE]) };
     let iova = IOVA_LARGE + LARGE_WRITE_OFFSET as u64;
     let moved = matches!(mapped, Ok(Ok(())))
         && dma(device, Direction::ToDevice, IOVA_SOURCE, TRANSFER)
@@ -511,42 +508,24 @@ fn large_frame(
     );
 }
 
-/// Retypes driver A's 4 MiB untyped into a 2 MiB frame (at its start) and
-/// a 4 KiB frame (at 2 MiB, so 2 MiB-aligned), and maps the large one at
-/// [`VADDR_LARGE`] for the CPU.
-fn large_and_small_frame(info: &StartInfo) -> Result<(CPtr, CPtr), &'static str> {
-    use procrt::procinfo::slot;
-    let untyped = info
-        .untyped()
-        .iter()
-        .find(|u| u.size_bits == 22)
-        .ok_or("no 4 MiB untyped in the description")?;
-    if info.free_count < 2 {
-        return Err("no free slots");
+/// The 2 MiB frame of driver A's DMA pool (mapped for the CPU by the root
+/// task) and the pool's first 4 KiB frame, which sits right above it and
+/// so is 2 MiB-aligned. Both come from the pool: memory from the driver's
+/// own untyped is never DMA memory (the server refuses it, `hostile`).
+fn large_and_small_frame(info: &StartInfo) -> Result<(CPtr, CPtr, u64), &'static str> {
+    let large = info.dma_large;
+    if large.frames == 0 {
+        return Err("no 2 MiB frame in the DMA pool (dma.large_pages)");
     }
-    let cnode = CNode(CPtr(slot::CNODE));
-    let (large, small) = (info.free_first, info.free_first + 1);
-    for (ty, slot) in [
-        (ObjectType::ARM_LargePageObject, large),
-        (ObjectType::ARM_SmallPageObject, small),
-    ] {
-        Untyped(CPtr(untyped.cptr))
-            .retype(ty, 0, cnode, 0, 0, slot, 1)
-            .map_err(|_| "Untyped_Retype of a frame failed")?;
-    }
-    match Page(CPtr(small)).get_address() {
+    match Page(CPtr(info.dma.first_frame_cap)).get_address() {
         Ok(paddr) if paddr.is_multiple_of(LARGE as u64) => {}
-        _ => return Err("the 4 KiB frame is not 2 MiB-aligned"),
+        _ => return Err("the pool's first 4 KiB frame is not 2 MiB-aligned"),
     }
-    Page(CPtr(large))
-        .map(
-            CPtr(slot::VSPACE),
-            VADDR_LARGE,
-            CapRights::READ_WRITE,
-            VMAttributes::DEFAULT | VMAttributes::EXECUTE_NEVER,
-        )
-        .map_err(|_| "mapping the 2 MiB frame for the CPU failed")?;
-    Ok((CPtr(large), CPtr(small)))
+    Ok((
+        CPtr(large.first_frame_cap),
+        CPtr(info.dma.first_frame_cap),
+        large.vaddr,
+    ))
 }
 
 pub fn driver_b(info: &'static StartInfo) -> bool {

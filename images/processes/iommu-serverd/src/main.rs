@@ -26,7 +26,8 @@ mod policy;
 
 use iommu_protocol::ErrorCode;
 use iommu_server::dma_pool::DmaPool;
-use iommu_server::handler::{CoreEvent, Handler};
+use iommu_server::handler::{CoreEvent, FrameResolver, Handler};
+use iommu_server::policy::DmaGrant;
 use iommu_server::regs::gerror;
 use iommu_server::shared::SharedSmmu;
 use iommu_server::{Config, Smmu};
@@ -228,6 +229,41 @@ fn start_bands(info: &'static StartInfo, core: &'static Core) -> bool {
         println!("iommu-server: {count} bands; at most {MAX_BANDS}");
         return false;
     }
+    // One owner per stream in the whole system, not just in each band: a
+    // stream granted in two bands would let one client attach another's
+    // device (xtask refuses such a description; this is the server's own
+    // check of what it was built with).
+    for (i, band) in policy::BANDS.iter().enumerate() {
+        for later in &policy::BANDS[i + 1..] {
+            let shared = band
+                .policy
+                .clients
+                .iter()
+                .flat_map(|c| c.streams)
+                .find(|g| later.policy.owner_of(g.stream).is_some());
+            if let Some(g) = shared {
+                println!(
+                    "iommu-server: stream {:#x} is granted in bands {} and {}: refusing to start",
+                    g.stream.0, band.endpoint, later.endpoint
+                );
+                return false;
+            }
+        }
+    }
+    // Every grant must name a client: anything else is a root task that
+    // disagrees with the policy this server was built with.
+    for g in info.dma_grants() {
+        if !policy::BANDS
+            .iter()
+            .any(|b| b.policy.client(g.badge).is_some())
+        {
+            println!(
+                "iommu-server: DMA memory {:#x}+{:#x} granted to badge {:#x}, which is no client",
+                g.paddr, g.size, g.badge
+            );
+            return false;
+        }
+    }
     let share = info.free_count / count as u64;
     for (i, band) in policy::BANDS.iter().enumerate() {
         if info.cap(band.endpoint).is_none() {
@@ -250,13 +286,32 @@ fn start_bands(info: &'static StartInfo, core: &'static Core) -> bool {
             share,
             Some(probe),
         );
-        let handler = match Handler::new(core, frames, band.policy) {
+        let mut handler = match Handler::new(core, frames, band.policy) {
             Ok(h) => h,
             Err(e) => {
                 println!("iommu-server: unusable policy for {}: {e:?}", band.endpoint);
                 return false;
             }
         };
+        // Each client may register frames of its own DMA pool only, which
+        // the root task carved from memory no process holds as untyped.
+        for g in info.dma_grants() {
+            if band.policy.client(g.badge).is_none() {
+                continue;
+            }
+            let grant = DmaGrant {
+                paddr: g.paddr,
+                size: g.size,
+                writable: g.writable != 0,
+            };
+            if let Err(e) = handler.grant_dma(g.badge, grant) {
+                println!(
+                    "iommu-server: cannot grant {grant:?} to badge {:#x}: {e:?}",
+                    g.badge
+                );
+                return false;
+            }
+        }
         let state = Mutex::new(Band {
             handler,
             requests: [0; MAX_CLIENTS],
@@ -325,8 +380,15 @@ fn serve(band_index: usize) -> bool {
             continue;
         }
         if band_index == 0 && policy::SUPERVISOR_BADGE != 0 && badge.0 == policy::SUPERVISOR_BADGE {
-            // A cap sent along would sit in the receive slot, which the
-            // next receive reuses: nothing to release.
+            // The root task sends no cap; one that came anyway is
+            // released, so the slot stays usable.
+            {
+                let mut b = band.lock();
+                let slot = receive_slot.map(|(slot, _)| slot);
+                if let Some(cap) = sel4_iommu::serve::take_received(&mut b.handler, tag, slot) {
+                    b.handler.resolver_mut().release(cap);
+                }
+            }
             pending = Some(supervise(core, tag.label(), &registers));
             continue;
         }
