@@ -281,6 +281,13 @@ impl IoPageTable {
         self.bytes
     }
 
+    /// The tables' memory in 4 KiB pages: the page-table quota's unit (a
+    /// level 0-2 table is 8 KiB with its shadow of child addresses, a leaf
+    /// table 4 KiB), so a quota bounds the memory a client really holds.
+    pub fn memory_pages(&self) -> u32 {
+        self.bytes.div_ceil(4096) as u32
+    }
+
     #[inline(always)]
     fn child(&self, t: &DmaBlock, i: usize, level: usize) -> DmaBlock {
         let desc = dma::read_u64(t, i);

@@ -35,6 +35,12 @@
 
 use iommu_protocol::{Ssid, StreamId};
 
+/// CSpace slots one band of the seL4 server receives frame caps into, at
+/// most (its share of the server's free slots, less one for checking caps,
+/// may be smaller): every frame cap a band's clients hold registered sits
+/// in one, and one more must stay free for the cap of the next message.
+pub const BAND_RECEIVE_SLOTS: u64 = 256;
+
 /// Badge 0 is what an unbadged endpoint cap delivers: never a client.
 pub const UNBADGED: u64 = 0;
 

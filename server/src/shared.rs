@@ -181,9 +181,13 @@ fn make_id(slot: usize, gen: u16) -> DomainId {
     DomainId(slot as u32 | (gen as u32) << 16)
 }
 
+/// Domain slots of a [`SharedSmmu`] by default: shared by every client of
+/// the server (`cargo xtask` refuses quotas that add up to more).
+pub const DOMAIN_SLOTS: usize = 16;
+
 /// The SMMU driver, shareable between threads (`&self` everywhere).
 /// `N` domain slots, each with its own lock.
-pub struct SharedSmmu<M, A, D, F, const N: usize = 16>
+pub struct SharedSmmu<M, A, D, F, const N: usize = DOMAIN_SLOTS>
 where
     M: Mmio + Send,
     A: DmaAllocator + Send,
@@ -312,8 +316,9 @@ where
         Ok(d.asid)
     }
 
-    /// Page-table blocks of a domain (root included): the quota unit.
-    pub fn table_pages(&self, id: DomainId) -> Result<u32> {
+    /// A domain's page-table memory in 4 KiB pages (root included): the
+    /// quota unit (`PageTable::memory_pages`).
+    pub fn pt_pages(&self, id: DomainId) -> Result<u32> {
         let (slot, gen) = split_id(id);
         let size = self
             .table_sizes
@@ -329,10 +334,9 @@ where
 
     /// Publishes domain `slot`'s page-table size (its lock held).
     fn publish_size(&self, slot: usize, d: &DomainState) {
-        let size = d
-            .pgtable
-            .as_ref()
-            .map_or(0, |pt| u64::from(d.gen) << 32 | u64::from(pt.table_pages()));
+        let size = d.pgtable.as_ref().map_or(0, |pt| {
+            u64::from(d.gen) << 32 | u64::from(pt.memory_pages())
+        });
         self.table_sizes[slot].store(size, core::sync::atomic::Ordering::Release);
     }
 

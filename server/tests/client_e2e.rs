@@ -550,3 +550,35 @@ fn partial_unmap_of_a_block_splits_it_or_changes_nothing() {
     assert_eq!(a.stats().unwrap().mapped_bytes, 0);
     a.unregister_memory(mem.handle).unwrap();
 }
+
+#[test]
+fn the_page_table_quota_bounds_the_table_memory_really_held() {
+    // Mappings one per 512 GiB, each needing a leaf, a level-2 and a
+    // level-1 table (4 + 8 + 8 KiB): the quota of 64 pages must stop the
+    // client before its tables hold more than 64 x 4 KiB of memory.
+    let (m, s) = server();
+    let mut a = connect(&s, A);
+    let (_, c) = frame(&m, &s, 0x1000);
+    let mem = a.register_memory(&[c]).unwrap();
+    let before = m.mem.stats().live_bytes;
+    let d = a.alloc_domain().unwrap();
+    let mut mapped = 0;
+    let refused = loop {
+        let iova = (mapped + 1) << 39;
+        match a.map(d, iova, mem.handle, 0, 0x1000, Perms::RW) {
+            Ok(()) => mapped += 1,
+            Err(e) => break e,
+        }
+        assert!(mapped < 64, "the quota never stopped the client");
+    };
+    assert_eq!(refused, Error::Iommu(ErrorCode::QuotaExceeded));
+    let held = m.mem.stats().live_bytes - before;
+    let quota = u64::from(QUOTAS.pt_pages) * 0x1000;
+    assert!(
+        held as u64 <= quota,
+        "tables hold {held} bytes, quota {quota}"
+    );
+    // The quota is what stopped it: one more such mapping would pass it.
+    assert!(held as u64 + 5 * 0x1000 > quota, "held {held} of {quota}");
+    assert_eq!(u64::from(a.stats().unwrap().pt_pages) * 0x1000, held as u64);
+}

@@ -1004,7 +1004,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         let c = &self.clients[ci];
         let end = pfn + pages;
         let mut total = 0u64;
-        for shift in [9u32, 18, 27] {
+        for (shift, weight) in TABLE_PAGES_PER_BLOCK {
             let first = pfn >> shift;
             let last = (end - 1) >> shift;
             // Blocks of [first, last] that already hold a mapping, as
@@ -1039,7 +1039,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 covered += hi - from + 1;
                 reach = Some(hi);
             }
-            total += (last - first + 1) - covered;
+            total += ((last - first + 1) - covered) * weight;
         }
         total
     }
@@ -1539,11 +1539,17 @@ fn route_event<D>(
 /// `[pfn, pfn + pages)` touches: at most the tables mapping it can add.
 fn blocks_touched(pfn: u64, pages: u64) -> u64 {
     let last = pfn + pages - 1;
-    [9u32, 18, 27]
+    TABLE_PAGES_PER_BLOCK
         .iter()
-        .map(|&shift| (last >> shift) - (pfn >> shift) + 1)
+        .map(|&(shift, weight)| ((last >> shift) - (pfn >> shift) + 1) * weight)
         .sum()
 }
+
+/// For each block size a map can need a new table for (2 MiB, 1 GiB,
+/// 512 GiB, as a shift of 4 KiB pages), the 4 KiB pages of that table: a
+/// leaf table is 4 KiB, a level 1-2 table 8 KiB with its shadow
+/// (`pgtable::table_size`), so the quota counts memory, not tables.
+const TABLE_PAGES_PER_BLOCK: [(u32, u64); 3] = [(9, 1), (18, 2), (27, 2)];
 
 /// Queues one event for a client; true if a new record was added.
 fn queue_fault<D>(c: &mut ClientState<D>, ev: CoreEvent) -> bool {

@@ -122,7 +122,9 @@ impl Core for RefCore {
         let l3: BTreeSet<u64> = pt.keys().map(|v| v >> 9).collect();
         let l2: BTreeSet<u64> = pt.keys().map(|v| v >> 18).collect();
         let l1: BTreeSet<u64> = pt.keys().map(|v| v >> 27).collect();
-        1 + (l3.len() + l2.len() + l1.len()) as u32
+        // In 4 KiB pages, as the real tables: the root and the level 1-2
+        // tables are 8 KiB (with their shadow), leaf tables 4 KiB.
+        (2 + l3.len() + 2 * (l2.len() + l1.len())) as u32
     }
     fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) -> bool {
         for e in self.events.drain(..) {

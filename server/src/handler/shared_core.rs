@@ -57,7 +57,7 @@ where
     }
 
     fn pt_pages(&self, domain: DomainId) -> u32 {
-        self.table_pages(domain).unwrap_or(0)
+        SharedSmmu::pt_pages(self, domain).unwrap_or(0)
     }
 
     fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) -> bool {

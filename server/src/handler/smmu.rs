@@ -125,7 +125,8 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Core for Smmu<M, A, D> {
     }
 
     fn pt_pages(&self, domain: DomainId) -> u32 {
-        self.domain_info(domain).map_or(0, |i| i.table_pages)
+        self.domain_info(domain)
+            .map_or(0, |i| i.table_bytes.div_ceil(4096) as u32)
     }
 
     fn attached(&self, stream: StreamId, ssid: Ssid) -> Option<Option<DomainId>> {

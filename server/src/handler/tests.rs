@@ -909,14 +909,17 @@ fn page_table_bound_counts_new_blocks_only_and_is_cheap() {
     assert_eq!(h.pt_bound(0, slot, 512, 1, &[]), 1);
     // ... unless the same batch maps there first.
     assert_eq!(h.pt_bound(0, slot, 512, 1, &[(600, 601)]), 0);
-    // Next 1 GiB: level 3 and level 2.
-    assert_eq!(h.pt_bound(0, slot, 1 << 18, 1, &[]), 2);
+    // Next 1 GiB: a level-3 table (4 KiB) and a level-2 one (8 KiB with
+    // its shadow): three pages of memory.
+    assert_eq!(h.pt_bound(0, slot, 1 << 18, 1, &[]), 3);
+    // Next 512 GiB: level 3, 2 and 1.
+    assert_eq!(h.pt_bound(0, slot, 1 << 27, 1, &[]), 5);
     // The largest request a message can carry: answered at once.
     let n = u64::from(u32::MAX);
     let l3 = n.div_ceil(512) - 1;
     let l2 = n.div_ceil(1 << 18) - 1;
     let l1 = n.div_ceil(1 << 27) - 1;
-    assert_eq!(h.pt_bound(0, slot, 0, n, &[]), l3 + l2 + l1);
+    assert_eq!(h.pt_bound(0, slot, 0, n, &[]), l3 + 2 * (l2 + l1));
 }
 
 /// The reply words of `req` through [`Handler::handle_registers`] where it

@@ -58,6 +58,12 @@ pub struct Iommu {
     /// Bands besides the main thread's (`endpoint`).
     #[serde(default)]
     pub bands: Vec<Band>,
+    /// Lets the quotas add up to more than a pool the clients share (domain
+    /// slots, attachments, receive slots, table memory): then a client
+    /// within its quota can be denied by another within its own. Only for
+    /// systems that test the server's own exhaustion handling (`death`).
+    #[serde(default)]
+    pub oversubscribe_shared_pools: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +219,9 @@ pub fn generate(system: &System, name: &str) -> Result<String> {
     }
     check_endpoint_caps(system, iommu, &bands, server)?;
     check_streams(iommu)?;
+    if !iommu.oversubscribe_shared_pools {
+        check_shared_pools(iommu, server, &members, bands.len())?;
+    }
     check_priorities(server, &bands, &band_priorities, &members)?;
     let _ = writeln!(s, "pub static BANDS: [Band; {}] = [", bands.len());
     for ((endpoint, thread), clients) in bands.iter().zip(&per_band) {
@@ -366,6 +375,95 @@ fn check_endpoint_caps(
     Ok(())
 }
 
+/// A client's quotas, with the defaults for what the description leaves out.
+fn quotas(client: &Client) -> iommu_server::policy::Quotas {
+    let d = iommu_server::policy::Quotas::DEFAULT;
+    let q = &client.quotas;
+    iommu_server::policy::Quotas {
+        domains: q.domains.unwrap_or(d.domains),
+        mapped_bytes: q.mapped_bytes.unwrap_or(d.mapped_bytes),
+        mappings: q.mappings.unwrap_or(d.mappings),
+        pt_pages: q.pt_pages.unwrap_or(d.pt_pages),
+        asids: q.asids.unwrap_or(d.asids),
+        memory_regions: q.memory_regions.unwrap_or(d.memory_regions),
+        memory_frames: q.memory_frames.unwrap_or(d.memory_frames),
+    }
+}
+
+/// Pages of the server's DMA pool that are not page tables, at most: the
+/// command and event queues and the level-1 stream table (one page each
+/// with `Config::default()`), a level-2 stream table (16 KiB) per PCI bus
+/// a client's stream is on, and each stream's CD table (64 bytes a
+/// SubstreamID, in whole pages).
+fn pool_pages_besides_tables(clients: &[Client]) -> u64 {
+    let mut buses: Vec<u32> = clients
+        .iter()
+        .flat_map(|c| c.streams.iter().map(|sid| sid >> 8))
+        .collect();
+    buses.sort_unstable();
+    buses.dedup();
+    let cds: u64 = clients
+        .iter()
+        .map(|c| c.streams.len() as u64 * (u64::from(c.max_ssid) + 1).div_ceil(64))
+        .sum();
+    3 + 4 * buses.len() as u64 + cds
+}
+
+/// What the clients share is never promised twice: the sum of their quotas
+/// fits each pool they draw on, so a client within its quota is never
+/// denied by another within its own. The pools: the core's domain slots
+/// (`shared::DOMAIN_SLOTS`), its attachment table (`shared::MAX_ATTACHED`,
+/// one per stream and SubstreamID), each band's receive slots (one per
+/// registered frame cap, and one for the next message's cap) and the
+/// server's DMA pool (page tables, at their quota, besides the queues,
+/// stream tables and CDs).
+fn check_shared_pools(
+    iommu: &Iommu,
+    server: &Process,
+    members: &[(&Process, usize)],
+    bands: usize,
+) -> Result<()> {
+    use iommu_server::shared::{DOMAIN_SLOTS, MAX_ATTACHED};
+    let all: Vec<_> = iommu.clients.iter().map(quotas).collect();
+    let domains: u64 = all.iter().map(|q| u64::from(q.domains)).sum();
+    if domains > DOMAIN_SLOTS as u64 {
+        bail!("[iommu] the clients' domain quotas add up to {domains}; the server has {DOMAIN_SLOTS} domain slots for all of them");
+    }
+    let attachable: u64 = iommu
+        .clients
+        .iter()
+        .map(|c| c.streams.len() as u64 * (u64::from(c.max_ssid) + 1))
+        .sum();
+    if attachable > MAX_ATTACHED as u64 {
+        bail!("[iommu] the clients may attach {attachable} (stream, SubstreamID) pairs; the server tracks {MAX_ATTACHED}");
+    }
+    // Each band gets an equal share of the server's free slots, one of which
+    // checks caps (sel4_iommu::platform::ReceivedFrames).
+    let share = (u64::from(server.free_slots) / bands as u64)
+        .saturating_sub(1)
+        .min(iommu_server::policy::BAND_RECEIVE_SLOTS);
+    for band in 0..bands {
+        let frames: u64 = iommu
+            .clients
+            .iter()
+            .zip(&all)
+            .zip(members)
+            .filter(|(_, (_, b))| *b == band)
+            .map(|((_, q), _)| u64::from(q.memory_frames))
+            .sum();
+        if frames + 1 > share {
+            bail!("[iommu] band {band}: its clients' memory_frames quotas add up to {frames}, and one more slot is needed for the next message's cap; {} has {share} receive slots for the band (free_slots {} / {bands} bands, less one)", server.name, server.free_slots);
+        }
+    }
+    let tables: u64 = all.iter().map(|q| u64::from(q.pt_pages)).sum();
+    let besides = pool_pages_besides_tables(&iommu.clients);
+    let pool = server.dma.as_ref().map_or(0, |d| u64::from(d.pages));
+    if tables + besides > pool {
+        bail!("[iommu] the clients' pt_pages quotas add up to {tables} pages, and queues, stream tables and CDs take up to {besides}; {}'s dma pool has {pool}", server.name);
+    }
+    Ok(())
+}
+
 /// A StreamID is granted to one client only, across every band (the server
 /// checks each band's policy on its own).
 fn check_streams(iommu: &Iommu) -> Result<()> {
@@ -455,6 +553,7 @@ endpoint = "iommu"
 name = "server"
 crate = "iommu-serverd"
 caps = [{{ object = "iommu", rights = "rwg" }}]
+dma = {{ pages = 1024, vaddr = 0x20000000 }}
 [[process]]
 name = "driver"
 crate = "edu-driver"
@@ -550,6 +649,7 @@ crate = "iommu-serverd"
 priority = 150
 threads = [{ name = "band-b", priority = 160 }, { name = "events", priority = 170 }]
 caps = [{ object = "iommu", rights = "rwg" }, { object = "iommu-b", rights = "rwg" }]
+dma = { pages = 1024, vaddr = 0x20000000 }
 [[process]]
 name = "driver-a"
 crate = "edu-driver"
@@ -589,6 +689,50 @@ caps = [{ object = "iommu-b", badge = 0x20, rights = "wg" }]
         let rust = two_bands(&[], "").unwrap();
         assert!(rust.contains("name: \"driver-a\", badge: 0x10"), "{rust}");
         assert!(rust.contains("name: \"driver-b\", badge: 0x20"), "{rust}");
+    }
+
+    #[test]
+    fn quotas_never_oversubscribe_a_shared_pool() {
+        let a = "process = \"driver-a\"\nstreams = [0x8]";
+        let with_a = |extra: &str| (a, format!("{a}\n{extra}"));
+        // Domain slots: 9 + 9 of 16.
+        let (from, to) = with_a("quotas = { domains = 9 }");
+        let b = "process = \"driver-b\"\nstreams = [0x10]";
+        let err = refused(
+            &[
+                (from, &to),
+                (b, &format!("{b}\nquotas = {{ domains = 9 }}")),
+            ],
+            "",
+        );
+        assert!(
+            err.contains("domain quotas add up to 18; the server has 16"),
+            "{err}"
+        );
+        // Attachments: 2 x 65 (stream, SubstreamID) pairs of 128.
+        let (from, to) = with_a("max_ssid = 64");
+        let err = refused(&[(from, &to), (b, &format!("{b}\nmax_ssid = 64"))], "");
+        assert!(err.contains("130 (stream, SubstreamID) pairs"), "{err}");
+        // Receive slots: 256 free slots over 2 bands is 127 each.
+        let (from, to) = with_a("quotas = { memory_frames = 127 }");
+        let err = refused(&[(from, &to)], "");
+        assert!(
+            err.contains("band 0: its clients' memory_frames quotas add up to 127"),
+            "{err}"
+        );
+        let (from, to) = with_a("quotas = { memory_frames = 126 }");
+        assert!(two_bands(&[(from, &to)], "").is_ok());
+        // Table memory: 64 + 961 pages, besides queues and tables, of 1024.
+        let (from, to) = with_a("quotas = { pt_pages = 961 }");
+        let err = refused(&[(from, &to)], "");
+        assert!(
+            err.contains("pt_pages quotas add up to 1025 pages"),
+            "{err}"
+        );
+        // ... unless the system says it tests exhaustion on purpose.
+        let (from, to) = with_a("quotas = { pt_pages = 961 }");
+        let opt_in = ("[iommu]\n", "[iommu]\noversubscribe_shared_pools = true\n");
+        assert!(two_bands(&[(from, &to), opt_in], "").is_ok());
     }
 
     #[test]

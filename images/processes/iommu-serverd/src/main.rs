@@ -49,7 +49,7 @@ const IRQ_BADGE: u64 = 1 << 27;
 /// DMA pool pages the bitmap can manage (64 per word).
 const POOL_WORDS: usize = 64;
 /// Receive slots for frame caps per band (64 per word).
-const SLOT_WORDS: usize = 4;
+const SLOT_WORDS: usize = (iommu_server::policy::BAND_RECEIVE_SLOTS / 64) as usize;
 /// Bands (threads serving clients) at most.
 const MAX_BANDS: usize = 4;
 /// The thread that takes the SMMU's interrupts, if the process has it.
