@@ -1,0 +1,78 @@
+//! The zombie: its main thread reports done while a worker thread keeps
+//! calling the server (`Hello`, then `Stats`) forever. Once the root task
+//! has retired it, no thread of it may run (no `zombie: still served`
+//! line after `root: zombie done`), and the server must refuse its badge.
+
+use crate::checks::Checks;
+use crate::common::pause_ms;
+use core::sync::atomic::{AtomicU64, Ordering};
+use iommu_client::{Error, Iommu};
+use procrt::{println, StartInfo};
+use sel4_abi::{syscalls, CPtr};
+use sel4_iommu::transport::Sel4Transport;
+
+/// Rounds (a `Hello` and a `Stats`) between two progress lines.
+const ROUNDS_PER_LINE: u64 = 100;
+/// The worker's pause after each progress line, so that it does not
+/// flood the console.
+const PAUSE_MS: u64 = 250;
+
+/// Rounds the worker has done, for the main thread.
+static ROUNDS: AtomicU64 = AtomicU64::new(0);
+
+pub fn zombie(info: &'static StartInfo) -> bool {
+    let mut checks = Checks::new("zombie");
+    let Some(worker) = info.thread("worker") else {
+        println!("zombie: the system gave me no thread named worker");
+        return false;
+    };
+    if let Err(e) = procrt::spawn(worker, work, 0) {
+        println!("zombie: cannot start the worker: {e:?}");
+        return false;
+    }
+    // Done only once the worker was served: it is alive and a client.
+    while ROUNDS.load(Ordering::Relaxed) < ROUNDS_PER_LINE {
+        syscalls::yield_now();
+    }
+    checks.check(
+        "worker-served",
+        true,
+        format_args!(
+            "the worker did {} rounds of Hello + Stats; the main thread now reports done",
+            ROUNDS.load(Ordering::Relaxed)
+        ),
+    );
+    checks.passed()
+}
+
+extern "C" fn work(_: usize) -> ! {
+    let info = procrt::info();
+    let Some(endpoint) = sel4_iommu::server_endpoint(info) else {
+        println!("zombie: no cap to the IOMMU server");
+        procrt::done(false)
+    };
+    let endpoint = CPtr(endpoint.cptr);
+    let (mut answered, mut refused) = (0u64, 0u64);
+    let mut last_refusal: Option<Error> = None;
+    let mut rounds = 0u64;
+    loop {
+        let outcome = Iommu::connect(Sel4Transport::new(endpoint)).and_then(|mut c| c.stats());
+        match outcome {
+            Ok(_) => answered += 1,
+            Err(e) => {
+                refused += 1;
+                last_refusal = Some(e);
+            }
+        }
+        rounds += 1;
+        ROUNDS.store(rounds, Ordering::Relaxed);
+        if rounds.is_multiple_of(ROUNDS_PER_LINE) {
+            println!(
+                "zombie: still served {rounds} rounds (last {ROUNDS_PER_LINE}: {answered} answered, {refused} refused; last refusal {last_refusal:?})"
+            );
+            answered = 0;
+            refused = 0;
+            pause_ms(PAUSE_MS);
+        }
+    }
+}
