@@ -24,6 +24,8 @@ pub const MAX_THREADS: usize = 5;
 pub const MAX_DMA_GRANTS: usize = 16;
 /// A large DMA frame: 2 MiB, one level-2 block in a page table.
 pub const LARGE_PAGE: u64 = 2 << 20;
+/// PCI functions one process may drive.
+pub const MAX_PCI: usize = 4;
 
 /// 2 MiB slots of every process's address space that the root task leaves
 /// empty, one per thread (`FRAME_PROBE_BASE + i * 2 MiB` for thread `i`),
@@ -53,18 +55,121 @@ pub mod slot {
     pub const CNODE: u64 = 4;
     /// Its own VSpace (PGD), if granted (else empty).
     pub const VSPACE: u64 = 5;
-    /// The console lock: a notification shared by the root task and every
-    /// process, so that a message reaches the console whole
-    /// (`sel4_abi::debug::print_whole`).
-    pub const CONSOLE_LOCK: u64 = 6;
+    /// Console output: an endpoint the root task's console thread receives
+    /// on, write right only, badged with the process's index; each message
+    /// is printed whole ([`crate::console`], `procrt::println!`).
+    pub const CONSOLE: u64 = 6;
     /// Described capabilities are placed from here on.
     pub const FIRST_FREE: u64 = 8;
+}
+
+/// Console output through the root task: the message a process sends on
+/// its console cap (`slot::CONSOLE`, an endpoint the root task's console
+/// thread receives on) for each piece of text it prints.
+///
+/// Label: the byte count, 1 ..= [`MAX_BYTES`]. Message registers
+/// 0 .. `words(count)`: the bytes, packed little-endian, eight to a word
+/// (the last word zero-padded); registers 0..4 travel in CPU registers, the
+/// rest in the IPC buffer. The badge is the sender's process index. The
+/// console thread prints each message whole, before it takes the next;
+/// longer text is several messages.
+pub mod console {
+    /// seL4's message length, `seL4_MsgMaxLength` (120 words).
+    pub const MAX_WORDS: usize = 120;
+    /// Bytes one message carries.
+    pub const MAX_BYTES: usize = MAX_WORDS * 8;
+
+    /// Message words that carry `len` bytes.
+    pub const fn words(len: usize) -> usize {
+        len.div_ceil(8)
+    }
+
+    /// Word `i` of the message carrying `bytes` (little-endian, zero-padded).
+    pub fn word(bytes: &[u8], i: usize) -> u64 {
+        let mut w = [0u8; 8];
+        let from = (i * 8).min(bytes.len());
+        let to = (from + 8).min(bytes.len());
+        w[..to - from].copy_from_slice(&bytes[from..to]);
+        u64::from_le_bytes(w)
+    }
+
+    /// The text a message carries: `label` bytes (at most [`MAX_BYTES`],
+    /// and at most what `length` words hold) from message word `mr(i)`,
+    /// unpacked into `out`.
+    pub fn unpack(
+        label: u64,
+        length: usize,
+        mr: impl Fn(usize) -> u64,
+        out: &mut [u8; MAX_BYTES],
+    ) -> &[u8] {
+        let len = (label.min(MAX_BYTES as u64) as usize).min(length.min(MAX_WORDS) * 8);
+        for i in 0..words(len) {
+            let w = mr(i).to_le_bytes();
+            let n = (len - i * 8).min(8);
+            out[i * 8..i * 8 + n].copy_from_slice(&w[..n]);
+        }
+        &out[..len]
+    }
+
+    #[cfg(test)]
+    mod tests {
+        extern crate std;
+        use super::*;
+        use std::vec::Vec;
+
+        fn round_trip(text: &[u8]) -> Vec<u8> {
+            let n = words(text.len());
+            let msg: Vec<u64> = (0..n).map(|i| word(text, i)).collect();
+            let mut out = [0u8; MAX_BYTES];
+            unpack(text.len() as u64, n, |i| msg[i], &mut out).to_vec()
+        }
+
+        #[test]
+        fn text_survives_packing() {
+            for len in [0, 1, 7, 8, 9, 31, 32, 33, 100, MAX_BYTES - 1, MAX_BYTES] {
+                let text: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                assert_eq!(round_trip(&text), text, "{len} bytes");
+            }
+        }
+
+        #[test]
+        fn words_are_little_endian_and_zero_padded() {
+            assert_eq!(word(b"abcdefghij", 0), u64::from_le_bytes(*b"abcdefgh"));
+            assert_eq!(
+                word(b"abcdefghij", 1),
+                u64::from(b'i') | u64::from(b'j') << 8
+            );
+            assert_eq!(word(b"ab", 5), 0);
+        }
+
+        #[test]
+        fn a_lying_label_reads_no_more_than_the_message() {
+            let mut out = [0u8; MAX_BYTES];
+            let read = core::cell::Cell::new(0);
+            let got = unpack(
+                u64::MAX,
+                2,
+                |i| {
+                    read.set(read.get().max(i + 1));
+                    u64::from_le_bytes(*b"01234567")
+                },
+                &mut out,
+            );
+            assert_eq!(got, b"0123456701234567");
+            assert_eq!(read.get(), 2);
+            assert_eq!(unpack(5000, 200, |_| 0, &mut out).len(), MAX_BYTES);
+        }
+    }
 }
 
 /// Messages on the control endpoint (the message label).
 pub mod control {
     /// `done`: MR0 = 1 for pass, 0 for fail. The root task does not reply.
     pub const DONE: u64 = 0x646f;
+    /// `ready`, from the IOMMU server only: the SMMU is enabled with every
+    /// stream aborting. The root task starts the other processes, and turns
+    /// on PCI bus mastering, only then. No reply.
+    pub const READY: u64 = 0x7264;
 }
 
 /// The root task's messages to the IOMMU server, on its supervisor badge
@@ -240,6 +345,26 @@ pub struct DmaGrant {
     pub writable: u64,
 }
 
+/// A PCI function the process drives (`pci` in its description). The
+/// root task programmed it before starting the process: BAR0 at `bar0`
+/// (which one of the process's device regions maps), memory decoding on,
+/// and bus mastering on once the IOMMU server reported the SMMU enabled
+/// with every stream aborting; the process gets no access to its
+/// configuration space.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PciFunction {
+    /// Its requester ID (bus << 8 | device << 3 | function): the SMMU
+    /// StreamID of its DMA.
+    pub requester_id: u64,
+    /// Vendor ID (bits 0-15) and device ID (bits 16-31) as the root task read
+    /// them.
+    pub ids: u64,
+    pub bar0: u64,
+    /// BAR0's size in bytes, as the device decodes it.
+    pub bar0_size: u64,
+}
+
 /// An untyped capability handed to the process.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -313,12 +438,16 @@ pub struct StartInfo {
     pub dma_large: LargeDmaPool,
     pub num_untyped: u64,
     pub untyped: [UntypedCap; MAX_UNTYPED],
-    /// With a kernel built without printing: where the PL011 is mapped for
-    /// output (0: print with `seL4_DebugPutChar`).
+    /// Where the PL011 is mapped, for output with no system call
+    /// (`procrt::print_unlocked`): only on a kernel without printing, and
+    /// only for a process described with `uart = true`; else 0. Other
+    /// output goes through the root task ([`slot::CONSOLE`]).
     pub console: u64,
     /// Its threads, the main one first.
     pub num_threads: u64,
     pub threads: [ThreadInfo; MAX_THREADS],
+    pub num_pci: u64,
+    pub pci: [PciFunction; MAX_PCI],
     /// In the IOMMU server's page only: every client's DMA memory.
     pub num_dma_grants: u64,
     pub dma_grants: [DmaGrant; MAX_DMA_GRANTS],
@@ -343,6 +472,10 @@ impl StartInfo {
 
     pub fn untyped(&self) -> &[UntypedCap] {
         &self.untyped[..(self.num_untyped as usize).min(MAX_UNTYPED)]
+    }
+
+    pub fn pci(&self) -> &[PciFunction] {
+        &self.pci[..(self.num_pci as usize).min(MAX_PCI)]
     }
 
     pub fn dma_grants(&self) -> &[DmaGrant] {

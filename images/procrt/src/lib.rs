@@ -1,5 +1,5 @@
 //! The runtime of a process started by the root task: entry point, console
-//! output, `done` reporting and the panic handler.
+//! output (through the root task), `done` reporting and the panic handler.
 //!
 //! A process crate depends on `procrt` and names its main function with
 //! [`main!`]: `fn main(info: &'static StartInfo) -> bool`, where the result is
@@ -13,7 +13,7 @@ pub mod sync;
 
 use core::fmt;
 pub use procinfo::{self, StartInfo, ThreadInfo};
-use procinfo::{control, slot};
+use procinfo::{console, control, slot};
 use sel4_abi::{syscalls, CPtr, MessageInfo, UserContext, TCB};
 
 core::arch::global_asm!(
@@ -106,6 +106,15 @@ pub fn current_thread_index() -> Option<usize> {
     info.threads().iter().position(|t| t.ipc_buffer == tpidr)
 }
 
+/// Tells the root task that this process, the IOMMU server, has the SMMU
+/// enabled with every stream aborting: the root task then starts the other
+/// processes and turns on PCI bus mastering. Any other process's `ready` is
+/// not awaited and changes nothing.
+pub fn ready() {
+    let info = MessageInfo::new(control::READY, 0, 0, 0);
+    syscalls::send_with_mrs(CPtr(slot::CONTROL_EP), info, [0; 4]);
+}
+
 /// Reports the verdict to the root task, then stops this thread (the one
 /// that calls it: a worker thread that spun on here would starve every
 /// thread below its priority).
@@ -126,40 +135,59 @@ pub fn done(pass: bool) -> ! {
 }
 
 #[doc(hidden)]
-/// Output through the kernel's debug console (or the PL011 on kernels
-/// without printing), a message at a time under the console lock.
+/// Output through the root task's console thread: each message is formatted
+/// into a buffer, then sent whole (`procinfo::console`) on the console
+/// endpoint (`slot::CONSOLE`). The send blocks until the console thread
+/// takes the message, which it prints whole before it takes the next; the
+/// process holds nothing while it waits, or if it is stopped meanwhile.
 pub fn _print(args: fmt::Arguments) {
-    // SAFETY: set once before main runs; read-only afterwards.
-    let locked = unsafe { INFO }.is_some();
-    print_to_console(locked, args);
+    sel4_abi::debug::print_whole(None, args, send_to_console);
 }
 
-/// Writes `args` to the console without the console lock, so without a
-/// system call on kernels without printing: for output that must not add
-/// kernel entries to what it marks (the benchmark's trace markers, which
-/// `cargo xtask bench --profile` reads as the driver's). Other threads'
-/// messages may interleave with it.
-pub fn print_unlocked(args: fmt::Arguments) {
-    print_to_console(false, args);
-}
-
-fn print_to_console(locked: bool, args: fmt::Arguments) {
-    let lock = locked.then_some(CPtr(slot::CONSOLE_LOCK));
-    sel4_abi::debug::print_whole(lock, args, |bytes| {
-        #[cfg(sel4_debug_build)]
-        for &b in bytes {
-            syscalls::debug_put_char(b);
+/// Sends `bytes` to the console thread, a message per
+/// `console::MAX_BYTES`. Words 0..4 travel in registers; the IPC buffer
+/// words a message needs beyond those are restored afterwards, so that
+/// printing between a receive and reading its message changes nothing.
+fn send_to_console(bytes: &[u8]) {
+    for chunk in bytes.chunks(console::MAX_BYTES) {
+        let words = console::words(chunk.len());
+        let mut mrs = [0; 4];
+        for (i, m) in mrs.iter_mut().enumerate() {
+            *m = console::word(chunk, i);
         }
-        #[cfg(not(sel4_debug_build))]
-        {
-            // SAFETY: set once before main runs; read-only afterwards.
-            let uart = unsafe { INFO }.map_or(0, |i| i.console);
-            if uart != 0 {
-                for &b in bytes {
-                    // SAFETY: the root task maps the PL011 at `console`.
-                    unsafe { procinfo::pl011_putc(uart, b) };
-                }
-            }
+        // The IPC buffer words this message needs (4.. words), saved.
+        let buffered = 4..words.max(4);
+        let mut saved = [0; console::MAX_WORDS];
+        let ipc = sel4_abi::ipc_buffer::buf();
+        saved[buffered.clone()].copy_from_slice(&ipc.msg[buffered.clone()]);
+        for (i, m) in ipc.msg[buffered.clone()].iter_mut().enumerate() {
+            *m = console::word(chunk, 4 + i);
+        }
+        let info = MessageInfo::new(chunk.len() as u64, 0, 0, words as u64);
+        syscalls::send_with_mrs(CPtr(slot::CONSOLE), info, mrs);
+        let ipc = sel4_abi::ipc_buffer::buf();
+        ipc.msg[buffered.clone()].copy_from_slice(&saved[buffered]);
+    }
+}
+
+/// Writes `args` straight to the PL011, as it is formatted: no buffer and
+/// no system call, for output that must not add kernel entries to what it
+/// marks (the benchmark's trace markers, which `cargo xtask bench
+/// --profile` reads as the driver's). Other output may interleave with it.
+///
+/// Only a process whose description says `uart = true` (on a kernel
+/// without printing) has the PL011 mapped (`StartInfo::console`); any other
+/// process panics here, so that a marker never goes missing unnoticed.
+pub fn print_unlocked(args: fmt::Arguments) {
+    // SAFETY: set once before main runs; read-only afterwards.
+    let uart = unsafe { INFO }.map_or(0, |i| i.console);
+    if uart == 0 {
+        panic!("print_unlocked: no PL011 mapped here (the system description needs uart = true, on a kernel = \"release\" system)");
+    }
+    sel4_abi::debug::print_direct(args, |bytes| {
+        for &b in bytes {
+            // SAFETY: the root task maps the PL011 at `console`.
+            unsafe { procinfo::pl011_putc(uart, b) };
         }
     });
 }

@@ -45,10 +45,14 @@ pub struct Process {
     pub stack_pages: u32,
     pub grant_cnode: bool,
     pub grant_vspace: bool,
+    /// The PL011 mapped at `StartInfo::console` (kernels without printing).
+    pub uart: bool,
     /// The run ends when every process with `wait` has reported done.
     pub wait: bool,
     pub caps: &'static [CapDesc],
     pub devices: &'static [DeviceDesc],
+    /// PCI functions it drives (the root task programs them).
+    pub pci: &'static [PciDesc],
     pub irqs: &'static [IrqDesc],
     pub dma: Option<DmaDesc>,
     /// Untyped memory to hand over, by size in bits.
@@ -80,6 +84,13 @@ pub struct DeviceDesc {
     pub paddr: u64,
     pub size: u64,
     pub vaddr: u64,
+    pub read_only: bool,
+}
+
+pub struct PciDesc {
+    /// Requester ID (bus << 8 | device << 3 | function).
+    pub function: u16,
+    pub bar0: u64,
 }
 
 pub struct IrqDesc {

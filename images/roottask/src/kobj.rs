@@ -39,6 +39,11 @@ pub enum Fail {
     TooManyThreads,
     /// Stacks reaching `procinfo::FRAME_PROBE_BASE`.
     StacksTooLarge,
+    /// A PCI function that cannot be programmed as described.
+    Pci {
+        function: u16,
+        why: &'static str,
+    },
 }
 
 pub type Result<T> = core::result::Result<T, Fail>;

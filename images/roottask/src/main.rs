@@ -5,10 +5,12 @@
 #![no_std]
 #![no_main]
 
+mod console;
 mod desc;
 mod kobj;
 #[macro_use]
 mod out;
+mod pci;
 mod process;
 
 use desc::SYSTEM;
@@ -56,6 +58,12 @@ fn fail(what: &str, f: Fail) -> ! {
         Fail::Elf => println!("root: ERROR: {what}: the process ELF is not a loadable AArch64 executable"),
         Fail::TooManyThreads => println!("root: ERROR: {what}: more threads than procinfo::MAX_THREADS"),
         Fail::StacksTooLarge => println!("root: ERROR: {what}: stacks reach procinfo::FRAME_PROBE_BASE"),
+        Fail::Pci { function, why } => println!(
+            "root: ERROR: {what}: PCI function {:02x}:{:02x}.{}: {why}",
+            function >> 8,
+            (function >> 3) & 0x1f,
+            function & 7
+        ),
     }
     exit(2)
 }
@@ -90,15 +98,19 @@ extern "C" fn main(bootinfo: u64) -> ! {
     let root_ep = k
         .alloc(ObjectType::EndpointObject, 0)
         .unwrap_or_else(|e| fail("root endpoint", e));
-    // The console lock starts free: one signal for the first `Wait` to take.
+    // The root task's own console lock, which its main thread and its
+    // console thread take turns on, and no process holds. It starts free:
+    // one signal for the first `Wait` to take.
     let console_lock = k
         .alloc(ObjectType::NotificationObject, 0)
         .unwrap_or_else(|e| fail("console lock", e));
     sel4_abi::syscalls::signal(Notification(console_lock));
     out::set_console_lock(console_lock);
+    // Processes print through the console thread (`procinfo::slot::CONSOLE`).
+    let console_ep = console::start(&mut k).unwrap_or_else(|e| fail("console thread", e));
     let mut shared = Shared {
         console,
-        console_lock,
+        console_ep,
         endpoints: [CPtr(0); 32],
         notifications: [CPtr(0); 32],
         root_ep,
@@ -140,10 +152,29 @@ extern "C" fn main(bootinfo: u64) -> ! {
         }
     }
     let grants = process::dma_grants(&pools);
+    // PCI functions: BARs placed, memory decoding on, bus mastering off.
+    let mut functions = pci::Functions::new();
+    let mut programmed = [[procinfo::PciFunction::default(); procinfo::MAX_PCI]; MAX_PROCESSES];
+    for (i, p) in SYSTEM.processes.iter().enumerate() {
+        for (n, f) in p.pci.iter().enumerate().take(procinfo::MAX_PCI) {
+            programmed[i][n] = functions
+                .program(&mut k, f)
+                .unwrap_or_else(|e| fail(p.name, e));
+        }
+    }
     let mut running: [Option<Running>; MAX_PROCESSES] = [None; MAX_PROCESSES];
     for (i, p) in SYSTEM.processes.iter().enumerate() {
         let server = SYSTEM.iommu.as_ref().is_some_and(|m| m.server == i);
-        match process::build(&mut k, &shared, i, p, pools[i], server.then_some(&grants)) {
+        let pci = &programmed[i][..p.pci.len().min(procinfo::MAX_PCI)];
+        match process::build(
+            &mut k,
+            &shared,
+            i,
+            p,
+            pools[i],
+            server.then_some(&grants),
+            pci,
+        ) {
             Ok(r) => running[i] = Some(r),
             Err(e) => fail(p.name, e),
         }
@@ -154,13 +185,48 @@ extern "C" fn main(bootinfo: u64) -> ! {
             p.priority
         );
     }
-    for r in running.iter().flatten() {
+    let resume = |r: &Running| {
         r.tcb
             .resume()
-            .unwrap_or_else(|e| fail("TCB_Resume", kobj::Fail::Kernel("TCB_Resume", e)));
+            .unwrap_or_else(|e| fail("TCB_Resume", kobj::Fail::Kernel("TCB_Resume", e)))
+    };
+    // The IOMMU server first: nothing else runs, and no device masters the
+    // bus, until the SMMU is enabled with every stream aborting.
+    let server = SYSTEM.iommu.as_ref().map(|m| m.server);
+    if let Some(r) = server.and_then(|s| running[s].as_ref()) {
+        resume(r);
+        await_ready(Endpoint(root_ep), server.unwrap_or(0));
+    }
+    functions.enable_bus_mastering();
+    for (i, r) in running.iter().enumerate() {
+        if let Some(r) = r.as_ref().filter(|_| Some(i) != server) {
+            resume(r);
+        }
     }
     println!("root: started {} process(es)", SYSTEM.processes.len());
     serve(Endpoint(root_ep), &running, supervisor)
+}
+
+/// Waits for the IOMMU server (process `server`, the only one running) to
+/// report its SMMU enabled (`control::READY`); anything else from it ends
+/// the run.
+fn await_ready(ep: Endpoint, server: usize) {
+    let name = SYSTEM.processes.get(server).map_or("?", |p| p.name);
+    let mut mrs = [0u64; 4];
+    let (info, badge) = sel4_abi::syscalls::recv_with_mrs(ep.cptr(), &mut mrs);
+    let from_server = (badge.0 & 0xffff) as usize == server;
+    if from_server && badge.0 & CONTROL_BADGE != 0 && info.label() == procinfo::control::READY {
+        println!("root: {name} ready: SMMU enabled, starting the others");
+        return;
+    }
+    if badge.0 & FAULT_BADGE != 0 {
+        report_fault(name, info, &mrs);
+    }
+    println!(
+        "root: ERROR: {name} stopped before the SMMU was ready (label {:#x})",
+        info.label()
+    );
+    exit(2)
 }
 
 /// Faults and `done` reports until every awaited process is done.
@@ -183,11 +249,11 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES], supervisor: O
         if badge.0 & FAULT_BADGE != 0 {
             report_fault(p.name, info, &mrs);
             // The faulting thread stays blocked (no reply); stop it and the
-            // process's other threads for good.
-            // Under the console lock, so that none of them stops halfway
-            // through a message while holding it.
+            // process's other threads for good. A thread stopped halfway
+            // through printing holds nothing: its message is either with
+            // the console thread already or not sent.
             if let Some(r) = running[who] {
-                out::with_console_held(|| r.suspend_all());
+                r.suspend_all();
             }
             done[who] = true;
             passed[who] = false;
@@ -201,9 +267,9 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES], supervisor: O
             );
             // Done is done for the whole process: a thread it left running
             // could go on using what it holds (the IOMMU server refuses a
-            // retired client too). Under the console lock, as for a fault.
+            // retired client too).
             if let Some(r) = running[who] {
-                out::with_console_held(|| r.suspend_all());
+                r.suspend_all();
             }
             done[who] = true;
             passed[who] = pass;
@@ -300,7 +366,8 @@ fn report_fault(name: &str, info: MessageInfo, mrs: &[u64; 4]) {
 }
 
 /// On a kernel without printing, maps the PL011 (a device untyped then) into
-/// the root task for its own output; returns its frame cap for the processes.
+/// the root task for its own output; returns its frame cap for a process
+/// whose description asks for it (`uart = true`).
 #[cfg(not(sel4_debug_build))]
 fn setup_console(k: &mut Kernel) -> Option<CPtr> {
     use sel4_abi::{CapRights, VMAttributes};

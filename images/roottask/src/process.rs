@@ -8,7 +8,7 @@ use crate::kobj::{
 use procinfo::elf::{Elf, PF_W, PF_X};
 use procinfo::{
     slot, CapKind, DeviceRegion, DmaGrant, DmaPool, IrqCap, LargeDmaPool, Name, NamedCap,
-    StartInfo, ThreadInfo, UntypedCap, LARGE_PAGE, MAX_DMA_GRANTS, MAX_THREADS,
+    PciFunction, StartInfo, ThreadInfo, UntypedCap, LARGE_PAGE, MAX_DMA_GRANTS, MAX_THREADS,
 };
 use sel4_abi::{
     CNode, CPtr, CapData, CapRights, IRQHandler, ObjectType, Page, PageGlobalDirectory, PrioProps,
@@ -18,7 +18,7 @@ use sel4_abi::{
 /// Fixed addresses in every process (xtask keeps described regions below 4 GiB).
 pub const INFO_VADDR: u64 = 0x1_0000_0000;
 pub const IPC_VADDR: u64 = INFO_VADDR + PAGE;
-/// The PL011, on kernels without printing.
+/// The PL011, on kernels without printing, for a process with `uart = true`.
 pub const CONSOLE_VADDR: u64 = INFO_VADDR + 2 * PAGE;
 /// The IPC buffer of thread `i` (1 ..): from here, a page each.
 pub const THREAD_IPC_VADDR: u64 = INFO_VADDR + 4 * PAGE;
@@ -53,10 +53,12 @@ pub struct Shared {
     pub notifications: [CPtr; 32],
     /// The root task's own endpoint (faults and control messages).
     pub root_ep: CPtr,
-    /// The PL011's frame cap when processes print through it.
+    /// The PL011's frame cap on a kernel without printing, for a process
+    /// described with `uart = true`.
     pub console: Option<CPtr>,
-    /// The console lock (`procinfo::slot::CONSOLE_LOCK`).
-    pub console_lock: CPtr,
+    /// The endpoint the root task's console thread receives on
+    /// (`procinfo::slot::CONSOLE`).
+    pub console_ep: CPtr,
 }
 
 /// A process's DMA pool, made before any process is built: the IOMMU
@@ -193,6 +195,7 @@ pub fn build(
     p: &Process,
     pool: Option<Pool>,
     grants: Option<&([DmaGrant; MAX_DMA_GRANTS], u64)>,
+    pci: &[PciFunction],
 ) -> Result<Running> {
     let elf = Elf::parse(p.elf).map_err(|_| Fail::Elf)?;
     let dma_pages = p
@@ -273,6 +276,8 @@ pub fn build(
         console: 0,
         num_threads: 0,
         threads: [ThreadInfo::EMPTY; MAX_THREADS],
+        num_pci: pci.len() as u64,
+        pci: core::array::from_fn(|i| pci.get(i).copied().unwrap_or_default()),
         num_dma_grants: grants.map_or(0, |g| g.1),
         dma_grants: grants.map_or([DmaGrant::default(); MAX_DMA_GRANTS], |g| g.0),
     };
@@ -314,16 +319,20 @@ pub fn build(
             CapRights::ALL,
         )
         .ctx("CNode_Copy (TCB)")?;
+    // Output goes to the root task's console thread: write only (no read,
+    // so no process can take messages or block the thread; no grant, so a
+    // `seL4_Call` on it only stops the caller), badged with the process.
     cnode
-        .copy(
-            slot::CONSOLE_LOCK,
+        .mint(
+            slot::CONSOLE,
             pdepth,
             INIT_CNODE,
-            shared.console_lock.0,
+            shared.console_ep.0,
             DEPTH,
-            CapRights::new(false, true, true),
+            CapRights::WRITE,
+            CapData::badge(index as u64),
         )
-        .ctx("CNode_Copy (console lock)")?;
+        .ctx("CNode_Mint (console endpoint)")?;
     if p.grant_cnode {
         cnode
             .mint(
@@ -391,11 +400,16 @@ pub fn build(
         let frames = k.device_frames(d.paddr, d.size)?;
         for pg in 0..d.size / PAGE {
             // Attributes 0: Device-nGnRnE, never executable.
+            let rights = if d.read_only {
+                CapRights::READ
+            } else {
+                CapRights::READ_WRITE
+            };
             k.map(
                 vspace,
                 CPtr(frames.0 + pg),
                 d.vaddr + pg * PAGE,
-                CapRights::READ_WRITE,
+                rights,
                 VMAttributes::EXECUTE_NEVER,
             )?;
         }
@@ -507,7 +521,10 @@ pub fn build(
         next += 1;
     }
 
-    if let Some(uart) = shared.console {
+    // The PL011 itself only where the description asks for it (benchmark
+    // markers that must cost no system call): a process holding it could
+    // reprogram or disable the UART under everyone's output.
+    if let Some(uart) = shared.console.filter(|_| p.uart) {
         let copy = k.slot()?;
         INIT_CNODE
             .copy(copy.0, DEPTH, INIT_CNODE, uart.0, DEPTH, CapRights::ALL)

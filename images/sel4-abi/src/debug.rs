@@ -3,9 +3,12 @@
 //! In kernels without `CONFIG_DEBUG_BUILD` (and on the host) the writer
 //! discards its output, so code can print unconditionally.
 //!
-//! [`print_whole`] is how the root task and its processes print: the console
-//! takes one byte per system call, so two threads printing at once would
-//! interleave their lines byte by byte, and the image tests read those lines.
+//! [`print_whole`] is how the root task and its processes format what they
+//! print: the console takes one byte per system call (or per PL011 write),
+//! so two threads writing at once would interleave their lines byte by
+//! byte, and the image tests read those lines. A process hands each
+//! formatted message to the root task's console thread in one IPC message;
+//! the root task's own two threads take turns under a lock of their own.
 
 /// Writes to the kernel console, one `DebugPutChar` per byte.
 #[derive(Clone, Copy, Debug, Default)]
@@ -53,30 +56,28 @@ macro_rules! debug_println {
     }};
 }
 
-/// Bytes [`print_whole`] formats before it writes. Every message of the
-/// project fits (the longest, the server's SMMU feature line, is ~600), so
-/// formatting, which could panic or fault (a stack guard page), happens
-/// before the lock is taken: a thread that dies while holding the lock
-/// would leave it taken for good, and the root task, which takes it before
-/// stopping a faulted process's threads, blocked.
-pub const WHOLE_CHUNK: usize = 1024;
+/// Bytes [`print_whole`] formats before it writes: one IPC message's worth
+/// (`seL4_MsgMaxLength` words), so that each piece a process writes is one
+/// message to the root task's console thread (`procinfo::console`). Every
+/// message of the project fits (the longest, the IOMMU server's SMMU
+/// feature line, is 529 bytes), so formatting, which could panic or fault
+/// (a stack guard page), is over before anything is written, and before
+/// the root task's lock is taken.
+pub const WHOLE_CHUNK: usize = crate::message::MSG_MAX_LENGTH * 8;
 
 /// Writes one message to the console as a unit. The message is formatted
-/// into a buffer first; then the console lock (a notification shared by the
-/// root task and every process, signalled once at boot, so `Wait` takes it
-/// and `Signal` gives it back) is held while `put` writes it. A message
-/// longer than [`WHOLE_CHUNK`] is written in chunks with the lock held
-/// throughout. Without a lock (`None`, or on the host) it is written as is.
+/// into a buffer first, then `put` writes it: at once if it fits
+/// [`WHOLE_CHUNK`], else in chunks of that size. With a `lock` (a
+/// notification signalled once when it was made, so `Wait` takes it and
+/// `Signal` gives it back), the lock is held while `put` writes, chunks
+/// included; the root task's two threads share one, which no process holds.
+/// A process passes none: its `put` sends each chunk to the root task's
+/// console thread, which prints one message at a time.
 pub fn print_whole(
     lock: Option<crate::CPtr>,
     args: core::fmt::Arguments,
     mut put: impl FnMut(&[u8]),
 ) {
-    if lock.is_none() {
-        // Nothing to hold: no buffer (and no 1 KiB to clear) either.
-        let _ = core::fmt::Write::write_fmt(&mut Direct(&mut put), args);
-        return;
-    }
     let mut whole = Whole {
         buf: [0; WHOLE_CHUNK],
         len: 0,
@@ -89,6 +90,13 @@ pub fn print_whole(
     if whole.held {
         release(lock);
     }
+}
+
+/// Writes `args` as it is formatted, piece by piece, with no buffer and no
+/// lock (output that must not cost a system call; other output may
+/// interleave with it).
+pub fn print_direct(args: core::fmt::Arguments, mut put: impl FnMut(&[u8])) {
+    let _ = core::fmt::Write::write_fmt(&mut Direct(&mut put), args);
 }
 
 struct Direct<'a, P: FnMut(&[u8])>(&'a mut P);
@@ -140,8 +148,8 @@ impl<P: FnMut(&[u8])> core::fmt::Write for Whole<'_, P> {
     }
 }
 
-/// Runs `f` holding the console lock (see [`print_whole`]): no other thread
-/// is halfway through a message while `f` runs.
+/// Runs `f` holding `lock` (see [`print_whole`]): no other holder is
+/// halfway through a message while `f` runs.
 pub fn with_console_lock<R>(lock: Option<crate::CPtr>, f: impl FnOnce() -> R) -> R {
     acquire(lock);
     let r = f();
@@ -171,10 +179,13 @@ fn release(lock: Option<crate::CPtr>) {
 mod tests {
     use super::*;
 
-    /// The host takes no lock, but a `Some` lock selects the buffered path.
+    /// The host takes no lock: with one or without, the text is buffered.
     fn written(args: core::fmt::Arguments) -> Vec<Vec<u8>> {
         let mut puts = Vec::new();
         print_whole(Some(crate::CPtr(6)), args, |b| puts.push(b.to_vec()));
+        let mut unlocked = Vec::new();
+        print_whole(None, args, |b| unlocked.push(b.to_vec()));
+        assert_eq!(puts, unlocked);
         puts
     }
 
@@ -201,13 +212,16 @@ mod tests {
     }
 
     #[test]
-    fn without_a_lock_pieces_go_out_as_they_are_formatted() {
+    fn a_chunk_is_one_ipc_message() {
+        assert_eq!(WHOLE_CHUNK, 960);
+    }
+
+    #[test]
+    fn direct_pieces_go_out_as_they_are_formatted() {
         let mut puts = Vec::new();
         // Not literals, which the compiler would fold into one piece.
         let (word, n) = (std::hint::black_box("check"), std::hint::black_box(42));
-        print_whole(None, format_args!("{word} {n}\n"), |b| {
-            puts.push(b.to_vec())
-        });
+        print_direct(format_args!("{word} {n}\n"), |b| puts.push(b.to_vec()));
         assert!(puts.len() > 1, "{puts:?}");
         assert_eq!(puts.concat(), b"check 42\n");
     }

@@ -6,6 +6,7 @@ use crate::{image, system, Ctx, Tally};
 use std::time::Duration;
 
 mod dma_demo;
+mod hostile;
 mod robust;
 
 /// What QEMU 7.2's SMMUv3 reports (DESIGN.md §4); other versions differ.
@@ -27,6 +28,7 @@ pub fn run_all(ctx: &Ctx) -> Tally {
     console(ctx, &mut t);
     dma_demo::run(ctx, &mut t);
     robust::run(ctx, &mut t);
+    hostile::run(ctx, &mut t);
     println!(
         "== image tests: {} passed, {} failed",
         t.tally.passed, t.tally.failed
@@ -383,11 +385,12 @@ fn resources(ctx: &Ctx, t: &mut Checks) {
     );
 }
 
-/// QEMU's own device tree for our machine must agree with the addresses in
-/// our kernel platform files (and the RAM size xtask builds the kernel for).
 /// `console`: three threads print 150 long lines each at once; every line
 /// must arrive whole, and the writers must have taken turns mid-burst (else
-/// the run proved nothing about the lock).
+/// the run proved nothing about whole messages). Before them, a hostile
+/// process tries to take the console with its console cap and is stopped;
+/// the writers' lines must all arrive whole after that, and the run must
+/// end by itself (with a console lock any process can hold, it hangs).
 fn console(ctx: &Ctx, t: &mut Checks) {
     const LINES: usize = 150; // images/processes/console-burst: LINES
     let writers = ["burst-a/0", "burst-a/1", "burst-b/0"];
@@ -463,12 +466,96 @@ fn console(ctx: &Ctx, t: &mut Checks) {
             None => contains(&out, "root: quitter done: pass"),
         },
     );
+    console_thief(&out, t, &want);
     t.check(
         "console/run-ends-with-pass",
-        contains(&out, "root: all 3 awaited process(es) done: PASS"),
+        if out.timed_out {
+            Err(format!("killed at the time limit\n{}", tail(&out.serial)))
+        } else {
+            contains(&out, "root: all 3 awaited process(es) done: PASS").and(ended_with_pass(&out))
+        },
     );
 }
 
+/// The `console` system's hostile process (images/processes/console-burst,
+/// `thief.rs`): each of its attempts on its console cap failed, the root
+/// task reported its last one as a capability fault on slot 6, and every
+/// burst line (`bursts`) arrived whole after that fault.
+fn console_thief(out: &BootOutcome, t: &mut Checks, bursts: &std::collections::HashSet<String>) {
+    const LINES: usize = 20; // images/processes/console-burst/src/thief.rs: LINES
+    for probe in ["bind-refused", "recv-faults"] {
+        t.check(
+            &format!("console/thief-{probe}"),
+            process_check(out, &format!("console-thief/{probe}")),
+        );
+    }
+    let fault = out
+        .serial
+        .lines()
+        .find(|l| l.starts_with("FAULT in console-thief: "));
+    let failed: Vec<&str> = out
+        .serial
+        .lines()
+        .filter(|l| l.starts_with("check console-thief/") && !l.contains(": ok"))
+        .collect();
+    t.check(
+        "console/thief-wait-faults-and-call-waits",
+        match fault {
+            _ if !failed.is_empty() => Err(format!("{failed:?}")),
+            Some(l) if l.contains("capability fault") && l.contains("cptr 0x6 ") => {
+                contains(out, "console-thief: this line came by seL4_Call (no grant: the caller now waits for good)")
+            }
+            Some(l) => Err(format!("not a capability fault on slot 6: {l:?}")),
+            None => Err(format!(
+                "the root task reported no fault of console-thief ({})\n{}",
+                out.summary(),
+                tail(&out.serial)
+            )),
+        },
+    );
+    let got: std::collections::HashSet<&str> = out.serial.lines().collect();
+    let missing = (0..LINES)
+        .filter(|&i| {
+            let digit = char::from(b'0' + (i % 10) as u8);
+            let line = format!("thief console-thief {i} {}", digit.to_string().repeat(96));
+            !got.contains(line.as_str())
+        })
+        .count();
+    t.check(
+        "console/thief-prints-whole-after-its-fault",
+        if missing == 0 {
+            Ok(())
+        } else {
+            Err(format!("{missing} of its {LINES} lines not found whole"))
+        },
+    );
+    // The thief runs above the bursts: all of them come after its fault.
+    let after = out.serial.find("FAULT in console-thief: ").map(|at| {
+        out.serial[at..]
+            .lines()
+            .filter(|l| bursts.contains(*l))
+            .count()
+    });
+    t.check(
+        "console/bursts-whole-after-thief-fault",
+        match after {
+            Some(n) if n == bursts.len() => Ok(()),
+            Some(n) => Err(format!(
+                "{n} of {} burst lines arrived whole after the thief's fault{}",
+                bursts.len(),
+                if out.timed_out {
+                    " (the run timed out)"
+                } else {
+                    ""
+                }
+            )),
+            None => Err("no fault of console-thief reported".into()),
+        },
+    );
+}
+
+/// QEMU's own device tree for our machine must agree with the addresses in
+/// our kernel platform files (and the RAM size xtask builds the kernel for).
 fn platform_matches_dtb(ctx: &Ctx) -> Result<(), String> {
     let dtb = ctx.build.join("virt.dtb");
     let status = std::process::Command::new("qemu-system-aarch64")

@@ -90,10 +90,20 @@ pub struct Process {
     pub grant_cnode: bool,
     #[serde(default)]
     pub grant_vspace: bool,
+    /// The PL011 mapped into it (`StartInfo::console`), on a release
+    /// kernel only: for output that must cost no system call (the bench
+    /// driver's markers, `procrt::print_unlocked`). Other processes print
+    /// through the root task and cannot touch the UART.
+    #[serde(default)]
+    pub uart: bool,
     #[serde(default)]
     pub caps: Vec<Cap>,
     #[serde(default)]
     pub devices: Vec<Device>,
+    /// PCI functions it drives: the root task programs their configuration
+    /// space, the process never sees it.
+    #[serde(default)]
+    pub pci: Vec<PciFunction>,
     #[serde(default)]
     pub irqs: Vec<Irq>,
     pub dma: Option<Dma>,
@@ -154,7 +164,28 @@ pub struct Device {
     pub paddr: u64,
     pub size: u64,
     pub vaddr: u64,
+    /// Mapped read-only (default: read-write). PCI configuration space
+    /// (ECAM) may only be mapped read-only.
+    #[serde(default)]
+    pub read_only: bool,
 }
+
+/// A PCI function a process drives. The root task places BAR0 at `bar0`
+/// (a 32-bit memory BAR, which one of the process's device regions must
+/// map from its start), turns on memory decoding, and turns on bus mastering
+/// once the IOMMU server has the SMMU enabled with every stream aborting.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PciFunction {
+    /// Requester ID, bus << 8 | device << 3 | function: also the StreamID.
+    pub function: u16,
+    pub bar0: u64,
+}
+
+/// PCIe ECAM on `virt,highmem=off`: 1 MiB per bus, 4 KiB per function.
+pub const ECAM: (u64, u64) = (0x3f00_0000, 0x100_0000);
+/// The 32-bit PCIe memory window BARs are placed in.
+pub const PCI_MMIO: (u64, u64) = (0x1000_0000, 0x2eff_0000);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,7 +244,7 @@ const LOW_LIMIT: u64 = 0x1000_0000;
 const HIGH_LIMIT: u64 = 0x1_0000_0000;
 
 impl System {
-    fn check(&self) -> Result<()> {
+    pub fn check(&self) -> Result<()> {
         if self.processes.is_empty() {
             bail!("a system needs at least one [[process]]");
         }
@@ -230,6 +261,12 @@ impl System {
             }
             if p.priority == 255 {
                 bail!("{}: priority 255 is the root task's", p.name);
+            }
+            if p.uart && self.kernel != KernelKind::Release {
+                bail!(
+                    "{}: uart = true needs kernel = \"release\" (a debug kernel keeps the PL011 for itself)",
+                    p.name
+                );
             }
             if p.caps.len() > 16 || p.devices.len() > 8 || p.irqs.len() > 8 || p.untyped.len() > 8 {
                 bail!("{}: at most 16 caps, 8 devices, 8 IRQs, 8 untypeds", p.name);
@@ -272,6 +309,66 @@ impl System {
                     );
                 }
                 regions.push((d.vaddr, d.size, format!("device {}", d.name)));
+                // Writing a function's configuration space moves or enables
+                // devices (a BAR placed over another driver's takes its MMIO;
+                // bus mastering starts DMA): the root task programs it, and
+                // a process may at most read it.
+                let in_ecam = d.paddr < ECAM.0 + ECAM.1 && ECAM.0 < d.paddr + d.size;
+                if in_ecam && !d.read_only {
+                    bail!(
+                        "{}: device {}: PCI configuration space (ECAM) may only be mapped read_only; declare the function in `pci` and the root task programs it",
+                        p.name,
+                        d.name
+                    );
+                }
+            }
+            for f in &p.pci {
+                let others = self
+                    .processes
+                    .iter()
+                    .flat_map(|o| o.pci.iter().map(move |g| (o, g)));
+                for (o, g) in others {
+                    if std::ptr::eq(f, g) {
+                        continue;
+                    }
+                    if g.function == f.function {
+                        bail!(
+                            "PCI function {:#06x} is given to both {} and {}",
+                            f.function,
+                            p.name,
+                            o.name
+                        );
+                    }
+                    if g.bar0 == f.bar0 {
+                        bail!(
+                            "{} and {}: two PCI functions with BAR0 at {:#x}",
+                            p.name,
+                            o.name,
+                            f.bar0
+                        );
+                    }
+                }
+                if f.bar0 % PAGE != 0 || f.bar0 < PCI_MMIO.0 || f.bar0 >= PCI_MMIO.0 + PCI_MMIO.1 {
+                    bail!(
+                        "{}: PCI function {:#06x}: bar0 {:#x} must be page aligned, in the PCIe memory window {:#x}+{:#x}",
+                        p.name,
+                        f.function,
+                        f.bar0,
+                        PCI_MMIO.0,
+                        PCI_MMIO.1
+                    );
+                }
+                if !p.devices.iter().any(|d| d.paddr == f.bar0) {
+                    bail!(
+                        "{}: PCI function {:#06x}: no device region of its maps BAR0 at {:#x}",
+                        p.name,
+                        f.function,
+                        f.bar0
+                    );
+                }
+            }
+            if p.pci.len() > 4 {
+                bail!("{}: at most 4 PCI functions (procinfo::MAX_PCI)", p.name);
             }
             if let Some(dma) = &p.dma {
                 if dma.vaddr % PAGE != 0 || dma.pages == 0 {
@@ -404,6 +501,7 @@ impl System {
             let _ = writeln!(s, "            stack_pages: {},", p.stack_pages);
             let _ = writeln!(s, "            grant_cnode: {},", p.grant_cnode);
             let _ = writeln!(s, "            grant_vspace: {},", p.grant_vspace);
+            let _ = writeln!(s, "            uart: {},", p.uart);
             let _ = writeln!(s, "            wait: {wait},");
             let _ = writeln!(s, "            caps: &[");
             for c in &p.caps {
@@ -422,8 +520,17 @@ impl System {
             for d in &p.devices {
                 let _ = writeln!(
                     s,
-                    "                DeviceDesc {{ name: {:?}, paddr: {:#x}, size: {:#x}, vaddr: {:#x} }},",
-                    d.name, d.paddr, d.size, d.vaddr
+                    "                DeviceDesc {{ name: {:?}, paddr: {:#x}, size: {:#x}, vaddr: {:#x}, read_only: {} }},",
+                    d.name, d.paddr, d.size, d.vaddr, d.read_only
+                );
+            }
+            let _ = writeln!(s, "            ],");
+            let _ = writeln!(s, "            pci: &[");
+            for f in &p.pci {
+                let _ = writeln!(
+                    s,
+                    "                PciDesc {{ function: {:#x}, bar0: {:#x} }},",
+                    f.function, f.bar0
                 );
             }
             let _ = writeln!(s, "            ],");
@@ -558,6 +665,20 @@ mod tests {
         "#;
         let s: System = toml::from_str(overlap).unwrap();
         assert!(s.check().is_err());
+    }
+
+    #[test]
+    fn uart_only_on_a_release_kernel() {
+        let with = |kernel: &str| {
+            toml::from_str::<System>(&format!(
+                "kernel = {kernel:?}\n[[process]]\nname = \"a\"\ncrate = \"hello-client\"\nuart = true\n"
+            ))
+            .unwrap()
+            .check()
+        };
+        assert!(with("release").is_ok());
+        let err = with("debug").unwrap_err().to_string();
+        assert!(err.contains("uart = true needs kernel"), "{err}");
     }
 
     #[test]

@@ -7,12 +7,15 @@
 //! operation took: the driver's call, the kernel's IPC, the server's
 //! decoding, validation, page tables, commands and CMD_SYNC, and the reply.
 //!
-//! Output (through the PL011; the kernel has no debug console):
-//! * `@<op>` before and `@` after each timed call: markers that
+//! Output (the kernel has no debug console; the root task prints through
+//! the PL011):
+//! * `@<op>` before and `@` after each timed call, written straight to the
+//!   PL011 (the description maps it here, `uart = true`): markers that
 //!   `cargo xtask bench` finds in QEMU's trace (`pl011_write`) to attribute
 //!   the SMMU commands in between (`smmuv3_cmdq_opcode`) to that operation;
-//! * `bench: <op> iters=<n> ns=<total> min=<ns> max=<ns>` per operation at
-//!   the end, and `bench: done`.
+//! * through the root task, like any process's: `bench: <op> iters=<n>
+//!   ns=<total> min=<ns> max=<ns>` per operation at the end, and
+//!   `bench: done`.
 #![no_std]
 #![no_main]
 
@@ -132,7 +135,8 @@ impl Bench {
     /// Runs `f` once between two counter reads, with trace markers around
     /// (outside the timed part).
     fn time<R>(&mut self, op: Op, f: impl FnOnce() -> R) -> R {
-        // Unlocked: the console lock's system calls would sit between the
+        // Straight to the PL011: a message to the root task's console
+        // thread would put a send and two thread switches between the
         // marker and the call, where the profile counts kernel entries.
         procrt::print_unlocked(format_args!("@{}\n", op.name()));
         let t0 = CounterDelay::now();

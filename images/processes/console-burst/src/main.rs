@@ -1,17 +1,29 @@
 //! `console` system: every thread of every process prints the same burst of
-//! long lines at once, at one priority, so the kernel's timer preempts them
-//! halfway through lines. The image test (`tools/xtask/src/imagetests.rs`,
-//! `console`) finds each line whole: the console lock at work.
+//! long lines at once, at one priority, and gives up the processor after
+//! each line, so that the writers' lines interleave line by line (the root
+//! task's console thread, above them, prints each line before its writer
+//! runs again, so without that they would change turns only when a time
+//! slice ends). The image test (`tools/xtask/src/imagetests.rs`, `console`)
+//! finds each line whole: each message reaches the console as a unit.
 //!
 //! The process named `quitter` instead reports `done` from a worker thread
 //! above everyone's priority: `procrt::done` must stop that thread, or it
 //! would spin there and starve the bursts.
+//!
+//! The process named `console-thief` is hostile (issue 16): above the
+//! bursts, it tries to take the console for itself through its slot-6 cap
+//! (`thief`), then is stopped by the root task; the bursts that run after it
+//! must still print every line whole, and the run must end by itself.
 #![no_std]
 #![no_main]
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 use procrt::{println, StartInfo};
 use sel4_abi::{syscalls, CPtr, Notification};
+
+mod thief;
+
+use thief::thief;
 
 procrt::main!(main);
 
@@ -22,8 +34,10 @@ const LINES: usize = 150;
 static FINISHED: AtomicUsize = AtomicUsize::new(0);
 
 fn main(info: &'static StartInfo) -> bool {
-    if info.name.as_str() == "quitter" {
-        return quitter(info);
+    match info.name.as_str() {
+        "quitter" => return quitter(info),
+        "console-thief" => return thief(info),
+        _ => {}
     }
     let workers = &info.threads()[1.min(info.threads().len())..];
     for (i, t) in workers.iter().enumerate() {
@@ -84,6 +98,7 @@ fn burst(info: &StartInfo, thread: usize) {
     for i in 0..LINES {
         let digit = (b'0' + (i % 10) as u8) as char;
         println!("burst {name}/{thread} {i} {}", Repeat(digit, 96));
+        syscalls::yield_now();
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::checks::Checks;
 use crate::edu::{self, Direction, Edu};
-use crate::pci::ConfigSpace;
+use crate::pci;
 use iommu_client::{
     DomainId, Error, ErrorCode, FaultKind, FaultRecord, Iommu, MemoryHandle, Perms, Region, Ssid,
     StreamId,
@@ -21,8 +21,6 @@ const TRANSFER: usize = PAGE / 2;
 /// Bytes of a DMA that is meant to fault: QEMU records one event per 4
 /// bytes, and a short burst is all a check needs.
 const FAULTING_TRANSFER: usize = 64;
-/// Where QEMU's `virt` board puts the PCIe ECAM (with `highmem=off`).
-const ECAM_BASE: u64 = 0x3f00_0000;
 
 // IOVAs driver A uses; all below the edu's 28-bit DMA mask.
 const IOVA_SOURCE: u64 = 0x10_0000;
@@ -63,38 +61,25 @@ struct Device {
 /// mastering. The StreamID is the function's PCI requester ID, which the
 /// window's offset in the ECAM encodes (bus << 8 | device << 3 | function).
 fn bring_up(info: &StartInfo, checks: &mut Checks) -> Option<Device> {
-    let (Some(config), Some(bar)) = (info.device("edu-config"), info.device("edu-bar")) else {
-        println!(
-            "{}: the system gave me no edu-config/edu-bar regions",
-            info.name.as_str()
-        );
-        return None;
-    };
-    // SAFETY: the root task mapped this function's 4 KiB ECAM window here.
-    let pci = unsafe { ConfigSpace::new(config.vaddr as usize) };
-    let (vendor, device) = pci.ids();
+    let found = pci::function(info, (edu::VENDOR, edu::DEVICE), "edu-bar");
     if !checks.check(
         "pci-probe",
-        (vendor, device) == (edu::VENDOR, edu::DEVICE),
-        format_args!(
-            "ECAM {:#x}: vendor {vendor:#06x} device {device:#06x}",
-            config.paddr
-        ),
+        found.is_ok(),
+        format_args!("{:x?}", found.map(|(f, _)| f)),
     ) {
         return None;
     }
-    let size = pci.bar0_size();
-    pci.enable_bar0_at(bar.paddr as u32);
-    // SAFETY: BAR0 now decodes at bar.paddr, which the root task mapped here.
+    let (function, bar) = found.ok()?;
+    // SAFETY: the root task placed BAR0 at bar.paddr and mapped it here.
     let edu = unsafe { Edu::new(bar.vaddr as usize) };
-    let stream = StreamId(((config.paddr - ECAM_BASE) >> 12) as u32);
+    let stream = StreamId(function.requester_id as u32);
     // The image test checks QEMU's translations against this address.
     println!(
         "{}: edu {:#010x} at {:#x} (BAR0 {} KiB), StreamID {:#x}, DMA pool at physical {:#x}",
         info.name.as_str(),
         edu.id(),
-        pci.bar0(),
-        size / 1024,
+        function.bar0,
+        function.bar0_size / 1024,
         stream.0,
         info.dma.paddr
     );

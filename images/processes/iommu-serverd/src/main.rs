@@ -178,6 +178,9 @@ fn main(info: &'static StartInfo) -> bool {
             return false;
         }
     }
+    // Every stream aborts and every band is served: the root task may start
+    // the drivers and let their devices master the bus.
+    procrt::ready();
     serve(0)
 }
 

@@ -11,14 +11,11 @@
 
 use crate::checks::Checks;
 use crate::edu::{self, Direction, Edu};
-use crate::pci::ConfigSpace;
 use crate::{connect, frame, micros, now, poll, signal, wait, Client, COUNTER_HZ};
 use iommu_client::{FaultKind, Perms, Ssid, StreamId, WIRE_PAGE_SIZE};
 use procrt::{println, StartInfo};
 use sel4_abi::syscalls;
 
-/// Where QEMU's `virt` board puts the PCIe ECAM (with `highmem=off`).
-const ECAM_BASE: u64 = 0x3f00_0000;
 /// The stormer's one mapped page, and where the storm goes (never mapped).
 const IOVA_MAPPED: u64 = 0x10_0000;
 const IOVA_STORM: u64 = 0x0100_0000;
@@ -36,27 +33,21 @@ pub struct Device {
     pub stream: StreamId,
 }
 
-/// Finds the edu in this process's ECAM window, places BAR0, enables bus
-/// mastering; the StreamID is its requester ID (the window's ECAM offset).
+/// The edu the root task programmed for this process; the StreamID is its
+/// requester ID.
 pub fn bring_up(info: &StartInfo, checks: &mut Checks) -> Option<Device> {
-    let (Some(config), Some(bar)) = (info.device("edu-config"), info.device("edu-bar")) else {
-        println!("{}: no edu-config/edu-bar regions", info.name.as_str());
-        return None;
-    };
-    // SAFETY: the root task mapped this function's 4 KiB ECAM window here.
-    let pci = unsafe { ConfigSpace::new(config.vaddr as usize) };
-    let ids = pci.ids();
+    let found = crate::pci::function(info, (edu::VENDOR, edu::DEVICE), "edu-bar");
     if !checks.check(
         "pci-probe",
-        ids == (edu::VENDOR, edu::DEVICE),
-        format_args!("ECAM {:#x}: {ids:x?}", config.paddr),
+        found.is_ok(),
+        format_args!("{:x?}", found.map(|(f, _)| f)),
     ) {
         return None;
     }
-    pci.enable_bar0_at(bar.paddr as u32);
-    // SAFETY: BAR0 now decodes at bar.paddr, which the root task mapped here.
+    let (function, bar) = found.ok()?;
+    // SAFETY: the root task placed BAR0 at bar.paddr and mapped it here.
     let edu = unsafe { Edu::new(bar.vaddr as usize) };
-    let stream = StreamId(((config.paddr - ECAM_BASE) >> 12) as u32);
+    let stream = StreamId(function.requester_id as u32);
     Some(Device { edu, stream })
 }
 
