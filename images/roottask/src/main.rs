@@ -157,9 +157,22 @@ extern "C" fn main(bootinfo: u64) -> ! {
     let mut programmed = [[procinfo::PciFunction::default(); procinfo::MAX_PCI]; MAX_PROCESSES];
     for (i, p) in SYSTEM.processes.iter().enumerate() {
         for (n, f) in p.pci.iter().enumerate().take(procinfo::MAX_PCI) {
-            programmed[i][n] = functions
+            let f = functions
                 .program(&mut k, f)
                 .unwrap_or_else(|e| fail(p.name, e));
+            let rid = f.requester_id;
+            println!(
+                "root: PCI {:02x}:{:02x}.{} ({:04x}:{:04x}) for {}: BAR0 at {:#x} ({} KiB), memory decoding on, bus mastering off",
+                rid >> 8,
+                (rid >> 3) & 0x1f,
+                rid & 7,
+                f.ids & 0xffff,
+                f.ids >> 16,
+                p.name,
+                f.bar0,
+                f.bar0_size / 1024
+            );
+            programmed[i][n] = f;
         }
     }
     let mut running: [Option<Running>; MAX_PROCESSES] = [None; MAX_PROCESSES];
@@ -198,6 +211,10 @@ extern "C" fn main(bootinfo: u64) -> ! {
         await_ready(Endpoint(root_ep), server.unwrap_or(0));
     }
     functions.enable_bus_mastering();
+    println!(
+        "root: bus mastering on for {} PCI function(s)",
+        functions.count()
+    );
     for (i, r) in running.iter().enumerate() {
         if let Some(r) = r.as_ref().filter(|_| Some(i) != server) {
             resume(r);

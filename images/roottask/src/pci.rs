@@ -110,6 +110,11 @@ impl Functions {
         })
     }
 
+    /// Functions programmed so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
     /// Turns on bus mastering for every function programmed: their DMA
     /// now reaches the SMMU, which aborts it until the IOMMU server
     /// attaches the stream.

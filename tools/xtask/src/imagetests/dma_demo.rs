@@ -61,6 +61,10 @@ pub fn run(ctx: &Ctx, t: &mut Checks) {
     // Driver B holds a cap to iommu-b only, so its checks above went
     // through the band-b thread; the fault checks through the event thread.
     t.check("dma-demo/server-threads", server_threads(&out.serial));
+    t.check(
+        "dma-demo/pci-by-the-root-task",
+        pci_by_the_root_task(&out.serial),
+    );
     let trace = match out.trace_file.as_ref().map(std::fs::read_to_string) {
         Some(Ok(text)) => Trace::parse(&text),
         other => {
@@ -420,6 +424,28 @@ fn nothing_bypassed(trace: &Trace) -> Result<(), String> {
 
 /// The server runs driver B's band on its own thread, above the main
 /// thread's priority, and takes the SMMU's interrupts on a third.
+/// The root task placed both edus' BARs as the description says, with bus
+/// mastering off, and turned it on only after the server had the SMMU
+/// enabled, before any driver ran (drivers never see configuration space).
+fn pci_by_the_root_task(serial: &str) -> Result<(), String> {
+    let at = |line: &str| {
+        serial
+            .find(line)
+            .ok_or_else(|| format!("the run never said {line:?}"))
+    };
+    let placed_a = at("root: PCI 00:01.0 (1234:11e8) for driver-a: BAR0 at 0x10000000 (1024 KiB), memory decoding on, bus mastering off")?;
+    let placed_b = at("root: PCI 00:02.0 (1234:11e8) for driver-b: BAR0 at 0x10100000 (1024 KiB), memory decoding on, bus mastering off")?;
+    let ready = at("root: iommu-server ready: SMMU enabled, starting the others")?;
+    let mastering = at("root: bus mastering on for 2 PCI function(s)")?;
+    let first_driver = at("driver-a: edu 0x010000ed at 0x10000000")?;
+    if !(placed_a.max(placed_b) < ready && ready < mastering && mastering < first_driver) {
+        return Err(format!(
+            "out of order: BARs placed at {placed_a}/{placed_b}, server ready at {ready}, bus mastering at {mastering}, driver A's first line at {first_driver}"
+        ));
+    }
+    Ok(())
+}
+
 fn server_threads(serial: &str) -> Result<(), String> {
     for line in [
         "iommu-server: band 0: thread main (priority 150) serves iommu (2 clients)",
