@@ -106,6 +106,9 @@ pub struct DmaDesc {
     pub vaddr: u64,
     /// 2 MiB frames mapped from `vaddr`, below the 4 KiB pages.
     pub large_pages: u32,
+    /// Its devices may only read it (read-only frame caps, a read-only
+    /// grant at the IOMMU server).
+    pub device_read_only: bool,
 }
 
 #[cfg(has_system)]

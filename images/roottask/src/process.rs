@@ -173,7 +173,7 @@ pub fn dma_grants(pools: &[Option<Pool>]) -> ([DmaGrant; MAX_DMA_GRANTS], u64) {
                 badge,
                 paddr,
                 size,
-                writable: 1,
+                writable: u64::from(!d.device_read_only),
             };
             n += 1;
         }
@@ -467,6 +467,13 @@ pub fn build(
         let pages = u64::from(d.pages);
         let large = u64::from(d.large_pages);
         let small_vaddr = d.vaddr + large * LARGE_PAGE;
+        // A pool its devices may only read: the process writes it through
+        // its own mapping, and the frame caps it can hand on are read-only.
+        let frame_rights = if d.device_read_only {
+            CapRights::READ
+        } else {
+            CapRights::ALL
+        };
         // Mapped for the CPU; the copies the process gets are unmapped, to
         // hand to the IOMMU server (or to others).
         let frames = (0..large)
@@ -487,7 +494,7 @@ pub fn build(
                     INIT_CNODE,
                     frame,
                     DEPTH,
-                    CapRights::ALL,
+                    frame_rights,
                 )
                 .ctx("CNode_Copy (DMA frame)")?;
         }

@@ -208,6 +208,11 @@ pub struct Dma {
     /// 4 KiB pages; `vaddr` must then be 2 MiB aligned.
     #[serde(default)]
     pub large_pages: u32,
+    /// Its devices may only read it: the frame caps the process gets are
+    /// read-only, and the IOMMU server maps them device-read-only (the
+    /// process itself still writes the pool through its own mapping).
+    #[serde(default)]
+    pub device_read_only: bool,
 }
 
 impl Dma {
@@ -557,8 +562,8 @@ impl System {
                 Some(d) => {
                     let _ = writeln!(
                         s,
-                        "            dma: Some(DmaDesc {{ pages: {}, vaddr: {:#x}, large_pages: {} }}),",
-                        d.pages, d.vaddr, d.large_pages
+                        "            dma: Some(DmaDesc {{ pages: {}, vaddr: {:#x}, large_pages: {}, device_read_only: {} }}),",
+                        d.pages, d.vaddr, d.large_pages, d.device_read_only
                     );
                 }
                 None => {

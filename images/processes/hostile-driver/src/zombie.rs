@@ -6,7 +6,7 @@
 use crate::checks::Checks;
 use crate::common::pause_ms;
 use core::sync::atomic::{AtomicU64, Ordering};
-use iommu_client::{Error, Iommu};
+use iommu_client::{Error, ErrorCode, Iommu, Perms};
 use procrt::{println, StartInfo};
 use sel4_abi::{syscalls, CPtr};
 use sel4_iommu::transport::Sel4Transport;
@@ -34,6 +34,7 @@ pub fn zombie(info: &'static StartInfo) -> bool {
     while ROUNDS.load(Ordering::Relaxed) < ROUNDS_PER_LINE {
         syscalls::yield_now();
     }
+    read_only_pool(info, &mut checks);
     checks.check(
         "worker-served",
         true,
@@ -43,6 +44,37 @@ pub fn zombie(info: &'static StartInfo) -> bool {
         ),
     );
     checks.passed()
+}
+
+/// The zombie's pool is device-read-only (`dma.device_read_only`): the
+/// root task gave it read-only frame caps and told the server so, and a
+/// writable map of it is refused while a read-only one is not.
+fn read_only_pool(info: &StartInfo, checks: &mut Checks) {
+    let Some(endpoint) = sel4_iommu::server_endpoint(info) else {
+        checks.check(
+            "device-read-only-pool",
+            false,
+            format_args!("no cap to the server"),
+        );
+        return;
+    };
+    let outcome = Iommu::connect(Sel4Transport::new(CPtr(endpoint.cptr))).and_then(|mut c| {
+        let memory = c.register_memory(&[CPtr(info.dma.first_frame_cap)])?;
+        let domain = c.alloc_domain()?;
+        let writable = c.map(domain, 0x10_0000, memory.handle, 0, 4096, Perms::RW);
+        let write_only = c.map(domain, 0x10_0000, memory.handle, 0, 4096, Perms::WRITE);
+        let readable = c.map(domain, 0x10_0000, memory.handle, 0, 4096, Perms::READ);
+        c.unmap(domain, 0x10_0000, 4096)?;
+        c.free_domain(domain)?;
+        c.unregister_memory(memory.handle)?;
+        Ok((writable, write_only, readable))
+    });
+    let refused = Err(Error::Iommu(ErrorCode::NotPermitted));
+    checks.check(
+        "device-read-only-pool",
+        matches!(&outcome, Ok((w, wo, r)) if *w == refused && *wo == refused && r.is_ok()),
+        format_args!("map read-write, write-only, read-only of its pool page 0: {outcome:?}"),
+    );
 }
 
 extern "C" fn work(_: usize) -> ! {

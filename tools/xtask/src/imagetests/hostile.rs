@@ -49,6 +49,7 @@ const EXPECTED: &[&str] = &[
     "hostile/wedge-refused",
     "hostile/registers-after-wedge",
     "hostile/accomplice-never-called",
+    "zombie/device-read-only-pool",
     "zombie/worker-served",
 ];
 
