@@ -34,6 +34,11 @@ pub const STEPS: [&str; 8] = [
     "wedge",
 ];
 
+/// Badges of the fuzzer's two caps to the `fuzz` notification: do one
+/// DMA round trip (then signal `fuzz-done`); the fuzz run is over.
+pub const FUZZ_ROUND_TRIP: u64 = 1;
+pub const FUZZ_OVER: u64 = 2;
+
 /// Badges of the hostile's two caps to the `thief` notification: the
 /// thief is about to start; it is at the head of the root task's queue.
 pub const THIEF_STARTING: u64 = 1;

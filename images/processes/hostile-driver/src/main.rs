@@ -10,6 +10,12 @@
 //! - `victim` owns the first `edu` (StreamID 0x8), is served by the same
 //!   server thread (the same band), and does byte-exact DMA round trips
 //!   before, between and after the attacks.
+//! - `fuzzer`, in the same band with no stream, sends a few thousand
+//!   random requests with random caps of every kind it can make or holds
+//!   (a fixed seed, printed), counts the answers, and checks the server
+//!   answered each as the request allows, never called or signalled its
+//!   own objects, and still serves it afterwards; the victim does a DMA
+//!   round trip between its batches.
 //! - `zombie` starts a worker thread that calls the server forever, and
 //!   reports done from its main thread: once retired, nothing of it may
 //!   run or be served.
@@ -26,6 +32,7 @@ mod common;
 #[path = "../../edu-driver/src/edu.rs"]
 #[allow(dead_code)]
 mod edu;
+mod fuzz;
 mod hostile;
 #[path = "../../edu-driver/src/pci.rs"]
 mod pci;
@@ -41,6 +48,7 @@ fn main(info: &'static StartInfo) -> bool {
         "hostile" => hostile::hostile(info),
         "victim" => victim::victim(info),
         "zombie" => zombie::zombie(info),
+        "fuzzer" => fuzz::fuzzer(info),
         other => {
             println!("hostile-driver: no role named {other}");
             false

@@ -1,13 +1,14 @@
 //! The victim: a well-behaved driver in the hostile's band (the same
 //! server thread and receive slot). It does a byte-exact DMA round trip
-//! before the attacks, after each of them and after all, registers a new
-//! frame after the wedge attempt, and reports done only once the
-//! hostile's thief is (or would be) receiving on the root task's endpoint.
+//! before the attacks, after each of them, during and after the fuzzer's
+//! run and after all, registers a new frame after the wedge attempt, and
+//! reports done only once the hostile's thief is (or would be) receiving
+//! on the root task's endpoint.
 
 use crate::checks::Checks;
 use crate::common::{
-    bring_up, connect, dma, pool_frame, signal, wait_for, Client, Device, Mem, PAGE, STEPS,
-    THIEF_ARMED, THIEF_STARTING, TRANSFER,
+    bring_up, cap, connect, dma, pool_frame, signal, wait_for, Client, Device, Mem, FUZZ_OVER,
+    FUZZ_ROUND_TRIP, PAGE, STEPS, THIEF_ARMED, THIEF_STARTING, TRANSFER,
 };
 use crate::edu::Direction;
 use iommu_client::{DomainId, Error, MemoryHandle, Perms, Ssid};
@@ -25,6 +26,9 @@ const PAGE_AFTER_WEDGE: usize = 7;
 /// How long the victim waits for the hostile's next step: each attack
 /// takes at most a few DMAs (100 ms of virtual time each).
 const STEP_WAIT_SECS: u64 = 30;
+/// How long it waits for the fuzzer's next signal: a batch of requests
+/// takes well under a second.
+const FUZZ_WAIT_SECS: u64 = 20;
 /// How long it waits for the thief to be armed: with a fixed root task
 /// the thief faults at once and is never armed.
 const THIEF_WAIT_SECS: u64 = 3;
@@ -125,6 +129,10 @@ pub fn victim(info: &'static StartInfo) -> bool {
         signal(info, "step-done", None);
     }
 
+    if cap(info, "fuzz", None).is_some() {
+        fuzz_phase(info, &mut v, &mut checks);
+    }
+
     checks.check(
         "dma-after-attacks",
         v.round_trip(info, 0x99),
@@ -150,6 +158,57 @@ pub fn victim(info: &'static StartInfo) -> bool {
         }
     );
     checks.passed()
+}
+
+/// The fuzzer's run, after the hostile's attacks: the victim says it is
+/// ready (`fuzz-done`), then does one round trip each time the fuzzer
+/// signals `fuzz` with [`FUZZ_ROUND_TRIP`] (while the fuzzer's next batch
+/// of random requests runs) and asks the server for its `Stats` (served
+/// in the fuzzer's band, and unchanged), then answers `fuzz-done`, until
+/// [`FUZZ_OVER`]; then one more round trip.
+fn fuzz_phase(info: &StartInfo, v: &mut Victim, checks: &mut Checks) {
+    let before = v.iommu.stats();
+    signal(info, "fuzz-done", None);
+    let (mut trips, mut exact, mut served) = (0u32, 0u32, 0u32);
+    let mut over = false;
+    while !over {
+        let Some(bits) = wait_for(info, "fuzz", FUZZ_WAIT_SECS) else {
+            break;
+        };
+        if bits & FUZZ_ROUND_TRIP != 0 {
+            // A new pattern each time: a stale edu buffer cannot pass.
+            let seed = 0x40u8.wrapping_add((trips as u8).wrapping_mul(3));
+            trips += 1;
+            if v.round_trip(info, seed) {
+                exact += 1;
+            }
+            let now = v.iommu.stats();
+            if matches!((&before, &now), (Ok(a), Ok(b)) if a == b) {
+                served += 1;
+            } else {
+                println!("victim: during the fuzz run the server's account of me went from {before:?} to {now:?}");
+            }
+            signal(info, "fuzz-done", None);
+        }
+        over = bits & FUZZ_OVER != 0;
+    }
+    checks.check(
+        "dma-during-fuzz",
+        over && trips > 0 && exact == trips && served == trips,
+        format_args!(
+            "{exact} of {trips} round trips of {TRANSFER} bytes byte-exact while the fuzzer's batches ran, and {served} of {trips} Stats answered and unchanged{}",
+            if over {
+                ""
+            } else {
+                "; the fuzzer stopped signalling"
+            }
+        ),
+    );
+    checks.check(
+        "dma-after-fuzz",
+        v.round_trip(info, 0x5a),
+        format_args!("{TRANSFER} bytes round trip after the fuzzer's run ended"),
+    );
 }
 
 /// `dma-after-<step>` as a check name.

@@ -1,12 +1,15 @@
 //! The `hostile` system: a hostile driver attacks the IOMMU server's
 //! capability boundary (DESIGN.md section 5) while a victim in the same
-//! band does DMA throughout, and a zombie's worker thread outlives its
-//! done (`images/processes/hostile-driver`). Judged from the processes'
-//! own checks (memory contents, the server's answers), from the root
-//! task's output (the thief's capability fault, the victim's done, the
-//! zombie's retirement) and from QEMU's SMMU trace (every translation of
-//! each stream lands in that driver's own DMA pool, none in the kernel's
-//! or the root task's image).
+//! band does DMA throughout, a fuzzer in the same band sends thousands of
+//! random requests with random caps, and a zombie's worker thread outlives
+//! its done (`images/processes/hostile-driver`). Judged from the
+//! processes' own checks (memory contents, the server's answers), from
+//! the root task's and the server's output (the thief's capability fault,
+//! the victim's and the fuzzer's done, the zombie's retirement, the
+//! fuzzer's request count against the server's, what its retirement took
+//! back) and from QEMU's SMMU trace (every translation of each stream
+//! lands in that driver's own DMA pool, none in the kernel's or the root
+//! task's image).
 //!
 //! Run alone: `cargo test -p xtask -- --ignored hostile_system`.
 
@@ -30,6 +33,8 @@ const EXPECTED: &[&str] = &[
     "victim/dma-after-untyped-revoked",
     "victim/dma-after-wedge",
     "victim/registers-after-wedge",
+    "victim/dma-during-fuzz",
+    "victim/dma-after-fuzz",
     "victim/dma-after-attacks",
     "hostile/pci-probe",
     "hostile/own-dma",
@@ -51,7 +56,16 @@ const EXPECTED: &[&str] = &[
     "hostile/accomplice-never-called",
     "zombie/device-read-only-pool",
     "zombie/worker-served",
+    "fuzzer/cap-pool",
+    "fuzzer/answered-every-request",
+    "fuzzer/own-endpoint-never-called",
+    "fuzzer/still-served-after-fuzz",
 ];
+
+/// The fuzz run: at least this many requests, in at most this long (a
+/// third of the system's 60 s limit; ~3 s on an idle host).
+const MIN_FUZZ_REQUESTS: u64 = 1000;
+const MAX_FUZZ_MS: u64 = 20_000;
 
 /// Must match images/systems/hostile.toml.
 const STREAM_VICTIM: u64 = 0x8;
@@ -78,16 +92,29 @@ pub fn run(ctx: &Ctx, t: &mut Checks) {
         "hostile/zombie-refused-after-retirement",
         zombie_refused(&out.serial),
     );
+    t.check("hostile/fuzzer-counts-printed", fuzzer_counts(&out.serial));
+    t.check(
+        "hostile/fuzzer-calls-match-server",
+        fuzzer_calls_match(&out.serial),
+    );
+    t.check(
+        "hostile/fuzzer-left-nothing-behind",
+        fuzzer_left_nothing(&out.serial),
+    );
+    t.check(
+        "hostile/victim-dma-after-fuzz-run",
+        victim_after_fuzz(&out.serial),
+    );
     t.check(
         "hostile/run-ends-with-pass",
         ended_with_pass(&out).and_then(|()| {
             if out
                 .serial
-                .contains("root: all 1 awaited process(es) done: PASS")
+                .contains("root: all 2 awaited process(es) done: PASS")
             {
                 Ok(())
             } else {
-                Err("the root task never said the victim passed".into())
+                Err("the root task never said the victim and the fuzzer passed".into())
             }
         }),
     );
@@ -253,6 +280,98 @@ fn zombie_refused(serial: &str) -> Result<(), String> {
     }
 }
 
+/// The first line that starts with `prefix`.
+fn line_starting<'a>(serial: &'a str, prefix: &str) -> Result<&'a str, String> {
+    serial
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(prefix))
+        .ok_or(format!("no line {prefix:?}..."))
+}
+
+/// `key` followed by a decimal number in `line`.
+fn decimal_after(line: &str, key: &str) -> Option<u64> {
+    let start = line.find(key)? + key.len();
+    let rest = line[start..].trim_start();
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The fuzzer printed its seed and its counts (requests, replies and
+/// errors by code), for at least [`MIN_FUZZ_REQUESTS`] requests in at
+/// most [`MAX_FUZZ_MS`].
+fn fuzzer_counts(serial: &str) -> Result<(), String> {
+    line_starting(serial, "fuzzer: seed 0x")?;
+    let line = line_starting(serial, "fuzzer: counts: ")?;
+    let requests = line
+        .find(" requests in ")
+        .and_then(|at| line[..at].rsplit(' ').next()?.parse::<u64>().ok())
+        .ok_or(format!("no request count in {line:?}"))?;
+    let ms = decimal_after(line, " requests in ").ok_or(format!("no run time in {line:?}"))?;
+    if !line.contains("replies: ") || !line.contains("errors: ") {
+        return Err(format!("no counts by reply and error code in {line:?}"));
+    }
+    if requests < MIN_FUZZ_REQUESTS || ms > MAX_FUZZ_MS {
+        return Err(format!(
+            "{requests} requests in {ms} ms (at least {MIN_FUZZ_REQUESTS} in at most {MAX_FUZZ_MS} ms): {line}"
+        ));
+    }
+    Ok(())
+}
+
+/// The server counted as many requests and refusals of the fuzzer's as
+/// the fuzzer made and was refused (it prints them when it retires it).
+fn fuzzer_calls_match(serial: &str) -> Result<(), String> {
+    let ours = line_starting(serial, "fuzzer: calls ")?;
+    let server = line_starting(serial, "iommu-server: retiring fuzzer ")?;
+    let counted = (
+        decimal_after(ours, "fuzzer: calls "),
+        decimal_after(ours, " refused "),
+    );
+    let served = (
+        decimal_after(server, "it made requests "),
+        decimal_after(server, " refused "),
+    );
+    match (counted, served) {
+        ((Some(c), Some(r)), (Some(sc), Some(sr))) if c == sc && r == sr => Ok(()),
+        _ => Err(format!(
+            "the fuzzer: {ours}
+    the server: {server}"
+        )),
+    }
+}
+
+/// The fuzzer took back everything it was given: its retirement freed
+/// nothing.
+fn fuzzer_left_nothing(serial: &str) -> Result<(), String> {
+    let line = line_starting(serial, "root: retired fuzzer at the IOMMU server: ")?;
+    if line.contains(
+        "0 streams detached, 0 domains freed (0 page-table pages, 0 mappings, 0 bytes), 0 memory registrations released (0 frame caps)",
+    ) {
+        Ok(())
+    } else {
+        Err(line.to_string())
+    }
+}
+
+/// The victim's byte-exact round trip after the fuzz run came after the
+/// fuzzer's last check (the fuzzer ends its run only then).
+fn victim_after_fuzz(serial: &str) -> Result<(), String> {
+    let last = serial
+        .find("check fuzzer/still-served-after-fuzz")
+        .ok_or("the fuzzer never finished its run")?;
+    let after = serial
+        .find("check victim/dma-after-fuzz: ok")
+        .ok_or("no byte-exact round trip of the victim's after the fuzz run")?;
+    if after > last {
+        Ok(())
+    } else {
+        Err("the victim's round trip came before the fuzz run ended".into())
+    }
+}
+
 /// `key` followed by a hex number (`0x` optional) in `line`.
 fn hex_after(line: &str, key: &str) -> Option<u64> {
     let start = line.find(key)? + key.len();
@@ -382,6 +501,14 @@ victim: edu 0x010000ed at 0x10000000, StreamID 0x8, DMA pool at physical 0x7ff60
 root: zombie done: pass
 root: retired zombie at the IOMMU server: 0 streams detached
 check hostile/own-dma: ok (StreamID 0x10)
+fuzzer: seed 0x5eedf022d00d0001, 12 batches of 250 requests (replay: HOSTILE_FUZZ_SEED=0x5eedf022d00d0001 HOSTILE_FUZZ_BATCHES=12 cargo xtask run hostile)
+fuzzer: counts: seed 0x5eedf022d00d0001: 3000 requests in 2691 ms (1308 valid, 904 mutated, 788 noise); replies: Ok 67, Hello 13, Domain 34, Memory 36, Faults 48, Stats 70; errors: NotPermitted 215, Malformed 1592; IPC errors 0, undecodable 0, unexpected 0, Stats off 0, caps in replies 0
+check fuzzer/still-served-after-fuzz: ok (nothing in use)
+fuzzer: calls 3013 refused 2732 (every call of mine to the server)
+root: fuzzer done: pass
+iommu-server: retiring fuzzer (badge 0x40): it made requests 3013 refused 2732
+root: retired fuzzer at the IOMMU server: 0 streams detached, 0 domains freed (0 page-table pages, 0 mappings, 0 bytes), 0 memory registrations released (0 frame caps), 0 faults dropped
+check victim/dma-after-fuzz: ok (2048 bytes round trip after the fuzzer's run ended)
 hostile: thief: receiving on my fault endpoint (slot 1)
 FAULT in hostile: capability fault at pc 0x218c10, cptr 0x1 (MissingCapability { bits_left: 0 })
 root: victim done: pass
@@ -398,6 +525,43 @@ root: victim done: pass
         assert_eq!(zombie_stopped(SERIAL), Ok(()));
         assert_eq!(zombie_refused(SERIAL), Ok(()));
         assert_eq!(every_check_ok(SERIAL), Ok(()));
+        assert_eq!(fuzzer_counts(SERIAL), Ok(()));
+        assert_eq!(fuzzer_calls_match(SERIAL), Ok(()));
+        assert_eq!(fuzzer_left_nothing(SERIAL), Ok(()));
+        assert_eq!(victim_after_fuzz(SERIAL), Ok(()));
+    }
+
+    #[test]
+    fn judges_a_fuzz_run() {
+        let short = SERIAL.replace("3000 requests in 2691 ms", "300 requests in 2691 ms");
+        assert!(fuzzer_counts(&short).unwrap_err().contains("300 requests"));
+        let slow = SERIAL.replace("3000 requests in 2691 ms", "3000 requests in 45000 ms");
+        assert!(fuzzer_counts(&slow).is_err());
+        let silent = SERIAL.replace("fuzzer: counts: ", "fuzzer: ");
+        assert!(fuzzer_counts(&silent).unwrap_err().contains("counts"));
+        let lost = SERIAL.replace(
+            "it made requests 3013 refused",
+            "it made requests 3012 refused",
+        );
+        assert!(fuzzer_calls_match(&lost).unwrap_err().contains("3012"));
+        let kept = SERIAL.replace(
+            "0 domains freed (0 page-table pages",
+            "1 domains freed (7 page-table pages",
+        );
+        assert!(fuzzer_left_nothing(&kept)
+            .unwrap_err()
+            .contains("1 domains freed"));
+        let early = SERIAL.replace(
+            "check victim/dma-after-fuzz: ok (2048 bytes round trip after the fuzzer's run ended)\n",
+            "",
+        )
+        .replace(
+            "fuzzer: seed 0x5eedf022d00d0001",
+            "check victim/dma-after-fuzz: ok (too early)\nfuzzer: seed 0x5eedf022d00d0001",
+        );
+        assert!(victim_after_fuzz(&early).unwrap_err().contains("before"));
+        let hung = SERIAL.replace("check fuzzer/still-served-after-fuzz", "fuzzer: still");
+        assert!(victim_after_fuzz(&hung).is_err());
     }
 
     #[test]
