@@ -251,3 +251,22 @@ fn event_queue_overflow_is_counted_and_routing_recovers() {
     assert_eq!(h.borrow().event_overflows(), 1);
     assert!(m.smmu.violations().is_empty());
 }
+
+#[test]
+fn a_retirement_that_times_out_still_refuses_the_client() {
+    let (fake, _alloc, h, mut a, _d) = fake_server();
+    fake.set_consumer(Consumer::Stuck);
+    // Detaching A's stream needs a CMD_SYNC that never completes.
+    assert_eq!(
+        h.borrow_mut().retire_client(A),
+        Err(ErrorCode::HardwareError)
+    );
+    // Whatever of A still runs is refused at once, before and after the
+    // queue runs again, and retiring again takes back the rest.
+    assert_eq!(a.stats(), Err(Error::Iommu(ErrorCode::NotPermitted)));
+    fake.set_consumer(Consumer::Immediate);
+    let _ = h.borrow_mut().core_mut().issue_commands(&[]);
+    let rest = h.borrow_mut().retire_client(A).unwrap();
+    assert_eq!(rest.domains, 1);
+    assert_eq!(a.stats(), Err(Error::Iommu(ErrorCode::NotPermitted)));
+}

@@ -7,9 +7,18 @@
 //! nothing else (a receive on it is a capability fault, and it is not a
 //! notification to bind). A send blocks until this thread takes the
 //! message, so a process that stops, faults or is stopped mid-send holds
-//! nothing, and the console is never left taken. This thread runs at the
-//! root task's priority (255) and shares the root task's own console lock
-//! (`out`) with the main thread only.
+//! nothing, and the console is never left taken. It shares the root task's
+//! own console lock (`out`) with the main thread only.
+//!
+//! Its priority ([`priority`]): with an IOMMU server, that of the server's
+//! lowest thread, which is at least every client's (`cargo xtask` keeps
+//! clients at or below the lowest band thread). Above the server, a process
+//! that sends long messages in a loop would have this thread print at a
+//! priority that starves the server's bands and its events thread; below
+//! a client, a busy client would keep the server's own messages waiting
+//! while a server thread holds a core lock. Equal to the lowest band
+//! thread, round-robin shares the CPU between them. Without a server,
+//! just below the root task's main thread.
 
 use crate::kobj::{Ctx, Kernel, Result, INIT_CNODE, INIT_VSPACE};
 use procinfo::console;
@@ -30,6 +39,22 @@ struct Stack([u8; STACK_SIZE]);
 /// The console thread's stack; only `start` names it (as the initial `sp`).
 static mut STACK: Stack = Stack([0; STACK_SIZE]);
 
+/// The console thread's priority (see the module's documentation).
+fn priority() -> u8 {
+    let server = crate::desc::SYSTEM
+        .iommu
+        .as_ref()
+        .and_then(|m| crate::desc::SYSTEM.processes.get(m.server));
+    match server {
+        Some(p) => p
+            .threads
+            .iter()
+            .map(|t| t.priority)
+            .fold(p.priority, u8::min),
+        None => 254,
+    }
+}
+
 /// Makes the console endpoint and starts the console thread receiving on
 /// it; returns the endpoint, to mint for the processes.
 pub fn start(k: &mut Kernel) -> Result<CPtr> {
@@ -47,7 +72,7 @@ pub fn start(k: &mut Kernel) -> Result<CPtr> {
     // prints it); the kernel sets TPIDR_EL0 from the buffer address.
     tcb.configure(
         CPtr(0),
-        PrioProps::new(255, 255),
+        PrioProps::new(priority(), priority()),
         INIT_CNODE,
         CapData::NONE,
         CNode(INIT_VSPACE.cptr()),
@@ -56,7 +81,7 @@ pub fn start(k: &mut Kernel) -> Result<CPtr> {
         ipc,
     )
     .ctx("TCB_Configure (console thread)")?;
-    tcb.set_priority(255)
+    tcb.set_priority(priority())
         .ctx("TCB_SetPriority (console thread)")?;
     let stack_top = core::ptr::addr_of!(STACK) as u64 + STACK_SIZE as u64;
     let regs = UserContext {

@@ -250,6 +250,7 @@ fn await_ready(ep: Endpoint, server: usize) {
 fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES], supervisor: Option<CPtr>) -> ! {
     let mut done = [false; MAX_PROCESSES];
     let mut passed = [false; MAX_PROCESSES];
+    let mut unknown = [false; MAX_PROCESSES];
     let awaited = SYSTEM.processes.iter().filter(|p| p.wait).count();
     if awaited == 0 {
         println!("root: no process to wait for; stopping");
@@ -263,6 +264,11 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES], supervisor: O
             println!("root: message with unknown badge {:#x}", badge.0);
             continue;
         };
+        // A process that is done is stopped with everything it made: nothing
+        // of it is left to send. Should something be, it is not heard.
+        if done[who] {
+            continue;
+        }
         if badge.0 & FAULT_BADGE != 0 {
             report_fault(p.name, info, &mrs);
             // The faulting thread stays blocked (no reply); stop it and the
@@ -270,7 +276,7 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES], supervisor: O
             // through printing holds nothing: its message is either with
             // the console thread already or not sent.
             if let Some(r) = running[who] {
-                r.suspend_all();
+                r.stop();
             }
             done[who] = true;
             passed[who] = false;
@@ -286,17 +292,22 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES], supervisor: O
             // could go on using what it holds (the IOMMU server refuses a
             // retired client too).
             if let Some(r) = running[who] {
-                r.suspend_all();
+                r.stop();
             }
             done[who] = true;
             passed[who] = pass;
             retire(supervisor, p);
         } else {
-            println!(
-                "root: {} sent an unknown message (label {:#x})",
-                p.name,
-                info.label()
-            );
+            // Said once per process: a process sending these in a loop must
+            // not keep the root task printing at its priority.
+            if !unknown[who] {
+                println!(
+                    "root: {} sent an unknown message (label {:#x}); more are ignored",
+                    p.name,
+                    info.label()
+                );
+                unknown[who] = true;
+            }
             continue;
         }
         let finished = SYSTEM

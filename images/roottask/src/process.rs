@@ -9,6 +9,7 @@ use procinfo::elf::{Elf, PF_W, PF_X};
 use procinfo::{
     slot, CapKind, DeviceRegion, DmaGrant, DmaPool, IrqCap, LargeDmaPool, Name, NamedCap,
     PciFunction, StartInfo, ThreadInfo, UntypedCap, LARGE_PAGE, MAX_DMA_GRANTS, MAX_THREADS,
+    MAX_UNTYPED,
 };
 use sel4_abi::{
     CNode, CPtr, CapData, CapRights, IRQHandler, ObjectType, Page, PageGlobalDirectory, PrioProps,
@@ -36,13 +37,20 @@ pub struct Running {
     pub tcb: TCB,
     /// Its other threads (the process holds copies of these caps).
     pub threads: [Option<TCB>; MAX_THREADS - 1],
+    /// The originals of the untyped caps it holds copies of.
+    pub untyped: [Option<CPtr>; MAX_UNTYPED],
 }
 
 impl Running {
-    /// Stops every thread of the process for good.
-    pub fn suspend_all(&self) {
+    /// Stops every thread of the process for good: the ones the root task
+    /// made, and (by revoking the untyped memory it handed over, which
+    /// deletes every object made from it) any the process made itself.
+    pub fn stop(&self) {
         for t in core::iter::once(&self.tcb).chain(self.threads.iter().flatten()) {
             let _ = t.suspend();
+        }
+        for ut in self.untyped.iter().flatten() {
+            let _ = INIT_CNODE.revoke(ut.0, DEPTH);
         }
     }
 }
@@ -514,11 +522,16 @@ pub fn build(
         next += large + pages;
     }
 
-    for (i, &bits) in p.untyped.iter().enumerate() {
+    let mut untyped = [None; MAX_UNTYPED];
+    for (i, &bits) in p.untyped.iter().enumerate().take(MAX_UNTYPED) {
         let (ut, paddr) = k.alloc_placed(sel4_abi::ObjectType::UntypedObject, bits as u64, 1)?;
+        // A copy: the root task keeps the original, the parent of every
+        // object the process makes from it, and revokes it when the process
+        // is done, so a thread the process made itself stops too.
         cnode
-            .move_(next, pdepth, INIT_CNODE, ut.0, DEPTH)
-            .ctx("CNode_Move (untyped)")?;
+            .copy(next, pdepth, INIT_CNODE, ut.0, DEPTH, CapRights::ALL)
+            .ctx("CNode_Copy (untyped)")?;
+        untyped[i] = Some(ut);
         info.untyped[i] = UntypedCap {
             cptr: next,
             paddr,
@@ -670,6 +683,7 @@ pub fn build(
     Ok(Running {
         tcb,
         threads: thread_tcbs,
+        untyped,
     })
 }
 

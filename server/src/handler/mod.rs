@@ -542,6 +542,10 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         let Some((ci, _)) = self.policy.client(badge) else {
             return Err(ErrorCode::NotPermitted);
         };
+        // Refused from here on, even if taking back fails half-way below:
+        // the process is gone, whatever of it still runs.
+        self.clients[ci].retired = true;
+        self.clients[ci].greeted = false;
         let mut r = Retired {
             pt_pages: self.client_pt_pages(ci),
             ..Retired::default()
@@ -590,8 +594,6 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         r.faults = c.faults.len() as u32;
         c.faults.clear();
         c.faults_dropped = 0;
-        c.greeted = false;
-        c.retired = true;
         Ok(r)
     }
 

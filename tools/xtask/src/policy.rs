@@ -518,12 +518,15 @@ fn check_streams(iommu: &Iommu) -> Result<()> {
     Ok(())
 }
 
-/// No thread of a client runs above the server thread that serves its band,
+/// No thread of a client runs above any server thread that serves a band,
 /// and every one runs strictly below the server's `events` thread.
 ///
-/// Above its band thread, a busy client could keep that thread from running
-/// at all: every other client of the band would wait, and so would every
-/// band blocked on a core lock (`SharedSmmu`) that thread holds. Equal is
+/// Every band thread takes the core's locks (`SharedSmmu`: the ASID lock,
+/// the command queue), which block without priority inheritance (seL4 5.0.0
+/// has none without MCS). A busy client above a band thread, even another
+/// band's, can keep that thread from running while it holds one: then every
+/// band and the events thread wait on the lock for as long as the client
+/// spins. So the bound is the lowest band thread's priority. Equal is
 /// allowed, on purpose: seL4 5.0.0's fastpath replies directly only to a
 /// caller of at least the replier's priority (`fastpath_reply_recv`), so a
 /// client at its band thread's priority gets the fast reply (the bench
@@ -543,15 +546,18 @@ fn check_priorities(
         .iter()
         .find(|t| t.name == EVENTS_THREAD)
         .map(|t| t.priority);
-    for &(p, band) in members {
-        let (endpoint, thread) = bands[band];
-        let limit = band_priorities[band];
+    let lowest = (0..bands.len())
+        .min_by_key(|&b| band_priorities[b])
+        .unwrap_or(0);
+    let (endpoint, thread) = bands[lowest];
+    let limit = band_priorities[lowest];
+    for &(p, _) in members {
         let threads = std::iter::once((MAIN_THREAD, p.priority))
             .chain(p.threads.iter().map(|t| (t.name.as_str(), t.priority)));
         for (name, priority) in threads {
             if priority > limit {
                 bail!(
-                    "{}: thread {name} has priority {priority}, above {limit}, the priority of {}'s thread {thread} that serves its band ({endpoint})",
+                    "{}: thread {name} has priority {priority}, above {limit}, the priority of {}'s thread {thread} that serves {endpoint} (the lowest band thread: a client above it can keep it from releasing a core lock)",
                     p.name,
                     server.name
                 );
@@ -689,7 +695,7 @@ caps = [{ object = "iommu", badge = 0x10, rights = "wg" }, { object = "other", r
 [[process]]
 name = "driver-b"
 crate = "edu-driver"
-priority = 160
+priority = 150
 threads = [{ name = "worker", priority = 100 }]
 caps = [{ object = "iommu-b", badge = 0x20, rights = "wg" }]
 "#;
@@ -769,6 +775,23 @@ caps = [{ object = "iommu-b", badge = 0x20, rights = "wg" }]
         let err = system_error(&[(from, &to)]);
         assert!(
             err.contains("no device region of its maps BAR0 at 0x10000000"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_device_page_belongs_to_one_process() {
+        let caps_b = r#"caps = [{ object = "iommu-b", badge = 0x20, rights = "wg" }]"#;
+        let smmu = r#"devices = [{ name = "regs", paddr = 0x09060000, size = 0x1000, vaddr = 0x10000000 }]"#;
+        let server = r#"dma = { pages = 1024, vaddr = 0x20000000 }"#;
+        let server_smmu = r#"dma = { pages = 1024, vaddr = 0x20000000 }
+devices = [{ name = "smmu", paddr = 0x09050000, size = 0x20000, vaddr = 0x10000000 }]"#;
+        let err = system_error(&[
+            (server, server_smmu),
+            (caps_b, &format!("{caps_b}\n{smmu}")),
+        ]);
+        assert!(
+            err.contains("server: device smmu (0x9050000+0x20000) overlaps driver-b's device regs (0x9060000+0x1000)"),
             "{err}"
         );
     }
@@ -939,60 +962,47 @@ caps = [{ object = "iommu-b", badge = 0x20, rights = "wg" }]
 
     #[test]
     fn clients_run_at_most_at_their_band_and_below_the_events_thread() {
-        // At its band thread's priority is fine (see check_priorities).
+        // At the lowest band thread's priority is fine (see check_priorities).
         two_bands(&[], "").unwrap();
         let err = refused(&[("priority = 150\ncaps", "priority = 151\ncaps")], "");
         assert_eq!(
             err,
-            "driver-a: thread main has priority 151, above 150, the priority of server's thread main that serves its band (iommu)"
+            "driver-a: thread main has priority 151, above 150, the priority of server's thread main that serves iommu (the lowest band thread: a client above it can keep it from releasing a core lock)"
         );
+        // Driver B's own band thread runs at 160, but the main band's at
+        // 150: above 150, driver B could keep the main band's thread from
+        // releasing a core lock that band-b and events then wait on.
         let err = refused(
             &[(
                 r#"name = "worker", priority = 100"#,
-                r#"name = "worker", priority = 161"#,
+                r#"name = "worker", priority = 151"#,
             )],
             "",
         );
         assert_eq!(
             err,
-            "driver-b: thread worker has priority 161, above 160, the priority of server's thread band-b that serves its band (iommu-b)"
+            "driver-b: thread worker has priority 151, above 150, the priority of server's thread main that serves iommu (the lowest band thread: a client above it can keep it from releasing a core lock)"
         );
-        // A band thread above the events thread does not lift its clients
-        // to it.
-        let band_175 = (
-            r#"name = "band-b", priority = 160"#,
-            r#"name = "band-b", priority = 175"#,
-        );
-        let err = refused(
-            &[
-                band_175,
-                ("priority = 160\nthreads", "priority = 170\nthreads"),
-            ],
-            "",
-        );
+        // Every band thread above the events thread does not lift its
+        // clients to it.
+        let above_events = [
+            ("priority = 150\nthreads", "priority = 175\nthreads"),
+            (
+                r#"name = "band-b", priority = 160"#,
+                r#"name = "band-b", priority = 175"#,
+            ),
+            ("priority = 150\ncaps", "priority = 170\ncaps"),
+        ];
+        let err = refused(&above_events, "");
         assert_eq!(
             err,
-            "driver-b: thread main has priority 170, not below 170, the priority of server's thread events (the SMMU's interrupts)"
+            "driver-a: thread main has priority 170, not below 170, the priority of server's thread events (the SMMU's interrupts)"
         );
-        two_bands(
-            &[
-                band_175,
-                ("priority = 160\nthreads", "priority = 169\nthreads"),
-            ],
-            "",
-        )
-        .unwrap();
-        // Without an events thread, only the band bounds them.
+        // Without an events thread, only the bands bound them.
         let no_events = (r#", { name = "events", priority = 170 }"#, "");
-        two_bands(
-            &[
-                no_events,
-                band_175,
-                ("priority = 160\nthreads", "priority = 175\nthreads"),
-            ],
-            "",
-        )
-        .unwrap();
+        let mut edits = above_events.to_vec();
+        edits.push(no_events);
+        two_bands(&edits, "").unwrap();
     }
 
     #[test]

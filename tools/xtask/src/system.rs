@@ -259,6 +259,31 @@ impl System {
                 bail!("object name {:?} is used twice", o.name);
             }
         }
+        // A physical device page belongs to one region of one process: a
+        // process mapping another's registers (the SMMU's, another device's
+        // BAR) would drive that device.
+        let physical: Vec<(&str, &Device)> = self
+            .processes
+            .iter()
+            .flat_map(|p| p.devices.iter().map(move |d| (p.name.as_str(), d)))
+            .collect();
+        for (i, (p, d)) in physical.iter().enumerate() {
+            for (q, e) in &physical[i + 1..] {
+                if d.paddr < e.paddr.saturating_add(e.size)
+                    && e.paddr < d.paddr.saturating_add(d.size)
+                {
+                    bail!(
+                        "{p}: device {} ({:#x}+{:#x}) overlaps {q}'s device {} ({:#x}+{:#x}): a device page is one process's",
+                        d.name,
+                        d.paddr,
+                        d.size,
+                        e.name,
+                        e.paddr,
+                        e.size
+                    );
+                }
+            }
+        }
         let mut procs = HashSet::new();
         for p in &self.processes {
             if !procs.insert(p.name.as_str()) {

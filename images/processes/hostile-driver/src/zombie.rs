@@ -5,10 +5,12 @@
 
 use crate::checks::Checks;
 use crate::common::pause_ms;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use iommu_client::{Error, ErrorCode, Iommu, Perms};
 use procrt::{println, StartInfo};
-use sel4_abi::{syscalls, CPtr};
+use sel4_abi::{
+    syscalls, CNode, CPtr, CapData, MessageInfo, ObjectType, PrioProps, Untyped, UserContext, TCB,
+};
 use sel4_iommu::transport::Sel4Transport;
 
 /// Rounds (a `Hello` and a `Stats`) between two progress lines.
@@ -35,6 +37,12 @@ pub fn zombie(info: &'static StartInfo) -> bool {
         syscalls::yield_now();
     }
     read_only_pool(info, &mut checks);
+    let own = own_thread(info);
+    checks.check(
+        "own-thread-started",
+        own.is_ok(),
+        format_args!("a thread of its own, from its untyped: {own:?}"),
+    );
     checks.check(
         "worker-served",
         true,
@@ -75,6 +83,69 @@ fn read_only_pool(info: &StartInfo, checks: &mut Checks) {
         matches!(&outcome, Ok((w, wo, r)) if *w == refused && *wo == refused && r.is_ok()),
         format_args!("map read-write, write-only, read-only of its pool page 0: {outcome:?}"),
     );
+}
+
+/// A thread the zombie makes itself, from its own untyped memory, in its
+/// own CSpace and VSpace: the root task did not make it, so stopping the
+/// threads it made does not stop this one. The root task must stop it all
+/// the same (by revoking the untyped it handed over): after `root: retired
+/// zombie`, no `zombie: own thread alive` line may follow.
+fn own_thread(info: &StartInfo) -> Result<(), sel4_abi::Error> {
+    use procrt::procinfo::slot;
+    let untyped = info
+        .untyped()
+        .first()
+        .ok_or(sel4_abi::Error::FailedLookup)?;
+    let cnode = CNode(CPtr(slot::CNODE));
+    let tcb = info.free_first;
+    Untyped(CPtr(untyped.cptr)).retype(ObjectType::TCBObject, 0, cnode, 0, 0, tcb, 1)?;
+    let tcb = TCB(CPtr(tcb));
+    // No IPC buffer (address 0): the thread sends register-only messages.
+    tcb.configure(
+        CPtr(0),
+        PrioProps::new(100, 100),
+        cnode,
+        CapData::NONE,
+        CNode(CPtr(slot::VSPACE)),
+        CapData::NONE,
+        0,
+        CPtr(slot::CNODE),
+    )?;
+    let regs = UserContext {
+        pc: own_thread_main as *const () as u64,
+        sp: core::ptr::addr_of!(OWN_STACK) as u64 + OWN_STACK_SIZE as u64,
+        ..Default::default()
+    };
+    tcb.write_registers(true, 0, 4, &regs)?;
+    // Done only once it has said it runs.
+    while !OWN_ALIVE.load(Ordering::Relaxed) {
+        syscalls::yield_now();
+    }
+    Ok(())
+}
+
+/// Set by the own thread once its first line is out.
+static OWN_ALIVE: AtomicBool = AtomicBool::new(false);
+
+const OWN_STACK_SIZE: usize = 0x2000;
+#[repr(C, align(16))]
+struct OwnStack([u8; OWN_STACK_SIZE]);
+/// The own thread's stack; only `own_thread` names it (as its `sp`).
+static mut OWN_STACK: OwnStack = OwnStack([0; OWN_STACK_SIZE]);
+
+/// Says it is alive on the console every so often, in one register-only
+/// message (it has no IPC buffer), for as long as it runs.
+extern "C" fn own_thread_main() -> ! {
+    use procrt::procinfo::{console, slot};
+    const ALIVE: &[u8] = b"zombie: own thread alive\n";
+    let words = console::words(ALIVE.len());
+    let mrs = core::array::from_fn(|i| console::word(ALIVE, i));
+    loop {
+        let tag = MessageInfo::new(ALIVE.len() as u64, 0, 0, words as u64);
+        syscalls::send_with_mrs(CPtr(slot::CONSOLE), tag, mrs);
+        OWN_ALIVE.store(true, Ordering::Relaxed);
+        pause_ms(PAUSE_MS);
+    }
 }
 
 extern "C" fn work(_: usize) -> ! {

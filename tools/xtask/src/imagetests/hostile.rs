@@ -55,6 +55,7 @@ const EXPECTED: &[&str] = &[
     "hostile/registers-after-wedge",
     "hostile/accomplice-never-called",
     "zombie/device-read-only-pool",
+    "zombie/own-thread-started",
     "zombie/worker-served",
     "fuzzer/cap-pool",
     "fuzzer/answered-every-request",
@@ -91,6 +92,10 @@ pub fn run(ctx: &Ctx, t: &mut Checks) {
     t.check(
         "hostile/zombie-refused-after-retirement",
         zombie_refused(&out.serial),
+    );
+    t.check(
+        "hostile/zombie-own-thread-stopped",
+        zombie_own_thread_stopped(&out.serial),
     );
     t.check("hostile/fuzzer-counts-printed", fuzzer_counts(&out.serial));
     t.check(
@@ -258,6 +263,28 @@ fn zombie_stopped(serial: &str) -> Result<(), String> {
             "{} progress lines of the zombie's worker after its done, the last: {}",
             lines.len(),
             lines[lines.len() - 1]
+        )),
+    }
+}
+
+/// The thread the zombie made itself (from its untyped) ran before its done
+/// and not after its retirement: the root task stops what a process made,
+/// not only what it made for it.
+fn zombie_own_thread_stopped(serial: &str) -> Result<(), String> {
+    const ALIVE: &str = "zombie: own thread alive";
+    let done = serial
+        .find("root: zombie done")
+        .ok_or("the zombie never reported done")?;
+    if !serial[..done].contains(ALIVE) {
+        return Err("the zombie's own thread never ran before its done".into());
+    }
+    let retired = serial
+        .find("root: retired zombie")
+        .ok_or("the root task never retired the zombie")?;
+    match serial[retired..].matches(ALIVE).count() {
+        0 => Ok(()),
+        n => Err(format!(
+            "the zombie's own thread said it was alive {n} times after its retirement"
         )),
     }
 }
