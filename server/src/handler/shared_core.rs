@@ -56,6 +56,14 @@ where
         unmap_result(SharedSmmu::unmap(self, domain, iova, len), len)
     }
 
+    /// Where the core lists `(stream, ssid)`: after an attach that timed
+    /// out half-way, the core may keep the stream listed (and its STE or
+    /// CD live), and the handler must record it so that it can be
+    /// detached, its domain freed, and the client retired.
+    fn attached(&self, stream: StreamId, ssid: Ssid) -> Option<Option<DomainId>> {
+        Some(self.attached_domain(stream.0, ssid.0))
+    }
+
     fn pt_pages(&self, domain: DomainId) -> u32 {
         SharedSmmu::pt_pages(self, domain).unwrap_or(0)
     }

@@ -1,0 +1,196 @@
+//! Command-queue timeouts on the concurrent core that the seL4 server runs
+//! (`SharedSmmu`, through `Core for &SharedSmmu`), seen through the request
+//! handler. `robust_hw_errors.rs` covers the single-threaded `Smmu`.
+//!
+//! The SMMU here is the software model behind a register file that lies
+//! about CMDQ_CONS while armed: the model executes every command (so the
+//! STE and CD really are live), but the driver never sees its CMD_SYNC
+//! consumed and times out. That is the state the handler must still be
+//! able to undo.
+#![cfg(not(loom))]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use iommu_client::{Error, ErrorCode, InProcess, Iommu, Perms, Ssid, StreamId};
+use iommu_server::hal::Mmio;
+use iommu_server::handler::{FakeFrames, Handler, ReceivedCap};
+use iommu_server::policy::{ClientPolicy, Policy, Quotas, StreamGrant};
+use iommu_server::regs;
+use iommu_server::shared::SharedSmmu;
+use iommu_server::sync::StdLocks;
+use iommu_server::{Config, Smmu};
+use smmu_model::{Access, Features, Machine};
+
+struct NoDelay;
+impl embedded_hal::delay::DelayNs for NoDelay {
+    fn delay_ns(&mut self, _ns: u32) {}
+}
+
+/// When CMDQ_CONS stops moving, as the driver sees it.
+#[derive(Default)]
+struct Freeze {
+    /// Batches (CMDQ_PROD writes) still to pass before it freezes; None:
+    /// not armed.
+    after: Option<u32>,
+    /// CMDQ_CONS as it read before the frozen batch ran.
+    at: Option<u32>,
+}
+
+/// The model's register file; from the chosen batch on, CMDQ_CONS reads as
+/// it did before that batch (the commands still run in the model).
+struct FrozenCons {
+    inner: smmu_model::Smmu,
+    freeze: Arc<Mutex<Freeze>>,
+}
+
+impl Mmio for FrozenCons {
+    fn read32(&self, offset: usize) -> u32 {
+        match self.freeze.lock().unwrap().at {
+            Some(cons) if offset == regs::CMDQ_CONS => cons,
+            _ => self.inner.read32(offset),
+        }
+    }
+    fn write32(&self, offset: usize, value: u32) {
+        if offset == regs::CMDQ_PROD {
+            let mut f = self.freeze.lock().unwrap();
+            match f.after {
+                Some(0) if f.at.is_none() => f.at = Some(self.inner.read32(regs::CMDQ_CONS)),
+                Some(n) if n > 0 => f.after = Some(n - 1),
+                _ => {}
+            }
+        }
+        self.inner.write32(offset, value)
+    }
+    fn read64(&self, offset: usize) -> u64 {
+        self.inner.read64(offset)
+    }
+    fn write64(&self, offset: usize, value: u64) {
+        self.inner.write64(offset, value)
+    }
+}
+
+type Core = SharedSmmu<FrozenCons, smmu_model::PhysMem, NoDelay, StdLocks, 16>;
+type HandleFn = Box<dyn FnMut(u64, &[u8], &[ReceivedCap], &mut [u8]) -> usize>;
+type Server = Rc<RefCell<Handler<&'static Core, FakeFrames>>>;
+
+const A: u64 = 0xA;
+const SID: u32 = 8;
+const IOVA: u64 = 0x10_0000;
+
+static CLIENTS: [ClientPolicy; 1] = [ClientPolicy {
+    name: "a",
+    badge: A,
+    streams: &[StreamGrant::new(StreamId(SID))],
+    quotas: Quotas::DEFAULT,
+}];
+
+struct Setup {
+    m: Machine,
+    freeze: Arc<Mutex<Freeze>>,
+    server: Server,
+    client: Iommu<InProcess<HandleFn, ReceivedCap>>,
+    domain: iommu_protocol::DomainId,
+}
+
+/// A client with a domain that maps one page at [`IOVA`], not attached.
+fn setup() -> Setup {
+    let m = Machine::new(Features::qemu_7_2());
+    let freeze = Arc::new(Mutex::new(Freeze::default()));
+    let registers = FrozenCons {
+        inner: m.smmu.clone(),
+        freeze: freeze.clone(),
+    };
+    // A short poll: the model never consumes a frozen queue.
+    let config = Config {
+        poll_timeout_us: 10,
+        ..Config::default()
+    };
+    let smmu = Smmu::new(registers, m.mem.clone(), NoDelay, config).expect("boots");
+    let core: &'static Core = Box::leak(Box::new(Core::new(smmu).map_err(|_| ()).unwrap()));
+    let server = Rc::new(RefCell::new(
+        Handler::new(core, FakeFrames::new(), Policy::new(&CLIENTS)).unwrap(),
+    ));
+    server.borrow_mut().grant_everything();
+    let h = server.clone();
+    let f: HandleFn = Box::new(move |b, req, caps, out| h.borrow_mut().handle(b, req, caps, out));
+    let mut client = Iommu::connect(InProcess::new(A, f)).expect("hello");
+    let paddr = m.mem.alloc_buffer(0x1000, 0x1000).expect("buffer");
+    let cap = server.borrow_mut().resolver_mut().frame(paddr, 0x1000);
+    let memory = client.register_memory(&[cap]).unwrap();
+    let domain = client.alloc_domain().unwrap();
+    client
+        .map(domain, IOVA, memory.handle, 0, 0x1000, Perms::RW)
+        .unwrap();
+    Setup {
+        m,
+        freeze,
+        server,
+        client,
+        domain,
+    }
+}
+
+impl Setup {
+    /// Runs `f` with the command queue seen frozen from its batch number
+    /// `batch` (0: the first) on; then the queue is seen to run again.
+    fn with_sync_timing_out<R>(&mut self, batch: u32, f: impl FnOnce(&mut Self) -> R) -> R {
+        *self.freeze.lock().unwrap() = Freeze {
+            after: Some(batch),
+            at: None,
+        };
+        let r = f(self);
+        *self.freeze.lock().unwrap() = Freeze::default();
+        r
+    }
+
+    fn reaches(&self) -> bool {
+        self.m.smmu.probe(SID, None, IOVA, Access::READ).is_ok()
+    }
+}
+
+/// Batches a first attach issues at most (CD, STE, their syncs).
+const ATTACH_BATCHES: u32 = 4;
+
+#[test]
+fn a_first_attach_whose_sync_times_out_anywhere_can_be_detached() {
+    for batch in 0..ATTACH_BATCHES {
+        let mut s = setup();
+        let d = s.domain;
+        let attached =
+            s.with_sync_timing_out(batch, |s| s.client.attach(StreamId(SID), Ssid(0), d));
+        // Wherever it stopped, what the SMMU executed may be live although
+        // the client was told the attach failed: the stream must then be
+        // detachable, and the device cut off after the detach.
+        let live = s.reaches();
+        let detached = s.client.detach(StreamId(SID), Ssid(0));
+        assert!(
+            !s.reaches(),
+            "batch {batch}: attach {attached:?}, live {live}, detach {detached:?}: the device still reaches the domain"
+        );
+        if live {
+            assert_eq!(detached, Ok(()), "batch {batch}: attach {attached:?}");
+        }
+        assert_eq!(s.client.free_domain(d), Ok(()), "batch {batch}");
+    }
+}
+
+#[test]
+fn a_client_whose_first_attach_timed_out_is_retired_whole() {
+    for batch in 0..ATTACH_BATCHES {
+        let mut s = setup();
+        let d = s.domain;
+        let attached =
+            s.with_sync_timing_out(batch, |s| s.client.attach(StreamId(SID), Ssid(0), d));
+        let retired = s.server.borrow_mut().retire_client(A);
+        assert!(
+            retired.is_ok(),
+            "batch {batch}: attach {attached:?}, retire {retired:?}"
+        );
+        assert!(
+            !s.reaches(),
+            "batch {batch}: attach {attached:?}: a retired client's device still reaches its domain"
+        );
+    }
+}
