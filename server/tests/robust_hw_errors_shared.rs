@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use iommu_client::{Error, ErrorCode, InProcess, Iommu, Perms, Ssid, StreamId};
+use iommu_client::{InProcess, Iommu, Perms, Ssid, StreamId};
 use iommu_server::hal::Mmio;
 use iommu_server::handler::{FakeFrames, Handler, ReceivedCap};
 use iommu_server::policy::{ClientPolicy, Policy, Quotas, StreamGrant};
