@@ -27,20 +27,11 @@ fn fuzz_command(dir: &Path) -> Command {
     c
 }
 
-/// Whether `cargo fuzz` is installed (`cargo xtask setup` installs it).
-pub fn available() -> bool {
-    Command::new(env!("CARGO"))
-        .args(["fuzz", "--version"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 pub fn run(ctx: &Ctx) -> Tally {
     let mut tally = Tally::default();
     let dir = ctx.root.join("fuzz");
     println!("== fuzzing (cargo fuzz, {} s per target)", seconds());
-    if !available() {
+    if !crate::setup::cargo_fuzz_available() {
         println!("SKIP fuzz: cargo-fuzz is not installed (cargo install cargo-fuzz)");
         return tally;
     }

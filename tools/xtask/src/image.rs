@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-/// Everything in the image is built without floating point or SIMD: no
-/// process then ever traps into the kernel's lazy FPU switch (two per
-/// request and reply otherwise, from SIMD memcpy).
-pub const TARGET: &str = "aarch64-unknown-none-softfloat";
+use crate::setup::TARGET;
 
 /// Builds `build/images/<system>/image.elf`.
 pub fn build(ctx: &Ctx, name: &str) -> Result<PathBuf> {

@@ -39,72 +39,13 @@
 //! - no thread of a client runs above its band's server thread, and every
 //!   one runs below the server's `events` thread (`check_priorities`).
 
-use crate::system::{Process, System};
+use crate::system::{Client, Iommu, Process, System, MAIN_THREAD, SERVER_CRATE};
 use anyhow::{bail, Result};
-use serde::Deserialize;
 use std::fmt::Write as _;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Iommu {
-    pub endpoint: String,
-    /// The badge of the root task's own cap to the server's endpoint: the
-    /// supervisor that tells the server when a client is gone (retire).
-    /// None: the root task gets no such cap and retires nobody.
-    #[serde(default)]
-    pub supervisor_badge: Option<u64>,
-    #[serde(default, rename = "client")]
-    pub clients: Vec<Client>,
-    /// Bands besides the main thread's (`endpoint`).
-    #[serde(default)]
-    pub bands: Vec<Band>,
-    /// Lets the quotas add up to more than a pool the clients share (domain
-    /// slots, attachments, receive slots, table memory): then a client
-    /// within its quota can be denied by another within its own. Only for
-    /// systems that test the server's own exhaustion handling (`death`).
-    #[serde(default)]
-    pub oversubscribe_shared_pools: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Band {
-    pub endpoint: String,
-    /// The server thread that serves it.
-    pub thread: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Client {
-    pub process: String,
-    #[serde(default)]
-    pub streams: Vec<u32>,
-    #[serde(default)]
-    pub max_ssid: u32,
-    #[serde(default)]
-    pub quotas: Quotas,
-}
-
-/// Overrides of `iommu_server::policy::Quotas::DEFAULT`, field by field.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Quotas {
-    pub domains: Option<u32>,
-    pub mapped_bytes: Option<u64>,
-    pub mappings: Option<u32>,
-    pub pt_pages: Option<u32>,
-    pub asids: Option<u32>,
-    pub memory_regions: Option<u32>,
-    pub memory_frames: Option<u32>,
-}
 
 /// Badges at or above this bit are the server's interrupt badges (the top
 /// bit of seL4 5.0.0's 28-bit badge), never a client's.
 const IRQ_BADGE: u64 = 1 << 27;
-
-/// The server's thread name for the band of `[iommu] endpoint`.
-pub const MAIN_THREAD: &str = "main";
 
 /// The Rust source of the policy (a system without `[iommu]` gets one
 /// band that serves no one).
@@ -255,9 +196,6 @@ pub fn generate(system: &System, name: &str) -> Result<String> {
     );
     Ok(s)
 }
-
-/// The crate of the IOMMU server process.
-pub const SERVER_CRATE: &str = "iommu-serverd";
 
 /// The server thread that takes the SMMU's interrupts, if the server has one
 /// (`EVENT_THREAD` in the server process).

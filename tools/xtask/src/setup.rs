@@ -62,7 +62,7 @@ pub fn ensure(_ctx: &Ctx) -> Result<()> {
 
     // cargo-fuzz for the fuzzing step of `cargo xtask test` (built with the
     // stable toolchain; see fuzz.rs). Not fatal: without it fuzzing is skipped.
-    if !crate::fuzz::available() {
+    if !cargo_fuzz_available() {
         eprintln!("setup: installing cargo-fuzz");
         let ok = run(Command::new(env!("CARGO")).args(["install", "cargo-fuzz", "--locked"]))?;
         if !ok {
@@ -70,7 +70,7 @@ pub fn ensure(_ctx: &Ctx) -> Result<()> {
         }
     }
 
-    let target = crate::image::TARGET;
+    let target = TARGET;
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -131,4 +131,18 @@ fn run(command: &mut Command) -> Result<bool> {
         .status()
         .with_context(|| format!("setup: could not start {command:?}"))?
         .success())
+}
+
+/// Everything in the image is built without floating point or SIMD: no
+/// process then ever traps into the kernel's lazy FPU switch (two per
+/// request and reply otherwise, from SIMD memcpy).
+pub const TARGET: &str = "aarch64-unknown-none-softfloat";
+
+/// Whether `cargo fuzz` is installed (`cargo xtask setup` installs it).
+pub fn cargo_fuzz_available() -> bool {
+    Command::new(env!("CARGO"))
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }

@@ -33,7 +33,7 @@ pub struct System {
     #[serde(rename = "process")]
     pub processes: Vec<Process>,
     /// The IOMMU server's clients (see `policy.rs`).
-    pub iommu: Option<crate::policy::Iommu>,
+    pub iommu: Option<Iommu>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -440,7 +440,7 @@ impl System {
             if p.threads.len() > 4 {
                 bail!("{}: at most 4 threads besides the main one", p.name);
             }
-            let mut thread_names = HashSet::from([crate::policy::MAIN_THREAD]);
+            let mut thread_names = HashSet::from([MAIN_THREAD]);
             for t in &p.threads {
                 if !thread_names.insert(t.name.as_str()) {
                     bail!(
@@ -613,11 +613,10 @@ impl System {
         // with this badge and retires clients through it.
         // The IOMMU server learns every client's DMA pool from the root
         // task (procinfo::DmaGrant).
-        let server = self.iommu.as_ref().and_then(|_| {
-            self.processes
-                .iter()
-                .position(|p| p.krate == crate::policy::SERVER_CRATE)
-        });
+        let server = self
+            .iommu
+            .as_ref()
+            .and_then(|_| self.processes.iter().position(|p| p.krate == SERVER_CRATE));
         match (&self.iommu, server) {
             (Some(i), Some(server)) => {
                 let index = |name: &str| self.endpoints.iter().position(|o| o.name == name);
@@ -650,6 +649,69 @@ impl System {
         s
     }
 }
+
+/// The IOMMU server's clients (`[iommu]`); `crate::policy` checks them and
+/// turns them into the server's policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Iommu {
+    pub endpoint: String,
+    /// The badge of the root task's own cap to the server's endpoint: the
+    /// supervisor that tells the server when a client is gone (retire).
+    /// None: the root task gets no such cap and retires nobody.
+    #[serde(default)]
+    pub supervisor_badge: Option<u64>,
+    #[serde(default, rename = "client")]
+    pub clients: Vec<Client>,
+    /// Bands besides the main thread's (`endpoint`).
+    #[serde(default)]
+    pub bands: Vec<Band>,
+    /// Lets the quotas add up to more than a pool the clients share (domain
+    /// slots, attachments, receive slots, table memory): then a client
+    /// within its quota can be denied by another within its own. Only for
+    /// systems that test the server's own exhaustion handling (`death`).
+    #[serde(default)]
+    pub oversubscribe_shared_pools: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Band {
+    pub endpoint: String,
+    /// The server thread that serves it.
+    pub thread: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Client {
+    pub process: String,
+    #[serde(default)]
+    pub streams: Vec<u32>,
+    #[serde(default)]
+    pub max_ssid: u32,
+    #[serde(default)]
+    pub quotas: Quotas,
+}
+
+/// Overrides of `iommu_server::policy::Quotas::DEFAULT`, field by field.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    pub domains: Option<u32>,
+    pub mapped_bytes: Option<u64>,
+    pub mappings: Option<u32>,
+    pub pt_pages: Option<u32>,
+    pub asids: Option<u32>,
+    pub memory_regions: Option<u32>,
+    pub memory_frames: Option<u32>,
+}
+
+/// The server's thread name for the band of `[iommu] endpoint`.
+pub const MAIN_THREAD: &str = "main";
+
+/// The crate of the IOMMU server process.
+pub const SERVER_CRATE: &str = "iommu-serverd";
 
 #[cfg(test)]
 mod tests {
