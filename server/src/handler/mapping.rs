@@ -5,11 +5,12 @@
 use super::*;
 
 impl<C: Core, R: FrameResolver> Handler<C, R> {
-    /// Upper bound on the page-table pages that mapping `[pfn, pfn + pages)`
-    /// into domain slot `domain` can add: one level-3 table per 2 MiB block,
-    /// one level-2 per 1 GiB and one level-1 per 512 GiB block touched that
-    /// holds no mapping yet (4 KiB granule; `extra` are ranges the same
-    /// batch maps first). The cost depends on the number of records, not on
+    /// Upper bound on the page-table memory, in 4 KiB pages, that mapping
+    /// `[pfn, pfn + pages)` into domain slot `domain` can add: a level-3
+    /// table (4 KiB) per 2 MiB block, a level-2 one (8 KiB) per 1 GiB and a
+    /// level-1 one (8 KiB) per 512 GiB block touched that holds no mapping
+    /// yet ([`TABLE_PAGES_PER_BLOCK`]; 4 KiB granule; `extra` are ranges the
+    /// same batch maps first). The cost depends on the number of records, not on
     /// the size of the range, so a huge request cannot stall the server.
     pub(super) fn pt_bound(
         &self,
