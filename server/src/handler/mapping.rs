@@ -233,7 +233,6 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 pages,
                 memory: mslot,
                 offset_pfn: u64::from(e.offset_pfn),
-                perms: e.perms,
             });
             c.mapped_pages += pages;
             if let Some(m) = c.memory[mslot as usize].as_mut() {

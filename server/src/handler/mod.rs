@@ -246,8 +246,9 @@ struct MapRec {
     iova_pfn: u64,
     pages: u64,
     memory: u8,
+    /// Where in the memory the mapping starts: the books the tests hold
+    /// the core's translations against.
     offset_pfn: u64,
-    perms: Perms,
 }
 
 impl MapRec {

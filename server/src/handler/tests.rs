@@ -1174,3 +1174,44 @@ fn a_retired_client_is_refused_for_good() {
     assert_eq!(h.retire_client(A), Ok(Retired::default()));
     hello(&mut h, B);
 }
+
+#[test]
+fn the_cheap_page_table_bound_counts_each_block_touched_once() {
+    // A page inside one 2 MiB, one 1 GiB and one 512 GiB block: a leaf
+    // table (1 page), a level-2 and a level-1 table (2 pages each).
+    assert_eq!(mapping::blocks_touched(0, 1), 5);
+    assert_eq!(mapping::blocks_touched(511, 1), 5);
+    // The last page of a 2 MiB block and the first of the next.
+    assert_eq!(mapping::blocks_touched(511, 2), 6);
+    // A whole 2 MiB block, exactly.
+    assert_eq!(mapping::blocks_touched(512, 512), 5);
+    // Across a 1 GiB boundary: two leaf tables, two level-2 tables.
+    assert_eq!(mapping::blocks_touched((1 << 18) - 1, 2), 2 + 4 + 2);
+}
+
+#[test]
+fn the_pieces_a_partial_unmap_leaves_keep_their_place_in_the_memory() {
+    let mut h = handler();
+    hello(&mut h, A);
+    let d = domain(&mut h, A);
+    let f = h.resolver.frame(0x4000_0000, 0x8000);
+    let m = register(&mut h, A, &[f]);
+    assert_eq!(call(&mut h, A, &map(d, 0x100, m, 2, 6), &[]), Reply::Ok);
+    // Unmap the middle: a head (memory pages 2-3) and a tail (6-7) stay.
+    let unmap = Request::Unmap {
+        domain: d,
+        iova_pfn: 0x102,
+        pages: 2,
+    };
+    assert_eq!(call(&mut h, A, &unmap, &[]), Reply::Ok);
+    let frames: BTreeMap<u64, u64> = (0..8).map(|i| (0x4_0000 + i, 0)).collect();
+    check_translation_invariant(&h, &frames);
+    let c = &h.clients[0];
+    let mut pieces: StdVec<(u64, u64, u64)> = c
+        .mappings
+        .iter()
+        .map(|r| (r.iova_pfn, r.pages, r.offset_pfn))
+        .collect();
+    pieces.sort_unstable();
+    assert_eq!(pieces, [(0x100, 2, 2), (0x104, 2, 6)]);
+}
