@@ -297,6 +297,28 @@ mod tests {
     }
 
     #[test]
+    fn a_dma_grant_covers_whole_ranges_inside_it_only() {
+        let g = DmaGrant {
+            paddr: 0x8000_0000,
+            size: 0x4000,
+            writable: true,
+        };
+        assert!(g.covers(0x8000_0000, 0x4000));
+        assert!(g.covers(0x8000_3000, 0x1000));
+        assert!(!g.covers(0x8000_3000, 0x2000), "past the end");
+        assert!(!g.covers(0x7fff_f000, 0x2000), "before the start");
+        assert!(!g.covers(0x8000_1000, 0), "an empty range");
+        assert!(!g.covers(u64::MAX - 0xfff, 0x2000), "a wrapping range");
+        let wrapping = DmaGrant {
+            paddr: u64::MAX - 0xfff,
+            size: 0x2000,
+            writable: true,
+        };
+        assert!(!wrapping.covers(u64::MAX - 0xfff, 0x1000));
+        assert!(DmaGrant::EVERYTHING.covers(0, 0x1000));
+    }
+
+    #[test]
     fn grants_cover_substreams_up_to_max() {
         let g = StreamGrant::with_ssids(StreamId(3), 2);
         assert!(g.covers(StreamId(3), Ssid(2)));
