@@ -144,11 +144,20 @@ impl<const N: usize> AsidState<N> {
     }
 }
 
+/// Stale ASIDs a domain can hold ([`DomainState::stale_asids`]); a change
+/// that could add one more is refused (`Busy`) rather than lose track.
+const MAX_STALE_ASIDS: usize = 4;
+
 /// Everything under one domain lock.
 #[derive(Debug, Default)]
 struct DomainState {
     gen: u16,
     asid: u16,
+    /// ASIDs a CD of this domain may still carry after an ASID change
+    /// that failed half-way (a CD rewrite whose CMD_SYNC timed out): every
+    /// invalidation of the domain covers them too, and they are freed with
+    /// the domain or once a later change reached every CD.
+    stale_asids: heapless::Vec<u16, MAX_STALE_ASIDS>,
     pgtable: Option<IoPageTable>,
     devices: heapless::Vec<Device, MAX_DEVICES_PER_DOMAIN>,
     /// The unmap's invalidation gather, reused (see `Gather::reset`).
@@ -443,7 +452,7 @@ where
         if old == new {
             return Ok(());
         }
-        if new == 0 && !d.devices.is_empty() {
+        if (new == 0 && !d.devices.is_empty()) || d.stale_asids.is_full() {
             return Err(Error::Busy);
         }
         let cd = self.s1_cd(a.meta[slot].ttbr, new);
@@ -463,14 +472,22 @@ where
         }
         d.asid = new;
         a.meta[slot].asid = new;
-        // A CD may still carry `old` if a rewrite failed: then `old` stays
-        // allocated for good rather than be reused.
-        rewritten?;
-        if old != 0 {
-            match self.submit(&mut t2, &[Command::TlbiNhAsid { asid: old }]) {
-                Ok(()) => a.asids.free(old, true),
+        if let Err(e) = rewritten {
+            // A CD may still carry `old`: the domain keeps it (allocated,
+            // never reused) and every unmap invalidates it too, so an `Ok`
+            // unmap still means no device reaches the page.
+            if old != 0 {
+                let _ = d.stale_asids.push(old);
+            }
+            return Err(e);
+        }
+        // Every CD carries `new`: `old` and any stale ASID name nothing.
+        let stale = core::mem::take(&mut d.stale_asids);
+        for asid in core::iter::once(old).chain(stale).filter(|&x| x != 0) {
+            match self.submit(&mut t2, &[Command::TlbiNhAsid { asid }]) {
+                Ok(()) => a.asids.free(asid, true),
                 Err(e) => {
-                    a.asids.free(old, false);
+                    a.asids.free(asid, false);
                     return Err(e);
                 }
             }
@@ -625,6 +642,12 @@ where
         let (mut d, mut t2) = self.domains[slot].lock(&mut t1);
         if !d.devices.is_empty() {
             return Err(Error::Busy);
+        }
+        // Its ASID and any stale one: each invalidated, then free.
+        while let Some(&asid) = d.stale_asids.last() {
+            self.submit(&mut t2, &[Command::TlbiNhAsid { asid }])?;
+            a.asids.free(asid, true);
+            d.stale_asids.pop();
         }
         let asid = d.asid;
         if asid != 0 {
@@ -917,12 +940,21 @@ where
 
     // ----- map/unmap (domain lock only) ------------------------------------
 
-    fn flush(&self, t: &mut Token<'_, level::Domain>, g: &Gather, asid: u16) -> Result<()> {
+    fn flush(
+        &self,
+        t: &mut Token<'_, level::Domain>,
+        g: &Gather,
+        asid: u16,
+        stale: &[u16],
+    ) -> Result<()> {
+        let (mut h, _t) = self.cmdq.lock(t);
+        for &a in stale {
+            flush_gather(&mut h.hw, g, a, self.ril, self.tlbi_threshold)?;
+        }
         // A domain without an ASID has no CD and no TLB entries.
         if asid == 0 {
             return Ok(());
         }
-        let (mut h, _t) = self.cmdq.lock(t);
         flush_gather(&mut h.hw, g, asid, self.ril, self.tlbi_threshold)
     }
 
@@ -936,8 +968,13 @@ where
         if d.gen != gen {
             return Err(Error::NoSuchDomain);
         }
-        let pt = d.pgtable.as_mut().ok_or(Error::NoSuchDomain)?;
-        let mut flush = |g: &Gather| self.flush(&mut t2, g, asid);
+        let DomainState {
+            pgtable,
+            stale_asids,
+            ..
+        } = &mut *d;
+        let pt = pgtable.as_mut().ok_or(Error::NoSuchDomain)?;
+        let mut flush = |g: &Gather| self.flush(&mut t2, g, asid, stale_asids);
         let r = pt.map(&mut self.alloc.leaf(), iova, paddr, len, perms, &mut flush);
         self.publish_size(slot, &d);
         r
@@ -956,10 +993,13 @@ where
             return Err(Error::NoSuchDomain);
         }
         let DomainState {
-            pgtable, gather, ..
+            pgtable,
+            gather,
+            stale_asids,
+            ..
         } = &mut *d;
         let pt = pgtable.as_mut().ok_or(Error::NoSuchDomain)?;
-        let mut flush = |g: &Gather| self.flush(&mut t2, g, asid);
+        let mut flush = |g: &Gather| self.flush(&mut t2, g, asid, stale_asids);
         gather.reset();
         let mut alloc = self.alloc.leaf();
         let r = pt.unmap(&mut alloc, iova, len, gather, &mut flush);

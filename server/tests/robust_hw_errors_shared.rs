@@ -194,3 +194,53 @@ fn a_client_whose_first_attach_timed_out_is_retired_whole() {
         );
     }
 }
+
+/// The bare core (no handler) over the freezing register file.
+fn bare_core() -> (Machine, Arc<Mutex<Freeze>>, &'static Core) {
+    let m = Machine::new(Features::qemu_7_2());
+    let freeze = Arc::new(Mutex::new(Freeze::default()));
+    let registers = FrozenCons {
+        inner: m.smmu.clone(),
+        freeze: freeze.clone(),
+    };
+    let config = Config {
+        poll_timeout_us: 10,
+        ..Config::default()
+    };
+    let smmu = Smmu::new(registers, m.mem.clone(), NoDelay, config).expect("boots");
+    let core: &'static Core = Box::leak(Box::new(Core::new(smmu).map_err(|_| ()).unwrap()));
+    (m, freeze, core)
+}
+
+#[test]
+fn an_asid_change_that_times_out_half_way_still_lets_unmap_cut_every_stream_off() {
+    // Two streams on one domain, both with the page in their TLB under the
+    // domain's ASID; then the ASID change rewrites the first CD, whose
+    // CMD_SYNC times out (the SMMU having run it), and leaves the second
+    // CD on the old ASID.
+    let (m, freeze, core) = bare_core();
+    let d = core.alloc_domain().unwrap();
+    let page = m.mem.alloc_buffer(0x1000, 0x1000).unwrap();
+    core.map(d, IOVA, page, 0x1000, iommu_server::Perms::RW)
+        .unwrap();
+    for sid in [8, 9] {
+        core.attach(sid, 0, d).unwrap();
+        assert!(m.smmu.probe(sid, None, IOVA, Access::READ).is_ok());
+    }
+    *freeze.lock().unwrap() = Freeze {
+        after: Some(0),
+        at: None,
+    };
+    let changed = core.reassign_asid(d);
+    *freeze.lock().unwrap() = Freeze::default();
+    assert!(changed.is_err(), "the change timed out: {changed:?}");
+    // An unmap that returns Ok means no device reaches the page (DESIGN
+    // 5, invariant 3), whichever ASID its CD still carries.
+    assert_eq!(core.unmap(d, IOVA, 0x1000), Ok(0x1000));
+    for sid in [8, 9] {
+        assert!(
+            m.smmu.probe(sid, None, IOVA, Access::READ).is_err(),
+            "stream {sid} still reaches the unmapped page"
+        );
+    }
+}
