@@ -1,8 +1,8 @@
 //! The three roles of the `dma-demo` system.
 
 use crate::checks::Checks;
-use crate::edu::{self, Direction, Edu};
-use crate::pci;
+use crate::edu::Direction;
+use crate::pci::{bring_up, Device};
 use iommu_client::{
     DomainId, Error, ErrorCode, FaultKind, FaultRecord, Iommu, MemoryHandle, Perms, Region, Ssid,
     StreamId,
@@ -50,41 +50,6 @@ const PAGES_USED: usize = 8;
 const FAULT_WAIT_TICKS_US: u64 = 2_000_000;
 /// CNTFRQ of QEMU's cortex-a53 (DESIGN.md section 3).
 const COUNTER_HZ: u64 = 62_500_000;
-
-/// A device this driver owns, set up for DMA.
-struct Device {
-    edu: Edu,
-    stream: StreamId,
-}
-
-/// Finds the `edu` in this process's ECAM window, places BAR0, enables bus
-/// mastering. The StreamID is the function's PCI requester ID, which the
-/// window's offset in the ECAM encodes (bus << 8 | device << 3 | function).
-fn bring_up(info: &StartInfo, checks: &mut Checks) -> Option<Device> {
-    let found = pci::function(info, (edu::VENDOR, edu::DEVICE), "edu-bar");
-    if !checks.check(
-        "pci-probe",
-        found.is_ok(),
-        format_args!("{:x?}", found.map(|(f, _)| f)),
-    ) {
-        return None;
-    }
-    let (function, bar) = found.ok()?;
-    // SAFETY: the root task placed BAR0 at bar.paddr and mapped it here.
-    let edu = unsafe { Edu::new(bar.vaddr as usize) };
-    let stream = StreamId(function.requester_id as u32);
-    // The image test checks QEMU's translations against this address.
-    println!(
-        "{}: edu {:#010x} at {:#x} (BAR0 {} KiB), StreamID {:#x}, DMA pool at physical {:#x}",
-        info.name.as_str(),
-        edu.id(),
-        function.bar0,
-        function.bar0_size / 1024,
-        stream.0,
-        info.dma.paddr
-    );
-    Some(Device { edu, stream })
-}
 
 fn connect(info: &StartInfo) -> Option<Client> {
     let endpoint = sel4_iommu::server_endpoint(info)?;

@@ -2,10 +2,8 @@
 //! server connection, notifications with a time limit, and the steps the
 //! hostile and the victim take in turn.
 
-use crate::checks::Checks;
-use crate::edu::{self, Direction, Edu};
-use crate::pci;
-use iommu_client::{Iommu, StreamId};
+use crate::edu::Direction;
+use iommu_client::Iommu;
 use procrt::{println, StartInfo};
 use sel4_abi::{syscalls, CPtr, Notification};
 use sel4_iommu::platform::CounterDelay;
@@ -44,39 +42,7 @@ pub const FUZZ_OVER: u64 = 2;
 pub const THIEF_STARTING: u64 = 1;
 pub const THIEF_ARMED: u64 = 2;
 
-/// A device this driver owns, set up for DMA.
-pub struct Device {
-    pub edu: Edu,
-    pub stream: StreamId,
-}
-
-/// The `edu` the root task programmed for this process (BAR0 placed, bus
-/// mastering on); prints the StreamID and the DMA pool's physical range
-/// (the image test checks QEMU's translations against it).
-pub fn bring_up(info: &StartInfo, checks: &mut Checks) -> Option<Device> {
-    let name = info.name.as_str();
-    let found = pci::function(info, (edu::VENDOR, edu::DEVICE), "edu-bar");
-    if !checks.check(
-        "pci-probe",
-        found.is_ok(),
-        format_args!("{:x?}", found.map(|(f, _)| f)),
-    ) {
-        return None;
-    }
-    let (function, bar) = found.ok()?;
-    // SAFETY: the root task placed BAR0 at bar.paddr and mapped it here.
-    let edu = unsafe { Edu::new(bar.vaddr as usize) };
-    let stream = StreamId(function.requester_id as u32);
-    println!(
-        "{name}: edu {:#010x} at {:#x}, StreamID {:#x}, DMA pool at physical {:#x} size {:#x}",
-        edu.id(),
-        function.bar0,
-        stream.0,
-        info.dma.paddr,
-        info.dma.size
-    );
-    Some(Device { edu, stream })
-}
+pub use crate::pci::{bring_up, Device};
 
 pub fn connect(info: &StartInfo) -> Option<Client> {
     let endpoint = sel4_iommu::server_endpoint(info)?;

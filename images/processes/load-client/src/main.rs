@@ -27,7 +27,6 @@ mod death;
 mod edu;
 mod load;
 #[path = "../../edu-driver/src/pci.rs"]
-#[allow(dead_code)]
 mod pci;
 mod storm;
 

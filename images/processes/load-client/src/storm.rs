@@ -10,7 +10,8 @@
 //! requests take before and during the storm.
 
 use crate::checks::Checks;
-use crate::edu::{self, Direction, Edu};
+use crate::edu::Direction;
+pub use crate::pci::{bring_up, Device};
 use crate::{connect, frame, micros, now, poll, signal, wait, Client, COUNTER_HZ};
 use iommu_client::{FaultKind, Perms, Ssid, StreamId, WIRE_PAGE_SIZE};
 use procrt::{println, StartInfo};
@@ -27,29 +28,6 @@ const STORM_BYTES: usize = 4000;
 const STORM_DMAS: u64 = 72;
 /// The server's fault queue per client (handler `FAULT_QUEUE`).
 const FAULT_QUEUE: usize = 64;
-
-pub struct Device {
-    pub edu: Edu,
-    pub stream: StreamId,
-}
-
-/// The edu the root task programmed for this process; the StreamID is its
-/// requester ID.
-pub fn bring_up(info: &StartInfo, checks: &mut Checks) -> Option<Device> {
-    let found = crate::pci::function(info, (edu::VENDOR, edu::DEVICE), "edu-bar");
-    if !checks.check(
-        "pci-probe",
-        found.is_ok(),
-        format_args!("{:x?}", found.map(|(f, _)| f)),
-    ) {
-        return None;
-    }
-    let (function, bar) = found.ok()?;
-    // SAFETY: the root task placed BAR0 at bar.paddr and mapped it here.
-    let edu = unsafe { Edu::new(bar.vaddr as usize) };
-    let stream = StreamId(function.requester_id as u32);
-    Some(Device { edu, stream })
-}
 
 /// One DMA, waiting (and yielding the CPU) until the device is done; false
 /// if it did not finish within a second.

@@ -99,12 +99,10 @@ pub fn run(ctx: &Ctx, t: &mut Checks) {
 }
 
 fn pool_paddr(out: &BootOutcome, role: &str) -> Option<u64> {
-    let marker = "DMA pool at physical 0x";
     out.serial
         .lines()
         .filter(|l| l.contains(role))
-        .find_map(|l| l.split(marker).nth(1))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .find_map(|l| hex_field(l, "DMA pool at physical "))
 }
 
 /// The events of QEMU's SMMU trace the checks use, in trace order.
