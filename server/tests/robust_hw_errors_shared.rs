@@ -96,19 +96,7 @@ struct Setup {
 
 /// A client with a domain that maps one page at [`IOVA`], not attached.
 fn setup() -> Setup {
-    let m = Machine::new(Features::qemu_7_2());
-    let freeze = Arc::new(Mutex::new(Freeze::default()));
-    let registers = FrozenCons {
-        inner: m.smmu.clone(),
-        freeze: freeze.clone(),
-    };
-    // A short poll: the model never consumes a frozen queue.
-    let config = Config {
-        poll_timeout_us: 10,
-        ..Config::default()
-    };
-    let smmu = Smmu::new(registers, m.mem.clone(), NoDelay, config).expect("boots");
-    let core: &'static Core = Box::leak(Box::new(Core::new(smmu).map_err(|_| ()).unwrap()));
+    let (m, freeze, core) = bare_core();
     let server = Rc::new(RefCell::new(
         Handler::new(core, FakeFrames::new(), Policy::new(&CLIENTS)).unwrap(),
     ));
@@ -195,7 +183,7 @@ fn a_client_whose_first_attach_timed_out_is_retired_whole() {
     }
 }
 
-/// The bare core (no handler) over the freezing register file.
+/// The core over the freezing register file, no handler on it.
 fn bare_core() -> (Machine, Arc<Mutex<Freeze>>, &'static Core) {
     let m = Machine::new(Features::qemu_7_2());
     let freeze = Arc::new(Mutex::new(Freeze::default()));
@@ -203,6 +191,7 @@ fn bare_core() -> (Machine, Arc<Mutex<Freeze>>, &'static Core) {
         inner: m.smmu.clone(),
         freeze: freeze.clone(),
     };
+    // A short poll: the model never consumes a frozen queue.
     let config = Config {
         poll_timeout_us: 10,
         ..Config::default()
