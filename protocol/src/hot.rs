@@ -286,8 +286,8 @@ pub fn encode_hot(hot: &Hot) -> ([u64; FASTPATH_WORDS], usize) {
     w.finish()
 }
 
-/// Every error code, by wire index.
-const ERROR_CODES: [ErrorCode; 18] = [
+/// Every error code, by wire index (`code as usize`).
+pub const ERROR_CODES: [ErrorCode; 18] = [
     ErrorCode::NotPermitted,
     ErrorCode::NoSuchStream,
     ErrorCode::NoSuchDomain,

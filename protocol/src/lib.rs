@@ -131,6 +131,7 @@ use serde::{Deserialize, Serialize};
 mod hot;
 pub use hot::{
     decode_hot, decode_short_reply, empty_faults_word, encode_hot, is_error_word, reply_word, Hot,
+    ERROR_CODES,
 };
 
 /// The protocol version this crate speaks.

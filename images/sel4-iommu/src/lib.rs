@@ -22,6 +22,23 @@ pub fn server_endpoint(info: &procrt::StartInfo) -> Option<&procrt::procinfo::Na
     })
 }
 
+/// Connects to the IOMMU server over [`server_endpoint`] (says `Hello`);
+/// says why on the console if it cannot.
+pub fn connect(info: &procrt::StartInfo) -> Option<iommu_client::Iommu<transport::Sel4Transport>> {
+    let endpoint = server_endpoint(info)?;
+    let transport = transport::Sel4Transport::new(sel4_abi::CPtr(endpoint.cptr));
+    match iommu_client::Iommu::connect(transport) {
+        Ok(client) => Some(client),
+        Err(e) => {
+            procrt::println!(
+                "{}: cannot connect to the IOMMU server: {e:?}",
+                info.name.as_str()
+            );
+            None
+        }
+    }
+}
+
 /// The name, in a system description, of the notification the server
 /// signals when faults for the client with `badge` are queued:
 /// `notify-<badge in decimal>`. The server holds a cap to it to signal, the

@@ -9,6 +9,7 @@ use iommu_client::{
 };
 use procrt::{println, StartInfo};
 use sel4_abi::{syscalls, CPtr, Notification, Page};
+use sel4_iommu::connect;
 use sel4_iommu::platform::CounterDelay;
 use sel4_iommu::transport::Sel4Transport;
 
@@ -50,20 +51,6 @@ const PAGES_USED: usize = 8;
 const FAULT_WAIT_TICKS_US: u64 = 2_000_000;
 /// CNTFRQ of QEMU's cortex-a53 (DESIGN.md section 3).
 const COUNTER_HZ: u64 = 62_500_000;
-
-fn connect(info: &StartInfo) -> Option<Client> {
-    let endpoint = sel4_iommu::server_endpoint(info)?;
-    match Iommu::connect(Sel4Transport::new(CPtr(endpoint.cptr))) {
-        Ok(client) => Some(client),
-        Err(e) => {
-            println!(
-                "{}: cannot connect to the IOMMU server: {e:?}",
-                info.name.as_str()
-            );
-            None
-        }
-    }
-}
 
 /// The DMA pool's pages as the CPU sees them.
 struct Pages {

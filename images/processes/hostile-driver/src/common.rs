@@ -6,6 +6,7 @@ use crate::edu::Direction;
 use iommu_client::Iommu;
 use procrt::{println, StartInfo};
 use sel4_abi::{syscalls, CPtr, Notification};
+pub use sel4_iommu::connect;
 use sel4_iommu::platform::CounterDelay;
 use sel4_iommu::transport::Sel4Transport;
 
@@ -43,20 +44,6 @@ pub const THIEF_STARTING: u64 = 1;
 pub const THIEF_ARMED: u64 = 2;
 
 pub use crate::pci::{bring_up, Device};
-
-pub fn connect(info: &StartInfo) -> Option<Client> {
-    let endpoint = sel4_iommu::server_endpoint(info)?;
-    match Iommu::connect(Sel4Transport::new(CPtr(endpoint.cptr))) {
-        Ok(client) => Some(client),
-        Err(e) => {
-            println!(
-                "{}: cannot connect to the IOMMU server: {e:?}",
-                info.name.as_str()
-            );
-            None
-        }
-    }
-}
 
 /// Memory the CPU reaches at `vaddr` (a DMA pool page, or a frame the
 /// process mapped itself), read and written with volatile accesses: the

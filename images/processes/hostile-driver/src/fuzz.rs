@@ -43,6 +43,7 @@ use crate::checks::Checks;
 use crate::common::{pool_frame, signal, wait_for, COUNTER_HZ, FUZZ_OVER, FUZZ_ROUND_TRIP};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, Ordering};
+use iommu_protocol::ERROR_CODES as CODES;
 use iommu_protocol::{
     decode_reply, decode_request, encode, pack_words, unpack_words, ClientStats, DomainId,
     ErrorCode, MapEntry, MemoryHandle, Perms, Reply, Request, Ssid, StreamId, ABI_VERSION,
@@ -284,28 +285,6 @@ fn variant(reply: &Reply) -> u8 {
         Reply::Err(_) => 6,
     }
 }
-
-/// Every error code, in wire order (`code as usize` indexes it).
-const CODES: [ErrorCode; 18] = [
-    ErrorCode::NotPermitted,
-    ErrorCode::NoSuchStream,
-    ErrorCode::NoSuchDomain,
-    ErrorCode::NoSuchMemory,
-    ErrorCode::Overlap,
-    ErrorCode::NotMapped,
-    ErrorCode::Misaligned,
-    ErrorCode::OutOfRange,
-    ErrorCode::QuotaExceeded,
-    ErrorCode::NoMemory,
-    ErrorCode::Unsupported,
-    ErrorCode::Malformed,
-    ErrorCode::Busy,
-    ErrorCode::HardwareError,
-    ErrorCode::VersionMismatch,
-    ErrorCode::InUse,
-    ErrorCode::BadCapability,
-    ErrorCode::NoAsid,
-];
 
 fn bit(code: ErrorCode) -> u32 {
     1 << (code as u32)
