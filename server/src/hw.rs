@@ -37,8 +37,10 @@ pub struct Cmdq {
     pub prod: u32,
     /// Last CMDQ_CONS pointer read (index + wrap).
     pub cons: u32,
-    /// A command error seen while waiting, reported at the end of the wait.
-    pub pending_error: Option<HardwareError>,
+    /// A command error seen while waiting, reported at the end of the wait
+    /// of the batch that holds the rejected command: with its queue
+    /// pointer (index + wrap).
+    pub pending_error: Option<(HardwareError, u32)>,
 }
 
 /// The register file, the time source and the command queue together.
@@ -143,7 +145,7 @@ impl<M: Mmio, D: DelayNs> Hw<M, D> {
         if self.handle_cmdq_error() {
             report.active |= gerror::CMDQ_ERR;
         }
-        report.command_error = self.cmdq.pending_error.take();
+        report.command_error = self.cmdq.pending_error.take().map(|(e, _)| e);
         let g = self.mmio.read32(regs::GERROR);
         let gn = self.mmio.read32(regs::GERRORN);
         let active = (g ^ gn) & gerror::ALL & !gerror::CMDQ_ERR;
@@ -200,7 +202,8 @@ impl<M: Mmio, D: DelayNs> Hw<M, D> {
         self.stats.cmdq_errors += 1;
         self.stats.gerrors[0] += 1;
         if code != CmdqErrorCode::None {
-            self.cmdq.pending_error = Some(HardwareError::CommandError { code, opcode });
+            let at = cons & self.cmdq.geom.ptr_mask();
+            self.cmdq.pending_error = Some((HardwareError::CommandError { code, opcode }, at));
         }
         true
     }
@@ -242,6 +245,22 @@ impl<M: Mmio, D: DelayNs> Hw<M, D> {
     /// [`HardwareError::CommandError`] when a command was rejected during the
     /// wait (it was skipped; later commands did run).
     pub fn submit(&mut self, cmds: &[Command], sync: bool) -> Result<()> {
+        // A rejection seen from here on is this batch's only if the rejected
+        // command is one of its own: an earlier batch that timed out may
+        // still be running, and its errors are not this one's (that batch
+        // already failed).
+        let start = self.cmdq.prod;
+        let waited = self.write_and_wait(cmds, sync);
+        let geom = self.cmdq.geom;
+        let own = |at: u32| geom.used(at, start) < geom.used(self.cmdq.prod, start);
+        match (waited, self.cmdq.pending_error.take()) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some((e, at))) if own(at) => Err(Error::Hardware(e)),
+            (Ok(()), _) => Ok(()),
+        }
+    }
+
+    fn write_and_wait(&mut self, cmds: &[Command], sync: bool) -> Result<()> {
         let mut unpublished = 0u32;
         let total = cmds.len() + sync as usize;
         for i in 0..total {
@@ -274,10 +293,7 @@ impl<M: Mmio, D: DelayNs> Hw<M, D> {
         if sync {
             self.wait_cons(WaitFor::CmdSync, 0)?;
         }
-        match self.cmdq.pending_error.take() {
-            Some(e) => Err(Error::Hardware(e)),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// `submit(&[cmd], true)`.

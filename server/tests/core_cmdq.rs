@@ -229,3 +229,26 @@ fn fetch_abort_forever_is_bounded() {
     assert_eq!(r, Err(Error::Timeout(WaitFor::CmdSync)));
     assert!(s.stats().cmdq_errors > 10);
 }
+
+#[test]
+fn a_rejected_command_of_a_batch_that_timed_out_is_not_blamed_on_the_next() {
+    // The fake consumes one command per CMDQ_CONS read: the illegal command
+    // at the head of a long batch is found and skipped, then the CMD_SYNC
+    // times out behind the rest.
+    let fake = FakeSmmu::qemu();
+    let mut s = smmu_with(&fake, &HostAlloc::new(), test_config()).unwrap();
+    fake.0.borrow_mut().illegal.push(0x7e);
+    fake.set_consumer(Consumer::Slow(1));
+    let mut batch = vec![Command::Raw([0x7e, 0])];
+    batch.extend((0..120).map(|sid| Command::CfgiSte { sid, leaf: true }));
+    let r = s.issue_commands(&batch);
+    assert!(
+        matches!(r, Err(Error::Timeout(_))),
+        "the long batch times out: {r:?}"
+    );
+    assert_eq!(s.stats().cmdq_errors, 1, "the rejection was seen");
+    // The queue runs again; an unrelated batch succeeds, and is not told
+    // about the earlier batch's rejected command.
+    fake.set_consumer(Consumer::Immediate);
+    assert_eq!(s.issue_commands(&[Command::TlbiNhAsid { asid: 3 }]), Ok(()));
+}
