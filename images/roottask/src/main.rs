@@ -158,7 +158,7 @@ extern "C" fn main(bootinfo: u64) -> ! {
     for (i, p) in SYSTEM.processes.iter().enumerate() {
         for (n, f) in p.pci.iter().enumerate().take(procinfo::MAX_PCI) {
             let f = functions
-                .program(&mut k, f)
+                .program(&mut k, f, i)
                 .unwrap_or_else(|e| fail(p.name, e));
             let rid = f.requester_id;
             println!(
@@ -173,6 +173,15 @@ extern "C" fn main(bootinfo: u64) -> ! {
                 f.bar0_size / 1024
             );
             programmed[i][n] = f;
+        }
+    }
+    // A device region over another process's BAR would drive its device.
+    for (i, p) in SYSTEM.processes.iter().enumerate() {
+        for d in p.devices {
+            if let Some(function) = functions.foreign_bar(i, d.paddr, d.size) {
+                let why = "a device region of this process overlaps the function's BAR";
+                fail(p.name, Fail::Pci { function, why });
+            }
         }
     }
     let mut running: [Option<Running>; MAX_PROCESSES] = [None; MAX_PROCESSES];
@@ -269,8 +278,10 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES], supervisor: O
         if done[who] {
             continue;
         }
+        // Stopped first, printed after: the root task's lines wait on the
+        // console lock, which the console thread (below the root task's
+        // priority) may hold, and the process must be stopped by then.
         if badge.0 & FAULT_BADGE != 0 {
-            report_fault(p.name, info, &mrs);
             // The faulting thread stays blocked (no reply); stop it and the
             // process's other threads for good. A thread stopped halfway
             // through printing holds nothing: its message is either with
@@ -278,22 +289,23 @@ fn serve(ep: Endpoint, running: &[Option<Running>; MAX_PROCESSES], supervisor: O
             if let Some(r) = running[who] {
                 r.stop();
             }
+            report_fault(p.name, info, &mrs);
             done[who] = true;
             passed[who] = false;
             retire(supervisor, p);
         } else if badge.0 & CONTROL_BADGE != 0 && info.label() == procinfo::control::DONE {
             let pass = mrs[0] == 1;
-            println!(
-                "root: {} done: {}",
-                p.name,
-                if pass { "pass" } else { "FAIL" }
-            );
             // Done is done for the whole process: a thread it left running
             // could go on using what it holds (the IOMMU server refuses a
             // retired client too).
             if let Some(r) = running[who] {
                 r.stop();
             }
+            println!(
+                "root: {} done: {}",
+                p.name,
+                if pass { "pass" } else { "FAIL" }
+            );
             done[who] = true;
             passed[who] = pass;
             retire(supervisor, p);

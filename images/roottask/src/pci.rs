@@ -39,6 +39,10 @@ const BAR_IO: u32 = 1;
 pub struct Functions {
     config: [u64; MAX_FUNCTIONS],
     placed: [(u64, u64); MAX_FUNCTIONS],
+    /// The process (index in the description) that drives each function,
+    /// and the function's requester ID.
+    owner: [usize; MAX_FUNCTIONS],
+    rid: [u16; MAX_FUNCTIONS],
     count: usize,
 }
 
@@ -47,13 +51,15 @@ impl Functions {
         Functions {
             config: [0; MAX_FUNCTIONS],
             placed: [(0, 0); MAX_FUNCTIONS],
+            owner: [0; MAX_FUNCTIONS],
+            rid: [0; MAX_FUNCTIONS],
             count: 0,
         }
     }
 
     /// Places `f`'s BAR0 and turns on memory decoding, bus mastering off;
     /// returns what the process is told about it.
-    pub fn program(&mut self, k: &mut Kernel, f: &PciDesc) -> Result<PciFunction> {
+    pub fn program(&mut self, k: &mut Kernel, f: &PciDesc, owner: usize) -> Result<PciFunction> {
         let fail = |why| Fail::Pci {
             function: f.function,
             why,
@@ -101,6 +107,8 @@ impl Functions {
         config.write(COMMAND, config.read(COMMAND) | COMMAND_MEMORY_SPACE);
         self.config[self.count] = vaddr;
         self.placed[self.count] = (f.bar0, end);
+        self.owner[self.count] = owner;
+        self.rid[self.count] = f.function;
         self.count += 1;
         Ok(PciFunction {
             requester_id: u64::from(f.function),
@@ -108,6 +116,20 @@ impl Functions {
             bar0: f.bar0,
             bar0_size: size,
         })
+    }
+
+    /// The requester ID of a function whose BAR, as the device decodes it,
+    /// `[paddr, paddr + size)` overlaps although process `owner` does not
+    /// drive it: the description's regions are checked against declared
+    /// sizes only, a BAR's real size is known here.
+    pub fn foreign_bar(&self, owner: usize, paddr: u64, size: u64) -> Option<u16> {
+        let end = paddr.saturating_add(size);
+        (0..self.count)
+            .find(|&i| {
+                let (start, stop) = self.placed[i];
+                self.owner[i] != owner && start < end && paddr < stop
+            })
+            .map(|i| self.rid[i])
     }
 
     /// Functions programmed so far.

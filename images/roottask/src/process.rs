@@ -43,10 +43,13 @@ pub struct Running {
 
 impl Running {
     /// Stops every thread of the process for good: the ones the root task
-    /// made, and (by revoking the untyped memory it handed over, which
-    /// deletes every object made from it) any the process made itself.
+    /// made (every copy of their caps, wherever the process sent them, is
+    /// revoked first, so nobody can resume them), and, by revoking the
+    /// untyped memory it handed over, which deletes every object made from
+    /// it, any the process made itself.
     pub fn stop(&self) {
         for t in core::iter::once(&self.tcb).chain(self.threads.iter().flatten()) {
+            let _ = INIT_CNODE.revoke(t.cptr().0, DEPTH);
             let _ = t.suspend();
         }
         for ut in self.untyped.iter().flatten() {

@@ -25,6 +25,7 @@ pub fn run_all(ctx: &Ctx) -> Tally {
     fault(ctx, &mut t);
     resources(ctx, &mut t);
     misconfig(ctx, &mut t);
+    misconfig_bar(ctx, &mut t);
     console(ctx, &mut t);
     dma_demo::run(ctx, &mut t);
     robust::run(ctx, &mut t);
@@ -340,6 +341,30 @@ fn misconfig(ctx: &Ctx, t: &mut Checks) {
     );
     t.check(
         "misconfig/stops-with-exit-code-2",
+        if out.exit_code == Some(2) && !out.timed_out {
+            Ok(())
+        } else {
+            Err(out.summary())
+        },
+    );
+}
+
+/// A process's device region inside another process's BAR, past what the
+/// description declares of it: only the root task knows the BAR's real
+/// size, and it stops at boot.
+fn misconfig_bar(ctx: &Ctx, t: &mut Checks) {
+    let Some(out) = boot(ctx, t, "misconfig-bar") else {
+        return;
+    };
+    t.check(
+        "misconfig-bar/clear-boot-error",
+        contains(
+            &out,
+            "root: ERROR: snoop: PCI function 00:01.0: a device region of this process overlaps the function's BAR",
+        ),
+    );
+    t.check(
+        "misconfig-bar/stops-with-exit-code-2",
         if out.exit_code == Some(2) && !out.timed_out {
             Ok(())
         } else {

@@ -223,7 +223,7 @@ fn server_process(system: &System) -> Result<&Process> {
 /// main `priority` for `[iommu] endpoint`, the `threads` entry named by
 /// `bands[].thread` for the others.
 fn band_priorities(server: &Process, bands: &[(&str, &str)]) -> Result<Vec<u8>> {
-    bands
+    let priorities = bands
         .iter()
         .map(|&(endpoint, thread)| {
             if thread == MAIN_THREAD {
@@ -243,7 +243,22 @@ fn band_priorities(server: &Process, bands: &[(&str, &str)]) -> Result<Vec<u8>> 
                 ),
             }
         })
-        .collect()
+        .collect::<Result<Vec<u8>>>()?;
+    // Every server thread serves a band or takes the interrupts: the root
+    // task runs its console thread at the server's lowest thread priority,
+    // which must then be a band thread's or above (at least every client's).
+    if let Some(t) = server
+        .threads
+        .iter()
+        .find(|t| t.name != EVENTS_THREAD && !bands.iter().any(|b| b.1 == t.name))
+    {
+        bail!(
+            "{}: thread {} serves no band and is not {EVENTS_THREAD}: the server starts no other thread",
+            server.name,
+            t.name
+        );
+    }
+    Ok(priorities)
 }
 
 /// Whether `rights` are exactly the rights in `want` (in any order).
@@ -500,6 +515,17 @@ fn check_priorities(
                     server.name
                 );
             }
+            // With untyped memory a process makes threads of its own, at up
+            // to its MCP (its priority): as many as the memory holds, at the
+            // band thread's priority they would take all but a sliver of
+            // its round-robin turns.
+            if !p.untyped.is_empty() && priority >= limit {
+                bail!(
+                    "{}: thread {name} has priority {priority}, not below {limit} ({}'s thread {thread}), and the process has untyped memory to make threads of its own at that priority",
+                    p.name,
+                    server.name
+                );
+            }
             if let Some(events) = events.filter(|&e| priority >= e) {
                 bail!(
                     "{}: thread {name} has priority {priority}, not below {events}, the priority of {}'s thread {EVENTS_THREAD} (the SMMU's interrupts)",
@@ -713,6 +739,17 @@ caps = [{ object = "iommu-b", badge = 0x20, rights = "wg" }]
         let err = system_error(&[(from, &to)]);
         assert!(
             err.contains("no device region of its maps BAR0 at 0x10000000"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_pl011_is_no_process_s_device() {
+        let caps_b = r#"caps = [{ object = "iommu-b", badge = 0x20, rights = "wg" }]"#;
+        let uart = r#"devices = [{ name = "uart", paddr = 0x09000000, size = 0x1000, vaddr = 0x10000000 }]"#;
+        let err = system_error(&[(caps_b, &format!("{caps_b}\n{uart}"))]);
+        assert!(
+            err.contains("device uart: the PL011 (0x9000000) is the root task's console"),
             "{err}"
         );
     }
@@ -941,6 +978,37 @@ devices = [{ name = "smmu", paddr = 0x09050000, size = 0x20000, vaddr = 0x100000
         let mut edits = above_events.to_vec();
         edits.push(no_events);
         two_bands(&edits, "").unwrap();
+    }
+
+    #[test]
+    fn a_client_that_can_make_threads_stays_below_the_band_threads() {
+        // driver-a runs at 150, the lowest band thread's priority: allowed,
+        // but not with untyped memory to make threads of its own there.
+        let err = refused(&[], "untyped = [16]\n");
+        assert!(
+            err.starts_with("driver-b: thread main has priority 150, not below 150"),
+            "{err}"
+        );
+        let below = (
+            "priority = 150\nthreads = [{ name = \"worker\"",
+            "priority = 149\nthreads = [{ name = \"worker\"",
+        );
+        two_bands(&[below], "untyped = [16]\n").unwrap();
+    }
+
+    #[test]
+    fn every_server_thread_serves_a_band_or_the_interrupts() {
+        let err = refused(
+            &[(
+                r#"{ name = "events", priority = 170 }]"#,
+                r#"{ name = "events", priority = 170 }, { name = "spare", priority = 1 }]"#,
+            )],
+            "",
+        );
+        assert_eq!(
+            err,
+            "server: thread spare serves no band and is not events: the server starts no other thread"
+        );
     }
 
     #[test]

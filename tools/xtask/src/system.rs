@@ -182,6 +182,9 @@ pub struct PciFunction {
     pub bar0: u64,
 }
 
+/// The PL011 UART on `virt`.
+pub const PL011: (u64, u64) = (0x0900_0000, 0x1000);
+
 /// PCIe ECAM on `virt,highmem=off`: 1 MiB per bus, 4 KiB per function.
 pub const ECAM: (u64, u64) = (0x3f00_0000, 0x100_0000);
 /// The 32-bit PCIe memory window BARs are placed in.
@@ -343,6 +346,16 @@ impl System {
                 // devices (a BAR placed over another driver's takes its MMIO;
                 // bus mastering starts DMA): the root task programs it, and
                 // a process may at most read it.
+                // The PL011 is the root task's (on a release kernel it prints
+                // through it; `uart = true` maps it for a process, read-write).
+                if d.paddr < PL011.0 + PL011.1 && PL011.0 < d.paddr + d.size {
+                    bail!(
+                        "{}: device {}: the PL011 ({:#x}) is the root task's console; `uart = true` maps it where a process may write it",
+                        p.name,
+                        d.name,
+                        PL011.0
+                    );
+                }
                 let in_ecam = d.paddr < ECAM.0 + ECAM.1 && ECAM.0 < d.paddr + d.size;
                 if in_ecam && !d.read_only {
                     bail!(
