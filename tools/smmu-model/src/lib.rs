@@ -37,11 +37,23 @@
 //!   AP/UXN/PXN, APTable/XNTable, WXN, PAN, AF (AFFD), TBI, IPS/OAS.
 //! * Event queue: 32-byte records (7.3), translation-class faults only when
 //!   CD.R = 1, overflow via EVENTQ_PROD.OVFLG, wrap.
+//! * Coherency: IDR0.COHACC from [`Features::coherent`] (1 by default, as
+//!   QEMU). A non-coherent SMMU makes [`PhysMem`] keep the CPU's view
+//!   (behind `vaddr`, as if every line were cached) apart from memory at the
+//!   point of coherency, which every SMMU access (stream and CD tables,
+//!   walks, command queue, event records, CMD_SYNC MSIs) and every device
+//!   DMA uses; [`PhysMem::clean`] and [`PhysMem::invalidate`] move 64-byte
+//!   lines between them (see the [`mem`] module doc), so a driver that
+//!   forgets cache maintenance reads or publishes stale data.
 //!
 //! Not modelled: stage 2 and nesting, ATS/PRI/stalls, HTTU (CD.HA/HD
 //! ignored), 52-bit addresses, big-endian walks, AArch32 CDs, Secure/Realm
 //! state, PRI queue, MSIs for the event queue and GERROR, the Contiguous
-//! hint, F_TLB_CONFLICT, memory attributes and cacheability.
+//! hint, F_TLB_CONFLICT, memory attributes (MAIR/SH are reported in
+//! [`Translation`], not acted on) and per-access cacheability: CR1's queue
+//! and table attributes and STE/CD MemAttr/ShCfg are ignored, a
+//! non-coherent SMMU reads and writes the PoC whatever they say, and cache
+//! lines are never evicted or fetched speculatively.
 //!
 //! ```
 //! use smmu_model::{Machine, Features};
@@ -54,7 +66,7 @@ pub mod mem;
 pub mod smmu;
 pub mod spec;
 
-pub use mem::{AllocStats, BlockKind, LiveBlock, MemConfig, PhysMem};
+pub use mem::{AllocStats, BlockKind, CacheStats, LiveBlock, MemConfig, PhysMem, CACHE_LINE};
 pub use smmu::{
     Access, AccessKind, CdSnapshot, CfgErr, Counters, DmaFault, Fault, Features, LoggedCommand,
     ModelOptions, Smmu, SyncHook, SyncSnapshot, SyncView, TlbView, Translation,

@@ -2,6 +2,39 @@
 //! server reaches through `DmaBlock::vaddr` and the SMMU model through
 //! physical addresses.
 //!
+//! # Coherency
+//!
+//! By default the SMMU is I/O-coherent (IDR0.COHACC = 1): the CPU and the
+//! SMMU see one copy of memory. [`PhysMem::set_coherent(false)`](PhysMem::set_coherent)
+//! models a non-coherent SMMU (COHACC = 0) with two copies:
+//!
+//! * the arena behind `vaddr` pointers is the CPU's view (its data caches
+//!   in front of memory);
+//! * a second copy is memory at the point of coherency (PoC), which the SMMU
+//!   and devices reach: [`read`](PhysMem::read), [`write`](PhysMem::write)
+//!   and the other physical accessors, hence every table fetch, walk,
+//!   queue access, event record, MSI and `dma_read`/`dma_write` of the model.
+//!
+//! Every cache line (64 bytes, [`CACHE_LINE`]) counts as always cached, the
+//! worst case the architecture permits: a CPU write reaches the PoC only
+//! through [`clean`](PhysMem::clean) (never by eviction), and the CPU sees a
+//! PoC write (SMMU, device, [`write`](PhysMem::write)) only after
+//! [`invalidate`](PhysMem::invalidate). A line is *dirty* when its CPU view
+//! differs from what it held at its last synchronisation (clean of a dirty
+//! line, invalidate, allocation, free, switching coherency); a third copy
+//! keeps that content. `clean` writes dirty lines back whole (every byte of
+//! the line, as hardware does) and leaves other lines alone; `invalidate`
+//! is clean-and-invalidate: dirty lines are written back first, then the CPU
+//! view of every line in the range is reloaded from the PoC. A write-back
+//! over a line the PoC side also changed since the last synchronisation
+//! loses those PoC bytes, as on hardware; [`CacheStats::lost_poc_writes`]
+//! counts such lines. (A CPU store of the value a byte already held is not
+//! seen as dirtying it.)
+//!
+//! Allocation and free synchronise their blocks: a fresh block is zero and a
+//! freed one poisoned in both views (an allocator handing out zeroed memory
+//! has cleaned it).
+//!
 //! The host buffer is allocated once, aligned to its own (power-of-two) size,
 //! and the physical base is aligned at least as much, so `vaddr - host_base ==
 //! paddr - phys_base` and every alignment the server asks for holds both
@@ -11,6 +44,10 @@ use iommu_server::hal::{DmaAllocator, DmaBlock, OutOfMemory};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Cache line size of the modelled CPU: the granule of
+/// [`PhysMem::clean`] and [`PhysMem::invalidate`].
+pub const CACHE_LINE: usize = 64;
 
 /// Smallest block handed out; also the granule of the free list. 64 bytes is
 /// one STE / CD, so two blocks never share a configuration structure.
@@ -73,6 +110,27 @@ pub struct AllocStats {
     pub peak_bytes: usize,
 }
 
+/// Cache maintenance done on [`PhysMem`] (counted in both coherency modes;
+/// the line counts only change when non-coherent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// [`PhysMem::clean`] calls.
+    pub cleans: u64,
+    /// [`PhysMem::invalidate`] calls.
+    pub invalidates: u64,
+    /// Sum of the `len` arguments of `clean`.
+    pub clean_bytes: u64,
+    /// Sum of the `len` arguments of `invalidate`.
+    pub invalidate_bytes: u64,
+    /// Dirty lines written back to the PoC (by `clean` or `invalidate`).
+    pub lines_written_back: u64,
+    /// Lines whose write-back overwrote bytes the PoC side (SMMU, device,
+    /// physical `write`) had changed since the line's last synchronisation:
+    /// CPU and device data sharing a cache line without maintenance
+    /// between, a driver bug on non-coherent hardware.
+    pub lost_poc_writes: u64,
+}
+
 /// Injected allocation failures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct FailPlan {
@@ -96,6 +154,18 @@ struct Arena {
     live: BTreeMap<u64, LiveBlock>,
     stats: AllocStats,
     plan: FailPlan,
+    /// The point-of-coherency copies; `None` when coherent.
+    nc: Option<NonCoherent>,
+    cache: CacheStats,
+}
+
+/// The extra copies of memory of a non-coherent machine (see module doc).
+struct NonCoherent {
+    /// Memory at the point of coherency: what the SMMU and devices see.
+    poc: Vec<u8>,
+    /// Per line, the CPU view at its last synchronisation; a line whose CPU
+    /// view differs is dirty.
+    synced: Vec<u8>,
 }
 
 // SAFETY: the arena owns its host buffer exclusively; every access from the
@@ -123,6 +193,8 @@ impl std::fmt::Debug for PhysMem {
             .field("phys_base", &format_args!("{:#x}", a.phys_base))
             .field("size", &a.size)
             .field("stats", &a.stats)
+            .field("coherent", &a.nc.is_none())
+            .field("cache", &a.cache)
             .finish()
     }
 }
@@ -165,6 +237,8 @@ impl PhysMem {
                 live: BTreeMap::new(),
                 stats: AllocStats::default(),
                 plan: FailPlan::default(),
+                nc: None,
+                cache: CacheStats::default(),
             })),
         }
     }
@@ -250,6 +324,117 @@ impl PhysMem {
         (off < a.size).then(|| a.phys_base + off)
     }
 
+    // ---- coherency ------------------------------------------------------
+
+    /// Switches between a coherent (default) and a non-coherent SMMU's view
+    /// of memory (module doc). Turning non-coherency on snapshots the
+    /// memory: both views start equal and every line clean. Turning it off
+    /// writes back dirty lines, then makes the PoC the one copy (as a clean
+    /// and invalidate of everything). [`Smmu::with_options`](crate::Smmu::with_options)
+    /// calls this with `false` for `Features { coherent: false, .. }`.
+    pub fn set_coherent(&self, coherent: bool) {
+        let mut a = self.lock();
+        match (coherent, a.nc.is_some()) {
+            (false, false) => {
+                let n = a.size as usize;
+                let mut nc = NonCoherent {
+                    poc: vec![0; n],
+                    synced: vec![0; n],
+                };
+                // SAFETY: the host buffer is `n` bytes.
+                let host = unsafe { std::slice::from_raw_parts(a.host, n) };
+                // Copy only non-zero pages: the zeroed copies stay untouched
+                // (and unbacked) where the arena is zero.
+                for (i, page) in host.chunks(4096).enumerate() {
+                    if page.iter().any(|&b| b != 0) {
+                        let r = i * 4096..i * 4096 + page.len();
+                        nc.poc[r.clone()].copy_from_slice(page);
+                        nc.synced[r].copy_from_slice(page);
+                    }
+                }
+                a.nc = Some(nc);
+            }
+            (true, true) => {
+                let size = a.size;
+                a.sync_lines(0, size, true);
+                a.nc = None;
+            }
+            _ => {}
+        }
+    }
+    /// Whether the CPU and the SMMU share one view of memory.
+    pub fn is_coherent(&self) -> bool {
+        self.lock().nc.is_none()
+    }
+
+    /// Cleans the data cache lines covering `[vaddr, vaddr + len)` to the
+    /// point of coherency (DC CVAC): dirty lines are written back, whole.
+    /// Lines are 64 bytes; the range is rounded outward. Counted, and
+    /// otherwise a no-op, when coherent. Panics if the range is not inside
+    /// the arena.
+    pub fn clean(&self, vaddr: *const u8, len: usize) {
+        let mut a = self.lock();
+        a.cache.cleans += 1;
+        a.cache.clean_bytes += len as u64;
+        if let Some((lo, hi)) = a.lines_of(vaddr, len, "clean") {
+            a.sync_lines(lo, hi, false);
+        }
+    }
+
+    /// Cleans and invalidates the data cache lines covering `[vaddr, vaddr
+    /// + len)` (DC CIVAC): dirty lines are written back, then the CPU view
+    /// of every line is reloaded from the point of coherency. Rounded,
+    /// counted and checked as [`clean`](Self::clean).
+    pub fn invalidate(&self, vaddr: *const u8, len: usize) {
+        let mut a = self.lock();
+        a.cache.invalidates += 1;
+        a.cache.invalidate_bytes += len as u64;
+        if let Some((lo, hi)) = a.lines_of(vaddr, len, "invalidate") {
+            a.sync_lines(lo, hi, true);
+        }
+    }
+
+    /// `(clean calls, invalidate calls)` so far.
+    pub fn cache_ops(&self) -> (u64, u64) {
+        let c = self.lock().cache;
+        (c.cleans, c.invalidates)
+    }
+    /// Cache maintenance statistics so far.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.lock().cache
+    }
+
+    /// Reads through the CPU's view (what a load through `vaddr` would
+    /// return); the same as [`read`](Self::read) when coherent.
+    pub fn cpu_read(&self, paddr: u64, buf: &mut [u8]) -> Option<()> {
+        let a = self.lock();
+        let off = a.offset(paddr, buf.len())?;
+        // SAFETY: [off, off+len) is inside the host buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(a.host.add(off as usize), buf.as_mut_ptr(), buf.len())
+        };
+        Some(())
+    }
+    /// Writes through the CPU's view (a store through `vaddr`: not seen by
+    /// the SMMU until cleaned when non-coherent).
+    pub fn cpu_write(&self, paddr: u64, data: &[u8]) -> Option<()> {
+        let a = self.lock();
+        let off = a.offset(paddr, data.len())?;
+        // SAFETY: as in `cpu_read`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), a.host.add(off as usize), data.len())
+        };
+        Some(())
+    }
+    pub fn cpu_read_u64(&self, paddr: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.cpu_read(paddr, &mut b)?;
+        Some(u64::from_le_bytes(b))
+    }
+    pub fn cpu_write_u64(&self, paddr: u64, v: u64) -> Option<()> {
+        self.cpu_write(paddr, &v.to_le_bytes())
+    }
+
     /// A test's "client buffer": zeroed, `align`-aligned physical memory,
     /// outside the DmaAllocator accounting (no budget, no injected failure).
     pub fn alloc_buffer(&self, size: usize, align: usize) -> Option<u64> {
@@ -312,8 +497,14 @@ impl Arena {
         (end <= self.size).then_some(off)
     }
 
+    /// Physical read: the PoC copy when non-coherent.
     fn read(&self, paddr: u64, buf: &mut [u8]) -> Option<()> {
         let off = self.offset(paddr, buf.len())?;
+        if let Some(nc) = &self.nc {
+            let off = off as usize;
+            buf.copy_from_slice(&nc.poc[off..off + buf.len()]);
+            return Some(());
+        }
         // SAFETY: [off, off+len) is inside the host buffer (checked above);
         // `buf` is a distinct Rust allocation.
         unsafe {
@@ -322,8 +513,14 @@ impl Arena {
         Some(())
     }
 
+    /// Physical write: the PoC copy when non-coherent.
     fn write(&mut self, paddr: u64, data: &[u8]) -> Option<()> {
         let off = self.offset(paddr, data.len())?;
+        if let Some(nc) = &mut self.nc {
+            let off = off as usize;
+            nc.poc[off..off + data.len()].copy_from_slice(data);
+            return Some(());
+        }
         // SAFETY: as in `read`.
         unsafe {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.host.add(off as usize), data.len())
@@ -331,10 +528,68 @@ impl Arena {
         Some(())
     }
 
+    /// Fills a range in every view (allocation and free synchronise).
     fn fill(&mut self, off: u64, len: u64, byte: u8) {
         // SAFETY: callers pass ranges of the arena (a block being handed out
         // or returned).
         unsafe { std::ptr::write_bytes(self.host.add(off as usize), byte, len as usize) };
+        if let Some(nc) = &mut self.nc {
+            let r = off as usize..(off + len) as usize;
+            nc.poc[r.clone()].fill(byte);
+            nc.synced[r].fill(byte);
+        }
+    }
+
+    /// The line-aligned arena offsets `[lo, hi)` covering a CPU range, or
+    /// `None` for an empty one. Panics outside the arena.
+    fn lines_of(&self, vaddr: *const u8, len: usize, what: &str) -> Option<(u64, u64)> {
+        let start = (vaddr as usize).wrapping_sub(self.host as usize) as u64;
+        let ok = start < self.size && (len as u64) <= self.size - start;
+        assert!(
+            ok,
+            "{what}({vaddr:p}, {len:#x}): not inside the arena at {:p} (+{:#x})",
+            self.host, self.size
+        );
+        if len == 0 {
+            return None;
+        }
+        let l = CACHE_LINE as u64;
+        Some((start & !(l - 1), align_up(start + len as u64, l)))
+    }
+
+    /// Clean (`invalidate` false) or clean-and-invalidate the lines in
+    /// `[lo, hi)` (line-aligned offsets); nothing when coherent.
+    fn sync_lines(&mut self, lo: u64, hi: u64, invalidate: bool) {
+        let host = self.host;
+        let Some(nc) = &mut self.nc else { return };
+        let mut off = lo as usize;
+        while off < hi as usize {
+            let r = off..off + CACHE_LINE;
+            let mut cpu = [0u8; CACHE_LINE];
+            // SAFETY: `r` is inside the host buffer (lines_of / the whole
+            // arena, whose size is a multiple of the line size).
+            unsafe { std::ptr::copy_nonoverlapping(host.add(off), cpu.as_mut_ptr(), CACHE_LINE) };
+            if cpu[..] != nc.synced[r.clone()] {
+                if nc.poc[r.clone()] != nc.synced[r.clone()] {
+                    self.cache.lost_poc_writes += 1;
+                }
+                nc.poc[r.clone()].copy_from_slice(&cpu);
+                nc.synced[r.clone()].copy_from_slice(&cpu);
+                self.cache.lines_written_back += 1;
+            }
+            if invalidate {
+                // SAFETY: as above; `poc` is a distinct allocation.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        nc.poc[r.clone()].as_ptr(),
+                        host.add(off),
+                        CACHE_LINE,
+                    )
+                };
+                nc.synced[r.clone()].copy_from_slice(&nc.poc[r]);
+            }
+            off += CACHE_LINE;
+        }
     }
 
     /// First fit, physical alignment (== virtual alignment, see module doc).

@@ -34,6 +34,12 @@ pub struct Features {
     pub bbml: u8,
     /// IDR0.ASID16.
     pub asid16: bool,
+    /// IDR0.COHACC: the SMMU's table, queue and MSI accesses (and, in the
+    /// model, the devices' DMA) are I/O-coherent with the CPU's caches.
+    /// `false` makes [`Smmu::with_options`] switch its [`PhysMem`] to the
+    /// non-coherent model ([`PhysMem::set_coherent`]), where the driver
+    /// must clean what it writes and invalidate what it reads.
+    pub coherent: bool,
     /// IDR0.MSI.
     pub msi: bool,
     /// IDR0.SEV.
@@ -75,6 +81,7 @@ impl Features {
             ril: true,
             bbml: 2,
             asid16: true,
+            coherent: true,
             msi: false,
             sev: false,
             hyp: false,
@@ -107,7 +114,8 @@ impl Features {
         // ASID16 [12], MSI [13], SEV [14], CD2L [19], TTENDIAN [22:21] =
         // 0b10 (little-endian), STALL_MODEL [25:24] = 0b01 (no stall),
         // TERM_MODEL [26], ST_LEVEL [28:27].
-        let mut v = 1 << 1 | 0b10 << 2 | 1 << 4 | 0b10 << 21 | 0b01 << 24 | 1 << 26;
+        let mut v = 1 << 1 | 0b10 << 2 | 0b10 << 21 | 0b01 << 24 | 1 << 26;
+        v |= (self.coherent as u32) << 4;
         v |= (self.s2p as u32) | (self.hyp as u32) << 9 | (self.ats as u32) << 10;
         v |= (self.asid16 as u32) << 12 | (self.msi as u32) << 13 | (self.sev as u32) << 14;
         v |= (self.pri as u32) << 16 | (self.cd2l as u32) << 19;
@@ -580,12 +588,18 @@ fn q_full(prod: u32, cons: u32, l2: u32) -> bool {
 
 impl Smmu {
     /// An SMMU with `features`, strict [`ModelOptions`], over `mem`.
+    /// A non-coherent SMMU (`features.coherent == false`) switches `mem` to
+    /// non-coherent ([`PhysMem::set_coherent`]).
     pub fn new(features: Features, mem: PhysMem) -> Self {
         Self::with_options(features, ModelOptions::default(), mem)
     }
 
+    /// [`new`](Self::new) with explicit [`ModelOptions`].
     pub fn with_options(features: Features, o: ModelOptions, mem: PhysMem) -> Self {
         assert!(features.sidsize <= 32 && features.ssidsize <= 20);
+        if !features.coherent {
+            mem.set_coherent(false);
+        }
         Smmu {
             st: Arc::new(Mutex::new(State {
                 f: features,
@@ -614,7 +628,8 @@ impl Smmu {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The memory this SMMU reads and writes.
+    /// The memory this SMMU reads and writes (the point-of-coherency copy
+    /// when non-coherent).
     pub fn mem(&self) -> &PhysMem {
         &self.mem
     }
