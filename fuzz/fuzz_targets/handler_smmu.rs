@@ -114,9 +114,10 @@ fuzz_target!(|data: &[u8]| {
             };
             let mut leaves = Vec::new();
             h.core()
-                .page_table(d)
-                .unwrap()
-                .for_each_leaf(&mut |iova, paddr, size, _| leaves.push((iova, paddr, size)));
+                .with_page_table(d, |pt| {
+                    pt.for_each_leaf(&mut |iova, paddr, size, _| leaves.push((iova, paddr, size)))
+                })
+                .unwrap();
             for (iova, paddr, size) in leaves {
                 for p in (paddr >> 12)..((paddr + size) >> 12) {
                     assert!(

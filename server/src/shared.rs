@@ -1,8 +1,11 @@
-//! The concurrent server core: the same SMMUv3 driver as [`crate::Smmu`]
-//! (its encoders, hitless entry writer, stream and CD tables, page tables,
-//! ASID allocator and command queue), cut into pieces that live behind the
-//! locks of [`crate::sync`], so that several worker threads (and an event
-//! thread) can call it at once through `&self`.
+//! The server core: the one SMMUv3 driver (its encoders, hitless entry
+//! writer, stream and CD tables, page tables, ASID allocator and command
+//! queue), cut into pieces that live behind the locks of [`crate::sync`],
+//! so that several worker threads (and an event thread) can call it at once
+//! through `&self`. Single-threaded use ([`crate::Smmu`], the host tests,
+//! the model proptests, the fuzzers and the host bench) is this core with
+//! uncontended locks: there is no second driver whose behaviour could drift
+//! from the one the seL4 server runs.
 //!
 //! # What each lock guards (DESIGN.md 5)
 //! * **ASID lock** ([`AsidState`]): the ASID allocator, the stream table,
@@ -41,9 +44,10 @@
 use embedded_hal::delay::DelayNs;
 
 use crate::asid::AsidAllocator;
+use crate::bringup::{Config, Parts, MAX_MASTERS};
 use crate::cd::{self, CdTable, CdUsed, S1Context};
 use crate::cmd::Command;
-use crate::domain::{Device, DomainId, MAX_DEVICES_PER_DOMAIN};
+use crate::domain::{Device, DomainId, DomainInfo, MAX_DEVICES_PER_DOMAIN};
 use crate::entry::{self, write_entry, write_entry_offline, Entry};
 use crate::error::{Error, Result};
 use crate::evtq::{DrainReport, Event, Evtq};
@@ -52,11 +56,11 @@ use crate::hal::{DmaAllocator, DmaBlock, Mmio};
 use crate::hw::{GerrorReport, Hw};
 use crate::pgtable::{Gather, IoPageTable, Perms};
 use crate::regs::{self, qptr};
-use crate::smmu::{flush_gather, Smmu, MAX_MASTERS};
 use crate::stats::Stats;
 use crate::ste::{self, S1Dss, SteUsed};
 use crate::strtab::StreamTable;
 use crate::sync::{level, After, LeafMutex, LockFamily, Ordered, Token};
+use crate::tlbi::flush_gather;
 
 /// (StreamID, SSID) pairs attached at once.
 pub const MAX_ATTACHED: usize = 128;
@@ -71,7 +75,7 @@ pub enum AttachOrder {
     SeedRace,
 }
 
-/// Per stream: its CD table (as in [`crate::Smmu`]).
+/// Per stream: its CD table.
 #[derive(Debug)]
 struct Master {
     sid: u32,
@@ -204,7 +208,7 @@ where
     F: LockFamily,
 {
     features: Features,
-    config: crate::Config,
+    config: Config,
     ssid_bits: u8,
     ril: bool,
     tlbi_threshold: u32,
@@ -227,12 +231,16 @@ where
     D: DelayNs + Send,
     F: LockFamily,
 {
-    /// Takes over a freshly enabled [`Smmu`] (no domains, nothing attached;
-    /// else it is handed back).
-    // The Err variant is the whole (inline, ~33 KiB) Smmu, handed back.
-    #[allow(clippy::result_large_err)]
-    pub fn new(smmu: Smmu<M, A, D>) -> core::result::Result<Self, Smmu<M, A, D>> {
-        let p = smmu.into_parts()?;
+    /// Probes the ID registers and runs the enable sequence (Linux
+    /// `arm_smmu_device_reset`): GBPA.ABORT while reprogramming; CR0 = 0 and
+    /// wait for CR0ACK; CR1/CR2; stream table base/config; command queue
+    /// and CMDQEN; CFGI_ALL + sync, TLBI_NSNH_ALL (and TLBI_EL2_ALL with
+    /// HYP) + sync; event queue and EVENTQEN; IRQ_CTRL; SMMUEN.
+    ///
+    /// Every poll is bounded ([`Error::Timeout`]). Requires stage 1,
+    /// AArch64 tables, 4 KiB granules, little-endian walks.
+    pub fn new(mmio: M, alloc: A, delay: D, config: Config) -> Result<Self> {
+        let p = Parts::probe(mmio, alloc, delay, config)?;
         Ok(SharedSmmu {
             features: p.features,
             config: p.config,
@@ -259,7 +267,7 @@ where
     }
 
     /// Stops the SMMU (every stream aborts; nothing bypasses) and frees
-    /// every table, as [`Smmu::shutdown`]. Taking the core by value proves
+    /// every table and queue. Taking the core by value proves
     /// that no thread still uses it. Returns the register interface, the
     /// allocator, the delay and whether the SMMU acknowledged the disable.
     pub fn shutdown(self) -> (M, A, D, Result<()>) {
@@ -276,7 +284,7 @@ where
         while let Some(m) = asid.masters.pop() {
             m.cdtab.free(&mut alloc);
         }
-        let smmu = Smmu::from_parts(crate::smmu::Parts {
+        let parts = Parts {
             hw: hw.hw,
             alloc,
             features: self.features,
@@ -285,8 +293,8 @@ where
             evtq: hw.evtq,
             asids: asid.asids,
             ssid_bits: self.ssid_bits,
-        });
-        let (m, a, d, again) = smmu.shutdown();
+        };
+        let (m, a, d, again) = parts.release();
         (m, a, d, disabled.and(again))
     }
 
@@ -359,6 +367,114 @@ where
     /// Runs `f` on the allocator (e.g. to read its usage).
     pub fn with_allocator<R>(&self, f: impl FnOnce(&A) -> R) -> R {
         self.alloc.inspect(f)
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// StreamID bits the stream table covers.
+    pub fn sid_bits(&self) -> u8 {
+        let mut t0 = Token::unlocked();
+        let (a, _t) = self.asid.lock(&mut t0);
+        a.strtab.sid_bits
+    }
+
+    /// Runs `f` on the register interface (e.g. the model, in tests), under
+    /// the command-queue lock.
+    pub fn with_mmio<R>(&self, f: impl FnOnce(&M) -> R) -> R {
+        let mut t0 = Token::unlocked();
+        let (h, _t) = self.cmdq.lock(&mut t0);
+        f(&h.hw.mmio)
+    }
+
+    /// Runs `f` on a domain's page table, under its lock (tests and
+    /// diagnostics).
+    pub fn with_page_table<R>(&self, id: DomainId, f: impl FnOnce(&IoPageTable) -> R) -> Result<R> {
+        let (slot, gen) = split_id(id);
+        let d = self.domains.get(slot).ok_or(Error::NoSuchDomain)?;
+        let mut t0 = Token::unlocked();
+        let (d, _t) = d.lock(&mut t0);
+        match d.pgtable.as_ref() {
+            Some(pt) if d.gen == gen => Ok(f(pt)),
+            _ => Err(Error::NoSuchDomain),
+        }
+    }
+
+    /// A domain's counters, under its lock.
+    pub fn domain_info(&self, id: DomainId) -> Result<DomainInfo> {
+        let (slot, gen) = split_id(id);
+        let d = self.domains.get(slot).ok_or(Error::NoSuchDomain)?;
+        let mut t0 = Token::unlocked();
+        let (d, _t) = d.lock(&mut t0);
+        match d.pgtable.as_ref() {
+            Some(pt) if d.gen == gen => Ok(DomainInfo {
+                asid: d.asid,
+                table_pages: pt.table_pages(),
+                table_bytes: pt.table_bytes(),
+                devices: d.devices.len(),
+            }),
+            _ => Err(Error::NoSuchDomain),
+        }
+    }
+
+    /// The (StreamID, SSID) pairs on a domain's device list (a copy).
+    pub fn domain_devices(
+        &self,
+        id: DomainId,
+    ) -> Result<heapless::Vec<Device, MAX_DEVICES_PER_DOMAIN>> {
+        let (slot, gen) = split_id(id);
+        let d = self.domains.get(slot).ok_or(Error::NoSuchDomain)?;
+        let mut t0 = Token::unlocked();
+        let (d, _t) = d.lock(&mut t0);
+        if d.gen != gen || d.pgtable.is_none() {
+            return Err(Error::NoSuchDomain);
+        }
+        Ok(d.devices.clone())
+    }
+
+    /// The live domains (a snapshot, under the ASID lock).
+    pub fn domains(&self) -> impl Iterator<Item = DomainId> {
+        let mut t0 = Token::unlocked();
+        let (a, _t) = self.asid.lock(&mut t0);
+        let live: heapless::Vec<DomainId, N> = a
+            .meta
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.live)
+            .map(|(s, m)| make_id(s, m.gen))
+            .collect();
+        live.into_iter()
+    }
+
+    /// Issues `cmds` followed by a CMD_SYNC and waits (diagnostics, tests).
+    pub fn issue_commands(&self, cmds: &[Command]) -> Result<()> {
+        let mut t0 = Token::unlocked();
+        self.submit(&mut t0, cmds)
+    }
+
+    /// Puts a stream that has no attachment into bypass (V = 1, Config =
+    /// bypass) or back to abort. For bring-up and tests; `Busy` if attached.
+    pub fn set_stream_bypass(&self, sid: u32, bypass: bool) -> Result<()> {
+        let mut t0 = Token::unlocked();
+        let (mut a, mut t1) = self.asid.lock(&mut t0);
+        if !a.strtab.in_range(sid) {
+            return Err(Error::StreamOutOfRange);
+        }
+        if a.master_index(sid).is_some() {
+            return Err(Error::Busy);
+        }
+        let target = if bypass { ste::bypass() } else { ste::abort() };
+        self.write_ste(&mut a, &mut t1, sid, &target)
+    }
+
+    /// The current STE of `sid` (None if its level-2 table does not exist).
+    pub fn read_ste(&self, sid: u32) -> Result<Option<Entry>> {
+        let mut t0 = Token::unlocked();
+        let (mut a, _t) = self.asid.lock(&mut t0);
+        let none: Option<&mut A> = None;
+        Ok(a.strtab.slot(sid, none)?.map(|s| entry::read_entry(&s)))
     }
 
     // ----- lock-level helpers ----------------------------------------------
@@ -682,8 +798,18 @@ where
     // ----- attach/detach ----------------------------------------------------
 
     /// Attaches (StreamID, SSID) to a domain, moving it from its current one
-    /// without an abort in between (see [`crate::Smmu::attach`]): all of it,
-    /// including leaving the old domain's list, under the ASID lock.
+    /// without an abort in between: all of it, including leaving the old
+    /// domain's list, under the ASID lock. The CD is written, then the STE,
+    /// each with the hitless used-bits algorithm and CFGI + CMD_SYNC after
+    /// every step. With one CD per stream (no substreams) a move writes a
+    /// new CD table offline and switches the STE in one qword; with
+    /// substreams the CD is rewritten in place. Attaching to the current
+    /// domain is a no-op.
+    ///
+    /// Errors: `NoSuchDomain`, `StreamOutOfRange`, `SsidOutOfRange`,
+    /// `NoSlot`, `NoMemory`, `NoAsid` (nothing changed), `Timeout`,
+    /// `Hardware` (the stream is listed where the SMMU may use it, so
+    /// `detach` can undo it).
     pub fn attach(&self, sid: u32, ssid: u32, id: DomainId) -> Result<()> {
         let mut t0 = Token::unlocked();
         #[cfg(loom)]
@@ -822,7 +948,7 @@ where
         }
     }
 
-    /// Points (sid, ssid) at `cd` (as [`crate::Smmu::attach`] does), in
+    /// Points (sid, ssid) at `cd` in
     /// the memory `place` prepared. On error, the flag says whether the
     /// new CD may be live (then the device is listed anyway, so that
     /// detach can undo it).
@@ -892,8 +1018,12 @@ where
         }
     }
 
-    /// Detaches (StreamID, SSID) (as [`crate::Smmu::detach`]), under the
-    /// ASID lock. Errors: `NotAttached`, `Timeout`, `Hardware`.
+    /// Detaches (StreamID, SSID), under the ASID lock. For the stream's last
+    /// attachment the STE goes back to abort first (CMD_CFGI_STE also drops
+    /// the CDs cached through it, SMMUv3 4.3.1), then the CD table is freed;
+    /// otherwise (substreams) the STE's S1DSS changes first when SSID 0
+    /// leaves, then the CD is cleared. Errors: `NotAttached`, `Timeout`,
+    /// `Hardware`.
     pub fn detach(&self, sid: u32, ssid: u32) -> Result<()> {
         let mut t0 = Token::unlocked();
         let (mut a, mut t1) = self.asid.lock(&mut t0);
@@ -958,7 +1088,13 @@ where
         flush_gather(&mut h.hw, g, asid, self.ril, self.tlbi_threshold)
     }
 
-    /// As [`crate::Smmu::map`].
+    /// Maps `[iova, iova + len)` → `[paddr, paddr + len)` in a domain with
+    /// `perms`; 4 KiB / 2 MiB / 1 GiB leaves are chosen automatically.
+    /// Issues no invalidation (unless a block must be broken first).
+    /// Errors: `NoSuchDomain`, `Misaligned` (not 4 KiB multiples, or len
+    /// 0), `OutOfRange` (IOVA ≥ 2^48, PA beyond OAS), `Overlap` (nothing
+    /// changed), `NoMemory` (what was mapped is undone), `Unsupported`
+    /// (perms without READ or WRITE).
     pub fn map(&self, id: DomainId, iova: u64, paddr: u64, len: u64, perms: Perms) -> Result<()> {
         let (slot, gen) = split_id(id);
         let dl = self.domains.get(slot).ok_or(Error::NoSuchDomain)?;
@@ -980,9 +1116,15 @@ where
         r
     }
 
-    /// As [`crate::Smmu::unmap`]: the removed translations are invalidated
-    /// (with the domain's ASID, stable under the domain lock) before this
-    /// returns.
+    /// Unmaps everything in `[iova, iova + len)` of a domain, splitting
+    /// blocks that straddle the ends and freeing tables that become empty.
+    /// The removed translations are invalidated (with the domain's ASID,
+    /// stable under the domain lock, and any stale ASID its CDs may still
+    /// carry) before this returns: range TLBI_NH_VA (RIL), else per-leaf
+    /// TLBI_NH_VA up to [`Config::tlbi_threshold`], else TLBI_NH_ASID; then
+    /// CMD_SYNC. Returns the bytes unmapped. Errors: `NoSuchDomain`,
+    /// `Misaligned`, `OutOfRange`, `NotMapped` (nothing in range),
+    /// `NoMemory` (a block split needs a table; nothing changed), `Timeout`.
     pub fn unmap(&self, id: DomainId, iova: u64, len: u64) -> Result<u64> {
         let (slot, gen) = split_id(id);
         let dl = self.domains.get(slot).ok_or(Error::NoSuchDomain)?;
@@ -1023,7 +1165,10 @@ where
 
     // ----- events -----------------------------------------------------------
 
-    /// As [`crate::Smmu::drain_events`], under the command-queue lock only
+    /// Consumes every record in the event queue, decoded, in order, calling
+    /// `f` for each; acknowledges an overflow (EVENTQ_CONS.OVACKFLG =
+    /// EVENTQ_PROD.OVFLG). Bounded by one queue's worth per call. Under the
+    /// command-queue lock only
     /// (an event thread does not wait for attach or map).
     pub fn drain_events(&self, mut f: impl FnMut(Event)) -> DrainReport {
         let mut t0 = Token::unlocked();
@@ -1054,7 +1199,10 @@ where
         report
     }
 
-    /// As [`crate::Smmu::handle_gerror`], under the command-queue lock only.
+    /// Handles active global errors (GERROR ^ GERRORN): a command error is
+    /// skipped (the entry at CONS becomes a CMD_SYNC) so the queue keeps
+    /// running; the others are counted; then all are acknowledged. Under
+    /// the command-queue lock only.
     /// A waiter that holds that lock handles a command error itself, so
     /// this finds only what nobody is waiting on.
     pub fn handle_gerror(&self) -> GerrorReport {

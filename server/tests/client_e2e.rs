@@ -310,11 +310,13 @@ fn map_batch_is_all_or_nothing_on_the_real_core() {
 }
 
 /// The SMMU's ASIDs run out (here: a core limited to two, the first of
-/// which it keeps): the client is told `NoAsid`, not `NoMemory`, and
-/// nothing changed; a freed domain's ASID serves the next one.
+/// which it keeps). A domain gets its ASID at its first attach, and an idle
+/// domain's ASID is recycled; with the one ASID carried by A's attached
+/// stream, B's attach is told `NoAsid`, not `NoMemory`, and nothing
+/// changed; once A detaches, its idle domain's ASID serves B.
 #[test]
 fn asid_exhaustion_is_reported_as_such() {
-    let (_m, s) = server_on(
+    let (m, s) = server_on(
         smmu_model::Features::qemu_7_2(),
         iommu_server::Config {
             max_asids: 2,
@@ -323,11 +325,21 @@ fn asid_exhaustion_is_reported_as_such() {
     );
     let mut a = connect(&s, A);
     let mut b = connect(&s, B);
-    let d = a.alloc_domain().expect("the one usable ASID");
-    assert_eq!(b.alloc_domain(), Err(Error::Iommu(ErrorCode::NoAsid)));
-    assert_eq!(b.stats().map(|st| st.domains), Ok(0));
-    a.free_domain(d).unwrap();
-    assert!(b.alloc_domain().is_ok(), "the freed ASID serves B");
+    let da = a.alloc_domain().unwrap();
+    a.attach(StreamId(SID_A), Ssid(0), da)
+        .expect("the one usable ASID");
+    let db = b.alloc_domain().expect("a domain without an ASID yet");
+    assert_eq!(
+        b.attach(StreamId(SID_B), Ssid(0), db),
+        Err(Error::Iommu(ErrorCode::NoAsid))
+    );
+    assert!(m
+        .smmu
+        .translate_uncached(SID_B, None, 0x10_0000, Access::READ)
+        .is_err());
+    a.detach(StreamId(SID_A), Ssid(0)).unwrap();
+    b.attach(StreamId(SID_B), Ssid(0), db)
+        .expect("A's idle domain's ASID serves B");
 }
 
 #[test]

@@ -89,7 +89,7 @@ fn wraps_many_times() {
         cmdq_log2: 2,
         ..test_config()
     };
-    let mut s = smmu_with(&fake, &HostAlloc::new(), cfg).unwrap();
+    let s = smmu_with(&fake, &HostAlloc::new(), cfg).unwrap();
     fake.clear_log();
     for i in 0..50u32 {
         let cmds: Vec<Command> = (0..(i % 7))
@@ -129,7 +129,7 @@ fn full_queue_waits_for_slow_consumer() {
         cmdq_log2: 2,
         ..test_config()
     };
-    let mut s = smmu_with(&fake, &HostAlloc::new(), cfg).unwrap();
+    let s = smmu_with(&fake, &HostAlloc::new(), cfg).unwrap();
     fake.set_consumer(Consumer::Slow(1));
     fake.clear_log();
     let cmds: Vec<Command> = (0..13)
@@ -148,7 +148,7 @@ fn full_queue_times_out() {
         cmdq_log2: 2,
         ..test_config()
     };
-    let mut s = smmu_with(&fake, &HostAlloc::new(), cfg).unwrap();
+    let s = smmu_with(&fake, &HostAlloc::new(), cfg).unwrap();
     fake.set_consumer(Consumer::Stuck);
     let cmds: Vec<Command> = (0..5)
         .map(|k| Command::CfgiSte { sid: k, leaf: true })
@@ -159,7 +159,7 @@ fn full_queue_times_out() {
     );
     // sync never completes
     let fake = FakeSmmu::qemu();
-    let mut s = smmu_with(&fake, &HostAlloc::new(), test_config()).unwrap();
+    let s = smmu_with(&fake, &HostAlloc::new(), test_config()).unwrap();
     fake.set_consumer(Consumer::Stuck);
     assert_eq!(s.issue_commands(&[]), Err(Error::Timeout(WaitFor::CmdSync)));
     // and a domain op reports it rather than hanging
@@ -169,7 +169,7 @@ fn full_queue_times_out() {
 #[test]
 fn illegal_command_is_skipped_and_queue_keeps_working() {
     let fake = FakeSmmu::qemu();
-    let mut s = smmu_with(&fake, &HostAlloc::new(), test_config()).unwrap();
+    let s = smmu_with(&fake, &HostAlloc::new(), test_config()).unwrap();
     fake.0.borrow_mut().illegal.push(0x7e);
     fake.clear_log();
     let bad = Command::Raw([0x7e, 0]);
@@ -205,7 +205,7 @@ fn illegal_command_is_skipped_and_queue_keeps_working() {
 #[test]
 fn gerror_from_irq_path() {
     let fake = FakeSmmu::qemu();
-    let mut s = smmu_with(&fake, &HostAlloc::new(), test_config()).unwrap();
+    let s = smmu_with(&fake, &HostAlloc::new(), test_config()).unwrap();
     // event queue abort + SFM raised by the hardware
     fake.set_reg(regs::GERROR, fake.reg(regs::GERRORN) ^ 0x104);
     let g = s.handle_gerror();
@@ -219,7 +219,7 @@ fn gerror_from_irq_path() {
 #[test]
 fn fetch_abort_forever_is_bounded() {
     let fake = FakeSmmu::qemu();
-    let mut s = smmu_with(&fake, &HostAlloc::new(), test_config()).unwrap();
+    let s = smmu_with(&fake, &HostAlloc::new(), test_config()).unwrap();
     {
         let mut st = fake.0.borrow_mut();
         st.illegal.push(op::TLBI_NH_ASID);
@@ -236,7 +236,7 @@ fn a_rejected_command_of_a_batch_that_timed_out_is_not_blamed_on_the_next() {
     // at the head of a long batch is found and skipped, then the CMD_SYNC
     // times out behind the rest.
     let fake = FakeSmmu::qemu();
-    let mut s = smmu_with(&fake, &HostAlloc::new(), test_config()).unwrap();
+    let s = smmu_with(&fake, &HostAlloc::new(), test_config()).unwrap();
     fake.0.borrow_mut().illegal.push(0x7e);
     fake.set_consumer(Consumer::Slow(1));
     let mut batch = vec![Command::Raw([0x7e, 0])];

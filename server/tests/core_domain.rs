@@ -3,11 +3,9 @@
 #[path = "core_support.rs"]
 mod support;
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
 use iommu_server::domain::MAX_DEVICES_PER_DOMAIN;
 use iommu_server::{regs, Config, DomainId, Error, EventKind, Perms};
+use std::sync::{Arc, Mutex};
 use support::*;
 
 type S = iommu_server::Smmu<FakeSmmu, HostAlloc, CountDelay>;
@@ -30,7 +28,7 @@ fn linear() -> Config {
 
 #[test]
 fn attach_detach_command_sequences() {
-    let (fake, _a, mut s) = setup(test_config());
+    let (fake, _a, s) = setup(test_config());
     let d = s.alloc_domain().unwrap();
     assert!(fake.log().is_empty(), "a fresh ASID needs no invalidation");
     s.attach(8, 0, d).unwrap();
@@ -51,7 +49,7 @@ fn attach_detach_command_sequences() {
     assert_eq!((cd0 >> 32) & 7, 4, "IPS = OAS (44 bits)");
     assert_eq!(
         peek((ste[0] & 0x000f_ffff_ffff_ffc0) + 8),
-        s.page_table(d).unwrap().ttbr()
+        s.with_page_table(d, |pt| pt.ttbr()).unwrap()
     );
     assert_eq!(s.domain_devices(d).unwrap(), &[(8, 0)]);
     assert_eq!(s.attached_domain(8, 0), Some(d));
@@ -89,7 +87,7 @@ fn effective(ste_addr: u64) -> Option<(u64, u64)> {
 
 #[test]
 fn moving_between_domains_is_hitless() {
-    let (fake, alloc, mut s) = setup(linear());
+    let (fake, alloc, s) = setup(linear());
     let base = fake.reg(regs::STRTAB_BASE) & 0x000f_ffff_ffff_ffc0;
     let sid = 0x21u32;
     let ste_addr = base + sid as u64 * 64;
@@ -100,24 +98,26 @@ fn moving_between_domains_is_hitless() {
     s.attach(sid, 0, d1).unwrap();
     let c1 = (
         s.domain_info(d1).unwrap().asid as u64,
-        s.page_table(d1).unwrap().ttbr(),
-    );
-    let c2 = (
-        s.domain_info(d2).unwrap().asid as u64,
-        s.page_table(d2).unwrap().ttbr(),
+        s.with_page_table(d1, |pt| pt.ttbr()).unwrap(),
     );
     assert_eq!(effective(ste_addr), Some(c1));
-    let seen: Rc<RefCell<Vec<Effective>>> = Rc::default();
+    let seen: Arc<Mutex<Vec<Effective>>> = Arc::default();
     let seen2 = seen.clone();
     fake.0.borrow_mut().on_cmd = Some(Box::new(move |_c| {
-        seen2.borrow_mut().push(effective(ste_addr))
+        seen2.lock().unwrap().push(effective(ste_addr))
     }));
     let live = alloc.live();
     fake.clear_log();
     s.attach(sid, 0, d2).unwrap();
     fake.0.borrow_mut().on_cmd = None;
+    // d2 got its ASID at this attach.
+    let c2 = (
+        s.domain_info(d2).unwrap().asid as u64,
+        s.with_page_table(d2, |pt| pt.ttbr()).unwrap(),
+    );
+    assert_ne!(c2.0, 0);
     assert_eq!(effective(ste_addr), Some(c2));
-    for e in seen.borrow().iter() {
+    for e in seen.lock().unwrap().iter() {
         assert!(*e == Some(c1) || *e == Some(c2), "exposed {e:?}");
     }
     assert_eq!(fake.opcodes(), vec![op::CFGI_STE, op::CMD_SYNC]);
@@ -136,7 +136,7 @@ fn moving_between_domains_is_hitless() {
 
 #[test]
 fn attach_errors_change_nothing() {
-    let (fake, alloc, mut s) = setup(test_config());
+    let (fake, alloc, s) = setup(test_config());
     let d = s.alloc_domain().unwrap();
     assert_eq!(s.attach(1 << 16, 0, d), Err(Error::StreamOutOfRange));
     assert_eq!(s.attach(8, 1, d), Err(Error::SsidOutOfRange));
@@ -183,15 +183,24 @@ fn attach_errors_change_nothing() {
 
 #[test]
 fn asids_never_zero_invalidated_before_reuse() {
-    let (fake, alloc, mut s) = setup(Config {
+    let (fake, alloc, s) = setup(Config {
         max_asids: 4,
         ..test_config()
     });
+    // A domain gets its ASID at its first attach.
     let ds: Vec<DomainId> = (0..3).map(|_| s.alloc_domain().unwrap()).collect();
+    assert!(ds.iter().all(|d| s.domain_info(*d).unwrap().asid == 0));
+    for (i, d) in ds.iter().enumerate() {
+        s.attach(i as u32 + 1, 0, *d).unwrap();
+    }
     let asids: Vec<u16> = ds.iter().map(|d| s.domain_info(*d).unwrap().asid).collect();
     assert_eq!(asids, vec![1, 2, 3]);
-    assert_eq!(s.alloc_domain(), Err(Error::NoAsid));
+    // No ASID free and no idle domain to take one from.
+    let spare = s.alloc_domain().unwrap();
+    assert_eq!(s.attach(4, 0, spare), Err(Error::NoAsid));
+    assert_eq!(s.attached_domain(4, 0), None);
     assert_eq!(s.asids_in_use(), 3);
+    s.detach(2, 0).unwrap();
     fake.clear_log();
     s.free_domain(ds[1]).unwrap();
     assert_eq!(
@@ -199,27 +208,31 @@ fn asids_never_zero_invalidated_before_reuse() {
         iommu_server::Command::TlbiNhAsid { asid: 2 }.encode()
     );
     assert_eq!(fake.opcodes(), vec![op::TLBI_NH_ASID, op::CMD_SYNC]);
-    let d = s.alloc_domain().unwrap();
-    assert_eq!(s.domain_info(d).unwrap().asid, 2);
+    s.attach(4, 0, spare).unwrap();
+    assert_eq!(s.domain_info(spare).unwrap().asid, 2);
     // a failed invalidation keeps the domain (and the ASID is not reused)
+    s.detach(4, 0).unwrap();
     fake.set_consumer(Consumer::Stuck);
-    assert!(matches!(s.free_domain(d), Err(Error::Timeout(_))));
-    assert!(s.domain_info(d).is_ok());
+    assert!(matches!(s.free_domain(spare), Err(Error::Timeout(_))));
+    assert!(s.domain_info(spare).is_ok());
+    assert_eq!(s.asids_in_use(), 3);
     fake.set_consumer(Consumer::Immediate);
-    // out of memory for the root table: ASID returned
+    s.free_domain(spare).unwrap();
+    assert_eq!(s.asids_in_use(), 2);
+    // out of memory for the root table: nothing changes
     alloc.set_budget(Some(0));
-    s.free_domain(ds[0]).unwrap();
     assert_eq!(s.alloc_domain(), Err(Error::NoMemory));
     alloc.set_budget(None);
     assert_eq!(s.asids_in_use(), 2);
     let e = s.alloc_domain().unwrap();
+    s.attach(5, 0, e).unwrap();
     assert_ne!(s.domain_info(e).unwrap().asid, 0);
 }
 
 #[test]
 fn domain_table_full() {
-    let (_f, _a, mut s) = setup(test_config());
-    let ds: Vec<DomainId> = (0..iommu_server::MAX_DOMAINS)
+    let (_f, _a, s) = setup(test_config());
+    let ds: Vec<DomainId> = (0..iommu_server::shared::DOMAIN_SLOTS)
         .map(|_| s.alloc_domain().unwrap())
         .collect();
     assert_eq!(s.alloc_domain(), Err(Error::NoSlot));
@@ -227,12 +240,12 @@ fn domain_table_full() {
     let d = s.alloc_domain().unwrap();
     assert_ne!(d, ds[5], "generation differs");
     assert_eq!(s.domain_info(ds[5]), Err(Error::NoSuchDomain));
-    assert_eq!(s.domains().count(), iommu_server::MAX_DOMAINS);
+    assert_eq!(s.domains().count(), iommu_server::shared::DOMAIN_SLOTS);
 }
 
 #[test]
 fn table_page_counters() {
-    let (_f, alloc, mut s) = setup(test_config());
+    let (_f, alloc, s) = setup(test_config());
     let d = s.alloc_domain().unwrap();
     assert_eq!(s.domain_info(d).unwrap().table_pages, 1);
     s.map(d, 0x1000, 0x8000_1000, 0x1000, Perms::RW).unwrap();
@@ -247,7 +260,7 @@ fn table_page_counters() {
 
 #[test]
 fn events_decode_and_overflow() {
-    let (fake, _a, mut s) = setup(Config {
+    let (fake, _a, s) = setup(Config {
         evtq_log2: 2,
         ..test_config()
     });
@@ -287,7 +300,7 @@ fn events_decode_and_overflow() {
 
 #[test]
 fn bypass_stream() {
-    let (fake, _a, mut s) = setup(test_config());
+    let (fake, _a, s) = setup(test_config());
     s.set_stream_bypass(3, true).unwrap();
     let ste = s.read_ste(3).unwrap().unwrap();
     assert_eq!(ste[0], 0x9);
@@ -307,7 +320,7 @@ fn footprint() {
 
 #[test]
 fn stream_state_table_full() {
-    let (_f, _a, mut s) = setup(test_config());
+    let (_f, _a, s) = setup(test_config());
     let ds: Vec<DomainId> = (0..3).map(|_| s.alloc_domain().unwrap()).collect();
     for sid in 0..iommu_server::MAX_MASTERS as u32 {
         s.attach(sid, 0, ds[sid as usize % 3]).unwrap();
@@ -327,7 +340,7 @@ fn shutdown_frees_everything() {
         idr[1] |= (ssid_bits as u32) << 6;
         let fake = FakeSmmu::new(idr);
         let alloc = HostAlloc::new();
-        let mut s = smmu_with(
+        let s = smmu_with(
             &fake,
             &alloc,
             Config {
@@ -358,7 +371,7 @@ fn shutdown_frees_everything() {
 #[test]
 fn move_and_pasid_attach_out_of_memory_change_nothing() {
     // single-CD stream: the move needs a new CD table
-    let (fake, alloc, mut s) = setup(test_config());
+    let (fake, alloc, s) = setup(test_config());
     let d1 = s.alloc_domain().unwrap();
     let d2 = s.alloc_domain().unwrap();
     s.attach(8, 0, d1).unwrap();
@@ -379,7 +392,7 @@ fn move_and_pasid_attach_out_of_memory_change_nothing() {
     idr[1] |= 10 << 6;
     let fake = FakeSmmu::new(idr);
     let alloc = HostAlloc::new();
-    let mut s = smmu_with(
+    let s = smmu_with(
         &fake,
         &alloc,
         Config {

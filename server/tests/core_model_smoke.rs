@@ -13,7 +13,7 @@ impl embedded_hal::delay::DelayNs for NoDelay {
 #[test]
 fn attach_map_translate_unmap_fault() {
     let m = Machine::new(Features::qemu_7_2());
-    let mut s = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, Config::default()).unwrap();
+    let s = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, Config::default()).unwrap();
     assert!(s.features().ril);
     let d = s.alloc_domain().unwrap();
     s.attach(8, 0, d).unwrap();
@@ -61,7 +61,7 @@ fn substreams_two_level_cd_table() {
         ssid_bits: 8,
         ..Config::default()
     };
-    let mut s = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, cfg).unwrap();
+    let s = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, cfg).unwrap();
     assert_eq!(s.ssid_bits(), 8);
     let buf = m.mem.alloc_buffer(0x4000, 0x1000).unwrap();
     let d1 = s.alloc_domain().unwrap();
@@ -112,7 +112,7 @@ fn substreams_two_level_cd_table() {
 #[test]
 fn range_tlbi_ttl_and_splits_on_the_model() {
     let m = Machine::new(Features::qemu_7_2());
-    let mut s = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, Config::default()).unwrap();
+    let s = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, Config::default()).unwrap();
     let d = s.alloc_domain().unwrap();
     s.attach(0x10, 0, d).unwrap();
     let buf = m.mem.alloc_buffer(0x40_0000, 0x20_0000).unwrap();

@@ -7,7 +7,7 @@ mod support;
 use iommu_server::pgtable::{
     pte_attrs, Gather, IoPageTable, PTE_AP_RDONLY, PTE_AP_UNPRIV, PTE_PXN, PTE_UXN,
 };
-use iommu_server::{Command, Config, Error, Perms, Result, WaitFor};
+use iommu_server::{Command, Config, DomainId, Error, Perms, Result, WaitFor};
 use support::*;
 
 const K4: u64 = 0x1000;
@@ -395,10 +395,23 @@ fn smmu(
     (fake, s)
 }
 
+/// A domain with a stream attached: a domain gets its ASID at its first
+/// attach, and an unmap invalidates only an ASID some CD carries.
+fn attached_domain(
+    fake: &FakeSmmu,
+    s: &iommu_server::Smmu<FakeSmmu, HostAlloc, CountDelay>,
+) -> DomainId {
+    let d = s.alloc_domain().unwrap();
+    s.attach(1, 0, d).unwrap();
+    assert_ne!(s.domain_info(d).unwrap().asid, 0);
+    fake.clear_log();
+    d
+}
+
 #[test]
 fn map_issues_no_commands_unmap_one_sync() {
-    let (fake, mut s) = smmu(true);
-    let d = s.alloc_domain().unwrap();
+    let (fake, s) = smmu(true);
+    let d = attached_domain(&fake, &s);
     s.map(d, 0x10_0000, 0x8000_0000, 16 * K4, Perms::RW)
         .unwrap();
     assert!(fake.log().is_empty());
@@ -463,8 +476,8 @@ fn map_issues_no_commands_unmap_one_sync() {
 
 #[test]
 fn without_ril_per_leaf_then_asid() {
-    let (fake, mut s) = smmu(false);
-    let d = s.alloc_domain().unwrap();
+    let (fake, s) = smmu(false);
+    let d = attached_domain(&fake, &s);
     let asid = s.domain_info(d).unwrap().asid;
     s.map(d, 0, 0x8000_0000, 8 * K4, Perms::RW).unwrap();
     s.map(d, 0x100_0000, 0x8000_0000, M2, Perms::RW).unwrap();
@@ -509,8 +522,8 @@ fn without_ril_per_leaf_then_asid() {
 /// Every range TLBI sequence is legal and covers what was unmapped.
 #[test]
 fn range_tlbi_sequences_are_legal_and_cover() {
-    let (fake, mut s) = smmu(true);
-    let d = s.alloc_domain().unwrap();
+    let (fake, s) = smmu(true);
+    let d = attached_domain(&fake, &s);
     for keep in [false, true] {
         for n in (1..=70u64).chain([255, 256, 257, 511, 512, 513, 1000]) {
             let iova = 0x100_0000 + if keep { K4 } else { 0 };

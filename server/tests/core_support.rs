@@ -4,12 +4,29 @@
 #![allow(dead_code)]
 
 use std::alloc::Layout;
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use iommu_server::hal::{DmaAllocator, DmaBlock, Mmio, OutOfMemory};
 use iommu_server::regs;
+
+/// `RefCell`'s interface over a mutex: the fakes are shared by clones, and
+/// the core needs its hardware to be `Send` (it is the concurrent core, even
+/// when one thread drives it).
+#[derive(Default)]
+pub struct Shared<T>(Mutex<T>);
+
+impl<T> Shared<T> {
+    pub fn new(v: T) -> Self {
+        Shared(Mutex::new(v))
+    }
+    pub fn borrow(&self) -> MutexGuard<'_, T> {
+        self.0.lock().unwrap()
+    }
+    pub fn borrow_mut(&self) -> MutexGuard<'_, T> {
+        self.0.lock().unwrap()
+    }
+}
 
 // ---------------------------------------------------------------- allocator
 
@@ -26,7 +43,7 @@ struct ArenaState {
 /// Host allocator: blocks from the Rust heap, physical address = virtual
 /// address. Cloning shares the state.
 #[derive(Clone, Default)]
-pub struct HostAlloc(Rc<RefCell<ArenaState>>);
+pub struct HostAlloc(Arc<Shared<ArenaState>>);
 
 impl HostAlloc {
     pub fn new() -> Self {
@@ -104,7 +121,7 @@ pub fn poke(paddr: u64, v: u64) {
 
 /// A delay that only counts.
 #[derive(Clone, Default)]
-pub struct CountDelay(pub Rc<RefCell<u64>>);
+pub struct CountDelay(pub Arc<Shared<u64>>);
 
 impl embedded_hal::delay::DelayNs for CountDelay {
     fn delay_ns(&mut self, ns: u32) {
@@ -126,7 +143,7 @@ pub enum Consumer {
 }
 
 /// Called with each command the fake executes.
-pub type CmdHook = Box<dyn FnMut(&[u64; 2])>;
+pub type CmdHook = Box<dyn FnMut(&[u64; 2]) + Send>;
 
 pub struct FakeState {
     pub regs: BTreeMap<usize, u64>,
@@ -150,7 +167,7 @@ pub struct FakeState {
 
 /// A fake SMMU register file. Cloning shares the state.
 #[derive(Clone)]
-pub struct FakeSmmu(pub Rc<RefCell<FakeState>>);
+pub struct FakeSmmu(pub Arc<Shared<FakeState>>);
 
 /// QEMU 7.2's ID registers (DESIGN.md 4).
 pub const QEMU_IDR: [u32; 6] = [0x0d40_101a, 0x0273_0010, 0, 0x1404, 0, 0x74];
@@ -161,7 +178,7 @@ impl FakeSmmu {
         for (i, v) in idr.iter().enumerate() {
             regs.insert(regs::IDR0 + 4 * i, *v as u64);
         }
-        FakeSmmu(Rc::new(RefCell::new(FakeState {
+        FakeSmmu(Arc::new(Shared::new(FakeState {
             regs,
             consumer: Consumer::Immediate,
             illegal: Vec::new(),

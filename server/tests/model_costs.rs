@@ -53,7 +53,7 @@ fn gone(m: &Machine, iova: u64, len: u64) {
 }
 
 fn setup(features: Features, config: Config) -> (Machine, Server, DomainId) {
-    let (m, mut s) = boot(features, config);
+    let (m, s) = boot(features, config);
     let d = s.alloc_domain().unwrap();
     s.attach(SID, 0, d).unwrap();
     (m, s, d)
@@ -69,7 +69,7 @@ fn tlbi_summary(cmds: &[Command]) -> String {
 
 #[test]
 fn map_issues_no_invalidation() {
-    let (m, mut s, d) = setup(Features::qemu_7_2(), Config::default());
+    let (m, s, d) = setup(Features::qemu_7_2(), Config::default());
     for (iova, pa, len) in [
         (0x10_0000, 0x1_0000_0000, PAGE),
         (0x20_0000, 0x1_0010_0000, 16 * PAGE),
@@ -103,7 +103,7 @@ fn map_issues_no_invalidation() {
 
 #[test]
 fn unmap_with_ril_is_one_range_tlbi_and_one_sync() {
-    let (m, mut s, d) = setup(Features::qemu_7_2(), Config::default());
+    let (m, s, d) = setup(Features::qemu_7_2(), Config::default());
     // Page counts expressible as (NUM+1) * 2^SCALE with NUM <= 31.
     let mut iova = 0x10_0000;
     for n in [1u64, 2, 7, 16, 24, 32, 64, 96, 256] {
@@ -143,7 +143,7 @@ fn unmap_with_ril_any_length_is_bounded() {
     // Lengths that one (NUM, SCALE) pair cannot express exactly: the server
     // may over-invalidate with one command or split; at most 2 TLBIs, one
     // sync, and never a TLBI by ASID.
-    let (m, mut s, d) = setup(Features::qemu_7_2(), Config::default());
+    let (m, s, d) = setup(Features::qemu_7_2(), Config::default());
     let mut iova = 0x10_0000;
     for n in [33u64, 37, 100, 511] {
         s.map(d, iova, 0x1_0000_0000 + iova, n * PAGE, Perms::RW)
@@ -182,7 +182,7 @@ fn unmap_without_ril() {
         ril: false,
         ..Features::qemu_7_2()
     };
-    let (m, mut s, d) = setup(f, Config::default());
+    let (m, s, d) = setup(f, Config::default());
     let thr = Config::default().tlbi_threshold as u64;
     let mut iova = 0x10_0000;
     for n in [1u64, 5, thr, thr + 1, 200] {
@@ -205,7 +205,7 @@ fn unmap_without_ril() {
 
 #[test]
 fn domain_lifecycle_costs() {
-    let (m, mut s) = boot_qemu();
+    let (m, s) = boot_qemu();
     let (c, _) = counted(&m, || {
         s.alloc_domain().unwrap();
     });

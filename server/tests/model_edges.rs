@@ -22,7 +22,7 @@ fn tr(m: &smmu_model::Machine, iova: u64) -> Result<u64, Option<u8>> {
 
 #[test]
 fn top_of_iova_space_and_oas_limit() {
-    let (m, mut s) = boot_qemu();
+    let (m, s) = boot_qemu();
     let d = s.alloc_domain().unwrap();
     s.attach(SID, 0, d).unwrap();
     let top = (1u64 << 48) - 0x1000;
@@ -47,7 +47,7 @@ fn top_of_iova_space_and_oas_limit() {
 
 #[test]
 fn split_a_gigabyte_block() {
-    let (m, mut s) = boot_qemu();
+    let (m, s) = boot_qemu();
     let d = s.alloc_domain().unwrap();
     s.attach(SID, 0, d).unwrap();
     let (iova, pa) = (GIB, 4 * GIB);
@@ -96,7 +96,7 @@ fn every_optional_feature_advertised() {
         hyp: true,
         ..Features::with_substreams(20)
     };
-    let (m, mut s) = boot(
+    let (m, s) = boot(
         f,
         Config {
             ssid_bits: 20,
@@ -126,7 +126,7 @@ fn every_optional_feature_advertised() {
 #[test]
 fn interrupts_enabled_and_event_irq_raised() {
     use iommu_server::hal::Mmio;
-    let (m, mut s) = boot_qemu();
+    let (m, s) = boot_qemu();
     let ctrl = m.smmu.read32(reg::IRQ_CTRLACK);
     assert_eq!(
         ctrl & (reg::IRQ_CTRL_GERROR_IRQEN | reg::IRQ_CTRL_EVENTQ_IRQEN),
@@ -141,7 +141,7 @@ fn interrupts_enabled_and_event_irq_raised() {
 
 #[test]
 fn shutdown_aborts_traffic_and_frees_everything() {
-    let (m, mut s) = boot_pasid(8);
+    let (m, s) = boot_pasid(8);
     let baseline_before_boot: Vec<smmu_model::LiveBlock> = Vec::new();
     let d = s.alloc_domain().unwrap();
     s.map(d, 0x1000, 0x2000, 0x1000, Perms::RW).unwrap();
@@ -178,7 +178,7 @@ fn memory_attributes() {
     // IDR0.COHACC = 1: normal memory must be write-back cacheable and
     // inner shareable for DMA to be coherent with the CPUs; DEVICE mappings
     // must be a Device memory type.
-    let (m, mut s) = boot_qemu();
+    let (m, s) = boot_qemu();
     let d = s.alloc_domain().unwrap();
     s.map(d, 0x1000, 0x1_0000_0000, 0x1000, Perms::RW).unwrap();
     s.map(
@@ -216,7 +216,7 @@ fn coherent_walk_and_queue_attributes() {
     // can miss CPU-cached data. (QEMU ignores attributes, so only the
     // model can check this.)
     use iommu_server::hal::Mmio;
-    let (m, mut s) = boot_pasid(4);
+    let (m, s) = boot_pasid(4);
     let cr1 = m.smmu.read32(reg::CR1);
     let f = |lo: u32| (cr1 >> lo) & 3;
     assert_eq!(

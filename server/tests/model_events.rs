@@ -16,7 +16,7 @@ const SID: u32 = 8;
 
 #[test]
 fn dma_fault_is_recorded_and_decoded() {
-    let (m, mut s) = boot_qemu();
+    let (m, s) = boot_qemu();
     let d = s.alloc_domain().unwrap();
     let buf = m.mem.alloc_buffer(0x2000, 0x1000).unwrap();
     s.map(d, 0x10_0000, buf, 0x1000, Perms::RW).unwrap();
@@ -64,7 +64,7 @@ fn dma_fault_is_recorded_and_decoded() {
 
 #[test]
 fn event_storm_overflows_and_recovers() {
-    let (m, mut s) = boot(
+    let (m, s) = boot(
         Features::qemu_7_2(),
         Config {
             evtq_log2: 3,
@@ -117,7 +117,7 @@ fn event_storm_overflows_and_recovers() {
 
 #[test]
 fn configuration_errors_are_decoded() {
-    let (m, mut s) = boot_pasid(8);
+    let (m, s) = boot_pasid(8);
     let d = s.alloc_domain().unwrap();
     s.attach(SID, 5, d).unwrap();
     // A StreamID beyond the stream table, a missing substream, an unused SSID.
@@ -147,7 +147,7 @@ fn configuration_errors_are_decoded() {
 
 #[test]
 fn illegal_command_does_not_wedge_the_queue() {
-    let (m, mut s) = boot_qemu();
+    let (m, s) = boot_qemu();
     let d = s.alloc_domain().unwrap();
     s.map(d, 0x10_0000, 0x1_0000_0000, 0x1000, Perms::RW)
         .unwrap();
@@ -190,7 +190,7 @@ fn allocation_failures_roll_back() {
             ..Config::default()
         };
         for nth in 1..12u64 {
-            let (m, mut s) = boot(features.clone(), cfg);
+            let (m, s) = boot(features.clone(), cfg);
             let a = s.alloc_domain().unwrap();
             s.map(a, 0x10_0000, 0x1_0000_0000, 0x1000, Perms::RW)
                 .unwrap();

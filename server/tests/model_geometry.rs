@@ -106,7 +106,7 @@ impl Ranges {
 }
 
 fn run(features: Features, ops: &[Op]) {
-    let (m, mut s) = boot(features, Config::default());
+    let (m, s) = boot(features, Config::default());
     let d = s.alloc_domain().unwrap();
     s.attach(SID, 0, d).unwrap();
     let mut r = Ranges::default();
@@ -194,7 +194,7 @@ proptest! {
 /// What the SMMU's tables said for the part of a 2 MiB block that an unmap
 /// of one page in it keeps, at each CMD_SYNC of that unmap.
 fn kept_part_at_each_sync(bbml: u8) -> Vec<bool> {
-    let (m, mut s) = boot(
+    let (m, s) = boot(
         Features {
             bbml,
             ..Features::qemu_7_2()

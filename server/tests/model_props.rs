@@ -251,6 +251,9 @@ impl Run {
                         r.attached.insert(key, id);
                     }
                     Err(Error::NoSlot) => {}
+                    // A domain gets its ASID at its first attach: none
+                    // free, and every other domain's in use by a device.
+                    Err(Error::NoAsid) => {}
                     Err(Error::NoMemory) if armed => {}
                     Err(e) => panic!("attach {key:?} -> {id:?}: {e:?}"),
                 }

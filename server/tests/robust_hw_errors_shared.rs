@@ -20,7 +20,7 @@ use iommu_server::policy::{ClientPolicy, Policy, Quotas, StreamGrant};
 use iommu_server::regs;
 use iommu_server::shared::SharedSmmu;
 use iommu_server::sync::StdLocks;
-use iommu_server::{Config, Smmu};
+use iommu_server::Config;
 use smmu_model::{Access, Features, Machine};
 
 struct NoDelay;
@@ -196,8 +196,8 @@ fn bare_core() -> (Machine, Arc<Mutex<Freeze>>, &'static Core) {
         poll_timeout_us: 10,
         ..Config::default()
     };
-    let smmu = Smmu::new(registers, m.mem.clone(), NoDelay, config).expect("boots");
-    let core: &'static Core = Box::leak(Box::new(Core::new(smmu).map_err(|_| ()).unwrap()));
+    let core = Core::new(registers, m.mem.clone(), NoDelay, config).expect("boots");
+    let core: &'static Core = Box::leak(Box::new(core));
     (m, freeze, core)
 }
 

@@ -15,7 +15,7 @@ use iommu_server::handler::{FakeFrames, Handler, ReceivedCap};
 use iommu_server::policy::{ClientPolicy, Policy, Quotas, StreamGrant};
 use iommu_server::shared::SharedSmmu;
 use iommu_server::sync::StdLocks;
-use iommu_server::{Config, Smmu};
+use iommu_server::Config;
 use smmu_model::{Access, Features, Machine};
 
 struct NoDelay;
@@ -101,8 +101,8 @@ fn two_handler_threads_share_one_core() {
         max_asids: 5,
         ..Config::default()
     };
-    let smmu = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, config).expect("boots");
-    let core: &'static Core = Box::leak(Box::new(Core::new(smmu).map_err(|_| ()).unwrap()));
+    let core = Core::new(m.smmu.clone(), m.mem.clone(), NoDelay, config).expect("boots");
+    let core: &'static Core = Box::leak(Box::new(core));
     let (ma, mb) = (m.clone(), m.clone());
     let a = std::thread::spawn(move || worker(ma, core, POLICY_A, 0xA, 8));
     let b = std::thread::spawn(move || worker(mb, core, POLICY_B, 0xB, 16));

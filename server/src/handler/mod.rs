@@ -83,6 +83,7 @@ use iommu_protocol::{
 
 use crate::policy::{ClientPolicy, DmaGrant, Policy};
 
+mod core_impl;
 mod domains;
 mod faults;
 mod host;
@@ -92,13 +93,11 @@ mod memory;
 /// The reference core (host builds: tests, fuzzing).
 #[cfg(not(target_os = "none"))]
 pub mod reference;
-mod shared_core;
-mod smmu;
 #[cfg(test)]
 mod tests;
 
+pub use core_impl::error_code;
 pub use host::FakeFrames;
-pub use smmu::error_code;
 
 /// Clients one server serves.
 pub const MAX_CLIENTS: usize = 8;

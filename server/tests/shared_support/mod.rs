@@ -14,7 +14,7 @@ use std::sync::Mutex as StdMutex;
 use embedded_hal::delay::DelayNs;
 use iommu_server::shared::SharedSmmu;
 use iommu_server::sync::LockFamily;
-use iommu_server::{Config, DomainId, Perms, Smmu};
+use iommu_server::{Config, DomainId, Perms};
 use smmu_model::{Access, Command, Features, Machine, MemConfig, ModelOptions};
 
 /// The model completes every handshake at once.
@@ -51,8 +51,7 @@ pub fn boot_with<F: LockFamily>(asids: u32, ssid_bits: u8) -> (Machine, Core<F>)
         max_asids: asids,
         ..Config::default()
     };
-    let s = Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, config).expect("boots");
-    let core = Core::<F>::new(s).map_err(|_| ()).expect("fresh");
+    let core = Core::<F>::new(m.smmu.clone(), m.mem.clone(), NoDelay, config).expect("boots");
     (m, core)
 }
 

@@ -84,7 +84,7 @@ struct Snap {
     core_syncs: u64,
 }
 
-fn snap(m: &Machine, stats: &Stats) -> Snap {
+fn snap(m: &Machine, stats: Stats) -> Snap {
     let c = m.smmu.counters();
     Snap {
         model_cmds: c.commands,
@@ -368,17 +368,17 @@ fn bench_handler(mode: Mode) {
     let rw = WirePerms::RW;
     let iova = 0x4000_0000u64;
 
-    let stats = |s: &Server| s.borrow().core().stats().clone();
+    let stats = |s: &Server| s.borrow().core().stats();
     let (mut map, mut unmap) = (Meter::default(), Meter::default());
     for i in 0..mode.small() {
         let va = iova + (i % 512) * PAGE;
         timed!(
             map,
             &m,
-            &stats(&server),
+            stats(&server),
             c.map(d, va, small.handle, 0, PAGE, rw).unwrap()
         );
-        timed!(unmap, &m, &stats(&server), c.unmap(d, va, PAGE).unwrap());
+        timed!(unmap, &m, stats(&server), c.unmap(d, va, PAGE).unwrap());
     }
     row("Map 4 KiB", &map);
     row("Unmap 4 KiB", &unmap);
@@ -388,10 +388,10 @@ fn bench_handler(mode: Mode) {
         timed!(
             map,
             &m,
-            &stats(&server),
+            stats(&server),
             c.map(d, iova, big.handle, 0, BLOCK, rw).unwrap()
         );
-        timed!(unmap, &m, &stats(&server), c.unmap(d, iova, BLOCK).unwrap());
+        timed!(unmap, &m, stats(&server), c.unmap(d, iova, BLOCK).unwrap());
     }
     row("Map 2 MiB of one 2 MiB frame (a block)", &map);
     row("Unmap 2 MiB block", &unmap);
@@ -409,8 +409,8 @@ fn bench_handler(mode: Mode) {
         .collect();
     let (mut map, mut unmap) = (Meter::default(), Meter::default());
     for _ in 0..mode.large() {
-        timed!(map, &m, &stats(&server), c.map_batch(d, &regions).unwrap());
-        timed!(unmap, &m, &stats(&server), c.unmap(d, iova, BLOCK).unwrap());
+        timed!(map, &m, stats(&server), c.map_batch(d, &regions).unwrap());
+        timed!(unmap, &m, stats(&server), c.unmap(d, iova, BLOCK).unwrap());
     }
     row("MapBatch 2 MiB = 512 × 4 KiB frames (8 × 64)", &map);
     row("Unmap 512 contiguous pages (one call)", &unmap);
@@ -420,13 +420,13 @@ fn bench_handler(mode: Mode) {
         timed!(
             attach,
             &m,
-            &stats(&server),
+            stats(&server),
             c.attach(StreamId(SID), Ssid(0), d).unwrap()
         );
         timed!(
             detach,
             &m,
-            &stats(&server),
+            stats(&server),
             c.detach(StreamId(SID), Ssid(0)).unwrap()
         );
     }
@@ -435,7 +435,7 @@ fn bench_handler(mode: Mode) {
 
     let mut faults = Meter::default();
     for _ in 0..mode.small() {
-        let b = timed!(faults, &m, &stats(&server), c.faults().unwrap());
+        let b = timed!(faults, &m, stats(&server), c.faults().unwrap());
         assert!(b.records.is_empty());
     }
     row("Faults (none pending: the call floor)", &faults);

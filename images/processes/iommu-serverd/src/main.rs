@@ -1,9 +1,9 @@
 //! The IOMMU server process.
 //!
 //! It alone maps the SMMUv3's registers. It initialises the SMMU with the
-//! server core (every stream starts in abort, so a device no client attached
-//! cannot DMA at all), hands it to the concurrent core (`SharedSmmu`, whose
-//! locks block through `sel4_iommu::locks::ThreadLocks`), and serves:
+//! server core (`SharedSmmu`, whose locks block through
+//! `sel4_iommu::locks::ThreadLocks`; every stream starts in abort, so a
+//! device no client attached cannot DMA at all), and serves:
 //!
 //! * one **band** of clients per endpoint (`[iommu] endpoint` and `bands`
 //!   in the system description), each served by a thread of its own at the
@@ -30,7 +30,7 @@ use iommu_server::handler::{CoreEvent, FrameResolver, Handler};
 use iommu_server::policy::DmaGrant;
 use iommu_server::regs::gerror;
 use iommu_server::shared::SharedSmmu;
-use iommu_server::{Config, Smmu};
+use iommu_server::Config;
 use procrt::procinfo::supervisor::{self, Retired};
 use procrt::sync::OnceCell;
 use procrt::{println, StartInfo};
@@ -206,7 +206,7 @@ fn start_core(info: &'static StartInfo) -> Option<&'static Core> {
             info.dma.size as usize,
         )
     };
-    let smmu = match Smmu::new(mmio, pool, CounterDelay::new(), Config::default()) {
+    let smmu = match Core::new(mmio, pool, CounterDelay::new(), Config::default()) {
         Ok(smmu) => smmu,
         Err(e) => {
             println!("iommu-server: SMMU initialisation failed: {e:?}");
@@ -218,11 +218,7 @@ fn start_core(info: &'static StartInfo) -> Option<&'static Core> {
         registers.paddr,
         smmu.features()
     );
-    let Ok(shared) = SharedSmmu::new(smmu) else {
-        println!("iommu-server: the fresh SMMU core has domains already");
-        return None;
-    };
-    CORE.set(shared).ok()
+    CORE.set(smmu).ok()
 }
 
 /// One handler per band, each with its share of the free CSpace slots.
