@@ -43,3 +43,18 @@ pub fn rmb() {
     #[cfg(not(target_arch = "aarch64"))]
     core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
 }
+
+/// Orders earlier reads and writes of DMA-visible memory before a later
+/// MMIO write (Linux `mb()`): used before handing event-queue slots back
+/// (EVENTQ_CONS), so that the records are read before the SMMU may
+/// overwrite them (a `dsb st` orders only the writes).
+#[inline]
+pub fn mb() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: a barrier instruction; no memory or register effects visible to Rust.
+    unsafe {
+        core::arch::asm!("dsb sy", options(nostack, preserves_flags))
+    };
+    #[cfg(not(target_arch = "aarch64"))]
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+}

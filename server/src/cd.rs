@@ -66,6 +66,9 @@ pub struct S1Context {
     pub asid: u16,
     /// CD.IPS: the IDR5.OAS encoding.
     pub ips: u8,
+    /// CD.S: faulting transactions stall (required when the SMMU forces
+    /// stalls, IDR0.STALL_MODEL = 0b10).
+    pub stall: bool,
 }
 
 /// A CD for a 4 KiB-granule, 48-bit stage-1 table (Linux
@@ -85,6 +88,7 @@ pub fn s1_cd(ctx: &S1Context) -> Entry {
         | CD_0_R
         | CD_0_A
         | CD_0_ASET
+        | if ctx.stall { CD_0_S } else { 0 }
         | prep(ctx.asid as u64, 63, 48);
     e[1] = ctx.ttb0 & CD_1_TTB0;
     e[3] = MAIR;
@@ -240,6 +244,7 @@ mod tests {
             ttb0: 0x4567_8000,
             asid: 0x1234,
             ips: 4,
+            stall: false,
         });
         // 5.4: T0SZ=16 (0x10), TG0=0, IR0=1 (bit 8), OR0=1 (bit 10), SH0=3
         // (bits 12,13), EPD1 (bit 30), V (bit 31), IPS=4 (bit 34), AA64 (41),
@@ -261,6 +266,13 @@ mod tests {
         assert_eq!(cd[2], 0);
         assert_eq!(cd[3], 0x04ff44);
         assert_eq!(l1cd_desc(0x9000_1000), 0x9000_1001);
+        let stalling = s1_cd(&S1Context {
+            ttb0: 0x4567_8000,
+            asid: 0x1234,
+            ips: 4,
+            stall: true,
+        });
+        assert_eq!(stalling[0], q0 | CD_0_S);
     }
 
     #[test]
@@ -269,11 +281,13 @@ mod tests {
             ttb0: 0x1000,
             asid: 1,
             ips: 4,
+            stall: false,
         });
         let b = s1_cd(&S1Context {
             ttb0: 0x2000,
             asid: 2,
             ips: 4,
+            stall: false,
         });
         // invalid -> valid: only qword 0 is critical (hitless)
         assert_eq!(qword_diff::<CdUsed>(&[0; 8], &a).1, 1);

@@ -79,12 +79,18 @@ pub enum Command {
     TlbiNsnhAll,
     /// 4.7.3 CMD_SYNC with CS = SIG_NONE (completion observed by polling CONS).
     Sync,
+    /// 4.6.2 CMD_RESUME with Action = Abort: the stalled transaction `stag`
+    /// of `sid` ends with an abort to the device (no retry).
+    Resume { sid: u32, stag: u16 },
     /// Any raw command (tests and diagnostics).
     Raw([u64; 2]),
 }
 
 /// CMD_SYNC.CS, bits `[13:12]`: 0 SIG_NONE, 1 SIG_IRQ, 2 SIG_SEV.
 pub const SYNC_CS_SIG_NONE: u64 = 0;
+
+/// CMD_RESUME.Action, bits `[13:12]`: 0 Term, 1 Retry, 2 Abort.
+pub const RESUME_ACTION_ABORT: u64 = 2;
 
 impl Command {
     /// The opcode.
@@ -101,6 +107,7 @@ impl Command {
             Command::TlbiEl2All => op::TLBI_EL2_ALL,
             Command::TlbiNsnhAll => op::TLBI_NSNH_ALL,
             Command::Sync => op::CMD_SYNC,
+            Command::Resume { .. } => op::RESUME,
             Command::Raw(r) => r[0] as u8,
         }
     }
@@ -143,6 +150,11 @@ impl Command {
             ],
             // CS [13:12] = SIG_NONE, MSH/MSIAttr/MSIData/MSIAddress 0
             Command::Sync => [opc | prep(SYNC_CS_SIG_NONE, 13, 12), 0],
+            // StreamID [63:32], Action [13:12]; STAG [15:0] of qword 1.
+            Command::Resume { sid, stag } => [
+                opc | prep(RESUME_ACTION_ABORT, 13, 12) | prep(sid as u64, 63, 32),
+                stag as u64,
+            ],
             Command::Raw(r) => r,
         }
     }
@@ -188,6 +200,14 @@ mod tests {
         );
         assert_eq!(Command::TlbiNsnhAll.encode(), [0x30, 0]);
         assert_eq!(Command::Sync.encode(), [0x46, 0]);
+        assert_eq!(
+            Command::Resume {
+                sid: 0x10,
+                stag: 0xbeef
+            }
+            .encode(),
+            [0x0000_0010_0000_2044, 0xbeef]
+        );
         let r = TlbiRange {
             num: 3,
             scale: 5,

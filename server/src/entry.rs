@@ -12,7 +12,8 @@
 //! When more than one qword is critical, the update breaks: qword 0 is
 //! written as 0 (V = 0) first, then qwords 1..7, then qword 0.
 //! "sync" = the entry's CFGI command + CMD_SYNC, issued only if a step
-//! changed memory.
+//! changed memory, and once when nothing did (the entry may be cached in an
+//! older form after a write whose sync failed).
 
 use crate::dma;
 use crate::error::Result;
@@ -42,7 +43,7 @@ pub fn read_entry(slot: &DmaBlock) -> Entry {
 /// What kind of update [`write_entry`] performed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateKind {
-    /// Nothing to change.
+    /// Nothing to change in memory (the entry was invalidated anyway).
     None,
     /// Only unused bits changed (or the one critical qword was all of it).
     Hitless,
@@ -113,11 +114,14 @@ pub fn write_entry<U: UsedBits>(
         Ok(UpdateKind::Breaking)
     } else {
         let changed = entry_set(slot, &mut cur, target, 0, ENTRY_QWORDS, sync)?;
-        Ok(if changed {
-            UpdateKind::Hitless
-        } else {
-            UpdateKind::None
-        })
+        if !changed {
+            // Memory holds the target already, but the SMMU may not: a
+            // write whose CMD_SYNC timed out (or whose CFGI was rejected)
+            // got this far before. The retry is what confirms it.
+            sync()?;
+            return Ok(UpdateKind::None);
+        }
+        Ok(UpdateKind::Hitless)
     }
 }
 

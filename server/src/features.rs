@@ -38,6 +38,10 @@ pub struct Features {
     pub little_endian: bool,
     /// IDR0.HTTU (0 none, 1 access flag, 2 access and dirty).
     pub httu: u8,
+    /// IDR0.STALL_MODEL == 0b10: faulting transactions always stall, and
+    /// every CD must say so (CD.S = 1); each stall is then ended with
+    /// CMD_RESUME.
+    pub stall_forced: bool,
     /// IDR1.SIDSIZE: StreamID bits.
     pub sid_bits: u8,
     /// IDR1.SSIDSIZE: SubstreamID bits (0: no substreams).
@@ -101,6 +105,7 @@ impl Features {
             stage2: i0 & idr0::S2P != 0,
             ttf_aarch64: ttf & 2 != 0,
             coherent: i0 & idr0::COHACC != 0,
+            stall_forced: (i0 >> idr0::STALL_MODEL_SHIFT) & 3 == idr0::STALL_MODEL_FORCED,
             btm: i0 & idr0::BTM != 0,
             hyp: i0 & idr0::HYP != 0,
             ats: i0 & idr0::ATS != 0,

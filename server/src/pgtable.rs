@@ -180,11 +180,14 @@ pub const GATHER_TABLES: usize = 16;
 
 impl Gather {
     /// Empty again, for reuse: a fresh `Gather` is about 1 KiB to clear,
-    /// more than a single-page unmap costs otherwise. Tables still waiting
-    /// in `free_list` must have been handed back first (`finish` does).
+    /// more than a single-page unmap costs otherwise. A gather whose flush
+    /// failed keeps everything: its tables are unlinked but may still be
+    /// walked, so they wait (still counted in the table's size) for the
+    /// next flush, which invalidates their ranges too.
     pub fn reset(&mut self) {
-        self.reset_ranges();
-        self.free_list.clear();
+        if self.free_list.is_empty() {
+            self.reset_ranges();
+        }
     }
 
     /// Whether there is nothing to invalidate.
@@ -899,16 +902,19 @@ impl IoPageTable {
                     };
                 removed += n;
                 if empty {
-                    dma::write_u64(t, i, 0);
-                    cleared += 1;
-                    touched = true;
-                    g.tables_removed = true;
+                    // Room first: an empty table left linked (when the flush
+                    // fails) is consistent, one unlinked and in no list is
+                    // lost.
                     if g.free_list.is_full() {
                         if let Err(err) = self.flush_and_free(alloc, g, flush) {
                             result = Err(err);
                             break;
                         }
                     }
+                    dma::write_u64(t, i, 0);
+                    cleared += 1;
+                    touched = true;
+                    g.tables_removed = true;
                     let _ = g.free_list.push((child, (level + 1) as u8));
                 }
             } else if level > 0 && s == va && e == va + level_size(level) {
@@ -954,6 +960,18 @@ impl IoPageTable {
             return Ok(());
         }
         self.flush_and_free(alloc, g, flush)
+    }
+
+    /// Frees every table, and those `g` still holds unlinked. The SMMU must
+    /// no longer reach them: no CD points here and the ASID was
+    /// invalidated.
+    pub fn destroy_with<A: DmaAllocator>(self, alloc: &mut A, g: &mut Gather) {
+        for (b, _) in g.free_list.iter() {
+            alloc.free(*b);
+        }
+        g.free_list.clear();
+        g.reset_ranges();
+        self.destroy(alloc);
     }
 
     /// Frees every table. The SMMU must no longer reach them: no CD points

@@ -86,6 +86,10 @@ pub mod idr0 {
     pub const CD2L: u32 = 1 << 19;
     /// TTENDIAN `[22:21]`: 0 mixed, 2 little, 3 big.
     pub const TTENDIAN_SHIFT: u32 = 21;
+    /// STALL_MODEL `[25:24]`: 0 stall and terminate, 1 terminate only, 2
+    /// stall forced (CD.S must be 1).
+    pub const STALL_MODEL_SHIFT: u32 = 24;
+    pub const STALL_MODEL_FORCED: u32 = 2;
     /// ST_LEVEL `[28:27]`: 0 linear only, 1 two-level supported.
     pub const ST_LEVEL_SHIFT: u32 = 27;
 }

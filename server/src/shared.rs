@@ -53,7 +53,7 @@ use crate::error::{Error, Result};
 use crate::evtq::{DrainReport, Event, Evtq};
 use crate::features::Features;
 use crate::hal::{DmaAllocator, DmaBlock, Mmio};
-use crate::hw::{GerrorReport, Hw};
+use crate::hw::{CmdBatch, GerrorReport, Hw};
 use crate::pgtable::{Gather, IoPageTable, Perms};
 use crate::regs::{self, qptr};
 use crate::stats::Stats;
@@ -64,6 +64,10 @@ use crate::tlbi::flush_gather;
 
 /// (StreamID, SSID) pairs attached at once.
 pub const MAX_ATTACHED: usize = 128;
+
+/// Unconfirmed configuration writes ([`Ghost`]) kept before they are all
+/// confirmed at once.
+const MAX_GHOSTS: usize = 16;
 
 /// Where attach leaves the old domain's device list (test builds only).
 #[cfg(loom)]
@@ -106,6 +110,65 @@ impl CdPlace {
     }
 }
 
+/// Which CD the configuration in memory gives a device after an attach or
+/// detach (that may have stopped half-way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InMemory {
+    /// The CD it had before.
+    Old,
+    /// The CD the operation wrote.
+    New,
+    /// None: the STE aborts, or the CD is invalid.
+    None,
+}
+
+/// What [`SharedSmmu::program_cd`] did.
+struct Programmed {
+    result: Result<()>,
+    now: InMemory,
+    /// A CD table the stream no longer points at in memory, which the SMMU
+    /// may still read until a sync covering the stream completes.
+    old_table: Option<CdTable>,
+}
+
+/// What a completed CMD_SYNC proved the SMMU no longer holds cached.
+#[derive(Debug, Clone, Copy)]
+enum Covered {
+    /// Everything (CFGI_STE of every ghost's stream).
+    All,
+    /// Every CD of the stream (CFGI_STE).
+    Stream(u32),
+    /// One CD (CFGI_CD).
+    Device(Device),
+}
+
+/// A domain the SMMU may still use for a device although memory no longer
+/// says so: an attach or detach whose CMD_SYNC timed out (or whose CFGI
+/// was rejected) left the SMMU's copy of the device's old STE or CD
+/// unconfirmed. Until a sync covering the device completes, the domain is
+/// pinned: it is not freed, its ASID is not changed or recycled, and `table`
+/// (an old CD table) is not freed.
+#[derive(Debug)]
+struct Ghost {
+    dev: Device,
+    slot: usize,
+    table: Option<CdTable>,
+}
+
+/// Classifies a CD read back from memory against the `target` a write was
+/// taking it to: the used-bits algorithm leaves the old configuration, the
+/// new one, or V = 0, never a mix.
+fn classify_cd(now: &Entry, target: &Entry) -> InMemory {
+    let same = |q: usize, mask: u64| now[q] & mask == target[q] & mask;
+    if now[0] & cd::CD_0_V == 0 {
+        InMemory::None
+    } else if same(0, cd::CD_0_ASID) && same(1, cd::CD_1_TTB0) {
+        InMemory::New
+    } else {
+        InMemory::Old
+    }
+}
+
 /// What the ASID lock knows of a domain slot.
 #[derive(Debug, Clone, Copy, Default)]
 struct SlotMeta {
@@ -126,6 +189,8 @@ struct AsidState<const N: usize> {
     masters: heapless::Vec<Master, MAX_MASTERS>,
     /// Which domain slot's CD each (StreamID, SSID) carries.
     attached: heapless::Vec<(Device, usize), MAX_ATTACHED>,
+    /// Domains pinned by configuration writes that failed half-way.
+    ghosts: heapless::Vec<Ghost, MAX_GHOSTS>,
     meta: [SlotMeta; N],
 }
 
@@ -254,6 +319,7 @@ where
                 strtab: p.strtab,
                 masters: heapless::Vec::new(),
                 attached: heapless::Vec::new(),
+                ghosts: heapless::Vec::new(),
                 meta: [SlotMeta::default(); N],
             }),
             domains: core::array::from_fn(|_| Ordered::new(DomainState::default())),
@@ -277,12 +343,18 @@ where
         // Off first: no device may walk a table once it is freed.
         let disabled = hw.hw.disable();
         for d in self.domains {
-            if let Some(p) = d.into_inner().pgtable {
-                p.destroy(&mut alloc);
+            let mut d = d.into_inner();
+            if let Some(p) = d.pgtable.take() {
+                p.destroy_with(&mut alloc, &mut d.gather);
             }
         }
         while let Some(m) = asid.masters.pop() {
             m.cdtab.free(&mut alloc);
+        }
+        while let Some(g) = asid.ghosts.pop() {
+            if let Some(t) = g.table {
+                t.free(&mut alloc);
+            }
         }
         let parts = Parts {
             hw: hw.hw,
@@ -546,6 +618,7 @@ where
             ttb0,
             asid,
             ips: self.features.oas_enc.min(5),
+            stall: self.features.stall_forced,
         })
     }
 
@@ -563,11 +636,12 @@ where
         slot: usize,
         new: u16,
     ) -> Result<()> {
-        let (mut d, mut t2) = self.domains[slot].lock(t1);
-        let old = d.asid;
-        if old == new {
+        if a.meta[slot].asid == new {
             return Ok(());
         }
+        self.unpin(a, t1, slot)?;
+        let (mut d, mut t2) = self.domains[slot].lock(t1);
+        let old = d.asid;
         if (new == 0 && !d.devices.is_empty()) || d.stale_asids.is_full() {
             return Err(Error::Busy);
         }
@@ -633,7 +707,8 @@ where
             }
             let mut victim = None;
             for s in 0..N {
-                if s == exclude || !a.meta[s].live || a.meta[s].asid == 0 {
+                let pinned = a.ghosts.iter().any(|g| g.slot == s);
+                if s == exclude || !a.meta[s].live || a.meta[s].asid == 0 || pinned {
                     continue;
                 }
                 let (d, _t) = self.domains[s].lock(t1);
@@ -755,6 +830,7 @@ where
         let mut t0 = Token::unlocked();
         let (mut a, mut t1) = self.asid.lock(&mut t0);
         let slot = Self::live_slot(&a, id)?;
+        self.unpin(&mut a, &mut t1, slot)?;
         let (mut d, mut t2) = self.domains[slot].lock(&mut t1);
         if !d.devices.is_empty() {
             return Err(Error::Busy);
@@ -771,7 +847,7 @@ where
             a.asids.free(asid, true);
         }
         if let Some(p) = d.pgtable.take() {
-            p.destroy(&mut self.alloc.leaf());
+            p.destroy_with(&mut self.alloc.leaf(), &mut d.gather);
         }
         self.publish_size(slot, &d);
         d.asid = 0;
@@ -877,6 +953,7 @@ where
         if (current.is_none() && a.attached.is_full()) || (mi.is_none() && a.masters.is_full()) {
             return Err(Error::NoSlot);
         }
+        self.make_ghost_room(a, t1)?;
         // All memory the new CD needs is allocated before the ASID can
         // move (ensure_asid may recycle an idle domain's), so that an
         // attach refused for memory changes no ASID either.
@@ -889,23 +966,17 @@ where
             }
         };
         let cd = self.s1_cd(a.meta[slot].ttbr, asid);
-        let r = self.program_cd(a, t1, sid, ssid, current.is_some(), place, &cd);
-        if let Err((e, false)) = r {
-            return Err(e);
-        }
-        // The lists change with the CD, under the ASID lock.
-        if let Some(old) = current {
-            let (mut d, _t) = self.domains[old].lock(t1);
-            d.devices.retain(|&x| x != dev);
-        }
-        {
-            let (mut d, _t) = self.domains[slot].lock(t1);
-            if !d.devices.contains(&dev) {
-                let _ = d.devices.push(dev);
-            }
-        }
-        a.set_attached(dev, slot);
-        r.map_err(|(e, _)| e)
+        // With substreams a CD-level CFGI covers the device; otherwise the
+        // STE's CFGI covers the stream.
+        let covered = if mi.is_some() && self.ssid_bits != 0 {
+            Covered::Device(dev)
+        } else {
+            Covered::Stream(sid)
+        };
+        let p = self.program_cd(a, t1, sid, ssid, current, place, &cd);
+        let ok = p.result.is_ok();
+        self.settle(a, t1, dev, current, slot, ok, p.now, p.old_table, covered);
+        p.result
     }
 
     /// Allocates what pointing (sid, ssid) at a new CD needs: the stream
@@ -948,10 +1019,13 @@ where
         }
     }
 
-    /// Points (sid, ssid) at `cd` in
-    /// the memory `place` prepared. On error, the flag says whether the
-    /// new CD may be live (then the device is listed anyway, so that
-    /// detach can undo it).
+    /// Points (sid, ssid) at `cd` in the memory `place` prepared. Returns
+    /// the result and, whatever it is, which CD the configuration in memory
+    /// now gives the device: after a CMD_SYNC that timed out or a rejected
+    /// command the write stopped half-way, and memory may still show the
+    /// old CD, the new one, or none (the used-bits algorithm never leaves a
+    /// mix). What the SMMU may still hold cached is [`Self::settle`]'s
+    /// concern; the CD tables are left consistent with memory here.
     #[allow(clippy::too_many_arguments)]
     fn program_cd(
         &self,
@@ -959,14 +1033,20 @@ where
         t1: &mut Token<'_, level::Asid>,
         sid: u32,
         ssid: u32,
-        was_attached: bool,
+        current: Option<usize>,
         place: CdPlace,
         cd: &Entry,
-    ) -> core::result::Result<(), (Error, bool)> {
+    ) -> Programmed {
+        let done = |result: Result<()>, now: InMemory| Programmed {
+            result,
+            now,
+            old_table: None,
+        };
         match place {
             CdPlace::NewStream(tab, cd_slot) => {
                 // Not reachable by the SMMU yet: no invalidation needed.
                 write_entry_offline(&cd_slot, cd);
+                let table = tab.block.paddr;
                 let m = Master {
                     sid,
                     cdtab: tab,
@@ -979,7 +1059,16 @@ where
                 };
                 let target = Self::cd_ste(&m);
                 let _ = a.masters.push(m);
-                self.write_ste(a, t1, sid, &target).map_err(|e| (e, true))
+                let r = self.write_ste(a, t1, sid, &target);
+                if r.is_ok() || self.ste_points_at(a, sid, table) {
+                    return done(r, InMemory::New);
+                }
+                // Memory never pointed the stream at the table, so the SMMU
+                // cannot have fetched it: it goes.
+                if let Some(mi) = a.master_index(sid) {
+                    a.masters.swap_remove(mi).cdtab.free(&mut self.alloc.leaf());
+                }
+                done(r, InMemory::None)
             }
             CdPlace::NewTable(mi, tab) => {
                 // Hitless move of a single-CD stream: a new CD table written
@@ -988,34 +1077,187 @@ where
                 if let Some(s) = crate::dma::sub_block(&tab.block, 0, 64) {
                     write_entry_offline(&s, cd);
                 }
+                let table = tab.block.paddr;
                 let old = core::mem::replace(&mut a.masters[mi].cdtab, tab);
                 let target = Self::cd_ste(&a.masters[mi]);
-                match self.write_ste(a, t1, sid, &target) {
-                    Ok(()) => {
-                        old.free(&mut self.alloc.leaf());
-                        Ok(())
-                    }
-                    Err(e) => {
-                        // Unknown which table the SMMU uses: leak the old one.
-                        let _leaked = old;
-                        Err((e, true))
-                    }
+                let r = self.write_ste(a, t1, sid, &target);
+                if r.is_ok() || self.ste_points_at(a, sid, table) {
+                    // The SMMU may still use the old table until a sync
+                    // covering the stream completes.
+                    return Programmed {
+                        result: r,
+                        now: InMemory::New,
+                        old_table: Some(old),
+                    };
                 }
+                // Memory still points at the old table: it stays, and the
+                // new one (never reachable) goes.
+                let new = core::mem::replace(&mut a.masters[mi].cdtab, old);
+                new.free(&mut self.alloc.leaf());
+                done(r, InMemory::Old)
             }
             CdPlace::Slot(mi, cd_slot) => {
-                self.write_cd(t1, &cd_slot, sid, ssid, cd)
-                    .map_err(|e| (e, false))?;
-                if !was_attached {
-                    a.masters[mi].valid_cds += 1;
+                let r = self.write_cd(t1, &cd_slot, sid, ssid, cd);
+                let now = match r {
+                    Ok(()) => InMemory::New,
+                    Err(_) => classify_cd(&entry::read_entry(&cd_slot), cd),
+                };
+                match (now, current.is_some()) {
+                    (InMemory::New, false) => a.masters[mi].valid_cds += 1,
+                    (InMemory::None, true) => a.masters[mi].valid_cds -= 1,
+                    _ => {}
+                }
+                if r.is_err() {
+                    return done(r, now);
                 }
                 if ssid == 0 && a.masters[mi].s1dss != S1Dss::Ssid0 {
                     a.masters[mi].s1dss = S1Dss::Ssid0;
                     let target = Self::cd_ste(&a.masters[mi]);
-                    self.write_ste(a, t1, sid, &target).map_err(|e| (e, true))?;
+                    return done(self.write_ste(a, t1, sid, &target), InMemory::New);
                 }
-                Ok(())
+                done(Ok(()), InMemory::New)
             }
         }
+    }
+
+    /// Whether the STE of `sid` in memory translates through the CD table
+    /// at `table`.
+    fn ste_points_at(&self, a: &mut AsidState<N>, sid: u32, table: u64) -> bool {
+        let none: Option<&mut A> = None;
+        let Ok(Some(slot)) = a.strtab.slot(sid, none) else {
+            return false;
+        };
+        let q0 = entry::read_entry(&slot)[0];
+        q0 & ste::STE_0_V != 0
+            && (q0 & ste::STE_0_CFG) >> 1 == ste::CFG_S1_TRANS
+            && q0 & ste::STE_0_S1CTXPTR == table & ste::STE_0_S1CTXPTR
+    }
+
+    /// Brings the books in line with what an attach or detach of `dev`
+    /// left: `now` is what memory gives the device (`to` is the domain a
+    /// new CD names; `from` the one it had). A device is listed exactly
+    /// where its CD in memory points. When the operation failed, the SMMU
+    /// may still hold `from`'s CD (or CD table) cached: `from` is pinned by
+    /// a ghost until a sync covering the device completes, so that its
+    /// ASID is neither changed nor freed and its tables stay (invariants 1
+    /// and 2 for what the SMMU can still use). When it succeeded, its
+    /// CMD_SYNC covered what `covered` says, and the ghosts there go.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &self,
+        a: &mut AsidState<N>,
+        t1: &mut Token<'_, level::Asid>,
+        dev: Device,
+        from: Option<usize>,
+        to: usize,
+        ok: bool,
+        now: InMemory,
+        table: Option<CdTable>,
+        covered: Covered,
+    ) {
+        let listed = match now {
+            InMemory::New => Some(to),
+            InMemory::Old => from,
+            InMemory::None => None,
+        };
+        if listed != from {
+            if let Some(old) = from {
+                let (mut d, _t) = self.domains[old].lock(t1);
+                d.devices.retain(|&x| x != dev);
+            }
+            match listed {
+                Some(s) => {
+                    let (mut d, _t) = self.domains[s].lock(t1);
+                    if !d.devices.contains(&dev) {
+                        let _ = d.devices.push(dev);
+                    }
+                    a.set_attached(dev, s);
+                }
+                None => a.unset_attached(dev),
+            }
+        }
+        if ok {
+            if let Some(t) = table {
+                t.free(&mut self.alloc.leaf());
+            }
+            self.clear_ghosts(a, covered);
+        } else if let Some(old) = from.filter(|&o| listed != Some(o) || table.is_some()) {
+            // `make_ghost_room` left room for this one. (Were it full, the
+            // ghost's table would be dropped without being freed: leaked,
+            // never handed back while the SMMU may read it.)
+            let _ = a.ghosts.push(Ghost {
+                dev,
+                slot: old,
+                table,
+            });
+        }
+        // Otherwise `table` is None: a failed write with no old domain
+        // (a first attach) leaves no old table behind.
+    }
+
+    /// Frees the ghosts a completed CMD_SYNC covered.
+    fn clear_ghosts(&self, a: &mut AsidState<N>, covered: Covered) {
+        let mut i = 0;
+        while i < a.ghosts.len() {
+            let g = &a.ghosts[i];
+            let hit = match covered {
+                Covered::All => true,
+                Covered::Stream(sid) => g.dev.0 == sid,
+                Covered::Device(dev) => g.dev == dev,
+            };
+            if hit {
+                let g = a.ghosts.swap_remove(i);
+                if let Some(t) = g.table {
+                    t.free(&mut self.alloc.leaf());
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Makes sure one more ghost fits (an attach or detach leaves at most
+    /// one): if the list is full, confirms them all.
+    fn make_ghost_room(&self, a: &mut AsidState<N>, t1: &mut Token<'_, level::Asid>) -> Result<()> {
+        if a.ghosts.is_full() {
+            self.confirm_ghosts(a, t1)?;
+        }
+        Ok(())
+    }
+
+    /// CFGI_STE for every stream with a ghost (it also drops the CDs cached
+    /// through the stream, 4.3.1), then CMD_SYNC: once that completes, the
+    /// SMMU holds nothing older than memory, and every ghost goes.
+    fn confirm_ghosts(&self, a: &mut AsidState<N>, t1: &mut Token<'_, level::Asid>) -> Result<()> {
+        if a.ghosts.is_empty() {
+            return Ok(());
+        }
+        let mut sids: heapless::Vec<u32, MAX_GHOSTS> = heapless::Vec::new();
+        for g in a.ghosts.iter() {
+            if !sids.contains(&g.dev.0) {
+                let _ = sids.push(g.dev.0);
+            }
+        }
+        let mut cmds: heapless::Vec<Command, MAX_GHOSTS> = heapless::Vec::new();
+        for &sid in sids.iter() {
+            let _ = cmds.push(Command::CfgiSte { sid, leaf: true });
+        }
+        self.submit(t1, &cmds)?;
+        self.clear_ghosts(a, Covered::All);
+        Ok(())
+    }
+
+    /// Confirms the ghosts if any pins domain `slot`.
+    fn unpin(
+        &self,
+        a: &mut AsidState<N>,
+        t1: &mut Token<'_, level::Asid>,
+        slot: usize,
+    ) -> Result<()> {
+        if a.ghosts.iter().any(|g| g.slot == slot) {
+            self.confirm_ghosts(a, t1)?;
+        }
+        Ok(())
     }
 
     /// Detaches (StreamID, SSID), under the ASID lock. For the stream's last
@@ -1023,7 +1265,7 @@ where
     /// the CDs cached through it, SMMUv3 4.3.1), then the CD table is freed;
     /// otherwise (substreams) the STE's S1DSS changes first when SSID 0
     /// leaves, then the CD is cleared. Errors: `NotAttached`, `Timeout`,
-    /// `Hardware`.
+    /// `Hardware` (the books then follow memory, see [`Self::settle`]).
     pub fn detach(&self, sid: u32, ssid: u32) -> Result<()> {
         let mut t0 = Token::unlocked();
         let (mut a, mut t1) = self.asid.lock(&mut t0);
@@ -1044,28 +1286,77 @@ where
             return Err(Error::NotAttached);
         }
         let mi = a.master_index(sid).ok_or(Error::NotAttached)?;
+        self.make_ghost_room(a, t1)?;
         if a.masters[mi].valid_cds <= 1 {
-            self.write_ste(a, t1, sid, &ste::abort())?;
+            let table = a.masters[mi].cdtab.block.paddr;
+            let r = self.write_ste(a, t1, sid, &ste::abort());
+            let covered = Covered::Stream(sid);
+            if r.is_err() && self.ste_points_at(a, sid, table) {
+                // Still translating through its CD table, as before.
+                self.settle(
+                    a,
+                    t1,
+                    dev,
+                    Some(dom),
+                    dom,
+                    false,
+                    InMemory::Old,
+                    None,
+                    covered,
+                );
+                return r;
+            }
             let m = a.masters.swap_remove(mi);
-            m.cdtab.free(&mut self.alloc.leaf());
-        } else {
-            if ssid == 0 && a.masters[mi].s1dss == S1Dss::Ssid0 {
-                a.masters[mi].s1dss = S1Dss::Terminate;
-                let target = Self::cd_ste(&a.masters[mi]);
-                self.write_ste(a, t1, sid, &target)?;
+            let ok = r.is_ok();
+            self.settle(
+                a,
+                t1,
+                dev,
+                Some(dom),
+                dom,
+                ok,
+                InMemory::None,
+                Some(m.cdtab),
+                covered,
+            );
+            return r;
+        }
+        if ssid == 0 && a.masters[mi].s1dss == S1Dss::Ssid0 {
+            // On failure the CD is still valid and listed: nothing moved.
+            a.masters[mi].s1dss = S1Dss::Terminate;
+            let target = Self::cd_ste(&a.masters[mi]);
+            self.write_ste(a, t1, sid, &target)?;
+        }
+        let no_alloc: Option<&mut A> = None;
+        let (r, now) = match a.masters[mi].cdtab.slot(ssid, no_alloc)? {
+            Some(s) => {
+                let r = self.write_cd(t1, &s, sid, ssid, &[0; entry::ENTRY_QWORDS]);
+                let valid = entry::read_entry(&s)[0] & cd::CD_0_V != 0;
+                let now = if r.is_err() && valid {
+                    InMemory::Old
+                } else {
+                    InMemory::None
+                };
+                (r, now)
             }
-            let no_alloc: Option<&mut A> = None;
-            if let Some(s) = a.masters[mi].cdtab.slot(ssid, no_alloc)? {
-                self.write_cd(t1, &s, sid, ssid, &[0; entry::ENTRY_QWORDS])?;
-            }
+            None => (Ok(()), InMemory::None),
+        };
+        if now == InMemory::None {
             a.masters[mi].valid_cds -= 1;
         }
-        {
-            let (mut d, _t) = self.domains[dom].lock(t1);
-            d.devices.retain(|&x| x != dev);
-        }
-        a.unset_attached(dev);
-        Ok(())
+        let ok = r.is_ok();
+        self.settle(
+            a,
+            t1,
+            dev,
+            Some(dom),
+            dom,
+            ok,
+            now,
+            None,
+            Covered::Device(dev),
+        );
+        r
     }
 
     // ----- map/unmap (domain lock only) ------------------------------------
@@ -1181,8 +1472,19 @@ where
         let prod = prod_raw & geom.ptr_mask();
         let mut cons = evtq.cons & geom.ptr_mask();
         let mut n = 0;
+        // A stalled transaction waits for its CMD_RESUME (4.6.2): each ends
+        // with an abort to the device, as an unstalled fault would.
+        let mut resumes = CmdBatch::new();
         while !geom.empty(prod, cons) && n < geom.entries() {
-            f(Event::decode(evtq.record(geom.idx(cons))));
+            let e = Event::decode(evtq.record(geom.idx(cons)));
+            if let Some(stag) = e.fault().filter(|f| f.stall).map(|f| f.stag) {
+                if resumes.is_full() {
+                    let _ = hw.submit(&resumes, false);
+                    resumes.clear();
+                }
+                let _ = resumes.push(Command::Resume { sid: e.sid, stag });
+            }
+            f(e);
             cons = geom.inc(cons);
             n += 1;
         }
@@ -1194,8 +1496,13 @@ where
         }
         hw.stats.events += n as u64;
         evtq.cons = cons | ovf;
-        crate::barrier::wmb();
+        crate::barrier::mb();
         hw.mmio.write32(regs::EVENTQ_CONS, evtq.cons);
+        if !resumes.is_empty() {
+            // CMD_RESUME needs no CMD_SYNC: its consumption resumes the
+            // transaction (Linux `arm_smmu_page_response`).
+            let _ = hw.submit(&resumes, false);
+        }
         report
     }
 

@@ -298,6 +298,44 @@ fn events_decode_and_overflow() {
     assert_eq!(s.stats().event_overflows, 1);
 }
 
+/// IDR0.STALL_MODEL = 0b10 (stall forced): every CD says CD.S = 1 (else
+/// the SMMU finds it ILLEGAL), and every stalled fault is ended with a
+/// CMD_RESUME that aborts it, so that the device does not wait forever
+/// (issue 13, item 5).
+#[test]
+fn forced_stalls_set_cd_s_and_every_stall_is_resumed_with_an_abort() {
+    let mut idr = QEMU_IDR;
+    idr[0] = (idr[0] & !(3 << 24)) | (2 << 24);
+    let fake = FakeSmmu::new(idr);
+    let s = smmu_with(&fake, &HostAlloc::new(), test_config()).unwrap();
+    assert!(s.features().stall_forced);
+    let d = s.alloc_domain().unwrap();
+    s.attach(8, 0, d).unwrap();
+    let ste = s.read_ste(8).unwrap().unwrap();
+    let cd0 = peek(ste[0] & 0x000f_ffff_ffff_ffc0);
+    assert_ne!(cd0 & (1 << 44), 0, "CD.S = 0 with stalls forced");
+    fake.clear_log();
+    // A stalled translation fault (Stall, bit 31 of qword 1; STAG 0xbeef)
+    // and a fault that did not stall.
+    fake.inject_event([0x10 | (8u64 << 32), (1 << 31) | 0xbeef, 0x5000, 0]);
+    fake.inject_event([0x13 | (8u64 << 32), 0, 0x6000, 0]);
+    assert_eq!(s.drain_events(|_| {}).events, 2);
+    assert_eq!(
+        fake.log(),
+        vec![iommu_server::Command::Resume {
+            sid: 8,
+            stag: 0xbeef
+        }
+        .encode()]
+    );
+    // Without forced stalls, CD.S stays 0.
+    let (_f, _a, plain) = setup(test_config());
+    let d = plain.alloc_domain().unwrap();
+    plain.attach(8, 0, d).unwrap();
+    let ste = plain.read_ste(8).unwrap().unwrap();
+    assert_eq!(peek(ste[0] & 0x000f_ffff_ffff_ffc0) & (1 << 44), 0);
+}
+
 #[test]
 fn bypass_stream() {
     let (fake, _a, s) = setup(test_config());

@@ -395,6 +395,102 @@ fn smmu(
     (fake, s)
 }
 
+/// As [`smmu`], with the allocator at hand.
+fn smmu_alloc() -> (
+    FakeSmmu,
+    HostAlloc,
+    iommu_server::Smmu<FakeSmmu, HostAlloc, CountDelay>,
+) {
+    let fake = FakeSmmu::qemu();
+    let alloc = HostAlloc::new();
+    let s = smmu_with(&fake, &alloc, test_config()).unwrap();
+    fake.clear_log();
+    (fake, alloc, s)
+}
+
+/// Issue 13, item 5: tables an unmap unlinked, whose invalidation then
+/// timed out, are neither lost nor freed early: they stay counted, and the
+/// next unmap that flushes (or freeing the domain) frees them.
+#[test]
+fn tables_of_an_unmap_whose_flush_timed_out_are_freed_by_the_next() {
+    let (fake, alloc, s) = smmu_alloc();
+    let d = attached_domain(&fake, &s);
+    let base = alloc.live();
+    let pages = s.domain_info(d).unwrap().table_pages;
+    s.map(d, 0x4000_0000, 0x8000_0000, K4, Perms::RW).unwrap();
+    s.map(d, 0x10_0000, 0x8000_0000, K4, Perms::RW).unwrap();
+    let mapped = (alloc.live(), s.domain_info(d).unwrap().table_pages);
+    assert!(mapped.0 > base + 2);
+    fake.set_consumer(Consumer::Stuck);
+    assert!(matches!(
+        s.unmap(d, 0x4000_0000, K4),
+        Err(Error::Timeout(_))
+    ));
+    fake.set_consumer(Consumer::Immediate);
+    // Its leaf and level-2 tables are unlinked, not yet freed: still
+    // counted.
+    assert_eq!(
+        (alloc.live(), s.domain_info(d).unwrap().table_pages),
+        mapped
+    );
+    // The next unmap's flush covers them (walk caches included) too.
+    fake.clear_log();
+    s.unmap(d, 0x10_0000, K4).unwrap();
+    assert!(
+        fake.log()
+            .iter()
+            .any(|c| c[0] as u8 == op::TLBI_NH_ASID
+                || (c[0] as u8 == op::TLBI_NH_VA && c[1] & 1 == 0)),
+        "no walk-cache invalidation for the tables: {:x?}",
+        fake.log()
+    );
+    assert_eq!(alloc.live(), base);
+    assert_eq!(s.domain_info(d).unwrap().table_pages, pages);
+    // And when the domain goes first, it frees them.
+    s.map(d, 0x4000_0000, 0x8000_0000, K4, Perms::RW).unwrap();
+    fake.set_consumer(Consumer::Stuck);
+    assert!(s.unmap(d, 0x4000_0000, K4).is_err());
+    fake.set_consumer(Consumer::Immediate);
+    s.detach(1, 0).unwrap();
+    s.free_domain(d).unwrap();
+    // The stream's CD table and the domain's tables went.
+    assert_eq!(alloc.live(), base - 1 - pages as usize);
+    assert_eq!(alloc.bad_frees(), 0);
+}
+
+/// Issue 13, item 5: an unmap that empties more tables than a gather holds
+/// flushes half-way; when that flush times out, the table that did not fit
+/// stays linked (empty) instead of being unlinked and lost.
+#[test]
+fn a_full_gather_whose_flush_times_out_loses_no_table() {
+    let (fake, alloc, s) = smmu_alloc();
+    let d = attached_domain(&fake, &s);
+    let base = alloc.live();
+    let pages = s.domain_info(d).unwrap().table_pages;
+    // One page in each of 20 leaf tables (one 2 MiB region each).
+    for i in 0..20u64 {
+        s.map(d, i * M2, 0x8000_0000, K4, Perms::RW).unwrap();
+    }
+    fake.set_consumer(Consumer::Stuck);
+    assert!(s.unmap(d, 0, 20 * M2).is_err());
+    fake.set_consumer(Consumer::Immediate);
+    // Whatever is linked or waiting is still counted, and freeing the
+    // domain frees all of it.
+    assert_eq!(
+        alloc.live() - base,
+        (s.domain_info(d).unwrap().table_pages - pages) as usize
+    );
+    s.detach(1, 0).unwrap();
+    s.free_domain(d).unwrap();
+    // The stream's CD table and the domain's tables went.
+    assert_eq!(
+        alloc.live(),
+        base - 1 - pages as usize,
+        "table memory leaked"
+    );
+    assert_eq!(alloc.bad_frees(), 0);
+}
+
 /// A domain with a stream attached: a domain gets its ASID at its first
 /// attach, and an unmap invalidates only an ASID some CD carries.
 fn attached_domain(

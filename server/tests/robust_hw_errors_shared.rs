@@ -20,7 +20,7 @@ use iommu_server::policy::{ClientPolicy, Policy, Quotas, StreamGrant};
 use iommu_server::regs;
 use iommu_server::shared::SharedSmmu;
 use iommu_server::sync::StdLocks;
-use iommu_server::Config;
+use iommu_server::{Config, DomainId, Error};
 use smmu_model::{Access, Features, Machine};
 
 struct NoDelay;
@@ -36,13 +36,40 @@ struct Freeze {
     after: Option<u32>,
     /// CMDQ_CONS as it read before the frozen batch ran.
     at: Option<u32>,
+    /// The next command with this opcode that the driver publishes is
+    /// made illegal before the SMMU sees it, so the SMMU rejects it
+    /// (CMDQ_CONS.ERR = CERROR_ILL) and the driver skips it.
+    reject: Option<u8>,
 }
 
 /// The model's register file; from the chosen batch on, CMDQ_CONS reads as
 /// it did before that batch (the commands still run in the model).
 struct FrozenCons {
     inner: smmu_model::Smmu,
+    mem: smmu_model::PhysMem,
     freeze: Arc<Mutex<Freeze>>,
+}
+
+impl FrozenCons {
+    /// Rewrites the first command with opcode `op` between the SMMU's
+    /// CMDQ_CONS and `prod` to an illegal opcode; true if there was one.
+    fn reject(&self, op: u8, prod: u32) -> bool {
+        let base = self.inner.read64(regs::CMDQ_BASE);
+        let log2 = (base & 0x1f) as u32;
+        let addr = base & 0x000f_ffff_ffff_ffe0;
+        let mask = (1u32 << (log2 + 1)) - 1;
+        let mut at = self.inner.read32(regs::CMDQ_CONS) & mask;
+        while at != prod & mask {
+            let entry = addr + 16 * u64::from(at & ((1 << log2) - 1));
+            let q0 = self.mem.read_u64(entry).unwrap();
+            if q0 as u8 == op {
+                self.mem.write_u64(entry, (q0 & !0xff) | 0x7f).unwrap();
+                return true;
+            }
+            at = (at + 1) & mask;
+        }
+        false
+    }
 }
 
 impl Mmio for FrozenCons {
@@ -55,6 +82,11 @@ impl Mmio for FrozenCons {
     fn write32(&self, offset: usize, value: u32) {
         if offset == regs::CMDQ_PROD {
             let mut f = self.freeze.lock().unwrap();
+            if let Some(op) = f.reject {
+                if self.reject(op, value) {
+                    f.reject = None;
+                }
+            }
             match f.after {
                 Some(0) if f.at.is_none() => f.at = Some(self.inner.read32(regs::CMDQ_CONS)),
                 Some(n) if n > 0 => f.after = Some(n - 1),
@@ -126,7 +158,7 @@ impl Setup {
     fn with_sync_timing_out<R>(&mut self, batch: u32, f: impl FnOnce(&mut Self) -> R) -> R {
         *self.freeze.lock().unwrap() = Freeze {
             after: Some(batch),
-            at: None,
+            ..Freeze::default()
         };
         let r = f(self);
         *self.freeze.lock().unwrap() = Freeze::default();
@@ -185,15 +217,22 @@ fn a_client_whose_first_attach_timed_out_is_retired_whole() {
 
 /// The core over the freezing register file, no handler on it.
 fn bare_core() -> (Machine, Arc<Mutex<Freeze>>, &'static Core) {
-    let m = Machine::new(Features::qemu_7_2());
+    core_with(Features::qemu_7_2(), 0)
+}
+
+/// As [`bare_core`], on an SMMU with `ssid_bits` SubstreamID bits.
+fn core_with(features: Features, ssid_bits: u8) -> (Machine, Arc<Mutex<Freeze>>, &'static Core) {
+    let m = Machine::new(features);
     let freeze = Arc::new(Mutex::new(Freeze::default()));
     let registers = FrozenCons {
         inner: m.smmu.clone(),
+        mem: m.mem.clone(),
         freeze: freeze.clone(),
     };
     // A short poll: the model never consumes a frozen queue.
     let config = Config {
         poll_timeout_us: 10,
+        ssid_bits,
         ..Config::default()
     };
     let core = Core::new(registers, m.mem.clone(), NoDelay, config).expect("boots");
@@ -218,7 +257,7 @@ fn an_asid_change_that_times_out_half_way_still_lets_unmap_cut_every_stream_off(
     }
     *freeze.lock().unwrap() = Freeze {
         after: Some(0),
-        at: None,
+        ..Freeze::default()
     };
     let changed = core.reassign_asid(d);
     *freeze.lock().unwrap() = Freeze::default();
@@ -232,4 +271,117 @@ fn an_asid_change_that_times_out_half_way_still_lets_unmap_cut_every_stream_off(
             "stream {sid} still reaches the unmapped page"
         );
     }
+}
+
+/// Which of `domains` the CD of (SID, `ssid`) in memory names (by TTB0),
+/// if it is valid.
+fn named_in_memory(m: &Machine, core: &Core, ssid: u32, domains: &[DomainId]) -> Option<DomainId> {
+    let cd = m.smmu.cd_at(SID, Some(ssid)).ok().filter(|cd| cd.valid)?;
+    let named = domains
+        .iter()
+        .copied()
+        .find(|&d| core.with_page_table(d, |pt| pt.ttbr()).ok() == Some(cd.ttb0));
+    assert!(named.is_some(), "the CD names no domain: {cd:?}");
+    named
+}
+
+/// Issue 13, item 2: a move of a substream between domains whose CMD_SYNC
+/// times out at any step. The core's books must then follow memory: the
+/// device is listed on the domain whose CD memory holds (so that domain
+/// cannot be freed under it) and on no other; detach and free work once
+/// the queue runs again, and the device is then cut off.
+#[test]
+fn a_substream_move_that_times_out_anywhere_is_listed_where_its_cd_points() {
+    let mut explored = 0;
+    for batch in 0.. {
+        let (m, freeze, core) = core_with(Features::with_substreams(2), 2);
+        let [d0, d1, d2] = [(); 3].map(|_| core.alloc_domain().unwrap());
+        for d in [d1, d2] {
+            let pa = m.mem.alloc_buffer(0x1000, 0x1000).unwrap();
+            core.map(d, IOVA, pa, 0x1000, iommu_server::Perms::RW)
+                .unwrap();
+        }
+        core.attach(SID, 0, d0).unwrap();
+        core.attach(SID, 1, d1).unwrap();
+        *freeze.lock().unwrap() = Freeze {
+            after: Some(batch),
+            ..Freeze::default()
+        };
+        let moved = core.attach(SID, 1, d2);
+        *freeze.lock().unwrap() = Freeze::default();
+        if moved.is_ok() {
+            assert!(batch > 0, "the move issues commands");
+            break;
+        }
+        explored += 1;
+        let named = named_in_memory(&m, core, 1, &[d1, d2]);
+        assert_eq!(
+            core.attached_domain(SID, 1),
+            named,
+            "batch {batch}: the books list (SID, 1) elsewhere than its CD in memory points"
+        );
+        for d in [d1, d2] {
+            if named == Some(d) {
+                assert_eq!(
+                    core.free_domain(d),
+                    Err(Error::Busy),
+                    "batch {batch}: the domain the CD names was freed under it"
+                );
+            }
+        }
+        if named.is_some() {
+            core.detach(SID, 1).unwrap();
+        }
+        core.detach(SID, 0).unwrap();
+        for d in [d0, d1, d2] {
+            assert_eq!(core.free_domain(d), Ok(()), "batch {batch}");
+        }
+        assert!(m.smmu.probe(SID, Some(1), IOVA, Access::READ).is_err());
+    }
+    assert!(explored >= 3, "explored {explored} timed-out steps");
+}
+
+/// Issue 13, item 2: a move of a single-CD stream whose CFGI_STE the SMMU
+/// rejects. Memory then points the stream at the new domain's CD table,
+/// while the SMMU keeps its cached STE, CD table and CD of the old domain.
+/// Freeing the old domain must first make the SMMU drop them: no cached
+/// configuration may name a freed domain's tables.
+#[test]
+fn a_move_whose_cfgi_is_rejected_pins_the_old_domain_until_confirmed() {
+    let (m, freeze, core) = bare_core();
+    let [d1, d2] = [(); 2].map(|_| core.alloc_domain().unwrap());
+    let p1 = m.mem.alloc_buffer(0x1000, 0x1000).unwrap();
+    let p2 = m.mem.alloc_buffer(0x1000, 0x1000).unwrap();
+    core.map(d1, IOVA, p1, 0x1000, iommu_server::Perms::RW)
+        .unwrap();
+    core.map(d2, IOVA, p2, 0x1000, iommu_server::Perms::RW)
+        .unwrap();
+    core.attach(SID, 0, d1).unwrap();
+    let old_ttb = core.with_page_table(d1, |pt| pt.ttbr()).unwrap();
+    // The SMMU caches the STE and CD of d1.
+    assert_eq!(m.smmu.translate(SID, None, IOVA, Access::READ), Ok(p1));
+    freeze.lock().unwrap().reject = Some(0x03); // CMD_CFGI_STE
+    let moved = core.attach(SID, 0, d2);
+    assert!(
+        freeze.lock().unwrap().reject.is_none(),
+        "nothing was rejected"
+    );
+    assert!(matches!(moved, Err(Error::Hardware(_))), "{moved:?}");
+    assert_eq!(
+        core.attached_domain(SID, 0),
+        Some(d2),
+        "memory points at d2"
+    );
+    let stale = m.smmu.cached_cd(SID, 0).map(|cd| cd.ttb0);
+    assert_eq!(stale, Some(old_ttb), "the SMMU still holds d1's CD");
+    core.free_domain(d1).unwrap();
+    let cached = m.smmu.cached_cd(SID, 0).map(|cd| cd.ttb0);
+    assert_ne!(
+        cached,
+        Some(old_ttb),
+        "d1 was freed while the SMMU still held its CD"
+    );
+    assert_eq!(m.smmu.translate(SID, None, IOVA, Access::READ), Ok(p2));
+    core.detach(SID, 0).unwrap();
+    core.free_domain(d2).unwrap();
 }

@@ -133,7 +133,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         Ok(())
     }
 
-    /// After a failed core attach, makes the client's record of
+    /// After a failed core attach or detach, makes the client's record of
     /// `(stream, ssid)` say what the core holds (a timeout can leave the pair
     /// on the new domain, the old one, or none).
     pub(super) fn resync_attachment(&mut self, ci: usize, stream: StreamId, ssid: Ssid) {
@@ -185,7 +185,12 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 a.stream == stream && a.ssid == ssid && (!sva || Some(a.domain) == c.sva_domain)
             })
             .ok_or(ErrorCode::NoSuchStream)?;
-        self.core.detach(stream, ssid)?;
+        if let Err(e) = self.core.detach(stream, ssid) {
+            // A detach that stopped half-way may have taken the pair off
+            // its domain in memory: the record follows the core.
+            self.resync_attachment(ci, stream, ssid);
+            return Err(e);
+        }
         self.clients[ci].attachments.swap_remove(i);
         Ok(())
     }

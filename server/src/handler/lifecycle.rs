@@ -68,7 +68,10 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         };
         // Streams first: no device may keep using tables about to go.
         while let Some(a) = self.clients[ci].attachments.last().copied() {
-            self.core.detach(a.stream, a.ssid)?;
+            if let Err(e) = self.core.detach(a.stream, a.ssid) {
+                self.resync_attachment(ci, a.stream, a.ssid);
+                return Err(e);
+            }
             self.clients[ci].attachments.pop();
             r.streams += 1;
         }
