@@ -672,17 +672,24 @@ where
             return Err(e);
         }
         // Every CD carries `new`: `old` and any stale ASID name nothing.
+        // Each is invalidated and freed; after a failed invalidation the
+        // rest are freed dirty (the allocator invalidates them before
+        // their next use), none is lost.
         let stale = core::mem::take(&mut d.stale_asids);
+        let mut result = Ok(());
         for asid in core::iter::once(old).chain(stale).filter(|&x| x != 0) {
-            match self.submit(&mut t2, &[Command::TlbiNhAsid { asid }]) {
-                Ok(()) => a.asids.free(asid, true),
-                Err(e) => {
-                    a.asids.free(asid, false);
-                    return Err(e);
+            if result.is_ok() {
+                match self.submit(&mut t2, &[Command::TlbiNhAsid { asid }]) {
+                    Ok(()) => {
+                        a.asids.free(asid, true);
+                        continue;
+                    }
+                    Err(e) => result = Err(e),
                 }
             }
+            a.asids.free(asid, false);
         }
-        Ok(())
+        result
     }
 
     /// A free ASID, invalidated if it was freed dirty; when none is free,
@@ -941,6 +948,11 @@ where
         let dev = (sid, ssid);
         let current = a.find(dev);
         if current == Some(slot) {
+            // Memory says so already; the SMMU may still hold an older
+            // configuration of the stream (a write that failed half-way).
+            if a.ghosts.iter().any(|g| g.dev.0 == sid) {
+                self.confirm_ghosts(a, t1)?;
+            }
             return Ok(());
         }
         {
