@@ -10,7 +10,7 @@ use crate::cmd::Command;
 use crate::error::{Error, HardwareError, Result};
 use crate::evtq::Evtq;
 use crate::features::Features;
-use crate::hal::{DmaAllocator, Mmio};
+use crate::hal::{CacheMaintenance, DmaAllocator, Mmio};
 use crate::hw::{Cmdq, Hw};
 use crate::queue::QueueGeom;
 use crate::regs::{self, cr0, cr1, cr2, gbpa, irq_ctrl, qbase};
@@ -73,8 +73,8 @@ fn ensure(cond: bool, what: &'static str) -> Result<()> {
 }
 
 /// An enabled SMMU without domains, in pieces.
-pub(crate) struct Parts<M, A, D> {
-    pub hw: Hw<M, D>,
+pub(crate) struct Parts<M, A: DmaAllocator, D> {
+    pub hw: Hw<M, D, A::Cache>,
     pub alloc: A,
     pub features: Features,
     pub config: Config,
@@ -105,6 +105,19 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Parts<M, A, D> {
         if ssid_bits > 6 && !features.cd_2lvl {
             return Err(Error::Unsupported);
         }
+        // An SMMU that does not snoop the CPU's caches reads tables and
+        // queues from memory: every write it must see is cleaned there.
+        let cache = if features.coherent {
+            None
+        } else {
+            Some(
+                alloc
+                    .cache()
+                    .ok_or(Error::Hardware(HardwareError::MissingFeature(
+                        "cache maintenance of DMA memory (IDR0.COHACC = 0)",
+                    )))?,
+            )
+        };
         let cmdq_size = 16usize << cmdq_log2;
         let cmdq_block = alloc.alloc(cmdq_size, cmdq_size.max(32))?;
         let evtq_size = 32usize << evtq_log2;
@@ -127,6 +140,11 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Parts<M, A, D> {
                 return Err(e);
             }
         };
+        if let Some(c) = &cache {
+            // The linear table's abort STEs (a two-level one's descriptors
+            // are still zero, as allocated).
+            c.clean(strtab.block.vaddr, strtab.block.size);
+        }
         let asid_limit = if config.max_asids == 0 {
             1u32 << features.asid_bits()
         } else {
@@ -145,6 +163,7 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Parts<M, A, D> {
                     pending_error: None,
                 },
                 stats: Stats::default(),
+                cache,
             },
             alloc,
             features,
@@ -171,12 +190,21 @@ impl<M: Mmio, A: DmaAllocator, D: DelayNs> Parts<M, A, D> {
         // Abort incoming traffic while the SMMU is disabled and reprogrammed.
         hw.update_gbpa(gbpa::ABORT, 0)?;
         hw.write_cr0(0)?;
-        let c1 = (cr1::SH_ISH << cr1::TABLE_SH_SHIFT)
-            | (cr1::CACHE_WB << cr1::TABLE_OC_SHIFT)
-            | (cr1::CACHE_WB << cr1::TABLE_IC_SHIFT)
-            | (cr1::SH_ISH << cr1::QUEUE_SH_SHIFT)
-            | (cr1::CACHE_WB << cr1::QUEUE_OC_SHIFT)
-            | (cr1::CACHE_WB << cr1::QUEUE_IC_SHIFT);
+        // 6.3.11 CR1: how the SMMU accesses tables and queues. A coherent
+        // SMMU snoops the CPU's write-back, inner-shareable caches; one
+        // that does not (COHACC = 0) reads memory the CPU cleaned, so its
+        // accesses are non-cacheable, outer shareable.
+        let (sh, cache) = if self.features.coherent {
+            (cr1::SH_ISH, cr1::CACHE_WB)
+        } else {
+            (cr1::SH_OSH, cr1::CACHE_NC)
+        };
+        let c1 = (sh << cr1::TABLE_SH_SHIFT)
+            | (cache << cr1::TABLE_OC_SHIFT)
+            | (cache << cr1::TABLE_IC_SHIFT)
+            | (sh << cr1::QUEUE_SH_SHIFT)
+            | (cache << cr1::QUEUE_OC_SHIFT)
+            | (cache << cr1::QUEUE_IC_SHIFT);
         hw.mmio.write32(regs::CR1, c1);
         hw.mmio.write32(regs::CR2, cr2::RECINVSID | cr2::PTM);
         hw.mmio.write64(regs::STRTAB_BASE, self.strtab.base_reg());

@@ -69,6 +69,11 @@ pub struct S1Context {
     /// CD.S: faulting transactions stall (required when the SMMU forces
     /// stalls, IDR0.STALL_MODEL = 0b10).
     pub stall: bool,
+    /// The SMMU snoops the CPU's caches (IDR0.COHACC = 1): table walks are
+    /// write-back, inner shareable. Otherwise non-cacheable, outer
+    /// shareable: the CPU cleans every descriptor to memory (Linux's
+    /// `coherent_walk = false`).
+    pub coherent: bool,
 }
 
 /// A CD for a 4 KiB-granule, 48-bit stage-1 table (Linux
@@ -76,11 +81,14 @@ pub struct S1Context {
 /// EPD1 = 1, V = 1, IPS, AA64 = 1, R = 1, A = 1, ASET = 1, ASID; TTB0; MAIR.
 pub fn s1_cd(ctx: &S1Context) -> Entry {
     let mut e = [0u64; 8];
+    // IRGN0/ORGN0: 1 write-back write-allocate, 0 non-cacheable; SH0: 3
+    // inner, 2 outer shareable.
+    let (rgn, sh) = if ctx.coherent { (1, 3) } else { (0, 2) };
     e[0] = prep(16, 5, 0)
         | prep(0, 7, 6)
-        | prep(1, 9, 8)
-        | prep(1, 11, 10)
-        | prep(3, 13, 12)
+        | prep(rgn, 9, 8)
+        | prep(rgn, 11, 10)
+        | prep(sh, 13, 12)
         | CD_0_TCR_EPD1
         | CD_0_V
         | prep(ctx.ips as u64, 34, 32)
@@ -245,6 +253,7 @@ mod tests {
             asid: 0x1234,
             ips: 4,
             stall: false,
+            coherent: true,
         });
         // 5.4: T0SZ=16 (0x10), TG0=0, IR0=1 (bit 8), OR0=1 (bit 10), SH0=3
         // (bits 12,13), EPD1 (bit 30), V (bit 31), IPS=4 (bit 34), AA64 (41),
@@ -271,8 +280,18 @@ mod tests {
             asid: 0x1234,
             ips: 4,
             stall: true,
+            coherent: true,
         });
         assert_eq!(stalling[0], q0 | CD_0_S);
+        let walks_memory = s1_cd(&S1Context {
+            ttb0: 0x4567_8000,
+            asid: 0x1234,
+            ips: 4,
+            stall: false,
+            coherent: false,
+        });
+        // IRGN0 = ORGN0 = 0 (non-cacheable), SH0 = 2 (outer shareable).
+        assert_eq!(walks_memory[0], q0 & !(1 << 8) & !(1 << 10) & !(1 << 12));
     }
 
     #[test]
@@ -282,12 +301,14 @@ mod tests {
             asid: 1,
             ips: 4,
             stall: false,
+            coherent: true,
         });
         let b = s1_cd(&S1Context {
             ttb0: 0x2000,
             asid: 2,
             ips: 4,
             stall: false,
+            coherent: true,
         });
         // invalid -> valid: only qword 0 is critical (hitless)
         assert_eq!(qword_diff::<CdUsed>(&[0; 8], &a).1, 1);

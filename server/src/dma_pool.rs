@@ -81,6 +81,10 @@ impl<const WORDS: usize> DmaPool<WORDS> {
 }
 
 impl<const WORDS: usize> DmaAllocator for DmaPool<WORDS> {
+    type Cache = ArmCache;
+    fn cache(&self) -> Option<ArmCache> {
+        ArmCache::new()
+    }
     fn alloc(&mut self, size: usize, align: usize) -> Result<DmaBlock, OutOfMemory> {
         if size == 0 || !align.is_power_of_two() {
             return Err(OutOfMemory);
@@ -113,6 +117,66 @@ impl<const WORDS: usize> DmaAllocator for DmaPool<WORDS> {
         let freed = (first..first + count).filter(|&p| self.is_used(p)).count();
         self.set(first, count, false);
         self.in_use -= freed;
+    }
+}
+
+/// Data-cache maintenance from the server process by `DC CVAC` / `DC
+/// CIVAC` (Arm ARM D7.5.9 "Data cache maintenance instructions"), which EL0
+/// may execute when SCTLR_EL1.UCI = 1 and whose line size it reads from
+/// CTR_EL0 (SCTLR_EL1.UCT = 1): the image's loader sets both, and seL4
+/// keeps them. Only an SMMU that does not snoop the CPU's caches needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ArmCache {
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    line: usize,
+}
+
+impl ArmCache {
+    /// The smallest data-cache line (CTR_EL0.DminLine); `None` off AArch64.
+    pub fn new() -> Option<Self> {
+        #[cfg(target_arch = "aarch64")]
+        {
+            let ctr: u64;
+            // SAFETY: reads a system register (EL0-readable with UCT = 1).
+            unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+            Some(ArmCache {
+                line: 4 << ((ctr >> 16) & 0xf),
+            })
+        }
+        #[cfg(not(target_arch = "aarch64"))]
+        None
+    }
+
+    #[cfg_attr(not(target_arch = "aarch64"), allow(unused_variables))]
+    fn each_line(&self, vaddr: *const u8, len: usize, invalidate: bool) {
+        #[cfg(target_arch = "aarch64")]
+        {
+            let mut at = vaddr as usize & !(self.line - 1);
+            let end = vaddr as usize + len;
+            while at < end {
+                // SAFETY: cache maintenance of a line of memory this process
+                // maps (a block of its DMA pool); no effect Rust can observe.
+                unsafe {
+                    if invalidate {
+                        core::arch::asm!("dc civac, {}", in(reg) at, options(nostack, preserves_flags))
+                    } else {
+                        core::arch::asm!("dc cvac, {}", in(reg) at, options(nostack, preserves_flags))
+                    }
+                }
+                at += self.line;
+            }
+            // SAFETY: a barrier: the maintenance completes before what follows.
+            unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
+        }
+    }
+}
+
+impl crate::hal::CacheMaintenance for ArmCache {
+    fn clean(&self, vaddr: *const u8, len: usize) {
+        self.each_line(vaddr, len, false)
+    }
+    fn invalidate(&self, vaddr: *const u8, len: usize) {
+        self.each_line(vaddr, len, true)
     }
 }
 

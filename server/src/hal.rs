@@ -38,9 +38,47 @@ pub struct OutOfMemory;
 /// Allocator of DMA-visible memory for queues, stream tables, context
 /// descriptors and I/O page tables.
 pub trait DmaAllocator {
+    /// How the CPU's caches are maintained over this allocator's blocks.
+    type Cache: CacheMaintenance;
     /// `size` bytes, aligned to `align` (a power of two) both virtually and
-    /// physically, zero-filled.
+    /// physically, zero-filled, and that zero visible to a non-coherent
+    /// SMMU too (cleaned).
     fn alloc(&mut self, size: usize, align: usize) -> Result<DmaBlock, OutOfMemory>;
     /// Returns a block obtained from `alloc` of this allocator.
     fn free(&mut self, block: DmaBlock);
+    /// A handle that cleans and invalidates this allocator's blocks, or
+    /// `None` if it cannot: its memory then serves only an SMMU that snoops
+    /// the CPU's caches, and the core refuses one that does not
+    /// (IDR0.COHACC = 0).
+    fn cache(&self) -> Option<Self::Cache>;
+}
+
+/// Data-cache maintenance by virtual address for memory that an SMMU which
+/// does not snoop the CPU's caches (SMMU_IDR0.COHACC = 0, SMMUv3 6.3.1)
+/// reads or writes: its table walks, STE and CD fetches, command and event
+/// queue accesses all go to memory (the point of coherency). The core calls
+/// these only for such an SMMU.
+pub trait CacheMaintenance: Clone + Send + Sync {
+    /// Writes the CPU's cached copy of `[vaddr, vaddr + len)` back to the
+    /// point of coherency (Arm `DC CVAC` over every line, then `DSB`), so
+    /// the SMMU reads what the CPU wrote.
+    fn clean(&self, vaddr: *const u8, len: usize);
+    /// Cleans and invalidates `[vaddr, vaddr + len)` (`DC CIVAC`, `DSB`), so
+    /// the CPU's next read sees what the SMMU wrote.
+    fn invalidate(&self, vaddr: *const u8, len: usize);
+}
+
+/// The [`DmaAllocator::Cache`] of an allocator that cannot maintain caches
+/// (it returns `None` from [`DmaAllocator::cache`]): uninhabited, so no
+/// value of it ever exists.
+#[derive(Debug, Clone, Copy)]
+pub enum NoCache {}
+
+impl CacheMaintenance for NoCache {
+    fn clean(&self, _: *const u8, _: usize) {
+        match *self {}
+    }
+    fn invalidate(&self, _: *const u8, _: usize) {
+        match *self {}
+    }
 }

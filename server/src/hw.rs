@@ -7,7 +7,7 @@ use crate::barrier;
 use crate::cmd::Command;
 use crate::dma;
 use crate::error::{CmdqErrorCode, Error, HardwareError, Result, WaitFor};
-use crate::hal::{DmaBlock, Mmio};
+use crate::hal::{CacheMaintenance, DmaBlock, Mmio, NoCache};
 use crate::queue::QueueGeom;
 use crate::regs::{self, gbpa, gerror, qptr};
 use crate::stats::Stats;
@@ -44,12 +44,15 @@ pub struct Cmdq {
 }
 
 /// The register file, the time source and the command queue together.
-pub struct Hw<M, D> {
+pub struct Hw<M, D, C = NoCache> {
     pub mmio: M,
     pub delay: D,
     pub poll_timeout_us: u32,
     pub cmdq: Cmdq,
     pub stats: Stats,
+    /// For an SMMU that does not snoop the CPU's caches: every command is
+    /// cleaned to memory before the doorbell.
+    pub cache: Option<C>,
 }
 
 /// Polls `cond` until true, at most `timeout_us` microseconds (1 µs steps).
@@ -73,7 +76,7 @@ pub fn poll<M: Mmio, D: DelayNs>(
     }
 }
 
-impl<M: Mmio, D: DelayNs> Hw<M, D> {
+impl<M: Mmio, D: DelayNs, C: CacheMaintenance> Hw<M, D, C> {
     /// Writes CR0 and waits for CR0ACK to match (6.3.9/6.3.10).
     pub fn write_cr0(&mut self, val: u32) -> Result<()> {
         self.mmio.write32(regs::CR0, val);
@@ -130,6 +133,14 @@ impl<M: Mmio, D: DelayNs> Hw<M, D> {
         let raw = self.mmio.read32(regs::CMDQ_CONS);
         self.cmdq.cons = raw & self.cmdq.geom.ptr_mask();
         raw
+    }
+
+    /// Cleans command-queue entry `idx` for a non-coherent SMMU.
+    fn clean_entry(&self, idx: usize) {
+        if let Some(c) = &self.cache {
+            // The entry lies in the queue's block (idx < entries).
+            c.clean(self.cmdq.block.vaddr.wrapping_add(idx * 16), 16);
+        }
     }
 
     fn publish(&mut self) {
@@ -194,6 +205,7 @@ impl<M: Mmio, D: DelayNs> Hw<M, D> {
                 let sync = Command::Sync.encode();
                 dma::write_u64(&self.cmdq.block, idx * 2, sync[0]);
                 dma::write_u64(&self.cmdq.block, idx * 2 + 1, sync[1]);
+                self.clean_entry(idx);
             }
         }
         barrier::wmb();
@@ -283,6 +295,7 @@ impl<M: Mmio, D: DelayNs> Hw<M, D> {
             let words = c.encode();
             dma::write_u64(&self.cmdq.block, idx * 2, words[0]);
             dma::write_u64(&self.cmdq.block, idx * 2 + 1, words[1]);
+            self.clean_entry(idx);
             self.cmdq.prod = self.cmdq.geom.inc(self.cmdq.prod);
             self.count(&c);
             unpublished += 1;

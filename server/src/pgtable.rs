@@ -12,10 +12,10 @@
 //! that the caller turns into TLBI commands ([`crate::Smmu::unmap`]).
 
 use crate::barrier;
-use crate::cd::{MAIR_IDX_CACHE, MAIR_IDX_DEV};
+use crate::cd::{MAIR_IDX_CACHE, MAIR_IDX_DEV, MAIR_IDX_NC};
 use crate::dma;
 use crate::error::{Error, Result};
-use crate::hal::{DmaAllocator, DmaBlock};
+use crate::hal::{CacheMaintenance, DmaAllocator, DmaBlock, NoCache};
 use crate::regs::{field, genmask, prep};
 
 /// The translation granule.
@@ -45,6 +45,8 @@ pub const PTE_AP_UNPRIV: u64 = 1 << 6;
 pub const PTE_AP_RDONLY: u64 = 1 << 7;
 /// SH `[9:8]`: 3 = inner shareable.
 pub const PTE_SH_IS: u64 = 3 << 8;
+/// SH = outer shareable.
+pub const PTE_SH_OS: u64 = 2 << 8;
 /// AF (bit 10): access flag.
 pub const PTE_AF: u64 = 1 << 10;
 /// nG (bit 11): not global (ASID-tagged).
@@ -240,9 +242,13 @@ impl Gather {
 /// (TLBI… + CMD_SYNC), before its tables are freed.
 pub type FlushFn<'a> = &'a mut dyn FnMut(&Gather) -> Result<()>;
 
-/// One domain's stage-1 page table.
+/// One domain's stage-1 page table. With a [`CacheMaintenance`] (an SMMU
+/// that does not snoop the CPU's caches) every descriptor written is
+/// cleaned to memory before anything makes the SMMU look (a link above it,
+/// an invalidation, the end of the map), and leaves map memory
+/// non-cacheable, outer shareable.
 #[derive(Debug)]
-pub struct IoPageTable {
+pub struct IoPageTable<C = NoCache> {
     root: DmaBlock,
     /// Table blocks in use, including the root (for quotas).
     pages: u32,
@@ -252,13 +258,27 @@ pub struct IoPageTable {
     /// Replace a live block by a table only through an invalid entry and a
     /// completed TLBI (break-before-make): the SMMU lacks BBML level 2.
     break_before_make: bool,
+    cache: Option<C>,
 }
 
-impl IoPageTable {
-    /// Allocates an empty level-0 table. Output addresses must fit `oas_bits`.
-    /// `bbml`: SMMU_IDR3.BBML, which decides how a block is split
-    /// ([`Self::unmap`]).
+impl IoPageTable<NoCache> {
+    /// Allocates an empty level-0 table for a coherent SMMU. Output
+    /// addresses must fit `oas_bits`. `bbml`: SMMU_IDR3.BBML, which decides
+    /// how a block is split ([`Self::unmap`]).
     pub fn new<A: DmaAllocator>(alloc: &mut A, oas_bits: u8, bbml: u8) -> Result<Self> {
+        Self::with_cache(alloc, oas_bits, bbml, None)
+    }
+}
+
+impl<C: CacheMaintenance> IoPageTable<C> {
+    /// As [`IoPageTable::new`]; `cache` for an SMMU that does not snoop the
+    /// CPU's caches.
+    pub fn with_cache<A: DmaAllocator>(
+        alloc: &mut A,
+        oas_bits: u8,
+        bbml: u8,
+        cache: Option<C>,
+    ) -> Result<Self> {
         let root = alloc.alloc(table_size(0), 4096)?;
         Ok(IoPageTable {
             root,
@@ -266,7 +286,38 @@ impl IoPageTable {
             bytes: table_size(0),
             oas_bits: oas_bits.min(48),
             break_before_make: bbml < 2,
+            cache,
         })
+    }
+
+    /// Writes descriptor `i` of `t` (cleaned for a non-coherent SMMU).
+    #[inline(always)]
+    fn put(&self, t: &DmaBlock, i: usize, v: u64) {
+        dma::write_u64(t, i, v);
+        if let Some(c) = &self.cache {
+            c.clean(t.vaddr.wrapping_add(i * 8), 8);
+        }
+    }
+
+    /// Cleans descriptors `range` of `t` (written with `dma::write_u64`).
+    #[inline(always)]
+    fn clean_range(&self, t: &DmaBlock, range: core::ops::Range<usize>) {
+        if let Some(c) = &self.cache {
+            if !range.is_empty() {
+                c.clean(t.vaddr.wrapping_add(range.start * 8), range.len() * 8);
+            }
+        }
+    }
+
+    /// Leaf attributes for `p`: write-back inner-shareable memory for a
+    /// coherent SMMU; non-cacheable outer-shareable for one that does not
+    /// snoop (Linux maps without IOMMU_CACHE so).
+    fn leaf_attrs(&self, p: Perms) -> u64 {
+        let a = pte_attrs(p);
+        if self.cache.is_none() || p.contains(Perms::DEVICE) {
+            return a;
+        }
+        (a & !(PTE_SH_IS | prep(7, 4, 2))) | PTE_SH_OS | prep(MAIR_IDX_NC as u64, 4, 2)
     }
 
     /// TTB0 for the CD.
@@ -302,8 +353,8 @@ impl IoPageTable {
     }
 
     /// Points entry `i` of `t` at the table `child`, which holds `count`
-    /// valid entries.
-    fn link(t: &DmaBlock, i: usize, child: &DmaBlock, count: u64) {
+    /// valid entries (already cleaned, for a non-coherent SMMU).
+    fn link(&self, t: &DmaBlock, i: usize, child: &DmaBlock, count: u64) {
         let vaddr = child.vaddr as usize as u64;
         debug_assert!(vaddr & !SHADOW_VADDR == 0, "table above 2^48");
         dma::write_u64(
@@ -313,7 +364,7 @@ impl IoPageTable {
         );
         // The child's contents must be visible before the pointer to it.
         barrier::dma_wmb();
-        dma::write_u64(t, i, (child.paddr & PTE_ADDR) | PTE_TYPE | PTE_VALID);
+        self.put(t, i, (child.paddr & PTE_ADDR) | PTE_TYPE | PTE_VALID);
     }
 
     /// Valid entries of the table that entry `i` of `t` points to.
@@ -425,7 +476,7 @@ impl IoPageTable {
         if !perms.contains(Perms::READ) && !perms.contains(Perms::WRITE) {
             return Err(Error::Unsupported);
         }
-        let attrs = pte_attrs(perms);
+        let attrs = self.leaf_attrs(perms);
         if let Some(r) = self.map_in_leaf_table(iova, paddr, len, attrs) {
             return r;
         }
@@ -503,6 +554,7 @@ impl IoPageTable {
                 attrs | (pa & PTE_ADDR) | PTE_TYPE | PTE_VALID,
             );
         }
+        self.clean_range(&t, first..first + n);
         Self::add_count(Some(slot), n as i64);
         barrier::dma_wmb();
         Some(Ok(()))
@@ -525,7 +577,7 @@ impl IoPageTable {
             return None;
         }
         let base = iova & !(level_size(3) * ENTRIES as u64 - 1);
-        Self::clear_leaves(&t, base, first..first + n, g);
+        self.clear_leaves(&t, base, first..first + n, g);
         Self::add_count(Some(slot), -(valid as i64));
         Some(Ok(valid * GRANULE))
     }
@@ -535,6 +587,7 @@ impl IoPageTable {
     /// range update for all; returns how many. The caller fixes the count.
     #[inline(always)]
     fn clear_leaves(
+        &self,
         t: &DmaBlock,
         base: u64,
         range: core::ops::Range<usize>,
@@ -544,7 +597,7 @@ impl IoPageTable {
         let (mut lo, mut hi) = (u64::MAX, 0u64);
         for i in range {
             if dma::read_u64(t, i) & PTE_VALID != 0 {
-                dma::write_u64(t, i, 0);
+                self.put(t, i, 0);
                 let va = base + ((i as u64) << SHIFT[3]);
                 lo = lo.min(va);
                 hi = va + GRANULE;
@@ -604,6 +657,7 @@ impl IoPageTable {
             dma::write_u64(&t, i, leaf);
             done += GRANULE;
         }
+        self.clean_range(&t, first..first + (done / GRANULE) as usize);
         Self::add_count(Some(slot), (done / GRANULE) as i64);
         (done, result)
     }
@@ -659,18 +713,18 @@ impl IoPageTable {
             if dma::read_u64(&t, i) & PTE_VALID != 0 {
                 return Err(Error::Overlap);
             }
-            dma::write_u64(&t, i, leaf);
+            self.put(&t, i, leaf);
             Self::add_count(slot, 1);
             return Ok(());
         }
         let n = fresh.len();
         // Each fresh table holds one entry: the leaf, or the next table.
-        dma::write_u64(&fresh[n - 1], idx(va, level), leaf);
+        self.put(&fresh[n - 1], idx(va, level), leaf);
         for k in (0..n - 1).rev() {
             let nl = l + 1 + k; // level of fresh[k]
-            Self::link(&fresh[k], idx(va, nl), &fresh[k + 1], 1);
+            self.link(&fresh[k], idx(va, nl), &fresh[k + 1], 1);
         }
-        Self::link(&t, idx(va, l), &fresh[0], 1);
+        self.link(&t, idx(va, l), &fresh[0], 1);
         Self::add_count(slot, 1);
         for (k, b) in fresh.iter().enumerate() {
             self.pages += 1;
@@ -757,20 +811,21 @@ impl IoPageTable {
                     let pa = base_pa + k as u64 * sub;
                     dma::write_u64(&nt, k, attrs | pa | type_bit | PTE_VALID);
                 }
+                self.clean_range(&nt, 0..ENTRIES);
                 if self.break_before_make {
                     let base_va = b & !(level_size(level) - 1);
-                    dma::write_u64(&t, i, 0);
+                    self.put(&t, i, 0);
                     barrier::dma_wmb();
                     let mut broken = Gather::default();
                     broken.add_leaf(base_va, level);
                     if let Err(e) = flush(&broken) {
-                        dma::write_u64(&t, i, desc);
+                        self.put(&t, i, desc);
                         return Err(e);
                     }
                 }
                 spare.swap_remove(pos);
                 // Same number of entries in `t` (a block became a table).
-                Self::link(&t, i, &nt, ENTRIES as u64);
+                self.link(&t, i, &nt, ENTRIES as u64);
                 // The TLB may hold the old block: its level joins the hint.
                 g.levels |= 1 << level;
                 self.pages += 1;
@@ -872,7 +927,7 @@ impl IoPageTable {
             // A leaf table: each valid entry in range is a 4 KiB page wholly
             // inside `[start, end)` (both page-aligned), so the general
             // loop's checks reduce to this.
-            let cleared = Self::clear_leaves(t, base, idx(start, 3)..idx(end - 1, 3) + 1, g);
+            let cleared = self.clear_leaves(t, base, idx(start, 3)..idx(end - 1, 3) + 1, g);
             Self::add_count(slot, -(cleared as i64));
             let empty = cleared > 0 && slot.is_some_and(|(p, pi)| Self::count(&p, pi) == 0);
             return Ok((cleared * GRANULE, empty));
@@ -911,14 +966,14 @@ impl IoPageTable {
                             break;
                         }
                     }
-                    dma::write_u64(t, i, 0);
+                    self.put(t, i, 0);
                     cleared += 1;
                     touched = true;
                     g.tables_removed = true;
                     let _ = g.free_list.push((child, (level + 1) as u8));
                 }
             } else if level > 0 && s == va && e == va + level_size(level) {
-                dma::write_u64(t, i, 0);
+                self.put(t, i, 0);
                 cleared += 1;
                 touched = true;
                 g.add_leaf(va, level);
@@ -977,7 +1032,12 @@ impl IoPageTable {
     /// Frees every table. The SMMU must no longer reach them: no CD points
     /// here and the ASID was invalidated.
     pub fn destroy<A: DmaAllocator>(self, alloc: &mut A) {
-        fn free_rec<A: DmaAllocator>(pt: &IoPageTable, alloc: &mut A, t: &DmaBlock, level: usize) {
+        fn free_rec<A: DmaAllocator, C: CacheMaintenance>(
+            pt: &IoPageTable<C>,
+            alloc: &mut A,
+            t: &DmaBlock,
+            level: usize,
+        ) {
             if level < 3 {
                 for i in 0..ENTRIES {
                     let desc = dma::read_u64(t, i);
@@ -995,8 +1055,8 @@ impl IoPageTable {
 
     /// Visits every leaf: `f(iova, paddr, size, perms)`, in IOVA order.
     pub fn for_each_leaf(&self, f: &mut dyn FnMut(u64, u64, u64, Perms)) {
-        fn rec(
-            pt: &IoPageTable,
+        fn rec<C: CacheMaintenance>(
+            pt: &IoPageTable<C>,
             t: &DmaBlock,
             level: usize,
             base: u64,
@@ -1039,7 +1099,11 @@ mod tests {
                 let valid = (0..ENTRIES)
                     .filter(|&k| dma::read_u64(&c, k) & PTE_VALID != 0)
                     .count() as u64;
-                assert_eq!(IoPageTable::count(t, i), valid, "level {level} entry {i}");
+                assert_eq!(
+                    IoPageTable::<NoCache>::count(t, i),
+                    valid,
+                    "level {level} entry {i}"
+                );
                 assert!(valid > 0, "an empty table stayed linked");
                 tables += 1 + check_counts(pt, &c, level + 1);
             }

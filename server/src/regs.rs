@@ -146,8 +146,12 @@ pub mod cr1 {
     pub const TABLE_IC_SHIFT: u32 = 6;
     pub const TABLE_OC_SHIFT: u32 = 8;
     pub const TABLE_SH_SHIFT: u32 = 10;
+    /// Cacheability: non-cacheable.
+    pub const CACHE_NC: u32 = 0;
     /// Cacheability: write-back.
     pub const CACHE_WB: u32 = 1;
+    /// Shareability: outer shareable.
+    pub const SH_OSH: u32 = 2;
     /// Shareability: inner shareable.
     pub const SH_ISH: u32 = 3;
 }

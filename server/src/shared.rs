@@ -52,7 +52,7 @@ use crate::entry::{self, write_entry, write_entry_offline, Entry};
 use crate::error::{Error, Result};
 use crate::evtq::{DrainReport, Event, Evtq};
 use crate::features::Features;
-use crate::hal::{DmaAllocator, DmaBlock, Mmio};
+use crate::hal::{CacheMaintenance, DmaAllocator, DmaBlock, Mmio, NoCache};
 use crate::hw::{CmdBatch, GerrorReport, Hw};
 use crate::pgtable::{Gather, IoPageTable, Perms};
 use crate::regs::{self, qptr};
@@ -218,8 +218,7 @@ impl<const N: usize> AsidState<N> {
 const MAX_STALE_ASIDS: usize = 4;
 
 /// Everything under one domain lock.
-#[derive(Debug, Default)]
-struct DomainState {
+struct DomainState<C> {
     gen: u16,
     asid: u16,
     /// ASIDs a CD of this domain may still carry after an ASID change
@@ -227,28 +226,41 @@ struct DomainState {
     /// invalidation of the domain covers them too, and they are freed with
     /// the domain or once a later change reached every CD.
     stale_asids: heapless::Vec<u16, MAX_STALE_ASIDS>,
-    pgtable: Option<IoPageTable>,
+    pgtable: Option<IoPageTable<C>>,
     devices: heapless::Vec<Device, MAX_DEVICES_PER_DOMAIN>,
     /// The unmap's invalidation gather, reused (see `Gather::reset`).
     gather: Gather,
 }
 
+impl<C> Default for DomainState<C> {
+    fn default() -> Self {
+        DomainState {
+            gen: 0,
+            asid: 0,
+            stale_asids: heapless::Vec::new(),
+            pgtable: None,
+            devices: heapless::Vec::new(),
+            gather: Gather::default(),
+        }
+    }
+}
+
 /// Everything under the command-queue lock.
-struct HwState<M, D> {
-    hw: Hw<M, D>,
+struct HwState<M, D, C> {
+    hw: Hw<M, D, C>,
     evtq: Evtq,
 }
 
 /// One domain as [`SharedSmmu::audit`] shows it.
 #[derive(Debug)]
-pub struct AuditDomain<'a> {
+pub struct AuditDomain<'a, C = NoCache> {
     pub id: DomainId,
     /// 0: none.
     pub asid: u16,
     pub ttbr: u64,
     pub sva: bool,
     pub devices: &'a [Device],
-    pub pgtable: &'a IoPageTable,
+    pub pgtable: &'a IoPageTable<C>,
 }
 
 fn split_id(id: DomainId) -> (usize, u16) {
@@ -280,8 +292,12 @@ where
     #[cfg(loom)]
     order: AttachOrder,
     asid: Ordered<level::Asid, F, AsidState<N>>,
-    domains: [Ordered<level::Domain, F, DomainState>; N],
-    cmdq: Ordered<level::Cmdq, F, HwState<M, D>>,
+    domains: [Ordered<level::Domain, F, DomainState<A::Cache>>; N],
+    cmdq: Ordered<level::Cmdq, F, HwState<M, D, A::Cache>>,
+    /// For an SMMU that does not snoop the CPU's caches: what cleans the
+    /// STEs, CDs and page tables the core writes (the command queue's copy
+    /// is in `Hw`).
+    cache: Option<A::Cache>,
     alloc: LeafMutex<F, A>,
     /// Each domain slot's page-table size, `generation << 32 | pages` (0:
     /// no domain), stored under its domain lock after every change, so the
@@ -306,6 +322,7 @@ where
     /// AArch64 tables, 4 KiB granules, little-endian walks.
     pub fn new(mmio: M, alloc: A, delay: D, config: Config) -> Result<Self> {
         let p = Parts::probe(mmio, alloc, delay, config)?;
+        let cache = p.hw.cache.clone();
         Ok(SharedSmmu {
             features: p.features,
             config: p.config,
@@ -327,6 +344,7 @@ where
                 hw: p.hw,
                 evtq: p.evtq,
             }),
+            cache,
             alloc: LeafMutex::new(p.alloc),
             table_sizes: core::array::from_fn(|_| core::sync::atomic::AtomicU64::new(0)),
         })
@@ -422,7 +440,7 @@ where
     }
 
     /// Publishes domain `slot`'s page-table size (its lock held).
-    fn publish_size(&self, slot: usize, d: &DomainState) {
+    fn publish_size(&self, slot: usize, d: &DomainState<A::Cache>) {
         let size = d.pgtable.as_ref().map_or(0, |pt| {
             u64::from(d.gen) << 32 | u64::from(pt.memory_pages())
         });
@@ -463,7 +481,11 @@ where
 
     /// Runs `f` on a domain's page table, under its lock (tests and
     /// diagnostics).
-    pub fn with_page_table<R>(&self, id: DomainId, f: impl FnOnce(&IoPageTable) -> R) -> Result<R> {
+    pub fn with_page_table<R>(
+        &self,
+        id: DomainId,
+        f: impl FnOnce(&IoPageTable<A::Cache>) -> R,
+    ) -> Result<R> {
         let (slot, gen) = split_id(id);
         let d = self.domains.get(slot).ok_or(Error::NoSuchDomain)?;
         let mut t0 = Token::unlocked();
@@ -575,11 +597,9 @@ where
         sid: u32,
         target: &Entry,
     ) -> Result<()> {
-        let slot = a
-            .strtab
-            .slot(sid, Some(&mut self.alloc.leaf()))?
-            .ok_or(Error::StreamOutOfRange)?;
+        let slot = self.ste_slot(a, sid)?;
         write_entry::<SteUsed>(&slot, target, &mut || {
+            self.clean(&slot);
             self.submit(t, &[Command::CfgiSte { sid, leaf: true }])
         })
         .map(|_| ())
@@ -597,6 +617,7 @@ where
         level::Cmdq: After<P>,
     {
         write_entry::<CdUsed>(slot, target, &mut || {
+            self.clean(slot);
             self.submit(
                 t,
                 &[Command::CfgiCd {
@@ -609,8 +630,33 @@ where
         .map(|_| ())
     }
 
-    fn cd_ste(m: &Master) -> Entry {
-        ste::s1_cdtable(m.cdtab.ste_ref(), m.s1dss)
+    fn cd_ste(&self, m: &Master) -> Entry {
+        ste::s1_cdtable(m.cdtab.ste_ref(), m.s1dss, self.features.coherent)
+    }
+
+    /// Cleans `b` to memory for an SMMU that does not snoop the CPU's
+    /// caches (before the SMMU is told to look at it).
+    fn clean(&self, b: &DmaBlock) {
+        if let Some(c) = &self.cache {
+            c.clean(b.vaddr, b.size);
+        }
+    }
+
+    /// The STE slot of `sid`, its level-2 table allocated if missing (all
+    /// abort; cleaned with its level-1 descriptor for a non-coherent SMMU).
+    fn ste_slot(&self, a: &mut AsidState<N>, sid: u32) -> Result<DmaBlock> {
+        let tables = a.strtab.l2_tables;
+        let slot = a
+            .strtab
+            .slot(sid, Some(&mut self.alloc.leaf()))?
+            .ok_or(Error::StreamOutOfRange)?;
+        if a.strtab.l2_tables != tables {
+            if let Some(l2) = a.strtab.l2_block(sid) {
+                self.clean(&l2);
+            }
+            self.clean(&a.strtab.block);
+        }
+        Ok(slot)
     }
 
     fn s1_cd(&self, ttb0: u64, asid: u16) -> Entry {
@@ -619,6 +665,7 @@ where
             asid,
             ips: self.features.oas_enc.min(5),
             stall: self.features.stall_forced,
+            coherent: self.features.coherent,
         })
     }
 
@@ -808,10 +855,11 @@ where
             }
         }
         let slot = a.meta.iter().position(|m| !m.live).ok_or(Error::NoSlot)?;
-        let pgtable = IoPageTable::new(
+        let pgtable = IoPageTable::with_cache(
             &mut self.alloc.leaf(),
             self.features.oas_bits,
             self.features.bbml,
+            self.cache.clone(),
         )?;
         let ttbr = pgtable.ttbr();
         let (mut d, _t) = self.domains[slot].lock(&mut t1);
@@ -1001,9 +1049,23 @@ where
         ssid: u32,
         mi: Option<usize>,
     ) -> Result<CdPlace> {
-        a.strtab
-            .slot(sid, Some(&mut self.alloc.leaf()))?
-            .ok_or(Error::StreamOutOfRange)?;
+        self.ste_slot(a, sid)?;
+        let place = self.prepare_cd_table(a, ssid, mi)?;
+        // A new CD table's (or leaf's) level-1 descriptor, for a
+        // non-coherent SMMU (the CDs themselves are cleaned when written).
+        match &place {
+            CdPlace::NewStream(tab, _) | CdPlace::NewTable(_, tab) => self.clean(&tab.block),
+            CdPlace::Slot(mi, _) => self.clean(&a.masters[*mi].cdtab.block),
+        }
+        Ok(place)
+    }
+
+    fn prepare_cd_table(
+        &self,
+        a: &mut AsidState<N>,
+        ssid: u32,
+        mi: Option<usize>,
+    ) -> Result<CdPlace> {
         match mi {
             None => {
                 let mut tab = CdTable::new(&mut self.alloc.leaf(), self.ssid_bits)?;
@@ -1058,6 +1120,7 @@ where
             CdPlace::NewStream(tab, cd_slot) => {
                 // Not reachable by the SMMU yet: no invalidation needed.
                 write_entry_offline(&cd_slot, cd);
+                self.clean(&cd_slot);
                 let table = tab.block.paddr;
                 let m = Master {
                     sid,
@@ -1069,7 +1132,7 @@ where
                         S1Dss::Terminate
                     },
                 };
-                let target = Self::cd_ste(&m);
+                let target = self.cd_ste(&m);
                 let _ = a.masters.push(m);
                 let r = self.write_ste(a, t1, sid, &target);
                 if r.is_ok() || self.ste_points_at(a, sid, table) {
@@ -1088,10 +1151,11 @@ where
                 // the CDs cached through the StreamID (4.3.1).
                 if let Some(s) = crate::dma::sub_block(&tab.block, 0, 64) {
                     write_entry_offline(&s, cd);
+                    self.clean(&s);
                 }
                 let table = tab.block.paddr;
                 let old = core::mem::replace(&mut a.masters[mi].cdtab, tab);
-                let target = Self::cd_ste(&a.masters[mi]);
+                let target = self.cd_ste(&a.masters[mi]);
                 let r = self.write_ste(a, t1, sid, &target);
                 if r.is_ok() || self.ste_points_at(a, sid, table) {
                     // The SMMU may still use the old table until a sync
@@ -1124,7 +1188,7 @@ where
                 }
                 if ssid == 0 && a.masters[mi].s1dss != S1Dss::Ssid0 {
                     a.masters[mi].s1dss = S1Dss::Ssid0;
-                    let target = Self::cd_ste(&a.masters[mi]);
+                    let target = self.cd_ste(&a.masters[mi]);
                     return done(self.write_ste(a, t1, sid, &target), InMemory::New);
                 }
                 done(Ok(()), InMemory::New)
@@ -1336,7 +1400,7 @@ where
         if ssid == 0 && a.masters[mi].s1dss == S1Dss::Ssid0 {
             // On failure the CD is still valid and listed: nothing moved.
             a.masters[mi].s1dss = S1Dss::Terminate;
-            let target = Self::cd_ste(&a.masters[mi]);
+            let target = self.cd_ste(&a.masters[mi]);
             self.write_ste(a, t1, sid, &target)?;
         }
         let no_alloc: Option<&mut A> = None;
@@ -1488,6 +1552,11 @@ where
         // with an abort to the device, as an unstalled fault would.
         let mut resumes = CmdBatch::new();
         while !geom.empty(prod, cons) && n < geom.entries() {
+            if let Some(c) = &hw.cache {
+                // The SMMU wrote the record to memory, past the CPU's caches.
+                let at = evtq.block.vaddr.wrapping_add(geom.idx(cons) as usize * 32);
+                c.invalidate(at, 32);
+            }
             let e = Event::decode(evtq.record(geom.idx(cons)));
             if let Some(stag) = e.fault().filter(|f| f.stall).map(|f| f.stag) {
                 if resumes.is_full() {
@@ -1545,7 +1614,7 @@ where
     /// then `then` with the register interface under the command-queue lock.
     pub fn audit<R>(
         &self,
-        mut per_domain: impl FnMut(&AuditDomain<'_>),
+        mut per_domain: impl FnMut(&AuditDomain<'_, A::Cache>),
         then: impl FnOnce(&M) -> R,
     ) -> R {
         let mut t0 = Token::unlocked();

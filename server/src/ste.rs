@@ -51,6 +51,10 @@ pub const STE_2_S2VMID: u64 = genmask(15, 0);
 pub const CACHE_WBRA: u64 = 1;
 /// Shareability: inner shareable.
 pub const SH_ISH: u64 = 3;
+/// Non-cacheable (S1CIR/S1COR).
+pub const CACHE_NC: u64 = 0;
+/// Outer shareable (S1CSH).
+pub const SH_OSH: u64 = 2;
 /// SHCFG = 1: incoming.
 pub const SHCFG_INCOMING: u64 = 1;
 
@@ -95,7 +99,10 @@ pub fn bypass() -> Entry {
 /// S1CIR/S1COR write-back, S1CSH inner shareable, STRW NS-EL1, S1STALLD = 0.
 /// `s1dss` only matters when `cd.s1cdmax > 0`; it is written as Terminate
 /// otherwise.
-pub fn s1_cdtable(cd: CdTableRef, s1dss: S1Dss) -> Entry {
+/// With `coherent` false (an SMMU that does not snoop the CPU's caches,
+/// IDR0.COHACC = 0) CD fetches are non-cacheable, outer shareable: the CPU
+/// cleans every CD to memory.
+pub fn s1_cdtable(cd: CdTableRef, s1dss: S1Dss, coherent: bool) -> Entry {
     let mut e = [0u64; 8];
     e[0] = STE_0_V
         | prep(CFG_S1_TRANS, 3, 1)
@@ -107,10 +114,12 @@ pub fn s1_cdtable(cd: CdTableRef, s1dss: S1Dss) -> Entry {
     } else {
         s1dss
     };
-    e[1] = prep(dss as u64, 1, 0)
-        | prep(CACHE_WBRA, 3, 2)
-        | prep(CACHE_WBRA, 5, 4)
-        | prep(SH_ISH, 7, 6);
+    let (cache, sh) = if coherent {
+        (CACHE_WBRA, SH_ISH)
+    } else {
+        (CACHE_NC, SH_OSH)
+    };
+    e[1] = prep(dss as u64, 1, 0) | prep(cache, 3, 2) | prep(cache, 5, 4) | prep(sh, 7, 6);
     if dss == S1Dss::Bypass {
         e[1] |= prep(SHCFG_INCOMING, 45, 44);
     }
@@ -182,6 +191,7 @@ mod tests {
                 s1cdmax: 0,
             },
             S1Dss::Ssid0,
+            true,
         );
         assert_eq!(ste[0], 0x4123_4540 | 0xb);
         // S1DSS forced to terminate with S1CDMax = 0; S1CIR=1, S1COR=1, S1CSH=3.
@@ -194,6 +204,7 @@ mod tests {
                 s1cdmax: 10,
             },
             S1Dss::Ssid0,
+            true,
         );
         assert_eq!(ste[0], 0x8000_0000 | 0xb | (1 << 4) | (10u64 << 59));
         assert_eq!(ste[1] & 3, 2);
@@ -209,6 +220,7 @@ mod tests {
                 s1cdmax: 0,
             },
             S1Dss::Terminate,
+            true,
         );
         let (_, diff) = qword_diff::<SteUsed>(&abort(), &s1);
         assert_eq!(diff, 1);
@@ -222,6 +234,7 @@ mod tests {
                 s1cdmax: 0,
             },
             S1Dss::Terminate,
+            true,
         );
         let (_, diff) = qword_diff::<SteUsed>(&s1, &s1b);
         assert_eq!(diff, 1);

@@ -132,6 +132,22 @@ impl StreamTable {
         Ok(dma::sub_block(&l2, idx * STE_SIZE, STE_SIZE))
     }
 
+    /// The level-2 table holding `sid`'s STE, if the table is two-level and
+    /// it exists.
+    pub fn l2_block(&self, sid: u32) -> Option<DmaBlock> {
+        if !self.two_level || !self.in_range(sid) {
+            return None;
+        }
+        let n = 1usize << (self.sid_bits - STRTAB_SPLIT);
+        let l1 = (sid >> STRTAB_SPLIT) as usize;
+        let desc = dma::read_u64(&self.block, l1);
+        (desc & 0x1f != 0).then(|| DmaBlock {
+            vaddr: dma::read_u64(&self.block, n + l1) as usize as *mut u8,
+            paddr: desc & genmask(51, 6),
+            size: STE_SIZE << STRTAB_SPLIT,
+        })
+    }
+
     /// Returns every block to the allocator (the SMMU must be disabled).
     pub fn free<A: DmaAllocator>(self, alloc: &mut A) {
         if self.two_level {

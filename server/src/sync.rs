@@ -195,11 +195,15 @@ pub struct LeafRef<'a, F: LockFamily, A: Send> {
 }
 
 impl<F: LockFamily, A: DmaAllocator + Send> DmaAllocator for LeafRef<'_, F, A> {
+    type Cache = A::Cache;
     fn alloc(&mut self, size: usize, align: usize) -> Result<DmaBlock, OutOfMemory> {
         F::lock(&self.m.m).alloc(size, align)
     }
     fn free(&mut self, block: DmaBlock) {
         F::lock(&self.m.m).free(block)
+    }
+    fn cache(&self) -> Option<A::Cache> {
+        F::lock(&self.m.m).cache()
     }
 }
 

@@ -5,7 +5,7 @@ use embedded_hal::delay::DelayNs;
 
 use crate::cmd::{Command, TlbiRange};
 use crate::error::{Error, HardwareError, Result};
-use crate::hal::Mmio;
+use crate::hal::{CacheMaintenance, Mmio};
 use crate::hw::{CmdBatch, Hw};
 use crate::pgtable::{Gather, GATHER_LEAVES};
 
@@ -88,8 +88,8 @@ fn tlbi_commands(g: &Gather, asid: u16, ril: bool, threshold: u32, out: &mut Cmd
 /// Issues the invalidation of a gather and waits. If the SMMU rejects a
 /// command (e.g. a range TLBI it does not implement after all), falls back
 /// to TLBI_NH_ASID, which every SMMU accepts.
-pub(crate) fn flush_gather<M: Mmio, D: DelayNs>(
-    hw: &mut Hw<M, D>,
+pub(crate) fn flush_gather<M: Mmio, D: DelayNs, C: CacheMaintenance>(
+    hw: &mut Hw<M, D, C>,
     g: &Gather,
     asid: u16,
     ril: bool,

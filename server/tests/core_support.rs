@@ -65,6 +65,11 @@ impl HostAlloc {
 }
 
 impl DmaAllocator for HostAlloc {
+    // Host memory behind a fake SMMU: coherent by construction.
+    type Cache = iommu_server::hal::NoCache;
+    fn cache(&self) -> Option<Self::Cache> {
+        None
+    }
     fn alloc(&mut self, size: usize, align: usize) -> Result<DmaBlock, OutOfMemory> {
         let mut s = self.0.borrow_mut();
         if let Some(b) = s.budget.as_mut() {

@@ -231,6 +231,12 @@ extern "C" fn loader_main() -> ! {
             "orr x9, x9, #1",          // M
             "orr x9, x9, #(1 << 2)",   // C
             "orr x9, x9, #(1 << 12)",  // I
+            // UCT, UCI: EL0 may read CTR_EL0 and clean or invalidate data
+            // cache lines by address, which the IOMMU server needs on an
+            // SMMU that does not snoop the CPU's caches (IDR0.COHACC = 0).
+            // seL4 5.0.0's head.S keeps bits it does not set or clear.
+            "orr x9, x9, #(1 << 15)",
+            "orr x9, x9, #(1 << 26)",
             "msr sctlr_el1, x9",
             "isb",
             "msr daifset, #0xf",

@@ -653,6 +653,10 @@ impl Arena {
 }
 
 impl DmaAllocator for PhysMem {
+    type Cache = PhysMem;
+    fn cache(&self) -> Option<PhysMem> {
+        Some(self.clone())
+    }
     fn alloc(&mut self, size: usize, align: usize) -> Result<DmaBlock, OutOfMemory> {
         let mut a = self.lock();
         let mut fail = false;
@@ -709,5 +713,14 @@ impl DmaAllocator for PhysMem {
         a.stats.frees += 1;
         a.stats.live_bytes -= len;
         a.release(off, len);
+    }
+}
+
+impl iommu_server::hal::CacheMaintenance for PhysMem {
+    fn clean(&self, vaddr: *const u8, len: usize) {
+        PhysMem::clean(self, vaddr, len)
+    }
+    fn invalidate(&self, vaddr: *const u8, len: usize) {
+        PhysMem::invalidate(self, vaddr, len)
     }
 }

@@ -266,6 +266,27 @@ const EDITS: &[(&str, &str, &str)] = &[
         "src/arch/arm/machine/Makefile",
         "ifeq ($(PLAT), hikey)\n",
         "ifeq ($(PLAT), $(filter $(PLAT), hikey virt))\n",
+    ),    // Cacheable user frames are inner shareable on our uniprocessor build
+    // too (seL4 makes them non-shareable without SMP). The SMMU snoops the
+    // CPU's caches as an inner-shareable observer (CR1, STE.S1CSH, CD.SH0,
+    // leaf SH all say so); a non-shareable CPU mapping of the same memory
+    // (the server's tables and queues, the clients' DMA pools) would leave
+    // coherence between them outside the architecture's guarantees (Arm ARM
+    // B2.7.1). Issue 13, item 4.
+    (
+        "src/arch/arm/64/kernel/vspace.c",
+        "pte_new(\n                   nonexecutable,              /* unprivileged execute never */\n                   paddr,\n                   1,                          /* not global */\n                   1,                          /* access flag */\n                   SMP_TERNARY(3, 0),",
+        "pte_new(\n                   nonexecutable,              /* unprivileged execute never */\n                   paddr,\n                   1,                          /* not global */\n                   1,                          /* access flag */\n                   3, /* inner shareable: the SMMU walks and DMAs inner shareable */",
+    ),
+    (
+        "src/arch/arm/64/kernel/vspace.c",
+        "pde_pde_large_new(\n                   nonexecutable,              /* unprivileged execute never */\n                   paddr,\n                   1,                          /* not global */\n                   1,                          /* access flag */\n                   SMP_TERNARY(3, 0),",
+        "pde_pde_large_new(\n                   nonexecutable,              /* unprivileged execute never */\n                   paddr,\n                   1,                          /* not global */\n                   1,                          /* access flag */\n                   3, /* inner shareable: the SMMU walks and DMAs inner shareable */",
+    ),
+    (
+        "src/arch/arm/64/kernel/vspace.c",
+        "pude_pude_1g_new(\n                   nonexecutable,              /* unprivileged execute never */\n                   paddr,\n                   1,                          /* not global */\n                   1,                          /* access flag */\n                   SMP_TERNARY(3, 0),",
+        "pude_pude_1g_new(\n                   nonexecutable,              /* unprivileged execute never */\n                   paddr,\n                   1,                          /* not global */\n                   1,                          /* access flag */\n                   3, /* inner shareable: the SMMU walks and DMAs inner shareable */",
     ),
 ];
 
