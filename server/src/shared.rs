@@ -673,7 +673,8 @@ where
 
     /// Moves domain `slot` from its ASID to `new` (0: none, only for a
     /// domain with an empty device list). `new` was allocated (and
-    /// invalidated if it was dirty) by the caller. Every CD on the device
+    /// invalidated if it was dirty) by the caller; if the change is refused
+    /// before the domain takes it, it is freed here. Every CD on the device
     /// list is rewritten (hitless: ASID is in CD qword 0 only), then the old
     /// ASID is invalidated (TLBI_NH_ASID + CMD_SYNC) and freed.
     fn change_asid(
@@ -686,11 +687,20 @@ where
         if a.meta[slot].asid == new {
             return Ok(());
         }
-        self.unpin(a, t1, slot)?;
+        // Refused before the domain takes `new`: it goes back, unused.
+        let refuse = |a: &mut AsidState<N>, e: Error| {
+            if new != 0 {
+                a.asids.free(new, true);
+            }
+            Err(e)
+        };
+        if let Err(e) = self.unpin(a, t1, slot) {
+            return refuse(a, e);
+        }
         let (mut d, mut t2) = self.domains[slot].lock(t1);
         let old = d.asid;
         if (new == 0 && !d.devices.is_empty()) || d.stale_asids.is_full() {
-            return Err(Error::Busy);
+            return refuse(a, Error::Busy);
         }
         let cd = self.s1_cd(a.meta[slot].ttbr, new);
         let mut rewritten = Ok(());
@@ -815,12 +825,8 @@ where
             }
             a.asids.mark_clean(p);
         }
-        if let Err(e) = self.change_asid(a, t1, slot, p) {
-            if a.meta[slot].asid != p {
-                a.asids.free(p, true);
-            }
-            return Err(e);
-        }
+        // On an error before the space took `p`, change_asid gave it back.
+        self.change_asid(a, t1, slot, p)?;
         Ok(p)
     }
 

@@ -1,6 +1,8 @@
 //! Shared by the tests of the concurrent core (`loom_*` and
 //! `shared_threads`): a booted `SharedSmmu` over the software SMMUv3 model
-//! (any lock family), the checker of the invariants of DESIGN.md 5, which
+//! (any lock family; the model's register file directly, or any `Mmio`
+//! wrapped around it, e.g. one that injects command-queue failures), the
+//! checker of the invariants of DESIGN.md 5, which
 //! reads back what the SMMU would fetch (through the model's decoders) and
 //! what its caches hold, and, under `--cfg loom`, the loom lock family and
 //! exploration helpers.
@@ -12,6 +14,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex as StdMutex;
 
 use embedded_hal::delay::DelayNs;
+use iommu_server::hal::Mmio;
 use iommu_server::shared::SharedSmmu;
 use iommu_server::sync::LockFamily;
 use iommu_server::{Config, DomainId, Perms};
@@ -26,11 +29,26 @@ impl DelayNs for NoDelay {
 /// Domain slots of the cores under test (few: the checker locks each).
 pub const SLOTS: usize = 4;
 
-pub type Core<F> = SharedSmmu<smmu_model::Smmu, smmu_model::PhysMem, NoDelay, F, SLOTS>;
+/// The core under test: lock family `F`, register file `M` (the model's
+/// by default).
+pub type Core<F, M = smmu_model::Smmu> = SharedSmmu<M, smmu_model::PhysMem, NoDelay, F, SLOTS>;
 
 /// A machine and the concurrent core driving it. `asids` ASIDs (1..asids)
 /// exist, so that recycling happens with a handful of domains.
 pub fn boot_with<F: LockFamily>(asids: u32, ssid_bits: u8) -> (Machine, Core<F>) {
+    boot_on::<F, smmu_model::Smmu>(asids, ssid_bits, None, |m| m.smmu.clone())
+}
+
+/// As [`boot_with`], the core reaching the model's registers through
+/// `regs(&machine)` (a wrapper around `machine.smmu`), with
+/// `poll_timeout_us` if given (the model completes every poll at once, so
+/// only a wrapper that withholds progress makes it matter).
+pub fn boot_on<F: LockFamily, M: Mmio + Send>(
+    asids: u32,
+    ssid_bits: u8,
+    poll_timeout_us: Option<u32>,
+    regs: impl FnOnce(&Machine) -> M,
+) -> (Machine, Core<F, M>) {
     let features = if ssid_bits == 0 {
         Features::qemu_7_2()
     } else {
@@ -42,7 +60,7 @@ pub fn boot_with<F: LockFamily>(asids: u32, ssid_bits: u8) -> (Machine, Core<F>)
         poison_on_free: Some(0xFF),
     };
     let m = Machine::with(features, ModelOptions::default(), mem);
-    let config = Config {
+    let mut config = Config {
         cmdq_log2: 5,
         evtq_log2: 4,
         max_sid_bits: 6,
@@ -51,14 +69,18 @@ pub fn boot_with<F: LockFamily>(asids: u32, ssid_bits: u8) -> (Machine, Core<F>)
         max_asids: asids,
         ..Config::default()
     };
-    let core = Core::<F>::new(m.smmu.clone(), m.mem.clone(), NoDelay, config).expect("boots");
+    if let Some(t) = poll_timeout_us {
+        config.poll_timeout_us = t;
+    }
+    let mmio = regs(&m);
+    let core = Core::<F, M>::new(mmio, m.mem.clone(), NoDelay, config).expect("boots");
     (m, core)
 }
 
 pub const IOVA: u64 = 0x10_0000;
 
 /// A page of memory for `d`, mapped at [`IOVA`]; returns its address.
-pub fn map_page<F: LockFamily>(m: &Machine, core: &Core<F>, d: DomainId) -> u64 {
+pub fn map_page<F: LockFamily, M: Mmio + Send>(m: &Machine, core: &Core<F, M>, d: DomainId) -> u64 {
     let pa = m.mem.alloc_buffer(4096, 4096).expect("buffer");
     core.map(d, IOVA, pa, 4096, Perms::RW).expect("map");
     pa
@@ -67,7 +89,12 @@ pub fn map_page<F: LockFamily>(m: &Machine, core: &Core<F>, d: DomainId) -> u64 
 /// What a device (StreamID, SSID) reaches at [`IOVA`] now (SSID 0 is
 /// non-substream traffic, which STE.S1DSS = SSID0 sends to CD 0), through the
 /// SMMU's caches (filling them), without recording an event.
-pub fn reach<F: LockFamily>(m: &Machine, core: &Core<F>, sid: u32, ssid: u32) -> Option<u64> {
+pub fn reach<F: LockFamily, M: Mmio + Send>(
+    m: &Machine,
+    core: &Core<F, M>,
+    sid: u32,
+    ssid: u32,
+) -> Option<u64> {
     let ss = (core.ssid_bits() != 0 && ssid != 0).then_some(ssid);
     m.smmu
         .probe(sid, ss, IOVA, Access::READ)
@@ -124,6 +151,8 @@ pub struct Checker {
     ghost: StdMutex<HashMap<u16, (u64, u64)>>,
     /// Command-log position after boot (where the printed log starts).
     pub log_start: u64,
+    /// See [`Checker::after_failures`].
+    failures: bool,
 }
 
 impl Checker {
@@ -133,13 +162,37 @@ impl Checker {
             checks,
             ghost: StdMutex::new(HashMap::new()),
             log_start: m.smmu.command_seq(),
+            failures: false,
         }
+    }
+
+    /// The invariants as they must hold when commands may have failed (a
+    /// CMD_SYNC that timed out, a command the SMMU rejected), which leaves
+    /// the SMMU holding configuration that memory no longer shows:
+    /// * invariant 2 names a domain by its page table: a CD in memory may
+    ///   still carry a stale ASID of the domain it is listed on (an ASID
+    ///   change that stopped half-way; the domain keeps that ASID);
+    /// * invariant 1 covers every name the SMMU can use or that the core
+    ///   hands out: the CDs in memory, the CDs the SMMU holds cached, and
+    ///   every live domain's ASID;
+    /// * nothing the SMMU can still use belongs to a freed domain: a
+    ///   cached CD names a live domain's page table, and a cached STE
+    ///   points at a live CD table.
+    pub fn after_failures(mut self) -> Self {
+        self.failures = true;
+        self
     }
 
     /// Checks DESIGN.md 5's invariants 1, 2 and 4 (3 is checked by the
     /// threads after each detach/unmap, through [`reach`]); panics with the
     /// violations, the trace and the command log.
-    pub fn check<F: LockFamily>(&self, m: &Machine, core: &Core<F>, trace: &Trace, when: &str) {
+    pub fn check<F: LockFamily, M: Mmio + Send>(
+        &self,
+        m: &Machine,
+        core: &Core<F, M>,
+        trace: &Trace,
+        when: &str,
+    ) {
         let errs: RefCell<Vec<String>> = RefCell::new(Vec::new());
         // (asid, ttbr, devices) of each live domain, read under its lock.
         let doms: RefCell<Vec<SeenDomain>> = RefCell::new(Vec::new());
@@ -165,7 +218,9 @@ impl Checker {
                     }
                 }
             },
-            |smmu| {
+            // Under the command-queue lock: the model behind any wrapper.
+            |_| {
+                let smmu = &m.smmu;
                 let doms = doms.borrow();
                 // Live CDs, as the SMMU would fetch them from memory.
                 let mut live: Vec<((u32, u32), u16, u64)> = Vec::new();
@@ -177,7 +232,61 @@ impl Checker {
                         }
                     }
                 }
-                if self.checks.inv1 {
+                // What the SMMU holds cached (failure mode): CDs, and
+                // whether each cached STE's CD table is still allocated.
+                let mut cached: Vec<((u32, u32), u16, u64)> = Vec::new();
+                if self.failures {
+                    let mut sids: Vec<u32> = self.universe.iter().map(|d| d.0).collect();
+                    sids.sort_unstable();
+                    sids.dedup();
+                    for sid in sids {
+                        let Some(ste) = smmu.cached_ste(sid) else {
+                            continue;
+                        };
+                        if ste.valid
+                            && ste.config == smmu_model::SteConfig::S1Trans
+                            && m.mem.block_containing(ste.s1_context_ptr).is_none()
+                        {
+                            errs.borrow_mut().push(format!(
+                                "freed in use: the SMMU holds an STE of stream {sid} whose CD table {:#x} was freed",
+                                ste.s1_context_ptr
+                            ));
+                        }
+                    }
+                    for &(sid, ssid) in &self.universe {
+                        if let Some(cd) = smmu.cached_cd(sid, ssid).filter(|cd| cd.valid) {
+                            cached.push(((sid, ssid), cd.asid, cd.ttb0));
+                            if !doms.iter().any(|d| d.2 == cd.ttb0) {
+                                errs.borrow_mut().push(format!(
+                                    "freed in use: the SMMU holds a CD of {:?} (ASID {}, TTB0 {:#x}) naming no live domain",
+                                    (sid, ssid), cd.asid, cd.ttb0
+                                ));
+                            }
+                        }
+                    }
+                }
+                if self.checks.inv1 && self.failures {
+                    let mut names: Vec<(String, u16, u64)> = Vec::new();
+                    for l in &live {
+                        names.push((format!("CD of {:?}", l.0), l.1, l.2));
+                    }
+                    for c in &cached {
+                        names.push((format!("cached CD of {:?}", c.0), c.1, c.2));
+                    }
+                    for d in doms.iter().filter(|d| d.1 != 0) {
+                        names.push((format!("domain {:?}", d.0), d.1, d.2));
+                    }
+                    for (i, a) in names.iter().enumerate() {
+                        for b in &names[i + 1..] {
+                            if a.1 == b.1 && a.2 != b.2 {
+                                errs.borrow_mut().push(format!(
+                                    "invariant 1: ASID {} names two translations: {} has TTB0 {:#x}, {} has TTB0 {:#x}",
+                                    a.1, a.0, a.2, b.0, b.2
+                                ));
+                            }
+                        }
+                    }
+                } else if self.checks.inv1 {
                     for (i, a) in live.iter().enumerate() {
                         for b in &live[i + 1..] {
                             if a.1 == b.1 && a.2 != b.2 {
@@ -194,6 +303,8 @@ impl Checker {
                         let on: Vec<_> = doms.iter().filter(|d| d.3.contains(&dev)).collect();
                         match on.as_slice() {
                             [d] if d.1 == asid && d.2 == ttb => {}
+                            // A stale ASID of the domain it is listed on.
+                            [d] if self.failures && d.2 == ttb => {}
                             [d] => errs.borrow_mut().push(format!(
                                 "invariant 2: CD of {dev:?} (ASID {asid}, TTB0 {ttb:#x}) but it is listed on {:?} (ASID {}, TTB0 {:#x})",
                                 d.0, d.1, d.2
@@ -220,6 +331,7 @@ impl Checker {
                     // been invalidated (TLBI by ASID, then CMD_SYNC) since.
                     let now = smmu.command_seq();
                     let mut names: Vec<(u16, u64)> = live.iter().map(|l| (l.1, l.2)).collect();
+                    names.extend(cached.iter().map(|c| (c.1, c.2)));
                     names.extend(doms.iter().filter(|d| d.1 != 0).map(|d| (d.1, d.2)));
                     let mut ghost = self.ghost.lock().unwrap();
                     for (asid, ttb) in names {

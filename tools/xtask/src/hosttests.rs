@@ -25,8 +25,9 @@ pub fn run(ctx: &Ctx) -> Result<Tally> {
     Ok(tally)
 }
 
-/// The loom model checks (`server/tests/loom_asid.rs`, DESIGN.md 5, and
-/// `loom_parking.rs`, the seL4 server's blocking mutex): a
+/// The loom model checks (`server/tests/loom_asid.rs`, DESIGN.md 5, its
+/// error paths in `loom_errors.rs`, and `loom_parking.rs`, the seL4
+/// server's blocking mutex): a
 /// release build with `--cfg loom` in `target/loom`, so the normal build
 /// cache is not invalidated; bounded by the tests' default preemption bound
 /// (about half a minute of checking). Counted like the host tests.
@@ -47,7 +48,11 @@ fn run_loom(ctx: &Ctx) -> Result<Tally> {
             "loom_asid",
             "--test",
             "loom_parking",
+            "--test",
+            "loom_errors",
         ])
+        // A failing binary must not hide the others' results.
+        .arg("--no-fail-fast")
         .args(["--", "--nocapture", "--test-threads=1"])
         .current_dir(&ctx.root)
         .env("RUSTFLAGS", rustflags)
