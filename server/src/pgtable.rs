@@ -455,7 +455,7 @@ impl<C: CacheMaintenance> IoPageTable<C> {
     /// range was invalid, and invalid entries are not cached). If table
     /// memory runs out half-way, what was mapped is removed again (through
     /// `flush`, since the SMMU may have walked it) and [`Error::NoMemory`]
-    /// is returned.
+    /// is returned. See [`Self::map_in`] for a caller that keeps a gather.
     pub fn map<A: DmaAllocator>(
         &mut self,
         alloc: &mut A,
@@ -463,6 +463,33 @@ impl<C: CacheMaintenance> IoPageTable<C> {
         paddr: u64,
         len: u64,
         perms: Perms,
+        flush: FlushFn<'_>,
+    ) -> Result<()> {
+        self.map_in(
+            alloc,
+            iova,
+            paddr,
+            len,
+            perms,
+            &mut Gather::default(),
+            flush,
+        )
+    }
+
+    /// As [`Self::map`], undoing a failure through `g` (the domain's
+    /// gather, see [`Gather::reset`]): when the undo's invalidation fails,
+    /// the tables it unlinked stay in `g` for the next flush, and that
+    /// error is returned instead of `NoMemory` (the SMMU may still hold
+    /// what was written).
+    #[allow(clippy::too_many_arguments)]
+    pub fn map_in<A: DmaAllocator>(
+        &mut self,
+        alloc: &mut A,
+        iova: u64,
+        paddr: u64,
+        len: u64,
+        perms: Perms,
+        g: &mut Gather,
         flush: FlushFn<'_>,
     ) -> Result<()> {
         self.check_range(iova, len)?;
@@ -510,10 +537,11 @@ impl<C: CacheMaintenance> IoPageTable<C> {
             }
             if let Err(e) = r {
                 if done > 0 {
-                    let mut g = Gather::default();
                     // Undo: the range holds exactly the leaves just written.
-                    let _ = self.clear_range(alloc, iova, iova + done, &mut g, flush);
-                    let _ = self.finish(alloc, &mut g, flush);
+                    g.reset();
+                    let cleared = self.clear_range(alloc, iova, iova + done, g, flush);
+                    let finished = self.finish(alloc, g, flush);
+                    cleared.and(finished)?;
                 }
                 return Err(e);
             }

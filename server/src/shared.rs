@@ -96,8 +96,10 @@ enum CdPlace {
     /// A single-CD stream that moves: its next CD table (written offline,
     /// then swapped in through the STE).
     NewTable(usize, CdTable),
-    /// A stream with substreams: the slot in its CD table.
-    Slot(usize, DmaBlock),
+    /// A stream with substreams: the slot in its CD table, and whether its
+    /// level-2 CD table was just made (its level-1 descriptor was invalid,
+    /// and an invalid L1CD may be cached: Linux `arm_smmu_get_cd_ptr`).
+    Slot(usize, DmaBlock, bool),
 }
 
 impl CdPlace {
@@ -776,7 +778,9 @@ where
                     continue;
                 }
                 let (d, _t) = self.domains[s].lock(t1);
-                if d.devices.is_empty() {
+                // (A full stale list would refuse the change: another
+                // idle domain may still give its ASID up.)
+                if d.devices.is_empty() && !d.stale_asids.is_full() {
                     victim = Some(s);
                     break;
                 }
@@ -1061,7 +1065,7 @@ where
         // non-coherent SMMU (the CDs themselves are cleaned when written).
         match &place {
             CdPlace::NewStream(tab, _) | CdPlace::NewTable(_, tab) => self.clean(&tab.block),
-            CdPlace::Slot(mi, _) => self.clean(&a.masters[*mi].cdtab.block),
+            CdPlace::Slot(mi, ..) => self.clean(&a.masters[*mi].cdtab.block),
         }
         Ok(place)
     }
@@ -1091,11 +1095,14 @@ where
                 let tab = CdTable::new(&mut self.alloc.leaf(), 0)?;
                 Ok(CdPlace::NewTable(mi, tab))
             }
-            Some(mi) => a.masters[mi]
-                .cdtab
-                .slot(ssid, Some(&mut self.alloc.leaf()))?
-                .ok_or(Error::SsidOutOfRange)
-                .map(|s| CdPlace::Slot(mi, s)),
+            Some(mi) => {
+                let tab = &mut a.masters[mi].cdtab;
+                let blocks = tab.blocks;
+                let slot = tab.slot(ssid, Some(&mut self.alloc.leaf()))?;
+                let new_leaf = tab.blocks != blocks;
+                slot.ok_or(Error::SsidOutOfRange)
+                    .map(|s| CdPlace::Slot(mi, s, new_leaf))
+            }
         }
     }
 
@@ -1178,8 +1185,22 @@ where
                 new.free(&mut self.alloc.leaf());
                 done(r, InMemory::Old)
             }
-            CdPlace::Slot(mi, cd_slot) => {
-                let r = self.write_cd(t1, &cd_slot, sid, ssid, cd);
+            CdPlace::Slot(mi, cd_slot, new_leaf) => {
+                let r = if new_leaf {
+                    // The new leaf's descriptor replaces an invalid one the
+                    // SMMU may have cached: CFGI_CD with Leaf = 0 (4.3.3).
+                    self.submit(
+                        t1,
+                        &[Command::CfgiCd {
+                            sid,
+                            ssid,
+                            leaf: false,
+                        }],
+                    )
+                } else {
+                    Ok(())
+                };
+                let r = r.and_then(|()| self.write_cd(t1, &cd_slot, sid, ssid, cd));
                 let now = match r {
                     Ok(()) => InMemory::New,
                     Err(_) => classify_cd(&entry::read_entry(&cd_slot), cd),
@@ -1480,11 +1501,20 @@ where
         let DomainState {
             pgtable,
             stale_asids,
+            gather,
             ..
         } = &mut *d;
         let pt = pgtable.as_mut().ok_or(Error::NoSuchDomain)?;
         let mut flush = |g: &Gather| self.flush(&mut t2, g, asid, stale_asids);
-        let r = pt.map(&mut self.alloc.leaf(), iova, paddr, len, perms, &mut flush);
+        let r = pt.map_in(
+            &mut self.alloc.leaf(),
+            iova,
+            paddr,
+            len,
+            perms,
+            gather,
+            &mut flush,
+        );
         self.publish_size(slot, &d);
         r
     }

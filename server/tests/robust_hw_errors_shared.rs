@@ -13,7 +13,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use iommu_client::{InProcess, Iommu, Perms, Ssid, StreamId};
+use iommu_client::{Error as ClientError, InProcess, Iommu, Perms, Region, Ssid, StreamId};
+use iommu_protocol::ErrorCode;
 use iommu_server::hal::Mmio;
 use iommu_server::handler::{FakeFrames, Handler, ReceivedCap};
 use iommu_server::policy::{ClientPolicy, Policy, Quotas, StreamGrant};
@@ -222,6 +223,15 @@ fn bare_core() -> (Machine, Arc<Mutex<Freeze>>, &'static Core) {
 
 /// As [`bare_core`], on an SMMU with `ssid_bits` SubstreamID bits.
 fn core_with(features: Features, ssid_bits: u8) -> (Machine, Arc<Mutex<Freeze>>, &'static Core) {
+    core_with_asids(features, ssid_bits, 0)
+}
+
+/// As [`core_with`], with `Config::max_asids` (0: all).
+fn core_with_asids(
+    features: Features,
+    ssid_bits: u8,
+    max_asids: u32,
+) -> (Machine, Arc<Mutex<Freeze>>, &'static Core) {
     let m = Machine::new(features);
     let freeze = Arc::new(Mutex::new(Freeze::default()));
     let registers = FrozenCons {
@@ -233,6 +243,7 @@ fn core_with(features: Features, ssid_bits: u8) -> (Machine, Arc<Mutex<Freeze>>,
     let config = Config {
         poll_timeout_us: 10,
         ssid_bits,
+        max_asids,
         ..Config::default()
     };
     let core = Core::new(registers, m.mem.clone(), NoDelay, config).expect("boots");
@@ -384,4 +395,186 @@ fn a_move_whose_cfgi_is_rejected_pins_the_old_domain_until_confirmed() {
     assert_eq!(m.smmu.translate(SID, None, IOVA, Access::READ), Ok(p2));
     core.detach(SID, 0).unwrap();
     core.free_domain(d2).unwrap();
+}
+
+/// A map that runs out of table memory half-way undoes what it wrote; when
+/// that undo's invalidation times out, the tables it unlinked are neither
+/// lost nor freed early: the domain keeps them (counted) until a later flush
+/// or its free, and the caller is told the invalidation failed, not
+/// `NoMemory` (found by review; issue 13, item 5).
+#[test]
+fn a_map_undo_whose_flush_times_out_loses_no_table() {
+    let (m, freeze, core) = bare_core();
+    let d = core.alloc_domain().unwrap();
+    // An ASID, so the undo's flush issues commands.
+    core.attach(SID, 0, d).unwrap();
+    let pages_before = core.pt_pages(d).unwrap();
+    let buf = m.mem.alloc_buffer(0x2000, 0x1000).unwrap();
+    let blocks_with_buf = m.mem.live_blocks().len();
+    // Page 1 at 0x1f_f000 needs level-1, -2 and -3 tables; page 2 at
+    // 0x20_0000 a second level-3 table: the 4th allocation fails.
+    m.mem.fail_nth_alloc(4);
+    *freeze.lock().unwrap() = Freeze {
+        after: Some(0),
+        ..Freeze::default()
+    };
+    let r = core.map(d, 0x1f_f000, buf, 0x2000, iommu_server::Perms::RW);
+    *freeze.lock().unwrap() = Freeze::default();
+    m.mem.clear_failures();
+    assert!(matches!(r, Err(Error::Timeout(_))), "{r:?}");
+    assert!(core.iova_to_phys(d, 0x1f_f000).is_none());
+    // A later flush of the domain frees them.
+    core.map(d, 0x4000_0000, buf, 0x1000, iommu_server::Perms::RW)
+        .unwrap();
+    core.unmap(d, 0x4000_0000, 0x1000).unwrap();
+    assert_eq!(core.pt_pages(d).unwrap(), pages_before);
+    core.detach(SID, 0).unwrap();
+    core.free_domain(d).unwrap();
+    // The CD table and the root went; the buffer stays.
+    assert_eq!(m.mem.live_blocks().len(), blocks_with_buf - 2);
+}
+
+/// A batch whose second entry fails (no table memory) is undone; when the
+/// undo of the first entry times out, the SMMU may still hold that
+/// translation, so the handler keeps it recorded and its memory in use (as
+/// after an unmap that timed out) instead of handing the memory back.
+#[test]
+fn a_batch_whose_undo_times_out_keeps_what_it_could_not_undo() {
+    let mut s = setup();
+    let d = s.domain;
+    s.client.attach(StreamId(SID), Ssid(0), d).unwrap();
+    let paddr = s.m.mem.alloc_buffer(0x2000, 0x1000).expect("buffer");
+    let cap = s.server.borrow_mut().resolver_mut().frame(paddr, 0x2000);
+    let memory = s.client.register_memory(&[cap]).unwrap();
+    let before = s.client.stats().unwrap();
+    // Far apart: each entry needs a new level-2 and level-3 table; the
+    // second entry's second table (the 4th allocation) fails.
+    let regions: Vec<Region> = (0..2u64)
+        .map(|i| Region {
+            iova: (i + 1) << 30,
+            memory: memory.handle,
+            offset: i * 0x1000,
+            len: 0x1000,
+            perms: Perms::RW,
+        })
+        .collect();
+    s.m.mem.fail_nth_alloc(4);
+    let mapped = s.with_sync_timing_out(0, |s| s.client.map_batch(d, &regions));
+    s.m.mem.clear_failures();
+    assert_eq!(mapped, Err(ClientError::Iommu(ErrorCode::NoMemory)));
+    let after = s.client.stats().unwrap();
+    assert_eq!(
+        after.mapped_bytes,
+        before.mapped_bytes + 0x1000,
+        "the first entry, whose undo timed out, is no longer recorded"
+    );
+    assert_eq!(
+        s.client.unregister_memory(memory.handle),
+        Err(ClientError::Iommu(ErrorCode::InUse))
+    );
+    // Freeing the domain takes it back.
+    s.client.detach(StreamId(SID), Ssid(0)).unwrap();
+    s.client.free_domain(d).unwrap();
+    s.client.unregister_memory(memory.handle).unwrap();
+}
+
+/// A substream whose CD lies in a level-2 CD table not made yet: the new
+/// table's level-1 descriptor replaces an invalid one the SMMU may have
+/// cached (an earlier transaction with that SSID faulted), so the attach
+/// invalidates with CFGI_CD Leaf = 0 before writing the CD (Linux
+/// `arm_smmu_get_cd_ptr`; found by review). A CD in an existing leaf
+/// needs only Leaf = 1.
+#[test]
+fn a_cd_in_a_new_level_2_table_invalidates_its_level_1_descriptor() {
+    let (m, _freeze, core) = core_with(Features::with_substreams(7), 7);
+    let d = core.alloc_domain().unwrap();
+    core.attach(SID, 0, d).unwrap();
+    for (ssid, leaf) in [(64, false), (65, true)] {
+        let from = m.smmu.command_seq();
+        core.attach(SID, ssid, d).unwrap();
+        let cfgis: Vec<bool> = m
+            .smmu
+            .commands_since(from)
+            .into_iter()
+            .filter_map(|c| match c.decoded {
+                Ok(smmu_model::Command::CfgiCd { sid, ssid: s, leaf })
+                    if sid == SID && s == ssid =>
+                {
+                    Some(leaf)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cfgis.first(), Some(&leaf), "SSID {ssid}: {cfgis:?}");
+    }
+}
+
+/// ASID recycling passes over an idle domain whose stale-ASID list is full
+/// (its ASID change would be refused) and takes another idle domain's ASID,
+/// instead of failing the attach with `Busy` (found by review).
+#[test]
+fn recycling_skips_an_idle_domain_that_cannot_change_its_asid() {
+    // ASIDs 1..=6.
+    let (_m, freeze, core) = core_with_asids(Features::qemu_7_2(), 0, 7);
+    let config_asids = 6;
+    let [x, y, z] = [(); 3].map(|_| core.alloc_domain().unwrap());
+    core.attach(8, 0, x).unwrap();
+    // Four ASID changes of x fail at their CD rewrite: x keeps each old
+    // ASID as stale, and its list is full.
+    for _ in 0..4 {
+        *freeze.lock().unwrap() = Freeze {
+            after: Some(0),
+            ..Freeze::default()
+        };
+        assert!(core.reassign_asid(x).is_err());
+        *freeze.lock().unwrap() = Freeze::default();
+    }
+    core.detach(8, 0).unwrap();
+    core.attach(9, 0, y).unwrap();
+    core.detach(9, 0).unwrap();
+    assert_eq!(core.asids_in_use(), config_asids);
+    // No ASID is free: z's attach recycles y's.
+    let y_asid = core.domain_asid(y).unwrap();
+    core.attach(10, 0, z).unwrap();
+    assert_eq!(core.domain_asid(z).unwrap(), y_asid);
+    assert_eq!(core.domain_asid(y).unwrap(), 0);
+}
+
+/// An STE write whose CMD_SYNC timed out left memory at its target; the
+/// retry finds nothing to change in memory, but the SMMU may still hold
+/// the old STE, so it still invalidates it (issue 13, item 5).
+#[test]
+fn a_retried_entry_write_invalidates_although_memory_holds_the_target() {
+    let (m, freeze, core) = bare_core();
+    // Abort -> bypass: SHCFG first (unused while aborting), then qword 0,
+    // whose CMD_SYNC times out.
+    *freeze.lock().unwrap() = Freeze {
+        after: Some(1),
+        ..Freeze::default()
+    };
+    assert!(core.set_stream_bypass(3, true).is_err());
+    assert_eq!(
+        core.read_ste(3).unwrap().unwrap()[0] & 0xf,
+        0x9,
+        "bypass in memory"
+    );
+    *freeze.lock().unwrap() = Freeze::default();
+    let from = m.smmu.command_seq();
+    core.set_stream_bypass(3, true).unwrap();
+    let cmds: Vec<_> = m
+        .smmu
+        .commands_since(from)
+        .into_iter()
+        .filter_map(|c| c.decoded.ok())
+        .collect();
+    assert!(
+        matches!(
+            cmds.as_slice(),
+            [
+                smmu_model::Command::CfgiSte { sid: 3, .. },
+                smmu_model::Command::Sync { .. }
+            ]
+        ),
+        "{cmds:?}"
+    );
 }

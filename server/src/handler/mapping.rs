@@ -206,38 +206,67 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             }
         }
         if let Some(err) = failure {
-            // Unmapping what we just mapped cannot meet a hole.
-            for e in &entries[..reached] {
-                let _ = self.core.unmap(
-                    d,
-                    e.iova_pfn << WIRE_PAGE_SHIFT,
-                    u64::from(e.pages) << WIRE_PAGE_SHIFT,
-                );
-            }
-            if partial > 0 {
-                let e = &entries[reached];
-                let _ =
+            // Unmapping what we just mapped cannot meet a hole. What could
+            // not be undone (its invalidation failed) stays recorded, its
+            // memory in use, as after an unmap that timed out: a device may
+            // still reach it. So does the rest of the failing entry when
+            // the core's own undo of it failed (a hardware error).
+            let mut kept: Vec<(usize, u64, u64), { MAX_BATCH + 2 }> = Vec::new();
+            for (k, e) in entries[..reached].iter().enumerate() {
+                let pages = u64::from(e.pages);
+                let undone =
                     self.core
-                        .unmap(d, e.iova_pfn << WIRE_PAGE_SHIFT, partial << WIRE_PAGE_SHIFT);
+                        .unmap(d, e.iova_pfn << WIRE_PAGE_SHIFT, pages << WIRE_PAGE_SHIFT);
+                if undone.is_err() {
+                    let _ = kept.push((k, 0, pages));
+                }
+            }
+            let e = &entries[reached];
+            if partial > 0
+                && self
+                    .core
+                    .unmap(d, e.iova_pfn << WIRE_PAGE_SHIFT, partial << WIRE_PAGE_SHIFT)
+                    .is_err()
+            {
+                let _ = kept.push((reached, 0, partial));
+            }
+            if err == ErrorCode::HardwareError {
+                let _ = kept.push((reached, partial, u64::from(e.pages) - partial));
+            }
+            for (k, skip, pages) in kept {
+                self.record_mapping(ci, slot, &entries[k], skip, pages)?;
             }
             return Err(err);
         }
-        let c = &mut self.clients[ci];
         for e in entries {
-            let (mslot, _) = c.memory(e.memory)?;
-            let pages = u64::from(e.pages);
-            // Cannot fail: capacity checked above.
-            let _ = c.mappings.push(MapRec {
-                domain: slot,
-                iova_pfn: e.iova_pfn,
-                pages,
-                memory: mslot,
-                offset_pfn: u64::from(e.offset_pfn),
-            });
-            c.mapped_pages += pages;
-            if let Some(m) = c.memory[mslot as usize].as_mut() {
-                m.mapped += pages;
-            }
+            self.record_mapping(ci, slot, e, 0, u64::from(e.pages))?;
+        }
+        Ok(())
+    }
+
+    /// Records `pages` of batch entry `e` from its `skip`-th page on as
+    /// mapped in domain slot `slot` (room was checked before mapping).
+    fn record_mapping(
+        &mut self,
+        ci: usize,
+        slot: u8,
+        e: &MapEntry,
+        skip: u64,
+        pages: u64,
+    ) -> Result<(), ErrorCode> {
+        let c = &mut self.clients[ci];
+        let (mslot, _) = c.memory(e.memory)?;
+        // Cannot fail: capacity checked above.
+        let _ = c.mappings.push(MapRec {
+            domain: slot,
+            iova_pfn: e.iova_pfn + skip,
+            pages,
+            memory: mslot,
+            offset_pfn: u64::from(e.offset_pfn) + skip,
+        });
+        c.mapped_pages += pages;
+        if let Some(m) = c.memory[mslot as usize].as_mut() {
+            m.mapped += pages;
         }
         Ok(())
     }
