@@ -578,3 +578,55 @@ fn a_retried_entry_write_invalidates_although_memory_holds_the_target() {
         "{cmds:?}"
     );
 }
+
+/// Retirement (every stream detached, every domain freed, every frame
+/// released) with a CMD_SYNC timing out at each of its batches in turn, and
+/// with its CFGI_STE or its TLBI_NH_ASID rejected: the client is refused
+/// from the first step, retiring again takes back the rest, and then its
+/// device reaches nothing, the SMMU holds no translating STE for it, and
+/// its tables are freed.
+#[test]
+fn a_retirement_failing_at_any_point_completes_on_the_next_call() {
+    const CFGI_STE: u8 = 0x03;
+    const TLBI_NH_ASID: u8 = 0x11;
+    let timeouts = (0..).map(|b| (Some(b), None));
+    let rejects = [CFGI_STE, TLBI_NH_ASID].map(|op| (None, Some(op)));
+    let mut explored = 0;
+    for (after, reject) in rejects.into_iter().chain(timeouts) {
+        let mut s = setup();
+        let d = s.domain;
+        s.client.attach(StreamId(SID), Ssid(0), d).unwrap();
+        let attached_blocks = s.m.mem.live_blocks().len();
+        assert!(s.reaches());
+        *s.freeze.lock().unwrap() = Freeze {
+            after,
+            reject,
+            ..Freeze::default()
+        };
+        let first = s.server.borrow_mut().retire_client(A);
+        *s.freeze.lock().unwrap() = Freeze::default();
+        let what = format!("timeout from batch {after:?}, rejected opcode {reject:?}");
+        if first.is_ok() {
+            assert!(after.is_some(), "{what}: nothing failed");
+            break;
+        }
+        explored += 1;
+        assert_eq!(
+            s.client.stats(),
+            Err(ClientError::Iommu(ErrorCode::NotPermitted)),
+            "{what}"
+        );
+        let rest = s.server.borrow_mut().retire_client(A);
+        assert!(rest.is_ok(), "{what}: {first:?} then {rest:?}");
+        assert!(!s.reaches(), "{what}: the device still reaches its domain");
+        assert!(
+            s.m.smmu
+                .cached_ste(SID)
+                .is_none_or(|ste| ste.config != smmu_model::SteConfig::S1Trans),
+            "{what}: the SMMU still holds a translating STE"
+        );
+        // The stream's CD table and the domain's tables are freed.
+        assert!(s.m.mem.live_blocks().len() < attached_blocks, "{what}");
+    }
+    assert!(explored >= 4, "explored {explored}");
+}
