@@ -158,13 +158,13 @@ struct Ghost {
 }
 
 /// Classifies a CD read back from memory against the `target` a write was
-/// taking it to: the used-bits algorithm leaves the old configuration, the
-/// new one, or V = 0, never a mix.
+/// taking it to another domain: the used-bits algorithm leaves the old
+/// configuration, the new one, or V = 0, never a mix, and a domain is told
+/// by its TTB0 (every live domain has a root table of its own).
 fn classify_cd(now: &Entry, target: &Entry) -> InMemory {
-    let same = |q: usize, mask: u64| now[q] & mask == target[q] & mask;
     if now[0] & cd::CD_0_V == 0 {
         InMemory::None
-    } else if same(0, cd::CD_0_ASID) && same(1, cd::CD_1_TTB0) {
+    } else if now[1] & cd::CD_1_TTB0 == target[1] & cd::CD_1_TTB0 {
         InMemory::New
     } else {
         InMemory::Old

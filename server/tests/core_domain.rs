@@ -336,6 +336,42 @@ fn forced_stalls_set_cd_s_and_every_stall_is_resumed_with_an_abort() {
     assert_eq!(peek(ste[0] & 0x000f_ffff_ffff_ffc0) & (1 << 44), 0);
 }
 
+/// With substreams, the STE's S1DSS says where traffic without a
+/// SubstreamID goes: terminated while SSID 0 has no CD, to CD 0 once SSID 0
+/// is attached, terminated again when it leaves; other SSIDs never change
+/// it.
+#[test]
+fn s1dss_follows_ssid_0_only() {
+    let mut idr = QEMU_IDR;
+    idr[1] |= 2 << 6; // SSIDSIZE = 2
+    let fake = FakeSmmu::new(idr);
+    let s = smmu_with(
+        &fake,
+        &HostAlloc::new(),
+        Config {
+            ssid_bits: 2,
+            ..test_config()
+        },
+    )
+    .unwrap();
+    let d = s.alloc_domain().unwrap();
+    let s1dss = |s: &S| s.read_ste(8).unwrap().unwrap()[1] & 3;
+    const TERMINATE: u64 = 0;
+    const SSID0: u64 = 2;
+    s.attach(8, 1, d).unwrap();
+    assert_eq!(s1dss(&s), TERMINATE);
+    s.attach(8, 2, d).unwrap();
+    assert_eq!(s1dss(&s), TERMINATE, "another SSID changed S1DSS");
+    s.attach(8, 0, d).unwrap();
+    assert_eq!(s1dss(&s), SSID0);
+    s.attach(8, 3, d).unwrap();
+    assert_eq!(s1dss(&s), SSID0);
+    s.detach(8, 0).unwrap();
+    assert_eq!(s1dss(&s), TERMINATE);
+    s.detach(8, 3).unwrap();
+    assert_eq!(s1dss(&s), TERMINATE);
+}
+
 #[test]
 fn bypass_stream() {
     let (fake, _a, s) = setup(test_config());

@@ -630,3 +630,43 @@ fn a_retirement_failing_at_any_point_completes_on_the_next_call() {
     }
     assert!(explored >= 4, "explored {explored}");
 }
+
+/// An ASID change refused before the domain takes the new ASID gives it
+/// back: refused because a ghost pins the domain and cannot be confirmed
+/// (the queue is stuck), or because the domain's stale-ASID list is full
+/// (another ASID could then not be tracked, so nothing may change).
+#[test]
+fn a_refused_asid_change_leaks_no_asid_and_changes_nothing() {
+    // A ghost: x's stream moved to y with its CFGI_STE rejected.
+    let (_m, freeze, core) = core_with_asids(Features::qemu_7_2(), 0, 16);
+    let [x, y] = [(); 2].map(|_| core.alloc_domain().unwrap());
+    core.attach(8, 0, x).unwrap();
+    core.attach(9, 0, x).unwrap();
+    freeze.lock().unwrap().reject = Some(0x03); // CMD_CFGI_STE
+    assert!(core.attach(8, 0, y).is_err());
+    *freeze.lock().unwrap() = Freeze::default();
+    let (asids, x_asid) = (core.asids_in_use(), core.domain_asid(x).unwrap());
+    *freeze.lock().unwrap() = Freeze {
+        after: Some(0),
+        ..Freeze::default()
+    };
+    assert!(matches!(core.reassign_asid(x), Err(Error::Timeout(_))));
+    *freeze.lock().unwrap() = Freeze::default();
+    assert_eq!(core.asids_in_use(), asids, "the new ASID leaked");
+    assert_eq!(core.domain_asid(x).unwrap(), x_asid);
+    // A full stale list: four ASID changes of z fail at a CD rewrite.
+    let z = core.alloc_domain().unwrap();
+    core.attach(10, 0, z).unwrap();
+    for _ in 0..4 {
+        *freeze.lock().unwrap() = Freeze {
+            after: Some(0),
+            ..Freeze::default()
+        };
+        assert!(core.reassign_asid(z).is_err());
+        *freeze.lock().unwrap() = Freeze::default();
+    }
+    let (asids, z_asid) = (core.asids_in_use(), core.domain_asid(z).unwrap());
+    assert_eq!(core.reassign_asid(z), Err(Error::Busy));
+    assert_eq!(core.asids_in_use(), asids, "the new ASID leaked");
+    assert_eq!(core.domain_asid(z).unwrap(), z_asid);
+}
