@@ -13,9 +13,11 @@
 //! and command is included, so these are for profiling and comparing
 //! versions, not hardware figures), the commands and CMD_SYNCs per
 //! operation as the model counted them (and the core's own `stats()`,
-//! which must agree), and the page-table memory used to map 1 GiB. It never
-//! fails on speed; it panics only if an operation itself fails or the core
-//! and the model disagree on what was issued.
+//! which must agree), the page-table memory used to map 1 GiB, and the
+//! server's memory per client (the handler's per-client records, and page
+//! tables per GiB mapped). It never fails on speed; it panics only if an
+//! operation itself fails or the core and the model disagree on what was
+//! issued.
 //!
 //! The figures in the booted image are `cargo xtask bench`'s.
 
@@ -181,7 +183,15 @@ fn core_on(m: &Machine) -> Core {
 
 // ---------------------------------------------------------------- core ----
 
-fn bench_core(mode: Mode) {
+/// Page-table memory to map 1 GiB in one layout: its name, the tables
+/// (4 KiB pages of DMA memory) and the bytes the core reports.
+struct TableMemory {
+    layout: &'static str,
+    tables: u32,
+    bytes: usize,
+}
+
+fn bench_core(mode: Mode) -> Vec<TableMemory> {
     header("core (iommu_server::Smmu) on the model");
     let m = machine();
     let mut s = core_on(&m);
@@ -264,11 +274,11 @@ fn bench_core(mode: Mode) {
     row("alloc_domain", &alloc);
     row("free_domain (empty)", &free);
 
-    table_memory(&m, &mut s);
+    table_memory(&m, &mut s)
 }
 
 /// Page-table memory for 1 GiB, against the physical limit.
-fn table_memory(m: &Machine, s: &mut Core) {
+fn table_memory(m: &Machine, s: &mut Core) -> Vec<TableMemory> {
     println!();
     println!(
         "  page-table memory to map 1 GiB (4 KiB granule; a table is 512 descriptors, 4 KiB):"
@@ -286,6 +296,7 @@ fn table_memory(m: &Machine, s: &mut Core) {
         ("2 MiB blocks (512 leaves)", 0x1_0020_0000, 3),
         ("one 1 GiB block", 0x1_4000_0000, 2),
     ];
+    let mut out = Vec::new();
     for (name, pa, limit) in cases {
         let d = s.alloc_domain().unwrap();
         let before = s.domain_info(d).unwrap();
@@ -308,12 +319,70 @@ fn table_memory(m: &Machine, s: &mut Core) {
         );
         let _ = before;
         s.free_domain(d).unwrap();
+        out.push(TableMemory {
+            layout: name,
+            tables: info.table_pages,
+            bytes: info.table_bytes,
+        });
     }
     println!("  (limit: one leaf table per 2 MiB mapped in pages, plus one table per upper level;");
     println!(
         "   a larger byte count than the limit is the walk's per-table shadow of child pointers)"
     );
     let _ = m;
+    out
+}
+
+// ---------------------------------------------------- memory per client ----
+
+/// What the server holds for each client: the handler's records (a fixed
+/// slot per client, `handler::MAX_CLIENTS` of them, allocated up front:
+/// its domains, memory handles and their frames, mapping records,
+/// attachments, queued faults), and the page tables of what it maps, per
+/// GiB (`tables`, from the core's own accounting above).
+fn memory_per_client(tables: &[TableMemory]) {
+    use iommu_server::handler::MAX_CLIENTS;
+    use std::mem::size_of;
+    println!();
+    println!("server memory per client");
+    // The handler holds the core, the resolver, the policy, a few counters
+    // and MAX_CLIENTS client slots; what is not the first three is the
+    // slots (and the counters, a few bytes each spread over them).
+    let handler = size_of::<Handler<Core, FakeFrames>>();
+    let around = size_of::<Core>() + size_of::<FakeFrames>() + size_of::<Policy>();
+    let per_client = handler.saturating_sub(around) / MAX_CLIENTS;
+    println!(
+        "  {:<60} {:>10} bytes",
+        "handler records (one client slot, fixed size)",
+        thousands(per_client as u64)
+    );
+    println!(
+        "  {:<60} {:>10} bytes",
+        format!("  (the handler: {MAX_CLIENTS} slots, less core, resolver and policy)"),
+        thousands((handler - around) as u64)
+    );
+    for t in tables {
+        println!(
+            "  {:<60} {:>10} bytes ({} tables of 4 KiB)",
+            format!("page tables per GiB mapped, {}", t.layout),
+            thousands(t.bytes as u64),
+            t.tables
+        );
+    }
+    println!("  (on seL4, each registered frame cap also takes one slot of the server's CSpace: 32 bytes of kernel memory)");
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 // ------------------------------------------------------------- handler ----
@@ -452,8 +521,9 @@ fn main() {
         mode.small(),
         mode.large()
     );
-    bench_core(mode);
+    let tables = bench_core(mode);
     bench_handler(mode);
+    memory_per_client(&tables);
 }
 
 #[cfg(test)]
@@ -463,7 +533,8 @@ mod tests {
     #[test]
     fn quick_run() {
         let mode = super::Mode { quick: true };
-        super::bench_core(mode);
+        let tables = super::bench_core(mode);
         super::bench_handler(mode);
+        super::memory_per_client(&tables);
     }
 }

@@ -95,15 +95,27 @@ struct Profile {
     ops: BTreeMap<String, (u64, ByFunction)>,
 }
 
-/// Boots `image` with block logging and prints the profile.
-pub fn run(image: &Path, driver: &Path, server: &Path, kernel: &Path, log: &Path) -> Result<()> {
+/// What to boot and whose symbols to use.
+pub struct Target<'a> {
+    pub image: &'a Path,
+    /// The system's `edu` and other `-device` values.
+    pub edu: &'a str,
+    pub devices: &'a [String],
+    pub driver: &'a Path,
+    pub server: &'a Path,
+    pub kernel: &'a Path,
+}
+
+/// Boots the image with block logging and prints the profile, operations
+/// in `order` first (the benchmark's rows), then any others.
+pub fn run(t: &Target, log: &Path, order: &[&str]) -> Result<()> {
     let syms = [
-        (Owner::Driver, Symbols::load(driver)?),
-        (Owner::Kernel, Symbols::load(kernel)?),
-        (Owner::Server, Symbols::load(server)?),
+        (Owner::Driver, Symbols::load(t.driver)?),
+        (Owner::Kernel, Symbols::load(t.kernel)?),
+        (Owner::Server, Symbols::load(t.server)?),
     ];
     let _ = std::fs::remove_file(log);
-    let mut cmd = crate::qemu::command(image, "edu,addr=1", &[], true);
+    let mut cmd = crate::qemu::command(t.image, t.edu, t.devices, true);
     cmd.args(["-trace", "pl011_write", "-d", "exec,nochain,in_asm", "-D"])
         .arg(log)
         .stdin(Stdio::null())
@@ -118,7 +130,8 @@ pub fn run(image: &Path, driver: &Path, server: &Path, kernel: &Path, log: &Path
     }
     let profile = analyse(log, &syms)?;
     let _ = std::fs::remove_file(log);
-    print(&profile);
+    print(&profile, order);
+    println!("\n(the throughput under contention is not profiled: the profile's image runs no contention phase)");
     Ok(())
 }
 
@@ -213,8 +226,17 @@ fn analyse(log: &Path, syms: &[(Owner, Symbols); 3]) -> Result<Profile> {
     Ok(profile)
 }
 
-fn print(profile: &Profile) {
-    for (op, (runs, fns)) in &profile.ops {
+/// The operations of `profile`, those in `order` first, in that order.
+fn ordered<'a>(profile: &'a Profile, order: &[&str]) -> Vec<&'a String> {
+    let rank = |op: &String| order.iter().position(|o| o == op).unwrap_or(order.len());
+    let mut ops: Vec<&String> = profile.ops.keys().collect();
+    ops.sort_by_key(|op| rank(op));
+    ops
+}
+
+fn print(profile: &Profile, order: &[&str]) {
+    for op in ordered(profile, order) {
+        let (runs, fns) = &profile.ops[op];
         let runs = (*runs).max(1);
         let mut per_owner: BTreeMap<Owner, u64> = BTreeMap::new();
         for ((owner, _), n) in fns {
@@ -297,5 +319,17 @@ mod tests {
         assert_eq!(get(Owner::Server, "serve"), Some(3));
         assert_eq!(get(Owner::Server, "memcpy <- serve"), Some(5));
         assert_eq!(fns.values().sum::<u64>(), 28);
+    }
+
+    /// The benchmark's rows first, in its order; operations it does not
+    /// know after them.
+    #[test]
+    fn prints_operations_in_the_benchmark_s_order() {
+        let mut p = Profile::default();
+        for op in ["attach", "map-4k", "zzz", "unmap-4k"] {
+            p.ops.insert(op.to_string(), (1, HashMap::new()));
+        }
+        let ops = ordered(&p, &["map-4k", "unmap-4k", "attach"]);
+        assert_eq!(ops, ["map-4k", "unmap-4k", "attach", "zzz"]);
     }
 }
