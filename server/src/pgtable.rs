@@ -975,6 +975,30 @@ impl<C: CacheMaintenance> IoPageTable<C> {
             let (s, e) = (start.max(va), end.min(va + level_size(level)));
             if is_table(desc, level) {
                 let child = self.child(t, i, level);
+                if level == 2 && s == va && e == va + level_size(2) {
+                    // A leaf table wholly inside the range goes as a unit:
+                    // one write unlinks it, and one range invalidation of
+                    // its 2 MiB (walk caches included) covers its leaves,
+                    // instead of clearing up to 512 entries one by one (as
+                    // Linux's `__arm_lpae_unmap` drops a table entry).
+                    if g.free_list.is_full() {
+                        if let Err(err) = self.flush_and_free(alloc, g, flush) {
+                            result = Err(err);
+                            break;
+                        }
+                    }
+                    removed += Self::count(t, i) * GRANULE;
+                    self.put(t, i, 0);
+                    cleared += 1;
+                    touched = true;
+                    g.tables_removed = true;
+                    g.add_span(va, va + level_size(2), 3);
+                    // Not listed leaf by leaf: without range invalidation
+                    // the whole ASID goes.
+                    g.overflow = true;
+                    let _ = g.free_list.push((child, 3));
+                    continue;
+                }
                 let (n, empty) =
                     match self.clear(alloc, &child, level + 1, s, e, g, flush, Some((*t, i))) {
                         Ok(r) => r,
