@@ -41,6 +41,9 @@ struct Freeze {
     /// made illegal before the SMMU sees it, so the SMMU rejects it
     /// (CMDQ_CONS.ERR = CERROR_ILL) and the driver skips it.
     reject: Option<u8>,
+    /// With `reject`: only a command whose StreamID field (qword 0
+    /// `[63:32]`) is this one.
+    reject_sid: Option<u32>,
 }
 
 /// The model's register file; from the chosen batch on, CMDQ_CONS reads as
@@ -54,7 +57,7 @@ struct FrozenCons {
 impl FrozenCons {
     /// Rewrites the first command with opcode `op` between the SMMU's
     /// CMDQ_CONS and `prod` to an illegal opcode; true if there was one.
-    fn reject(&self, op: u8, prod: u32) -> bool {
+    fn reject(&self, op: u8, sid: Option<u32>, prod: u32) -> bool {
         let base = self.inner.read64(regs::CMDQ_BASE);
         let log2 = (base & 0x1f) as u32;
         let addr = base & 0x000f_ffff_ffff_ffe0;
@@ -63,7 +66,7 @@ impl FrozenCons {
         while at != prod & mask {
             let entry = addr + 16 * u64::from(at & ((1 << log2) - 1));
             let q0 = self.mem.read_u64(entry).unwrap();
-            if q0 as u8 == op {
+            if q0 as u8 == op && sid.is_none_or(|sid| (q0 >> 32) as u32 == sid) {
                 self.mem.write_u64(entry, (q0 & !0xff) | 0x7f).unwrap();
                 return true;
             }
@@ -84,7 +87,7 @@ impl Mmio for FrozenCons {
         if offset == regs::CMDQ_PROD {
             let mut f = self.freeze.lock().unwrap();
             if let Some(op) = f.reject {
-                if self.reject(op, value) {
+                if self.reject(op, f.reject_sid, value) {
                     f.reject = None;
                 }
             }
@@ -669,4 +672,79 @@ fn a_refused_asid_change_leaks_no_asid_and_changes_nothing() {
     assert_eq!(core.reassign_asid(z), Err(Error::Busy));
     assert_eq!(core.asids_in_use(), asids, "the new ASID leaked");
     assert_eq!(core.domain_asid(z).unwrap(), z_asid);
+}
+
+/// Ghosts of substreams are per device: a successful CD write of (s, 1)
+/// confirms only (s, 1)'s cached CD, so the ghost (s, 2) left by a move
+/// whose CFGI_CD was rejected still pins its old domain, and freeing that
+/// domain first makes the SMMU drop the stale CD.
+#[test]
+fn a_substream_ghost_is_confirmed_only_by_a_sync_that_covers_it() {
+    let (m, freeze, core) = core_with(Features::with_substreams(2), 2);
+    let [x1, x2, y] = [(); 3].map(|_| core.alloc_domain().unwrap());
+    for (ssid, x) in [(1, x1), (2, x2)] {
+        let p = m.mem.alloc_buffer(0x1000, 0x1000).unwrap();
+        core.map(x, IOVA, p, 0x1000, iommu_server::Perms::RW)
+            .unwrap();
+        core.attach(SID, ssid, x).unwrap();
+        // The SMMU caches the CD.
+        assert!(m
+            .smmu
+            .translate(SID, Some(ssid), IOVA, Access::READ)
+            .is_ok());
+    }
+    let x2_ttb = core.with_page_table(x2, |pt| pt.ttbr()).unwrap();
+    // (s, 2) moves to y; its CD's CFGI is rejected: memory names y, the
+    // SMMU still holds x2's CD.
+    freeze.lock().unwrap().reject = Some(0x05); // CMD_CFGI_CD
+    assert!(core.attach(SID, 2, y).is_err());
+    *freeze.lock().unwrap() = Freeze::default();
+    // (Its first step, V = 0, was the one refused: memory has no CD.)
+    assert_eq!(core.attached_domain(SID, 2), None);
+    assert_eq!(m.smmu.cached_cd(SID, 2).map(|cd| cd.ttb0), Some(x2_ttb));
+    // (s, 1) moves to y successfully: its CFGI_CD covers (s, 1) only.
+    core.attach(SID, 1, y).unwrap();
+    core.free_domain(x2).unwrap();
+    assert_ne!(
+        m.smmu.cached_cd(SID, 2).map(|cd| cd.ttb0),
+        Some(x2_ttb),
+        "x2 was freed while the SMMU still held its CD for (s, 2)"
+    );
+}
+
+/// At most 16 ghosts are kept: the 17th failed move first confirms the 16
+/// (so none is dropped untracked), and its own ghost still pins its old
+/// domain, whose free then makes the SMMU drop the stale configuration.
+#[test]
+fn a_full_ghost_list_is_confirmed_before_another_ghost_is_added() {
+    let (m, freeze, core) = bare_core();
+    let [x, y] = [(); 2].map(|_| core.alloc_domain().unwrap());
+    let p = m.mem.alloc_buffer(0x1000, 0x1000).unwrap();
+    core.map(x, IOVA, p, 0x1000, iommu_server::Perms::RW)
+        .unwrap();
+    let x_ttb = core.with_page_table(x, |pt| pt.ttbr()).unwrap();
+    let sids: Vec<u32> = (1..=17).collect();
+    for &sid in &sids {
+        core.attach(sid, 0, x).unwrap();
+        assert!(m.smmu.translate(sid, None, IOVA, Access::READ).is_ok());
+    }
+    for &sid in &sids {
+        // This stream's CMD_CFGI_STE (not the confirmation of the others').
+        *freeze.lock().unwrap() = Freeze {
+            reject: Some(0x03),
+            reject_sid: Some(sid),
+            ..Freeze::default()
+        };
+        assert!(core.attach(sid, 0, y).is_err(), "stream {sid}");
+        *freeze.lock().unwrap() = Freeze::default();
+        assert_eq!(core.attached_domain(sid, 0), Some(y));
+    }
+    core.free_domain(x).unwrap();
+    for &sid in &sids {
+        assert_ne!(
+            m.smmu.cached_cd(sid, 0).map(|cd| cd.ttb0),
+            Some(x_ttb),
+            "x was freed while the SMMU still held its CD for stream {sid}"
+        );
+    }
 }
