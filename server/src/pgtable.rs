@@ -767,8 +767,15 @@ impl<C: CacheMaintenance> IoPageTable<C> {
         if b == 0 || b >= IOVA_LIMIT || b.is_multiple_of(level_size(1)) {
             return (0, 0);
         }
+        // On a 2 MiB boundary only a 1 GiB block can straddle `b`: the
+        // walk stops at level 1 (the usual unmap of whole 2 MiB ranges).
+        let deepest = if b.is_multiple_of(level_size(2)) {
+            2
+        } else {
+            3
+        };
         let mut t = self.root;
-        for level in 0..3 {
+        for level in 0..deepest {
             let i = idx(b, level);
             let desc = dma::read_u64(&t, i);
             if desc & PTE_VALID == 0 {
