@@ -35,13 +35,22 @@
 //! directly (see `server/tests/client_*.rs`); on seL4 the transport packs the
 //! request into message registers with [`iommu_protocol::pack_words`] and
 //! makes one `seL4_Call`.
+//!
+//! Drivers that would rather not manage I/O addresses by hand use the
+//! DMA-API-style layer in [`dma`]: a client-side IOVA allocator per domain,
+//! map-for-one-request with a [`Direction`], scatter lists and persistent
+//! mappings for rings.
 #![no_std]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use iommu_protocol::{
     decode_reply, decode_short_reply, encode, encode_hot, pack_words, unpack_words, words_for, Hot,
     MapEntry, MsgBuf, Reply, Request, FASTPATH_BYTES, FASTPATH_WORDS, MSG_MAX_WORDS, WORD_BYTES,
 };
+pub mod dma;
+pub use dma::{Direction, DmaAddr, DmaDomain, IovaAllocator, Placement, Segment, UnmapError};
+
 pub use iommu_protocol::{
     ClientStats, DomainId, ErrorCode, FaultBatch, FaultKind, FaultRecord, MemoryHandle, Perms,
     ServerInfo, Ssid, StreamId, ABI_VERSION, MAX_BATCH, MAX_CAPS_PER_MSG, MSG_MAX_BYTES,
@@ -71,6 +80,11 @@ pub enum Error {
     /// The server answered with a reply of the wrong kind or one that does
     /// not decode.
     UnexpectedReply,
+    /// The client's own I/O address allocator ([`dma::IovaAllocator`]) has
+    /// no free range of the size and alignment asked for in its window, or
+    /// already tracks as many ranges as it can (`N - 1`). Nothing was sent
+    /// to the server.
+    IovaExhausted,
 }
 
 impl From<ErrorCode> for Error {
@@ -150,6 +164,8 @@ impl<T: Transport + ?Sized> Transport for &mut T {
 /// looks like to a transport (`handle(badge, request, caps, reply) -> reply
 /// length`). Implemented for every such closure.
 pub trait LocalServer<C> {
+    /// Handles one request from the client with `badge`, carrying `caps`;
+    /// writes the reply into `reply` and returns its length in bytes.
     fn handle(&mut self, badge: u64, request: &[u8], caps: &[C], reply: &mut [u8]) -> usize;
 }
 
@@ -209,6 +225,7 @@ impl<S: LocalServer<C>, C: Copy> Transport for InProcess<S, C> {
 /// Memory registered with [`Iommu::register_memory`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Memory {
+    /// The handle to name it by in later calls.
     pub handle: MemoryHandle,
     /// Its size in bytes (the frames' sizes added up).
     pub len: u64,
@@ -218,10 +235,15 @@ pub struct Memory {
 /// multiple of [`WIRE_PAGE_SIZE`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Region {
+    /// The I/O address the region starts at.
     pub iova: u64,
+    /// The registered memory mapped there.
     pub memory: MemoryHandle,
+    /// The byte offset in `memory` of the region's first byte.
     pub offset: u64,
+    /// The region's length in bytes.
     pub len: u64,
+    /// What the device may do there.
     pub perms: Perms,
 }
 
