@@ -53,7 +53,7 @@ pub use dma::{Direction, DmaAddr, DmaDomain, IovaAllocator, Placement, Segment, 
 
 pub use iommu_protocol::{
     ClientStats, DomainId, ErrorCode, FaultBatch, FaultKind, FaultRecord, MemoryHandle, Perms,
-    ServerInfo, Ssid, StreamId, ABI_VERSION, MAX_BATCH, MAX_CAPS_PER_MSG, MSG_MAX_BYTES,
+    ServerInfo, Ssid, StreamId, WalkInfo, ABI_VERSION, MAX_BATCH, MAX_CAPS_PER_MSG, MSG_MAX_BYTES,
     WIRE_PAGE_SIZE,
 };
 
@@ -546,6 +546,17 @@ impl<T: Transport> Iommu<T> {
     pub fn stats(&mut self) -> Result<ClientStats, Error> {
         match self.call(&Request::Stats, &[])? {
             Reply::Stats(s) => Ok(s),
+            _ => Err(Error::UnexpectedReply),
+        }
+    }
+
+    /// Where the SMMU's walk of `iova` in `domain` ends: the level and the
+    /// leaf descriptor there (or that the entry is invalid), to find out why
+    /// a DMA faulted. `iova` is rounded down to its wire page.
+    pub fn walk(&mut self, domain: DomainId, iova: u64) -> Result<WalkInfo, Error> {
+        let iova_pfn = iova / WIRE_PAGE_SIZE;
+        match self.call(&Request::Walk { domain, iova_pfn }, &[])? {
+            Reply::Walk(w) => Ok(w),
             _ => Err(Error::UnexpectedReply),
         }
     }

@@ -294,6 +294,9 @@ pub enum Request {
     /// Forget registered memory and release its caps. Refused with
     /// [`ErrorCode::InUse`] while any page of it is mapped (unmap first).
     UnregisterMemory { memory: MemoryHandle },
+    /// Where the SMMU's walk of I/O address `iova_pfn` (a wire page) in one
+    /// of the client's domains ends: for finding out why a DMA faulted.
+    Walk { domain: DomainId, iova_pfn: u64 },
 }
 
 /// What the server can do, returned by [`Request::Hello`].
@@ -346,6 +349,49 @@ pub struct FaultRecord {
     pub write: bool,
     /// How many events this record stands for.
     pub count: u32,
+}
+
+/// Decoded for a person: `stream 8 ssid 0: write at 0x100000: translation
+/// fault (x3)`.
+///
+/// ```
+/// use iommu_protocol::{FaultKind, FaultRecord, Ssid, StreamId};
+/// let r = FaultRecord {
+///     stream: StreamId(8),
+///     ssid: Ssid(0),
+///     iova: 0x10_0000,
+///     kind: FaultKind::Permission,
+///     write: true,
+///     count: 3,
+/// };
+/// assert_eq!(
+///     r.to_string(),
+///     "stream 8 ssid 0: write at 0x100000: permission fault (no such access allowed) x3"
+/// );
+/// ```
+impl core::fmt::Display for FaultRecord {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let what = match self.kind {
+            FaultKind::Translation => "translation fault (nothing mapped there)",
+            FaultKind::Permission => "permission fault (no such access allowed)",
+            FaultKind::Access => "access flag fault",
+            FaultKind::AddressSize => "address size fault (beyond the table's range)",
+            FaultKind::BadConfig => "configuration fault (stream or substream not attached)",
+            FaultKind::Other => "other fault",
+        };
+        write!(
+            f,
+            "stream {} ssid {}: {} at {:#x}: {what}",
+            self.stream.0,
+            self.ssid.0,
+            if self.write { "write" } else { "read" },
+            self.iova
+        )?;
+        if self.count > 1 {
+            write!(f, " x{}", self.count)?;
+        }
+        Ok(())
+    }
 }
 
 /// Reply to [`Request::Faults`].
@@ -443,6 +489,29 @@ pub enum Reply {
     Faults(FaultBatch),
     Stats(ClientStats),
     Err(ErrorCode),
+    Walk(WalkInfo),
+}
+
+/// Where the SMMU's stage-1 walk of an I/O address ends ([`Request::Walk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalkInfo {
+    /// 0-3: the level of the last entry the walk read (3: a 4 KiB page's
+    /// leaf table; 1 or 2: a 1 GiB or 2 MiB block's table).
+    pub level: u8,
+    /// The leaf descriptor there (VMSAv8-64 stage 1: output address,
+    /// AP, XN, AttrIndx...), 0 if that entry is invalid: then the device's
+    /// access to this address is a translation fault at `level`. Table
+    /// descriptors (the server's own memory) are never shown.
+    pub descriptor: u64,
+    /// What the leaf lets the device do (empty if not mapped).
+    pub perms: Perms,
+}
+
+impl WalkInfo {
+    /// Whether a leaf translates the address.
+    pub fn mapped(&self) -> bool {
+        self.descriptor & 1 != 0
+    }
 }
 
 /// Why encoding failed: only a buffer too small for the value.

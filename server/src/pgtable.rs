@@ -238,6 +238,31 @@ impl Gather {
     }
 }
 
+/// Where a page-table walk stopped ([`IoPageTable::walk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Walk {
+    /// 0-3: the level of the entry the walk ended at.
+    pub level: u8,
+    /// That entry if it is a leaf (a 4 KiB page at level 3, a block at
+    /// level 1 or 2); 0 if it is invalid (or the address is out of range).
+    pub descriptor: u64,
+}
+
+impl Walk {
+    /// Whether the walk found a translation.
+    pub fn mapped(&self) -> bool {
+        self.descriptor & PTE_VALID != 0
+    }
+    /// What the leaf grants (empty if none).
+    pub fn perms(&self) -> Perms {
+        if self.mapped() {
+            pte_perms(self.descriptor)
+        } else {
+            Perms(0)
+        }
+    }
+}
+
 /// Called to invalidate everything a [`Gather`] describes and wait for it
 /// (TLBI… + CMD_SYNC), before its tables are freed.
 pub type FlushFn<'a> = &'a mut dyn FnMut(&Gather) -> Result<()>;
@@ -394,6 +419,36 @@ impl<C: CacheMaintenance> IoPageTable<C> {
     }
 
     /// Translates `iova`: the physical address and the leaf's permissions.
+    /// The walk the SMMU does for `iova`, for a person finding out why a
+    /// DMA faulted: the level it stops at and the descriptor there (a
+    /// leaf, or an invalid entry: table descriptors, which hold the
+    /// server's own table addresses, are not returned).
+    pub fn walk(&self, iova: u64) -> Walk {
+        let mut t = self.root;
+        let mut level = 0;
+        if iova < IOVA_LIMIT {
+            while level < 4 {
+                let i = idx(iova, level);
+                let desc = dma::read_u64(&t, i);
+                if desc & PTE_VALID != 0 && is_table(desc, level) {
+                    t = self.child(&t, i, level);
+                    level += 1;
+                    continue;
+                }
+                // No level-0 blocks with 4 KiB granules: an invalid entry.
+                let leaf = desc & PTE_VALID != 0 && level > 0;
+                return Walk {
+                    level: level as u8,
+                    descriptor: if leaf { desc } else { 0 },
+                };
+            }
+        }
+        Walk {
+            level: level as u8,
+            descriptor: 0,
+        }
+    }
+
     pub fn iova_to_phys(&self, iova: u64) -> Option<(u64, Perms)> {
         if iova >= IOVA_LIMIT {
             return None;

@@ -594,3 +594,35 @@ fn the_page_table_quota_bounds_the_table_memory_really_held() {
     assert!(held as u64 + 5 * 0x1000 > quota, "held {held} of {quota}");
     assert_eq!(u64::from(a.stats().unwrap().pt_pages) * 0x1000, held as u64);
 }
+
+/// A client asks where the SMMU's walk of an address in its domain ends:
+/// the leaf (level 3 for a page, 2 for a 2 MiB block) with its descriptor
+/// and permissions, or the level where the entry is invalid; only its own
+/// domains (issue 15: "when a DMA faults, a person can see why").
+#[test]
+fn a_client_sees_where_the_walk_of_an_address_ends() {
+    let (m, s) = server();
+    let mut a = connect(&s, A);
+    let mut b = connect(&s, B);
+    let d = a.alloc_domain().unwrap();
+    let (pa, ca) = frame(&m, &s, 0x1000);
+    let mem = a.register_memory(&[ca]).unwrap();
+    a.map(d, 0x10_0000, mem.handle, 0, 0x1000, Perms::READ)
+        .unwrap();
+    let w = a.walk(d, 0x10_0000 + 0x123).unwrap();
+    assert!(w.mapped());
+    assert_eq!((w.level, w.perms), (3, Perms::READ));
+    assert_eq!(w.descriptor & 0x0000_ffff_ffff_f000, pa);
+    // The next page: same leaf table, invalid entry.
+    let w = a.walk(d, 0x10_1000).unwrap();
+    assert_eq!((w.mapped(), w.level, w.descriptor), (false, 3, 0));
+    // Far away: no level-1 table there.
+    let w = a.walk(d, 0x40_0000_0000).unwrap();
+    assert_eq!((w.mapped(), w.level), (false, 1));
+    // Out of range, and someone else's domain.
+    assert!(!a.walk(d, 1 << 60).unwrap().mapped());
+    assert_eq!(
+        b.walk(d, 0x10_0000),
+        Err(Error::Iommu(ErrorCode::NoSuchDomain))
+    );
+}

@@ -63,7 +63,20 @@ fn a_non_coherent_smmu_sees_every_structure_the_core_writes() {
     // A 2 MiB block, then a 4 KiB hole split out of it (new leaf table).
     s.map(d2, 0x4000_0000, p2, 0x20_0000, Perms::RW).unwrap();
     s.unmap(d2, 0x4000_0000, 0x1000).unwrap();
+    // A second page in the existing leaf table (written as a run, in
+    // another cache line than the first), and three more from its middle.
+    let p3 = m.mem.alloc_buffer(0x4000, 0x1000).unwrap();
+    s.map(d1, IOVA + 0x8000, p3, 0x1000, Perms::RW).unwrap();
+    s.map(d1, IOVA + 0x4_0000, p3 + 0x1000, 0x3000, Perms::RW)
+        .unwrap();
+    // Leaves map memory non-cacheable (AttrIndx 0), outer shareable (SH 2).
+    let leaf = s.with_page_table(d1, |pt| pt.walk(IOVA)).unwrap();
+    let attrs = (leaf.descriptor >> 2 & 7, leaf.descriptor >> 8 & 3);
+    assert_eq!((leaf.level, attrs), (3, (0, 2)));
     s.attach(300, 0, d1).unwrap();
+    for (iova, pa) in [(IOVA + 0x8000, p3), (IOVA + 0x4_2000, p3 + 0x3000)] {
+        assert_eq!(m.smmu.translate(300, None, iova, Access::READ), Ok(pa));
+    }
     let ste = m.smmu.ste_at(300).expect("the STE the SMMU fetches");
     let cd = m.smmu.cd_at(300, None).expect("the CD the SMMU fetches");
     assert!(cd.valid);
@@ -83,6 +96,11 @@ fn a_non_coherent_smmu_sees_every_structure_the_core_writes() {
         .smmu
         .translate(300, None, 0x4000_0000, Access::READ)
         .is_err());
+    // The split's new leaf table, far from the entry the unmap cleared.
+    assert_eq!(
+        m.smmu.translate(300, None, 0x4010_0000, Access::READ),
+        Ok(p2 + 0x10_0000)
+    );
     // An unmap's cleared leaf reaches memory before its TLBI: nothing
     // walks to the old page again.
     s.unmap(d2, 0x4000_1000, 0x1000).unwrap();
@@ -124,6 +142,13 @@ fn a_coherent_smmu_gets_no_cache_maintenance() {
     assert_eq!(m.mem.cache_ops(), (0, 0));
     let cd = m.smmu.cd_at(8, None).unwrap();
     assert_eq!((cd.ir0, cd.or0, cd.sh0), (1, 1, 3));
+    // Leaves: write-back memory (AttrIndx 1), inner shareable (SH 3).
+    let leaf = s.with_page_table(d, |pt| pt.walk(IOVA + 0x1000)).unwrap();
+    assert!(!leaf.mapped());
+    s.map(d, IOVA + 0x1000, p, 0x1000, Perms::RW).unwrap();
+    let leaf = s.with_page_table(d, |pt| pt.walk(IOVA + 0x1000)).unwrap();
+    let attrs = (leaf.descriptor >> 2 & 7, leaf.descriptor >> 8 & 3);
+    assert_eq!((leaf.level, attrs), (3, (1, 3)));
 }
 
 // ---------------------------------------------------------------- negative

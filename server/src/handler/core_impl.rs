@@ -4,7 +4,7 @@
 //! owned (one handler; [`crate::Smmu`]).
 
 use embedded_hal::delay::DelayNs;
-use iommu_protocol::{ErrorCode, FaultKind, Perms, Ssid, StreamId};
+use iommu_protocol::{ErrorCode, FaultKind, Perms, Ssid, StreamId, WalkInfo};
 
 use super::{Core, CoreCaps, CoreEvent};
 use crate::hal::{DmaAllocator, Mmio};
@@ -147,6 +147,15 @@ where
         SharedSmmu::pt_pages(self, domain).unwrap_or(0)
     }
 
+    fn walk(&self, domain: DomainId, iova: u64) -> Option<WalkInfo> {
+        let w = self.with_page_table(domain, |pt| pt.walk(iova)).ok()?;
+        Some(WalkInfo {
+            level: w.level,
+            descriptor: w.descriptor,
+            perms: Perms(w.perms().0 & Perms::ALL.0),
+        })
+    }
+
     fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) -> bool {
         let report = SharedSmmu::drain_events(self, |e| {
             sink(CoreEvent {
@@ -204,6 +213,9 @@ where
     }
     fn pt_pages(&self, domain: DomainId) -> u32 {
         Core::pt_pages(&self, domain)
+    }
+    fn walk(&self, domain: DomainId, iova: u64) -> Option<WalkInfo> {
+        Core::walk(&self, domain, iova)
     }
     fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) -> bool {
         Core::drain_events(&mut &*self, sink)

@@ -77,8 +77,8 @@ use heapless::{Deque, Vec};
 use iommu_protocol::{
     decode_hot, decode_request, empty_faults_word, encode, reply_word, ClientStats, DomainId,
     ErrorCode, FaultBatch, FaultKind, FaultRecord, Hot, MapEntry, MemoryHandle, Perms, Reply,
-    Request, ServerInfo, Ssid, StreamId, ABI_VERSION, FASTPATH_WORDS, MAX_BATCH, MAX_CAPS_PER_MSG,
-    MAX_FAULTS_PER_REPLY, WIRE_PAGE_SHIFT,
+    Request, ServerInfo, Ssid, StreamId, WalkInfo, ABI_VERSION, FASTPATH_WORDS, MAX_BATCH,
+    MAX_CAPS_PER_MSG, MAX_FAULTS_PER_REPLY, WIRE_PAGE_SHIFT,
 };
 
 use crate::policy::{ClientPolicy, DmaGrant, Policy};
@@ -200,6 +200,11 @@ pub trait Core {
     /// Hands every pending fault event to `sink`; true if the hardware
     /// lost events since the last drain (event queue overflow).
     fn drain_events(&mut self, sink: &mut dyn FnMut(CoreEvent)) -> bool;
+    /// Where the SMMU's walk of `iova` in `domain` ends; `None` if the
+    /// core cannot say.
+    fn walk(&self, _domain: Self::Domain, _iova: u64) -> Option<WalkInfo> {
+        None
+    }
     /// Where the core has `(stream, ssid)` attached now: `Some(None)` for
     /// nowhere, `None` if the core does not say (its attach is all or
     /// nothing). After an attach that failed half-way (a command-queue
@@ -659,6 +664,14 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             }
             Request::Faults { max } => Ok(Reply::Faults(self.take_faults(ci, max))),
             Request::Stats => Ok(Reply::Stats(self.stats(ci))),
+            Request::Walk { domain, iova_pfn } => {
+                let (_, d) = self.clients[ci].domain(domain)?;
+                let iova = iova_pfn.checked_mul(PAGE).ok_or(ErrorCode::OutOfRange)?;
+                self.core
+                    .walk(d, iova)
+                    .map(Reply::Walk)
+                    .ok_or(ErrorCode::Unsupported)
+            }
             Request::UnregisterMemory { memory } => {
                 self.unregister_memory(ci, memory).map(|()| Reply::Ok)
             }

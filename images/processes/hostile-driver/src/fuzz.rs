@@ -265,14 +265,15 @@ impl Transfer {
     }
 }
 
-// Reply variants, in wire order.
+// Successful reply variants (wire order, `Err` left out).
 const OK: u8 = 0;
 const HELLO: u8 = 1;
 const DOMAIN: u8 = 2;
 const MEMORY: u8 = 3;
 const FAULTS: u8 = 4;
 const STATS: u8 = 5;
-const REPLY_NAMES: [&str; 6] = ["Ok", "Hello", "Domain", "Memory", "Faults", "Stats"];
+const WALK: u8 = 6;
+const REPLY_NAMES: [&str; 7] = ["Ok", "Hello", "Domain", "Memory", "Faults", "Stats", "Walk"];
 
 fn variant(reply: &Reply) -> u8 {
     match reply {
@@ -282,7 +283,8 @@ fn variant(reply: &Reply) -> u8 {
         Reply::Memory { .. } => MEMORY,
         Reply::Faults(_) => FAULTS,
         Reply::Stats(_) => STATS,
-        Reply::Err(_) => 6,
+        Reply::Walk(_) => WALK,
+        Reply::Err(_) => u8::MAX,
     }
 }
 
@@ -578,7 +580,7 @@ struct Counts {
     landed: u64,
     own_endpoint_landed: u64,
     own_notification_landed: u64,
-    replies: [u64; 6],
+    replies: [u64; 7],
     errors: [u64; 18],
     ipc_errors: u64,
     undecodable: u64,
@@ -608,7 +610,7 @@ impl fmt::Display for ErrorCounts<'_> {
     }
 }
 
-struct ReplyCounts<'a>(&'a [u64; 6]);
+struct ReplyCounts<'a>(&'a [u64; 7]);
 
 impl fmt::Display for ReplyCounts<'_> {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -1176,6 +1178,10 @@ fn request(r: &mut Rng, m: &Model) -> Request {
                 Some(m.memory(r))
             },
         },
+        92..=95 => Request::Walk {
+            domain: m.domain(r),
+            iova_pfn: iova_pfn(r),
+        },
         _ => Request::UnregisterMemory {
             memory: m.memory(r),
         },
@@ -1277,6 +1283,14 @@ fn expect(local: &Result<Request, ErrorCode>, t: &Transfer, m: &Model) -> Expect
                 Expect::or(OK, bit(InUse))
             } else {
                 Expect::only(NoSuchMemory)
+            }
+        }
+        // An address whose byte offset overflows is OutOfRange.
+        Request::Walk { domain, .. } => {
+            if m.has_domain(domain.0) {
+                Expect::or(WALK, bit(OutOfRange))
+            } else {
+                Expect::only(NoSuchDomain)
             }
         }
     }
