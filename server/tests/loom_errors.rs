@@ -75,7 +75,6 @@ enum Fault {
 }
 
 const CMD_SYNC: u8 = 0x46;
-const ILLEGAL: u8 = 0x7f;
 
 /// What [`Inject`] is to do.
 #[derive(Default)]
@@ -107,26 +106,10 @@ struct Inject {
 }
 
 impl Inject {
-    /// Overwrites the opcode of the first command other than CMD_SYNC
-    /// between the SMMU's CMDQ_CONS and `prod`; true if there was one.
+    /// Makes the first command other than CMD_SYNC between the SMMU's
+    /// CMDQ_CONS and `prod` illegal; true if there was one.
     fn reject_one(&self, prod: u32) -> bool {
-        let base = self.inner.read64(regs::CMDQ_BASE);
-        let log2 = (base & 0x1f) as u32;
-        let addr = base & 0x000f_ffff_ffff_ffe0;
-        let mask = (1u32 << (log2 + 1)) - 1;
-        let mut at = self.inner.read32(regs::CMDQ_CONS) & mask;
-        while at != prod & mask {
-            let entry = addr + 16 * u64::from(at & ((1 << log2) - 1));
-            let q0 = self.mem.read_u64(entry).unwrap();
-            if q0 as u8 != CMD_SYNC {
-                self.mem
-                    .write_u64(entry, (q0 & !0xff) | u64::from(ILLEGAL))
-                    .unwrap();
-                return true;
-            }
-            at = (at + 1) & mask;
-        }
-        false
+        make_queued_command_illegal(&self.inner, &self.mem, prod, |q0| q0 as u8 != CMD_SYNC)
     }
 }
 

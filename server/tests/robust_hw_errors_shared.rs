@@ -24,10 +24,9 @@ use iommu_server::sync::StdLocks;
 use iommu_server::{Config, DomainId, Error};
 use smmu_model::{Access, Features, Machine};
 
-struct NoDelay;
-impl embedded_hal::delay::DelayNs for NoDelay {
-    fn delay_ns(&mut self, _ns: u32) {}
-}
+#[path = "shared_support/mod.rs"]
+mod shared_support;
+use shared_support::{make_queued_command_illegal, NoDelay};
 
 /// When CMDQ_CONS stops moving, as the driver sees it.
 #[derive(Default)]
@@ -58,21 +57,9 @@ impl FrozenCons {
     /// Rewrites the first command with opcode `op` between the SMMU's
     /// CMDQ_CONS and `prod` to an illegal opcode; true if there was one.
     fn reject(&self, op: u8, sid: Option<u32>, prod: u32) -> bool {
-        let base = self.inner.read64(regs::CMDQ_BASE);
-        let log2 = (base & 0x1f) as u32;
-        let addr = base & 0x000f_ffff_ffff_ffe0;
-        let mask = (1u32 << (log2 + 1)) - 1;
-        let mut at = self.inner.read32(regs::CMDQ_CONS) & mask;
-        while at != prod & mask {
-            let entry = addr + 16 * u64::from(at & ((1 << log2) - 1));
-            let q0 = self.mem.read_u64(entry).unwrap();
-            if q0 as u8 == op && sid.is_none_or(|sid| (q0 >> 32) as u32 == sid) {
-                self.mem.write_u64(entry, (q0 & !0xff) | 0x7f).unwrap();
-                return true;
-            }
-            at = (at + 1) & mask;
-        }
-        false
+        make_queued_command_illegal(&self.inner, &self.mem, prod, |q0| {
+            q0 as u8 == op && sid.is_none_or(|sid| (q0 >> 32) as u32 == sid)
+        })
     }
 }
 

@@ -26,6 +26,36 @@ impl DelayNs for NoDelay {
     fn delay_ns(&mut self, _ns: u32) {}
 }
 
+/// Makes the first command the SMMU has not consumed yet (from its
+/// CMDQ_CONS up to the driver's new CMDQ_PROD `prod`) whose first qword
+/// `pick` accepts illegal (opcode 0x7f) in queue memory, so the SMMU
+/// rejects it (CMDQ_CONS.ERR = CERROR_ILL) and the driver's error path
+/// skips it. True if there was one. For register-file wrappers that inject
+/// command errors, called on their CMDQ_PROD write.
+pub fn make_queued_command_illegal(
+    smmu: &smmu_model::Smmu,
+    mem: &smmu_model::PhysMem,
+    prod: u32,
+    pick: impl Fn(u64) -> bool,
+) -> bool {
+    let base = smmu.read64(iommu_server::regs::CMDQ_BASE);
+    let log2 = (base & 0x1f) as u32;
+    let addr = base & smmu_model::spec::reg::Q_BASE_ADDR_MASK;
+    let mask = (1u32 << (log2 + 1)) - 1;
+    let mut at = smmu.read32(iommu_server::regs::CMDQ_CONS) & mask;
+    while at != prod & mask {
+        let entry = addr + 16 * u64::from(at & ((1 << log2) - 1));
+        let q0 = mem.read_u64(entry).expect("queue memory");
+        if pick(q0) {
+            mem.write_u64(entry, (q0 & !0xff) | 0x7f)
+                .expect("queue memory");
+            return true;
+        }
+        at = (at + 1) & mask;
+    }
+    false
+}
+
 /// Domain slots of the cores under test (few: the checker locks each).
 pub const SLOTS: usize = 4;
 
