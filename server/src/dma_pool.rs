@@ -18,6 +18,11 @@ pub struct DmaPool<const WORDS: usize> {
     /// Bit set = page in use.
     used: [u64; WORDS],
     in_use: usize,
+    /// Set once the core asked for cache maintenance (a non-coherent
+    /// SMMU): every block is then cleaned after zeroing, so that no dirty
+    /// line of the CPU's zeroes is later written back over what the SMMU
+    /// wrote, and the SMMU never reads what the memory held before.
+    clean_fresh: core::cell::Cell<Option<ArmCache>>,
 }
 
 impl<const WORDS: usize> DmaPool<WORDS> {
@@ -35,6 +40,7 @@ impl<const WORDS: usize> DmaPool<WORDS> {
             pages,
             used: [0; WORDS],
             in_use: 0,
+            clean_fresh: core::cell::Cell::new(None),
         }
     }
 
@@ -83,7 +89,9 @@ impl<const WORDS: usize> DmaPool<WORDS> {
 impl<const WORDS: usize> DmaAllocator for DmaPool<WORDS> {
     type Cache = ArmCache;
     fn cache(&self) -> Option<ArmCache> {
-        ArmCache::new()
+        let cache = ArmCache::new();
+        self.clean_fresh.set(cache);
+        cache
     }
     fn alloc(&mut self, size: usize, align: usize) -> Result<DmaBlock, OutOfMemory> {
         if size == 0 || !align.is_power_of_two() {
@@ -99,6 +107,9 @@ impl<const WORDS: usize> DmaAllocator for DmaPool<WORDS> {
         // mapped and exclusively ours; the pages were free, so nobody else
         // holds a block over them.
         unsafe { core::ptr::write_bytes(vaddr, 0, count * PAGE) };
+        if let Some(c) = self.clean_fresh.get() {
+            crate::hal::CacheMaintenance::clean(&c, vaddr, count * PAGE);
+        }
         Ok(DmaBlock {
             vaddr,
             paddr: self.paddr + (first * PAGE) as u64,

@@ -49,7 +49,9 @@ pub trait DmaAllocator {
     /// A handle that cleans and invalidates this allocator's blocks, or
     /// `None` if it cannot: its memory then serves only an SMMU that snoops
     /// the CPU's caches, and the core refuses one that does not
-    /// (IDR0.COHACC = 0).
+    /// (IDR0.COHACC = 0). The core asks only for such an SMMU, before its
+    /// first allocation; from then on `alloc` must clean the zeroes it
+    /// writes (the promise above).
     fn cache(&self) -> Option<Self::Cache>;
 }
 
