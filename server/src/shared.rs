@@ -1061,11 +1061,16 @@ where
     ) -> Result<CdPlace> {
         self.ste_slot(a, sid)?;
         let place = self.prepare_cd_table(a, ssid, mi)?;
-        // A new CD table's (or leaf's) level-1 descriptor, for a
-        // non-coherent SMMU (the CDs themselves are cleaned when written).
-        match &place {
-            CdPlace::NewStream(tab, _) | CdPlace::NewTable(_, tab) => self.clean(&tab.block),
-            CdPlace::Slot(mi, ..) => self.clean(&a.masters[*mi].cdtab.block),
+        // For a non-coherent SMMU, a two-level CD table's level-1
+        // descriptors written just now (a new table's, or a new leaf's);
+        // the CDs are cleaned when written, and fresh memory comes clean.
+        let l1 = match &place {
+            CdPlace::NewStream(tab, _) | CdPlace::NewTable(_, tab) => tab.two_level.then_some(tab),
+            CdPlace::Slot(mi, _, true) => Some(&a.masters[*mi].cdtab),
+            CdPlace::Slot(_, _, false) => None,
+        };
+        if let Some(tab) = l1 {
+            self.clean(&tab.block);
         }
         Ok(place)
     }
@@ -1393,23 +1398,12 @@ where
         if a.masters[mi].valid_cds <= 1 {
             let table = a.masters[mi].cdtab.block.paddr;
             let r = self.write_ste(a, t1, sid, &ste::abort());
-            let covered = Covered::Stream(sid);
-            if r.is_err() && self.ste_points_at(a, sid, table) {
+            let (now, table) = if r.is_err() && self.ste_points_at(a, sid, table) {
                 // Still translating through its CD table, as before.
-                self.settle(
-                    a,
-                    t1,
-                    dev,
-                    Some(dom),
-                    dom,
-                    false,
-                    InMemory::Old,
-                    None,
-                    covered,
-                );
-                return r;
-            }
-            let m = a.masters.swap_remove(mi);
+                (InMemory::Old, None)
+            } else {
+                (InMemory::None, Some(a.masters.swap_remove(mi).cdtab))
+            };
             let ok = r.is_ok();
             self.settle(
                 a,
@@ -1418,9 +1412,9 @@ where
                 Some(dom),
                 dom,
                 ok,
-                InMemory::None,
-                Some(m.cdtab),
-                covered,
+                now,
+                table,
+                Covered::Stream(sid),
             );
             return r;
         }
