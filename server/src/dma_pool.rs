@@ -106,7 +106,7 @@ impl<const WORDS: usize> DmaAllocator for DmaPool<WORDS> {
         // SAFETY: the run lies inside the pool, which `new`'s contract says is
         // mapped and exclusively ours; the pages were free, so nobody else
         // holds a block over them.
-        unsafe { core::ptr::write_bytes(vaddr, 0, count * PAGE) };
+        unsafe { zero_pages(vaddr, count * PAGE) };
         if let Some(c) = self.clean_fresh.get() {
             crate::hal::CacheMaintenance::clean(&c, vaddr, count * PAGE);
         }
@@ -180,6 +180,37 @@ impl ArmCache {
             unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
         }
     }
+}
+
+/// Zeroes `len` bytes (whole pages) at `vaddr`: with `DC ZVA` a block at
+/// a time where EL0 may use it (the loader sets SCTLR_EL1.DZE; DCZID_EL0.DZP
+/// reads 1 where it may not: ARM ARM, DCZID_EL0), a page table's 4 KiB in
+/// some 70 instructions instead of the 1,500 of the byte-generic `memset`.
+///
+/// # Safety
+/// `vaddr..vaddr + len` is page aligned, mapped writable Normal memory,
+/// and no reference to it is live.
+unsafe fn zero_pages(vaddr: *mut u8, len: usize) {
+    #[cfg(target_arch = "aarch64")]
+    {
+        let dczid: u64;
+        // SAFETY: DCZID_EL0 is readable at EL0.
+        unsafe { core::arch::asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack)) };
+        let block = 4usize << (dczid & 0xf);
+        if dczid & (1 << 4) == 0 && block <= PAGE {
+            let mut at = vaddr as usize;
+            let end = at + len;
+            while at < end {
+                // SAFETY: `at` lies in the caller's range and `block`
+                // divides a page, so the zeroed block does too.
+                unsafe { core::arch::asm!("dc zva, {}", in(reg) at, options(nostack, preserves_flags)) };
+                at += block;
+            }
+            return;
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { core::ptr::write_bytes(vaddr, 0, len) };
 }
 
 impl crate::hal::CacheMaintenance for ArmCache {

@@ -237,6 +237,9 @@ extern "C" fn loader_main() -> ! {
             // seL4 5.0.0's head.S keeps bits it does not set or clear.
             "orr x9, x9, #(1 << 15)",
             "orr x9, x9, #(1 << 26)",
+            // DZE: EL0 may zero a block with DC ZVA (the IOMMU server
+            // zeroes its page tables so); no more than stores could do.
+            "orr x9, x9, #(1 << 14)",
             "msr sctlr_el1, x9",
             "isb",
             "msr daifset, #0xf",

@@ -156,53 +156,26 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             reached = k;
             partial = 0;
             let (_, mem) = self.clients[ci].memory(e.memory)?;
-            let mut rest = u64::from(e.pages);
+            let pages = u64::from(e.pages);
             let offset = u64::from(e.offset_pfn);
-            let start = mem.frames.partition_point(|f| f.first + f.pages <= offset);
-            let mut skip = offset - mem.frames.get(start).map_or(offset, |f| f.first);
-            // (paddr, pages) gathered but not mapped yet.
-            let mut run: Option<(u64, u64)> = None;
-            for f in mem.frames.iter().skip(start) {
-                if rest == 0 {
+            let start = mem.runs.partition_point(|r| r.end() <= offset);
+            for r in mem.runs.iter().skip(start) {
+                if partial == pages {
                     break;
                 }
-                if skip >= f.pages {
-                    skip -= f.pages;
-                    continue;
-                }
-                let n = (f.pages - skip).min(rest);
-                let paddr = f.paddr + (skip << WIRE_PAGE_SHIFT);
-                rest -= n;
-                skip = 0;
-                match run {
-                    Some((p, m)) if p.checked_add(m << WIRE_PAGE_SHIFT) == Some(paddr) => {
-                        run = Some((p, m + n));
-                        continue;
-                    }
-                    _ => {}
-                }
-                if let Some((p, m)) = run.replace((paddr, n)) {
-                    let iova = e.iova_pfn + partial;
-                    if let Err(err) =
-                        self.core
-                            .map(d, iova << WIRE_PAGE_SHIFT, p, m << WIRE_PAGE_SHIFT, e.perms)
-                    {
-                        failure = Some(err);
-                        break 'entries;
-                    }
-                    partial += m;
-                }
-            }
-            if let Some((p, m)) = run {
+                let at = offset + partial;
+                let skip = at - u64::from(r.first);
+                let n = (u64::from(r.pages) - skip).min(pages - partial);
+                let paddr = r.paddr + (skip << WIRE_PAGE_SHIFT);
                 let iova = e.iova_pfn + partial;
                 if let Err(err) =
                     self.core
-                        .map(d, iova << WIRE_PAGE_SHIFT, p, m << WIRE_PAGE_SHIFT, e.perms)
+                        .map(d, iova << WIRE_PAGE_SHIFT, paddr, n << WIRE_PAGE_SHIFT, e.perms)
                 {
                     failure = Some(err);
                     break 'entries;
                 }
-                partial += m;
+                partial += n;
             }
         }
         if let Some(err) = failure {

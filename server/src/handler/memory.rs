@@ -77,7 +77,6 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 cap,
                 paddr: f.paddr,
                 pages: f.size >> WIRE_PAGE_SHIFT,
-                first: 0,
             });
         }
         let added: u64 = resolved.iter().map(|f| f.pages).sum();
@@ -91,13 +90,28 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         let m = c.memory[slot].get_or_insert_with(|| MemSlot {
             generation,
             frames: Vec::new(),
+            runs: Vec::new(),
             pages: 0,
             mapped: 0,
             read_only_frames: 0,
         });
         m.read_only_frames += read_only;
-        for mut f in resolved {
-            f.first = m.pages;
+        for f in resolved {
+            // Fits: the memory's pages stay within u32, checked above.
+            let (first, pages) = (m.pages as u32, f.pages as u32);
+            match m.runs.last_mut() {
+                Some(r) if r.paddr + (u64::from(r.pages) << WIRE_PAGE_SHIFT) == f.paddr => {
+                    r.pages += pages;
+                }
+                // Cannot fail: no more runs than frames.
+                _ => {
+                    let _ = m.runs.push(Run {
+                        first,
+                        pages,
+                        paddr: f.paddr,
+                    });
+                }
+            }
             m.pages += f.pages;
             // Cannot fail: capacity checked above.
             let _ = m.frames.push(f);

@@ -227,15 +227,33 @@ struct FrameEntry {
     paddr: u64,
     /// Size in wire pages.
     pages: u64,
-    /// Offset of its first page in the memory (wire pages): a map finds
-    /// the frame an offset falls in by binary search, not by a walk.
-    first: u64,
+}
+
+/// Frames of a memory that follow each other both in the memory and
+/// physically, as one: a map walks the runs its range covers, not the
+/// frames (a DMA pool's 4 KiB frames are one run).
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// Offset of its first page in the memory (wire pages; offsets on the
+    /// wire are u32): a map finds the run an offset falls in by binary
+    /// search.
+    first: u32,
+    pages: u32,
+    paddr: u64,
+}
+
+impl Run {
+    fn end(&self) -> u64 {
+        u64::from(self.first) + u64::from(self.pages)
+    }
 }
 
 #[derive(Debug)]
 struct MemSlot {
     generation: u32,
     frames: Vec<FrameEntry, MAX_FRAMES>,
+    /// The same pages as `frames`, physically contiguous runs merged.
+    runs: Vec<Run, MAX_FRAMES>,
     pages: u64,
     /// Pages of this memory mapped anywhere (with multiplicity).
     mapped: u64,
