@@ -203,7 +203,9 @@ unsafe fn zero_pages(vaddr: *mut u8, len: usize) {
             while at < end {
                 // SAFETY: `at` lies in the caller's range and `block`
                 // divides a page, so the zeroed block does too.
-                unsafe { core::arch::asm!("dc zva, {}", in(reg) at, options(nostack, preserves_flags)) };
+                unsafe {
+                    core::arch::asm!("dc zva, {}", in(reg) at, options(nostack, preserves_flags))
+                };
                 at += block;
             }
             return;

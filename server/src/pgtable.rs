@@ -665,6 +665,45 @@ impl<C: CacheMaintenance> IoPageTable<C> {
         Some(Ok(valid * GRANULE))
     }
 
+    /// [`Self::unmap`] of exactly one valid level-2 entry, a 2 MiB block or
+    /// a leaf table the range covers whole, in a level-2 table that keeps
+    /// other entries (so only that entry changes): one walk, one write,
+    /// where the general path recurses from the root. The leaf table goes
+    /// as [`Self::clear`] lets it go, listed for freeing after the
+    /// invalidation. `None` if the range is not such a range.
+    fn unmap_level2_entry(&self, iova: u64, len: u64, g: &mut Gather) -> Option<Result<u64>> {
+        if len != level_size(2) || !iova.is_multiple_of(len) {
+            return None;
+        }
+        let (t, slot) = self.table_for(iova, 2)?;
+        let i = idx(iova, 2);
+        let desc = dma::read_u64(&t, i);
+        if desc & PTE_VALID == 0 || Self::count(&slot.0, slot.1) < 2 {
+            return None;
+        }
+        let removed = if is_table(desc, 2) {
+            let leaves = Self::count(&t, i);
+            if leaves == 0 || g.free_list.is_full() {
+                return None;
+            }
+            let child = self.child(&t, i, 2);
+            self.put(&t, i, 0);
+            g.tables_removed = true;
+            g.add_span(iova, iova + len, 3);
+            // Not listed leaf by leaf: without range invalidation the
+            // whole ASID goes.
+            g.overflow = true;
+            let _ = g.free_list.push((child, 3));
+            leaves * GRANULE
+        } else {
+            self.put(&t, i, 0);
+            g.add_leaf(iova, 2);
+            len
+        };
+        Self::add_count(Some(slot), -1);
+        Some(Ok(removed))
+    }
+
     /// Clears the valid 4 KiB leaves among entries `range` of the level-3
     /// table `t` (which maps from `base`), listing them in `g` with one
     /// range update for all; returns how many. The caller fixes the count.
@@ -943,6 +982,9 @@ impl<C: CacheMaintenance> IoPageTable<C> {
     ) -> Result<u64> {
         self.check_range(iova, len)?;
         if let Some(r) = self.unmap_in_leaf_table(iova, len, g) {
+            return r;
+        }
+        if let Some(r) = self.unmap_level2_entry(iova, len, g) {
             return r;
         }
         let end = iova + len;

@@ -656,3 +656,69 @@ fn range_tlbi_sequences_are_legal_and_cover() {
     }
     assert_eq!(s.stats().cmdq_errors, 0);
 }
+
+/// An unmap of exactly one level-2 entry (a whole leaf table, or a 2 MiB
+/// block) whose level-2 table keeps other entries takes one write, and its
+/// invalidation still covers the 2 MiB: walk caches too (Leaf = 0) when a
+/// table went, the block's leaf when a block went.
+#[test]
+fn unmapping_one_whole_level2_entry_invalidates_its_2mib() {
+    let (fake, s) = smmu(true);
+    let d = attached_domain(&fake, &s);
+    // Keeps the level-2 table populated.
+    s.map(d, 0x100_0000, 0x8000_0000, K4, Perms::RW).unwrap();
+    let asid = s.domain_info(d).unwrap().asid;
+    for (what, paddr) in [("leaf table", 0x9000_1000u64), ("block", 0x9020_0000)] {
+        let pages = s.domain_info(d).unwrap().table_pages;
+        s.map(d, 3 * M2, paddr, M2, Perms::RW).unwrap();
+        fake.clear_log();
+        assert_eq!(s.unmap(d, 3 * M2, M2), Ok(M2), "{what}");
+        let tlbi: Vec<_> = fake
+            .log()
+            .into_iter()
+            .filter(|c| c[0] as u8 == op::TLBI_NH_VA)
+            .collect();
+        assert_eq!(tlbi.len(), 1, "{what}: {:x?}", fake.log());
+        let c = tlbi[0];
+        assert_eq!(c[0] >> 48, u64::from(asid), "{what}");
+        let (num, scale) = ((c[0] >> 12) & 0x1f, (c[0] >> 20) & 0x1f);
+        assert_eq!((c[1] & !0xfff, (num + 1) << scale), (3 * M2, 512), "{what}: {c:x?}");
+        assert_eq!(c[1] & 1 == 1, what == "block", "{what}: Leaf bit of {c:x?}");
+        assert_eq!(s.domain_info(d).unwrap().table_pages, pages, "{what}");
+        assert!(s.with_page_table(d, |pt| pt.walk(3 * M2).level).is_ok());
+    }
+    assert_eq!(s.stats().cmdq_errors, 0);
+}
+
+/// The same unmap when the gather's list of tables to free is full (the
+/// flushes that would have freed them timed out): the leaf table is
+/// neither dropped from the books nor freed early.
+#[test]
+fn unmapping_a_whole_leaf_table_with_a_full_free_list_loses_no_table() {
+    let (fake, alloc, s) = smmu_alloc();
+    let d = attached_domain(&fake, &s);
+    let base = alloc.live();
+    let pages = s.domain_info(d).unwrap().table_pages;
+    s.map(d, 0x4000_0000 - K4, 0x8000_0000, K4, Perms::RW).unwrap();
+    for i in 0..iommu_server::pgtable::GATHER_TABLES as u64 {
+        s.map(d, i * M2, 0x8000_0000, K4, Perms::RW).unwrap();
+    }
+    s.map(d, 0x3000_0000, 0x9000_0000, M2 - K4, Perms::RW)
+        .unwrap();
+    s.map(d, 0x3000_0000 + M2 - K4, 0x9000_0000, K4, Perms::RW)
+        .unwrap();
+    fake.set_consumer(Consumer::Stuck);
+    for i in 0..iommu_server::pgtable::GATHER_TABLES as u64 {
+        assert!(s.unmap(d, i * M2, K4).is_err());
+    }
+    assert!(s.unmap(d, 0x3000_0000, M2).is_err());
+    fake.set_consumer(Consumer::Immediate);
+    assert_eq!(
+        alloc.live() - base,
+        (s.domain_info(d).unwrap().table_pages - pages) as usize
+    );
+    s.detach(1, 0).unwrap();
+    s.free_domain(d).unwrap();
+    assert_eq!(alloc.live(), base - 1 - pages as usize, "table memory leaked");
+    assert_eq!(alloc.bad_frees(), 0);
+}

@@ -168,10 +168,13 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 let n = (u64::from(r.pages) - skip).min(pages - partial);
                 let paddr = r.paddr + (skip << WIRE_PAGE_SHIFT);
                 let iova = e.iova_pfn + partial;
-                if let Err(err) =
-                    self.core
-                        .map(d, iova << WIRE_PAGE_SHIFT, paddr, n << WIRE_PAGE_SHIFT, e.perms)
-                {
+                if let Err(err) = self.core.map(
+                    d,
+                    iova << WIRE_PAGE_SHIFT,
+                    paddr,
+                    n << WIRE_PAGE_SHIFT,
+                    e.perms,
+                ) {
                     failure = Some(err);
                     break 'entries;
                 }
