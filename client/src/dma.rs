@@ -38,69 +38,118 @@
 //!
 //! # Example
 //!
-//! A block driver's life, against the real server on the software SMMUv3
-//! model (the hidden lines build it; on seL4 the transport is the driver's
-//! endpoint):
+//! A block driver's life. The hidden lines build the toy server of the
+//! [crate documentation](crate#the-examples); on seL4 the transport is the
+//! driver's endpoint.
 //!
 //! ```
 //! # use std::{cell::RefCell, rc::Rc};
-//! # use iommu_server::handler::{FakeFrames, Handler, ReceivedCap};
-//! # use iommu_server::policy::{ClientPolicy, Policy, Quotas, StreamGrant};
-//! # use smmu_model::{Features, Machine};
-//! # struct NoDelay;
-//! # impl embedded_hal::delay::DelayNs for NoDelay {
-//! #     fn delay_ns(&mut self, _: u32) {}
+//! # use iommu_client::{FaultBatch, FaultRecord, InProcess, MemoryHandle, DomainId, ErrorCode};
+//! # use iommu_client::{FaultKind, Perms, ServerInfo, WalkInfo, ABI_VERSION};
+//! # use iommu_protocol::{decode_request, encode, MapEntry, Reply, Request};
+//! # #[derive(Default)]
+//! # struct Toy { maps: Vec<(u64, u64, Perms)>, faults: Vec<FaultRecord>, pages: u64, log: Vec<Request> }
+//! # impl Toy {
+//! #     fn at(&self, pfn: u64) -> Option<Perms> {
+//! #         self.maps.iter().find(|m| m.0 <= pfn && pfn < m.0 + m.1).map(|m| m.2)
+//! #     }
+//! #     fn device_write(&mut self, iova: u64) {
+//! #         let kind = match self.at(iova >> 12) {
+//! #             Some(p) if p.contains(Perms::WRITE) => return,
+//! #             Some(_) => FaultKind::Permission,
+//! #             None => FaultKind::Translation,
+//! #         };
+//! #         let (stream, ssid, write, count) = (StreamId(8), Ssid(0), true, 1);
+//! #         self.faults.push(FaultRecord { stream, ssid, iova, kind, write, count });
+//! #     }
+//! #     fn map(&mut self, entries: &[MapEntry]) -> Reply {
+//! #         if entries.iter().any(|e| (e.iova_pfn..e.iova_pfn + u64::from(e.pages)).any(|p| self.at(p).is_some())) {
+//! #             return Reply::Err(ErrorCode::Overlap);
+//! #         }
+//! #         self.maps.extend(entries.iter().map(|e| (e.iova_pfn, u64::from(e.pages), e.perms)));
+//! #         Reply::Ok
+//! #     }
+//! #     fn answer(&mut self, request: Request, caps: u64) -> Reply {
+//! #         self.log.push(request.clone());
+//! #         match request {
+//! #             Request::Hello { .. } => Reply::Hello(ServerInfo {
+//! #                 version: ABI_VERSION, max_batch: 32, page_sizes: 1 << 12 | 1 << 21 | 1 << 30,
+//! #                 ias_bits: 48, ssid_bits: 0, max_faults: 32, sva: true,
+//! #             }),
+//! #             Request::AllocDomain => Reply::Domain(DomainId(1)),
+//! #             Request::RegisterMemory { .. } => {
+//! #                 self.pages += caps;
+//! #                 Reply::Memory { memory: MemoryHandle(1), pages: self.pages }
+//! #             }
+//! #             Request::Attach { stream, .. } if stream != StreamId(8) => Reply::Err(ErrorCode::NotPermitted),
+//! #             Request::Map { iova_pfn, memory, offset_pfn, pages, perms, .. } => {
+//! #                 self.map(&[MapEntry { iova_pfn, memory, offset_pfn, pages, perms }])
+//! #             }
+//! #             Request::MapBatch { entries, .. } => self.map(&entries),
+//! #             Request::Unmap { iova_pfn, pages, .. } => {
+//! #                 let n = self.maps.len();
+//! #                 self.maps.retain(|m| m.0 < iova_pfn || m.0 >= iova_pfn + u64::from(pages));
+//! #                 if self.maps.len() == n { Reply::Err(ErrorCode::NotMapped) } else { Reply::Ok }
+//! #             }
+//! #             Request::Faults { .. } => Reply::Faults(FaultBatch {
+//! #                 records: self.faults.drain(..).collect(), dropped: 0, more: false,
+//! #             }),
+//! #             Request::Walk { iova_pfn, .. } => Reply::Walk(match self.at(iova_pfn) {
+//! #                 Some(perms) => WalkInfo { level: 3, descriptor: iova_pfn << 12 | 0x403, perms },
+//! #                 None => WalkInfo { level: 3, descriptor: 0, perms: Perms(0) },
+//! #             }),
+//! #             _ => Reply::Ok,
+//! #         }
+//! #     }
 //! # }
-//! # static CLIENTS: [ClientPolicy; 1] = [ClientPolicy {
-//! #     name: "blk",
-//! #     badge: 1,
-//! #     streams: &[StreamGrant::new(iommu_client::StreamId(8))],
-//! #     quotas: Quotas {
-//! #         domains: 1, mapped_bytes: 1 << 24, mappings: 32, pt_pages: 64,
-//! #         asids: 1, memory_regions: 4, memory_frames: 16,
-//! #     },
-//! # }];
-//! # static POLICY: Policy = Policy::new(&CLIENTS);
-//! # let m = Machine::new(Features::qemu_7_2());
-//! # let config = iommu_server::Config::default();
-//! # let smmu = iommu_server::Smmu::new(m.smmu.clone(), m.mem.clone(), NoDelay, config).unwrap();
-//! # let server = Rc::new(RefCell::new(Handler::new(smmu, FakeFrames::new(), POLICY).unwrap()));
-//! # server.borrow_mut().grant_everything();
-//! # let paddr = m.mem.alloc_buffer(0x4000, 0x1000).unwrap();
-//! # let frame = server.borrow_mut().resolver_mut().frame(paddr, 0x4000);
-//! # let s = server.clone();
-//! # let transport = iommu_client::InProcess::<_, ReceivedCap>::new(
-//! #     1,
-//! #     move |b: u64, req: &[u8], caps: &[ReceivedCap], out: &mut [u8]| {
-//! #         s.borrow_mut().handle(b, req, caps, out)
-//! #     },
-//! # );
-//! use iommu_client::{Direction, DmaDomain, Iommu, Ssid, StreamId};
+//! # let toy = Rc::new(RefCell::new(Toy::default()));
+//! # let server = toy.clone();
+//! # let transport = InProcess::new(1, move |_: u64, req: &[u8], caps: &[u32], out: &mut [u8]| {
+//! #     let reply = server.borrow_mut().answer(decode_request(req).unwrap(), caps.len() as u64);
+//! #     encode(&reply, out).unwrap()
+//! # });
+//! # let frames: Vec<u32> = (0..16).collect();
+//! use iommu_client::{Direction, DmaDomain, Iommu, Segment, Ssid, StreamId};
 //!
 //! let mut iommu = Iommu::connect(transport)?;
-//! // 16 KiB of the driver's DMA pool (frame caps it holds).
-//! let memory = iommu.register_memory(&[frame])?;
+//! // 64 KiB of the driver's DMA pool: sixteen 4 KiB frame caps it holds.
+//! let memory = iommu.register_memory(&frames)?;
 //! // A domain whose I/O addresses this driver hands out from
 //! // [1 MiB, 1 MiB + 256 MiB), attached to the disk's stream.
 //! let mut dma: DmaDomain = DmaDomain::create(&mut iommu, 0x10_0000, 0x1000_0000)?;
 //! iommu.attach(StreamId(8), Ssid(0), dma.domain())?;
 //!
-//! // The descriptor ring, for the device's lifetime.
+//! // The descriptor ring, for the device's lifetime, at the top of the window.
 //! let ring = dma.map_persistent(&mut iommu, memory.handle, 0, 0x1000, Direction::Bidirectional)?;
+//! assert_eq!(ring.addr(), 0x1010_0000 - 0x1000);
+//!
 //! // One read request: the device writes 512 bytes at offset 0x2200.
 //! let buf = dma.map_single(&mut iommu, memory.handle, 0x2200, 512, Direction::FromDevice)?;
-//! assert_eq!(buf.addr() % 0x1000, 0x200);
+//! assert_eq!(buf.addr(), 0x10_0200, "the buffer's offset in its page is kept");
 //! // ... put buf.addr() in a descriptor at ring.addr(), ring the doorbell ...
-//! # m.smmu.dma_write(8, None, buf.addr(), &[0xab; 512]).unwrap();
+//! # toy.borrow_mut().device_write(buf.addr());
+//! # assert!(toy.borrow().faults.is_empty(), "the device may write the buffer");
 //! // On completion: from the reply on, the device cannot reach the buffer.
+//! let old = buf.addr();
 //! dma.unmap(&mut iommu, buf)?;
-//! # assert!(m.smmu.translate(8, None, 0x10_0000, smmu_model::Access::READ).is_err());
-//! # let mut got = [0u8; 512];
-//! # m.mem.read(paddr + 0x2200, &mut got).unwrap();
-//! # assert_eq!(got, [0xab; 512]);
+//! // A late write by the device to the old address faults.
+//! # toy.borrow_mut().device_write(old);
+//! let late = iommu.faults()?.records;
+//! assert_eq!((late[0].iova, late[0].kind), (old, FaultKind::Translation));
+//!
+//! // A write request gathered from three scattered pages: the device sees
+//! // one 12 KiB buffer, which it may only read.
+//! let page = |n: u64| Segment { memory: memory.handle, offset: n * 0x1000, len: 0x1000 };
+//! let sg = dma.map_sg(&mut iommu, &[page(7), page(2), page(11)], Direction::ToDevice)?;
+//! assert_eq!((sg.addr(), sg.size()), (0x10_0000, 0x3000), "the freed addresses, reused");
+//! # assert!(matches!(toy.borrow().log.last(), Some(Request::MapBatch { entries, .. }) if entries.len() == 3));
+//! dma.unmap(&mut iommu, sg)?;
+//!
 //! // At shutdown.
 //! dma.unmap(&mut iommu, ring)?;
 //! assert_eq!(dma.allocator().live(), 0);
+//! assert_eq!(dma.quarantined_bytes(), 0);
+//! # assert!(toy.borrow().maps.is_empty());
 //! # Ok::<(), iommu_client::Error>(())
 //! ```
 
@@ -262,6 +311,18 @@ impl<const N: usize> IovaAllocator<N> {
     ///
     /// Fails with [`Error::IovaExhausted`] if no free range fits or
     /// [`IovaAllocator::MAX_LIVE`] ranges are allocated already.
+    ///
+    /// ```
+    /// use iommu_client::{IovaAllocator, Placement};
+    ///
+    /// let mut a: IovaAllocator<4> = IovaAllocator::new(0x10_0000, 0x4000_0000)?;
+    /// // 4 MiB of memory that starts 1 MiB into a 2 MiB block gets an I/O
+    /// // address 1 MiB into a 2 MiB block too, so that its middle 2 MiB
+    /// // can be mapped as one block.
+    /// let iova = a.alloc(0x40_0000, 0x20_0000, 0x10_0000, Placement::Low)?;
+    /// assert_eq!(iova % 0x20_0000, 0x10_0000);
+    /// # Ok::<(), iommu_client::Error>(())
+    /// ```
     pub fn alloc(
         &mut self,
         size: u64,
@@ -480,6 +541,49 @@ impl DmaAddr {
 /// its I/O addresses stay allocated, and `mapping` comes back to retry
 /// with. Converts into [`Error`] (with `?`), which gives the mapping up:
 /// its addresses then stay allocated for good.
+///
+/// The buffer must not be reused for anything else until an unmap of the
+/// returned mapping succeeds: the device might still write to it.
+///
+/// ```
+/// # use std::cell::Cell;
+/// # use iommu_client::{DomainId, InProcess, ServerInfo, ABI_VERSION};
+/// # use iommu_protocol::{decode_request, encode, Reply, Request};
+/// # // A toy server whose first unmap fails as if the SMMU did not
+/// # // confirm the invalidation in time.
+/// # let unmaps = Cell::new(0);
+/// # let server = |_: u64, request: &[u8], _: &[u32], reply: &mut [u8]| {
+/// #     let answer = match decode_request(request).unwrap() {
+/// #         Request::Hello { .. } => Reply::Hello(ServerInfo {
+/// #             version: ABI_VERSION, max_batch: 32, page_sizes: 1 << 12 | 1 << 21,
+/// #             ias_bits: 48, ssid_bits: 0, max_faults: 32, sva: false,
+/// #         }),
+/// #         Request::AllocDomain => Reply::Domain(DomainId(1)),
+/// #         Request::RegisterMemory { .. } => Reply::Memory { memory: iommu_client::MemoryHandle(1), pages: 16 },
+/// #         Request::Unmap { .. } if unmaps.replace(unmaps.get() + 1) == 0 => Reply::Err(ErrorCode::HardwareError),
+/// #         _ => Reply::Ok,
+/// #     };
+/// #     encode(&answer, reply).unwrap()
+/// # };
+/// # let mut iommu = iommu_client::Iommu::connect(InProcess::new(1, server))?;
+/// # let mut dma: DmaDomain = DmaDomain::create(&mut iommu, 0x10_0000, 0x1000_0000)?;
+/// # let memory = iommu.register_memory(&[1])?;
+/// use iommu_client::{Direction, DmaDomain, Error, ErrorCode, UnmapError};
+///
+/// let buf = dma.map_single(&mut iommu, memory.handle, 0, 4096, Direction::ToDevice)?;
+/// // ... the device is done with it ...
+/// match dma.unmap(&mut iommu, buf) {
+///     Ok(()) => unreachable!("the toy server fails the first unmap"),
+///     Err(UnmapError { error, mapping }) => {
+///         assert_eq!(error, Error::Iommu(ErrorCode::HardwareError));
+///         // Not handed out again meanwhile.
+///         assert!(dma.allocator().is_allocated(mapping.mapped().start, 4096));
+///         dma.unmap(&mut iommu, mapping)?;
+///     }
+/// }
+/// assert_eq!(dma.allocator().live(), 0);
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, PartialEq, Eq)]
 pub struct UnmapError {
     /// Why it failed: the server's or the transport's error, or, refused
@@ -501,10 +605,10 @@ impl From<UnmapError> for Error {
 /// addresses: see the [module documentation](self).
 ///
 /// `N` bounds the allocator's bookkeeping: at most `N - 1` mappings live at
-/// once (64 by default, 1 KiB of memory). The server's own quotas (bytes
-/// mapped, mapping records, page-table pages) apply as well: a scatter
-/// mapping takes one record per piece that does not continue the previous
-/// one in the same memory.
+/// once (`N` is 64 by default: 63 mappings, for 1 KiB of memory). The
+/// server's own quotas (bytes mapped, mapping records, page-table pages)
+/// apply as well: a scatter mapping takes one record per piece that does
+/// not continue the previous one in the same memory.
 #[derive(Debug)]
 pub struct DmaDomain<const N: usize = 64> {
     domain: DomainId,
@@ -569,7 +673,27 @@ impl<const N: usize> DmaDomain<N> {
     /// is allocated).
     ///
     /// ```
-    /// use iommu_client::{DmaDomain, Error, Iommu, Ssid, StreamId, Transport};
+    /// # use std::cell::RefCell;
+    /// # use iommu_client::{DomainId, InProcess, Perms, ServerInfo, ABI_VERSION};
+    /// # use iommu_protocol::{decode_request, encode, Reply, Request};
+    /// # // A toy server that accepts everything and logs what it is sent.
+    /// # let log = RefCell::new(Vec::new());
+    /// # let server = |_: u64, request: &[u8], _: &[u32], reply: &mut [u8]| {
+    /// #     let request = decode_request(request).unwrap();
+    /// #     let answer = match request {
+    /// #         Request::Hello { .. } => Reply::Hello(ServerInfo {
+    /// #             version: ABI_VERSION, max_batch: 32, page_sizes: 1 << 12 | 1 << 21,
+    /// #             ias_bits: 48, ssid_bits: 0, max_faults: 32, sva: false,
+    /// #         }),
+    /// #         Request::AllocDomain => Reply::Domain(DomainId(1)),
+    /// #         Request::RegisterMemory { .. } => Reply::Memory { memory: iommu_client::MemoryHandle(1), pages: 16 },
+    /// #         _ => Reply::Ok,
+    /// #     };
+    /// #     log.borrow_mut().push(request);
+    /// #     encode(&answer, reply).unwrap()
+    /// # };
+    /// # let mut iommu = iommu_client::Iommu::connect(InProcess::new(1, server))?;
+    /// use iommu_client::{DmaDomain, Error, ErrorCode, Iommu, Ssid, StreamId, Transport};
     ///
     /// fn bring_up<T: Transport>(iommu: &mut Iommu<T>) -> Result<DmaDomain, Error> {
     ///     // 1 GiB of I/O addresses from 1 GiB on.
@@ -577,6 +701,15 @@ impl<const N: usize> DmaDomain<N> {
     ///     iommu.attach(StreamId(8), Ssid(0), dma.domain())?;
     ///     Ok(dma)
     /// }
+    ///
+    /// let dma = bring_up(&mut iommu)?;
+    /// assert_eq!(dma.allocator().window(), 1 << 30..2 << 30);
+    /// // The server said its domains have 48 address bits: a window past
+    /// // them is refused before a domain is allocated.
+    /// let far = DmaDomain::<64>::create(&mut iommu, 1 << 48, 1 << 30);
+    /// assert_eq!(far.unwrap_err(), Error::Iommu(ErrorCode::OutOfRange));
+    /// # assert_eq!(log.borrow().iter().filter(|r| **r == Request::AllocDomain).count(), 1);
+    /// # Ok::<(), Error>(())
     /// ```
     pub fn create<T: Transport>(iommu: &mut Iommu<T>, base: u64, size: u64) -> Result<Self, Error> {
         let iova = IovaAllocator::new(base, size)?;
@@ -635,6 +768,28 @@ impl<const N: usize> DmaDomain<N> {
     /// again (see the [module documentation](self) for the exceptions).
     ///
     /// ```
+    /// # use std::cell::RefCell;
+    /// # use iommu_client::{DomainId, InProcess, Perms, ServerInfo, ABI_VERSION};
+    /// # use iommu_protocol::{decode_request, encode, Reply, Request};
+    /// # // A toy server that accepts everything and logs what it is sent.
+    /// # let log = RefCell::new(Vec::new());
+    /// # let server = |_: u64, request: &[u8], _: &[u32], reply: &mut [u8]| {
+    /// #     let request = decode_request(request).unwrap();
+    /// #     let answer = match request {
+    /// #         Request::Hello { .. } => Reply::Hello(ServerInfo {
+    /// #             version: ABI_VERSION, max_batch: 32, page_sizes: 1 << 12 | 1 << 21,
+    /// #             ias_bits: 48, ssid_bits: 0, max_faults: 32, sva: false,
+    /// #         }),
+    /// #         Request::AllocDomain => Reply::Domain(DomainId(1)),
+    /// #         Request::RegisterMemory { .. } => Reply::Memory { memory: iommu_client::MemoryHandle(1), pages: 16 },
+    /// #         _ => Reply::Ok,
+    /// #     };
+    /// #     log.borrow_mut().push(request);
+    /// #     encode(&answer, reply).unwrap()
+    /// # };
+    /// # let mut iommu = iommu_client::Iommu::connect(InProcess::new(1, server))?;
+    /// # let mut dma: iommu_client::DmaDomain = iommu_client::DmaDomain::create(&mut iommu, 0x10_0000, 0x1000_0000)?;
+    /// # let memory = iommu.register_memory(&[1])?;
     /// use iommu_client::{Direction, DmaDomain, Error, Iommu, MemoryHandle, Transport};
     ///
     /// /// Has the device write one 4 KiB block into `memory` at `offset`.
@@ -650,6 +805,17 @@ impl<const N: usize> DmaDomain<N> {
     ///     dma.unmap(iommu, buf)?;
     ///     Ok(())
     /// }
+    ///
+    /// // The device gets the lowest free address of the window (from
+    /// // 1 MiB here), and nothing is left mapped afterwards.
+    /// let mut given = 0;
+    /// read_block(&mut iommu, &mut dma, memory.handle, 0x3000, |addr| given = addr)?;
+    /// assert_eq!(given, 0x10_0000);
+    /// assert_eq!(dma.allocator().live(), 0);
+    /// # let log = log.borrow();
+    /// # assert!(matches!(log[log.len() - 2], Request::Map { iova_pfn: 0x100, offset_pfn: 3, pages: 1, perms: Perms::WRITE, .. }));
+    /// # assert!(matches!(log[log.len() - 1], Request::Unmap { iova_pfn: 0x100, pages: 1, .. }));
+    /// # Ok::<(), Error>(())
     /// ```
     pub fn map_single<T: Transport>(
         &mut self,
@@ -669,6 +835,28 @@ impl<const N: usize> DmaDomain<N> {
     /// the window, away from per-request mappings.
     ///
     /// ```
+    /// # use std::cell::RefCell;
+    /// # use iommu_client::{DomainId, InProcess, Perms, ServerInfo, ABI_VERSION};
+    /// # use iommu_protocol::{decode_request, encode, Reply, Request};
+    /// # // A toy server that accepts everything and logs what it is sent.
+    /// # let log = RefCell::new(Vec::new());
+    /// # let server = |_: u64, request: &[u8], _: &[u32], reply: &mut [u8]| {
+    /// #     let request = decode_request(request).unwrap();
+    /// #     let answer = match request {
+    /// #         Request::Hello { .. } => Reply::Hello(ServerInfo {
+    /// #             version: ABI_VERSION, max_batch: 32, page_sizes: 1 << 12 | 1 << 21,
+    /// #             ias_bits: 48, ssid_bits: 0, max_faults: 32, sva: false,
+    /// #         }),
+    /// #         Request::AllocDomain => Reply::Domain(DomainId(1)),
+    /// #         Request::RegisterMemory { .. } => Reply::Memory { memory: iommu_client::MemoryHandle(1), pages: 16 },
+    /// #         _ => Reply::Ok,
+    /// #     };
+    /// #     log.borrow_mut().push(request);
+    /// #     encode(&answer, reply).unwrap()
+    /// # };
+    /// # let mut iommu = iommu_client::Iommu::connect(InProcess::new(1, server))?;
+    /// # let mut dma: iommu_client::DmaDomain = iommu_client::DmaDomain::create(&mut iommu, 0x10_0000, 0x1000_0000)?;
+    /// # let rings = iommu.register_memory(&[1])?;
     /// use iommu_client::{Direction, DmaAddr, DmaDomain, Error, Iommu, Memory, Transport};
     ///
     /// /// The submission ring (device reads) and completion ring (device
@@ -682,6 +870,16 @@ impl<const N: usize> DmaDomain<N> {
     ///     let cq = dma.map_persistent(iommu, rings.handle, 4096, 4096, Direction::FromDevice)?;
     ///     Ok((sq, cq))
     /// }
+    ///
+    /// // The window is [1 MiB, 257 MiB): the rings take its top pages.
+    /// let (sq, cq) = map_rings(&mut iommu, &mut dma, &rings)?;
+    /// assert_eq!((sq.addr(), cq.addr()), (0x100f_f000, 0x100f_e000));
+    /// assert!(sq.is_persistent() && sq.direction() == Direction::ToDevice);
+    /// // Per-request mappings start at the bottom, away from them.
+    /// let buf = dma.map_single(&mut iommu, rings.handle, 0x2000, 512, Direction::ToDevice)?;
+    /// assert_eq!(buf.addr(), 0x10_0000);
+    /// # dma.unmap(&mut iommu, buf)?;
+    /// # Ok::<(), Error>(())
     /// ```
     pub fn map_persistent<T: Transport>(
         &mut self,
@@ -741,7 +939,30 @@ impl<const N: usize> DmaDomain<N> {
     /// empty list is [`ErrorCode::Malformed`].
     ///
     /// ```
-    /// use iommu_client::{Direction, DmaAddr, DmaDomain, Error, Iommu, Memory, Segment, Transport};
+    /// # use std::cell::RefCell;
+    /// # use iommu_client::{DomainId, InProcess, Perms, ServerInfo, ABI_VERSION};
+    /// # use iommu_protocol::{decode_request, encode, Reply, Request};
+    /// # // A toy server that accepts everything and logs what it is sent.
+    /// # let log = RefCell::new(Vec::new());
+    /// # let server = |_: u64, request: &[u8], _: &[u32], reply: &mut [u8]| {
+    /// #     let request = decode_request(request).unwrap();
+    /// #     let answer = match request {
+    /// #         Request::Hello { .. } => Reply::Hello(ServerInfo {
+    /// #             version: ABI_VERSION, max_batch: 32, page_sizes: 1 << 12 | 1 << 21,
+    /// #             ias_bits: 48, ssid_bits: 0, max_faults: 32, sva: false,
+    /// #         }),
+    /// #         Request::AllocDomain => Reply::Domain(DomainId(1)),
+    /// #         Request::RegisterMemory { .. } => Reply::Memory { memory: iommu_client::MemoryHandle(1), pages: 16 },
+    /// #         _ => Reply::Ok,
+    /// #     };
+    /// #     log.borrow_mut().push(request);
+    /// #     encode(&answer, reply).unwrap()
+    /// # };
+    /// # let mut iommu = iommu_client::Iommu::connect(InProcess::new(1, server))?;
+    /// # let mut dma: iommu_client::DmaDomain = iommu_client::DmaDomain::create(&mut iommu, 0x10_0000, 0x1000_0000)?;
+    /// # let pool = iommu.register_memory(&[1])?;
+    /// use iommu_client::{Direction, DmaAddr, DmaDomain, Error, ErrorCode, Iommu, Memory};
+    /// use iommu_client::{Segment, Transport};
     ///
     /// /// A 12 KiB write from three scattered pages of `pool`.
     /// fn map_write<T: Transport>(
@@ -752,6 +973,20 @@ impl<const N: usize> DmaDomain<N> {
     ///     let page = |n: u64| Segment { memory: pool.handle, offset: n * 4096, len: 4096 };
     ///     dma.map_sg(iommu, &[page(7), page(2), page(11)], Direction::ToDevice)
     /// }
+    ///
+    /// // One buffer for the device, mapped with one call.
+    /// let write = map_write(&mut iommu, &mut dma, &pool)?;
+    /// assert_eq!((write.addr(), write.size()), (0x10_0000, 3 * 4096));
+    /// # assert!(matches!(&log.borrow()[..], [.., Request::MapBatch { entries, .. }] if entries.len() == 3));
+    /// dma.unmap(&mut iommu, write)?;
+    ///
+    /// // A piece that ends inside a page, followed by another, would leave
+    /// // a hole in the device's view: refused before anything is sent.
+    /// let a = Segment { memory: pool.handle, offset: 0, len: 512 };
+    /// let b = Segment { memory: pool.handle, offset: 0x1000, len: 512 };
+    /// let hole = dma.map_sg(&mut iommu, &[a, b], Direction::ToDevice);
+    /// assert_eq!(hole.unwrap_err(), Error::Iommu(ErrorCode::Misaligned));
+    /// # Ok::<(), Error>(())
     /// ```
     pub fn map_sg<T: Transport>(
         &mut self,

@@ -168,26 +168,41 @@ pub type MsgBuf = [u8; MSG_MAX_BYTES];
 /// client: the same number held by two clients names two different domains
 /// (or none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct DomainId(pub u32);
+pub struct DomainId(
+    /// The handle's bits, as the server made them (opaque to the client).
+    pub u32,
+);
 
 /// A client's name for memory it registered (a list of frames). Per client,
 /// like [`DomainId`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct MemoryHandle(pub u32);
+pub struct MemoryHandle(
+    /// The handle's bits, as the server made them (opaque to the client).
+    pub u32,
+);
 
 /// An SMMUv3 StreamID (a PCI requester ID on QEMU `virt`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct StreamId(pub u32);
+pub struct StreamId(
+    /// The StreamID's value.
+    pub u32,
+);
 
 /// A SubstreamID (PASID). `Ssid(0)` is the substream of a device without
 /// PASIDs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Ssid(pub u32);
+pub struct Ssid(
+    /// The SubstreamID's value.
+    pub u32,
+);
 
 /// Access permissions of a mapping (bits; unknown bits are refused by the
 /// server with [`ErrorCode::Malformed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Perms(pub u8);
+pub struct Perms(
+    /// The bits: [`Perms::READ`], [`Perms::WRITE`].
+    pub u8,
+);
 
 impl Perms {
     /// The device may read.
@@ -222,10 +237,15 @@ impl core::ops::BitOr for Perms {
 /// page `offset_pfn`, mapped at I/O page `iova_pfn`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapEntry {
+    /// The first I/O page (`iova >> 12`).
     pub iova_pfn: u64,
+    /// The registered memory mapped there.
     pub memory: MemoryHandle,
+    /// The first page of `memory` mapped, counted from its start.
     pub offset_pfn: u32,
+    /// How many wire pages (not 0).
     pub pages: u32,
+    /// What the device may do there.
     pub perms: Perms,
 }
 
@@ -239,64 +259,115 @@ pub struct MapEntry {
 pub enum Request {
     /// Negotiate the protocol version; the reply carries the server's
     /// limits. Must be the first request of a client.
-    Hello { min_version: u16, max_version: u16 },
+    Hello {
+        /// The oldest version the client speaks.
+        min_version: u16,
+        /// The newest version the client speaks.
+        max_version: u16,
+    },
     /// Create an empty I/O address space (one page table, one ASID).
     AllocDomain,
     /// Destroy a domain. Refused with [`ErrorCode::InUse`] while a stream is
     /// attached; its remaining mappings are removed.
-    FreeDomain { domain: DomainId },
+    FreeDomain {
+        /// The domain to destroy.
+        domain: DomainId,
+    },
     /// Make `(stream, ssid)` translate through `domain`. If the pair is
     /// attached elsewhere it moves (the server detaches it first, under its
     /// ASID lock).
     Attach {
+        /// The device's stream; the client's policy must grant it.
         stream: StreamId,
+        /// The substream (`Ssid(0)` for a device without PASIDs).
         ssid: Ssid,
+        /// One of the client's domains.
         domain: DomainId,
     },
     /// Stop translating `(stream, ssid)` (its DMA then aborts).
-    Detach { stream: StreamId, ssid: Ssid },
+    Detach {
+        /// The device's stream.
+        stream: StreamId,
+        /// The substream.
+        ssid: Ssid,
+    },
     /// Map `pages` wire pages of registered memory. Always ≤ 32 bytes.
     Map {
+        /// The domain to map into.
         domain: DomainId,
+        /// The first I/O page (`iova >> 12`).
         iova_pfn: u64,
+        /// The registered memory to map.
         memory: MemoryHandle,
+        /// The first page of `memory` mapped.
         offset_pfn: u32,
+        /// How many wire pages (not 0).
         pages: u32,
+        /// What the device may do there.
         perms: Perms,
     },
     /// Map a scatter list into one domain: all entries or none.
     MapBatch {
+        /// The domain to map into.
         domain: DomainId,
+        /// The regions, at most [`ServerInfo::max_batch`] of them.
         entries: Vec<MapEntry, MAX_BATCH>,
     },
     /// Remove every translation in `[iova_pfn, iova_pfn + pages)`; the whole
     /// range must be mapped. Always ≤ 21 bytes.
     Unmap {
+        /// The domain to unmap from.
         domain: DomainId,
+        /// The first I/O page (`iova >> 12`).
         iova_pfn: u64,
+        /// How many wire pages.
         pages: u32,
     },
     /// Give `(stream, ssid)` the client's shared virtual address space (one
     /// per client, one ASID shared by all its bindings). The reply names the
     /// SVA domain, which the client fills with `Map` at its own virtual
     /// addresses.
-    BindSva { stream: StreamId, ssid: Ssid },
+    BindSva {
+        /// The device's stream.
+        stream: StreamId,
+        /// The substream.
+        ssid: Ssid,
+    },
     /// Undo [`Request::BindSva`].
-    UnbindSva { stream: StreamId, ssid: Ssid },
+    UnbindSva {
+        /// The device's stream.
+        stream: StreamId,
+        /// The substream.
+        ssid: Ssid,
+    },
     /// Take up to `max` (capped at [`MAX_FAULTS_PER_REPLY`]) pending fault
     /// records of this client's streams.
-    Faults { max: u8 },
+    Faults {
+        /// The most records the client wants in the reply.
+        max: u8,
+    },
     /// This client's usage and quotas.
     Stats,
     /// Register the frames whose caps travel with this message (1 to 3).
     /// `extend: None` creates a handle; `Some(h)` appends to `h`.
-    RegisterMemory { extend: Option<MemoryHandle> },
+    RegisterMemory {
+        /// `None` for a new handle, or the handle to append the frames to.
+        extend: Option<MemoryHandle>,
+    },
     /// Forget registered memory and release its caps. Refused with
     /// [`ErrorCode::InUse`] while any page of it is mapped (unmap first).
-    UnregisterMemory { memory: MemoryHandle },
+    UnregisterMemory {
+        /// The memory to forget.
+        memory: MemoryHandle,
+    },
     /// Where the SMMU's walk of I/O address `iova_pfn` (a wire page) in one
     /// of the client's domains ends: for finding out why a DMA faulted.
-    Walk { domain: DomainId, iova_pfn: u64 },
+    Walk {
+        /// One of the client's domains.
+        domain: DomainId,
+        /// The I/O page to look up (`iova >> 12`).
+        iova_pfn: u64,
+    },
 }
 
 /// What the server can do, returned by [`Request::Hello`].
@@ -340,10 +411,13 @@ pub enum FaultKind {
 /// stream, substream, page, kind and direction) are coalesced into `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultRecord {
+    /// The stream whose access faulted (always one the client owns).
     pub stream: StreamId,
+    /// Its substream.
     pub ssid: Ssid,
     /// Faulting input address.
     pub iova: u64,
+    /// What kind of fault the SMMU reported.
     pub kind: FaultKind,
     /// The access was a write.
     pub write: bool,
@@ -397,6 +471,7 @@ impl core::fmt::Display for FaultRecord {
 /// Reply to [`Request::Faults`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultBatch {
+    /// The records taken, oldest first.
     pub records: Vec<FaultRecord, MAX_FAULTS_PER_REPLY>,
     /// Fault events that could not be queued since the last `Faults` call
     /// (queue full or the stream over its share).
@@ -408,21 +483,38 @@ pub struct FaultBatch {
 /// A client's usage and limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ClientStats {
+    /// Domains the client holds (its SVA domain included).
     pub domains: u32,
+    /// The most domains it may hold.
     pub max_domains: u32,
+    /// Bytes mapped across all its domains.
     pub mapped_bytes: u64,
+    /// The most bytes it may have mapped.
     pub max_mapped_bytes: u64,
+    /// Mapping records across all its domains (each map entry, or each
+    /// piece a partial unmap left of one).
     pub mappings: u32,
+    /// The most mapping records it may hold.
     pub max_mappings: u32,
+    /// I/O page-table pages (4 KiB each) of its domains.
     pub pt_pages: u32,
+    /// The most page-table pages its domains may use.
     pub max_pt_pages: u32,
+    /// ASIDs it holds: one per domain.
     pub asids: u32,
+    /// The most ASIDs it may hold.
     pub max_asids: u32,
+    /// Registered memory handles.
     pub memory_regions: u32,
+    /// The most memory handles it may hold.
     pub max_memory_regions: u32,
+    /// Frame capabilities the server holds for it, across all its handles.
     pub memory_frames: u32,
+    /// The most frame capabilities it may register.
     pub max_memory_frames: u32,
+    /// Fault records waiting for a [`Request::Faults`].
     pub faults_pending: u32,
+    /// Fault events dropped since the last [`Request::Faults`].
     pub faults_dropped: u32,
 }
 
@@ -479,16 +571,26 @@ pub enum ErrorCode {
 pub enum Reply {
     /// Success with nothing to return.
     Ok,
+    /// To [`Request::Hello`]: the version picked and the server's limits.
     Hello(ServerInfo),
+    /// To [`Request::AllocDomain`] and [`Request::BindSva`]: the domain.
     Domain(DomainId),
     /// A registration: the handle and its total size in wire pages so far.
     Memory {
+        /// The handle, new or extended.
         memory: MemoryHandle,
+        /// The memory's size in wire pages, every frame so far included.
         pages: u64,
     },
+    /// To [`Request::Faults`].
     Faults(FaultBatch),
+    /// To [`Request::Stats`].
     Stats(ClientStats),
+    /// The request was refused, and changed nothing; after
+    /// [`ErrorCode::HardwareError`] (the SMMU failed part-way) part of it
+    /// may have been done.
     Err(ErrorCode),
+    /// To [`Request::Walk`].
     Walk(WalkInfo),
 }
 
