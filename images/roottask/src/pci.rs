@@ -29,10 +29,14 @@ pub const MAX_FUNCTIONS: usize = 16;
 const VENDOR_ID: usize = 0x00;
 const COMMAND: usize = 0x04;
 const BAR0: usize = 0x10;
+/// The upper half of a 64-bit BAR0.
+const BAR1: usize = 0x14;
 const COMMAND_MEMORY_SPACE: u32 = 1 << 1;
 const COMMAND_BUS_MASTER: u32 = 1 << 2;
-/// BAR bits 2:1, type: 0b00 is a 32-bit memory BAR.
+/// BAR bits 2:1, type: 0b00 is a 32-bit memory BAR, 0b10 a 64-bit one
+/// (BAR0 then holds the low word of the address and BAR1 the high word).
 const BAR_TYPE: u32 = 0b110;
+const BAR_TYPE_64: u32 = 0b100;
 const BAR_IO: u32 = 1;
 
 /// The functions the root task programmed, to turn on bus mastering later.
@@ -89,11 +93,30 @@ impl Functions {
         );
         config.write(BAR0, u32::MAX);
         let probe = config.read(BAR0);
-        if probe & (BAR_IO | BAR_TYPE) != 0 {
-            return Err(fail("BAR0 is not a 32-bit memory BAR"));
+        if probe & BAR_IO != 0 {
+            return Err(fail("BAR0 is an I/O BAR, not a memory BAR"));
         }
-        let size = u64::from((!(probe & !0xf)).wrapping_add(1));
-        if size == 0 || !f.bar0.is_multiple_of(size) {
+        // A 64-bit BAR is sized over both words: all ones into each, and
+        // the bits that stay zero (below the size) give the size.
+        let wide = match probe & BAR_TYPE {
+            0 => false,
+            BAR_TYPE_64 => true,
+            _ => return Err(fail("BAR0 is neither a 32-bit nor a 64-bit memory BAR")),
+        };
+        let high = if wide {
+            config.write(BAR1, u32::MAX);
+            config.read(BAR1)
+        } else {
+            u32::MAX
+        };
+        let mask = u64::from(high) << 32 | u64::from(probe & !0xf);
+        let size = (!mask).wrapping_add(1);
+        // The place must be a 32-bit address (xtask checks it lies in the
+        // 32-bit PCIe window); a 64-bit BAR that large could not fit there.
+        if size == 0 || size > 1 << 31 {
+            return Err(fail("BAR0 is larger than the 32-bit PCIe window holds"));
+        }
+        if !f.bar0.is_multiple_of(size) {
             return Err(fail("bar0 is not aligned to BAR0's size"));
         }
         let end = f.bar0 + size;
@@ -104,6 +127,10 @@ impl Functions {
             return Err(fail("BAR0 would overlap another function's"));
         }
         config.write(BAR0, f.bar0 as u32);
+        if wide {
+            // The upper word: the window is below 4 GiB.
+            config.write(BAR1, (f.bar0 >> 32) as u32);
+        }
         config.write(COMMAND, config.read(COMMAND) | COMMAND_MEMORY_SPACE);
         self.config[self.count] = vaddr;
         self.placed[self.count] = (f.bar0, end);

@@ -5,6 +5,7 @@ use crate::qemu::{self, BootOptions, BootOutcome};
 use crate::{image, system, Ctx, Tally};
 use std::time::Duration;
 
+mod blk;
 mod dma_demo;
 mod hostile;
 mod robust;
@@ -30,6 +31,7 @@ pub fn run_all(ctx: &Ctx) -> Tally {
     dma_demo::run(ctx, &mut t);
     robust::run(ctx, &mut t);
     hostile::run(ctx, &mut t);
+    blk::run(ctx, &mut t);
     println!(
         "== image tests: {} passed, {} failed",
         t.tally.passed, t.tally.failed

@@ -143,6 +143,12 @@ pub fn command(image: &Path, edu: &str, devices: &[String], icount: bool) -> Com
     c
 }
 
+/// Where a system's disk image (`[qemu] disk`) is written before each boot,
+/// and where the tests read it back after QEMU exits.
+pub fn disk_image(ctx: &Ctx, system: &str) -> PathBuf {
+    ctx.build.join("images").join(system).join("disk.img")
+}
+
 pub fn boot(ctx: &Ctx, image: &Path, options: &BootOptions) -> Result<BootOutcome> {
     let desc = system::load(&ctx.root, &options.system)?;
     let timeout = options
@@ -158,6 +164,14 @@ pub fn boot(ctx: &Ctx, image: &Path, options: &BootOptions) -> Result<BootOutcom
 
     let log_dir = ctx.build.join("images").join(&options.system);
     std::fs::create_dir_all(&log_dir)?;
+    if let Some(disk) = &desc.qemu.disk {
+        // A fresh image each boot: the tests judge what the guest wrote
+        // against the pattern.
+        let file = disk_image(ctx, &options.system);
+        std::fs::write(&file, disk.image())
+            .with_context(|| format!("writing {}", file.display()))?;
+        cmd.args(disk.qemu_args(&file));
+    }
     let trace_file = options.trace.then(|| log_dir.join("smmu-trace.log"));
     if let Some(file) = &trace_file {
         let _ = std::fs::remove_file(file);

@@ -64,6 +64,86 @@ pub struct Qemu {
     pub devices: Vec<String>,
     /// Wall-clock limit of a run in seconds (default 30).
     pub timeout_secs: Option<u64>,
+    /// A disk image xtask creates before each boot and attaches.
+    pub disk: Option<Disk>,
+}
+
+/// `disk = { size_mib = 8, pattern = "lba", device = "nvme,serial=blk0,addr=3" }`:
+/// before each boot xtask writes `build/images/<system>/disk.img` (raw,
+/// `size_mib` MiB, filled with `pattern`) and gives QEMU
+/// `-drive file=<img>,if=none,format=raw,id=disk0[,<drive_options>]` and
+/// `-device <device>,drive=disk0`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// The image's size in MiB (1..=1024).
+    pub size_mib: u64,
+    /// What every 512-byte sector holds; `"lba"` ([`lba_pattern_byte`]) is
+    /// the only pattern.
+    pub pattern: String,
+    /// The `-device` value of the controller the disk hangs off, without
+    /// `drive=` (xtask adds `drive=disk0`).
+    pub device: String,
+    /// More `-drive` options, e.g. `throttling.iops-total=1`.
+    pub drive_options: Option<String>,
+}
+
+/// Sector size of the `"lba"` pattern.
+pub const DISK_SECTOR: u64 = 512;
+
+/// Byte `offset` (0..512) of sector `lba` in the `"lba"` pattern: the first
+/// 8 bytes are `lba` as u64 little-endian, the rest a fixed function of
+/// `lba` and `offset`. `images/processes/blk-driver/src/pattern.rs` is the
+/// guest's copy (the client checks reads against it).
+pub fn lba_pattern_byte(lba: u64, offset: usize) -> u8 {
+    if offset < 8 {
+        return lba.to_le_bytes()[offset];
+    }
+    let mixed = lba.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56;
+    (mixed as u8) ^ (offset as u8).wrapping_mul(7) ^ ((offset >> 8) as u8).wrapping_add(0x5a)
+}
+
+impl Disk {
+    /// The image's bytes.
+    pub fn image(&self) -> Vec<u8> {
+        let sectors = self.size_mib * (1 << 20) / DISK_SECTOR;
+        let mut bytes = Vec::with_capacity((sectors * DISK_SECTOR) as usize);
+        for lba in 0..sectors {
+            bytes.extend((0..DISK_SECTOR as usize).map(|i| lba_pattern_byte(lba, i)));
+        }
+        bytes
+    }
+
+    /// The `-drive` and `-device` arguments for the image at `file`.
+    pub fn qemu_args(&self, file: &Path) -> Vec<String> {
+        let mut drive = format!("file={},if=none,format=raw,id=disk0", file.display());
+        if let Some(more) = &self.drive_options {
+            drive.push(',');
+            drive.push_str(more);
+        }
+        vec![
+            "-drive".into(),
+            drive,
+            "-device".into(),
+            format!("{},drive=disk0", self.device),
+        ]
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.size_mib == 0 || self.size_mib > 1024 {
+            bail!("[qemu] disk: size_mib must be in 1..=1024");
+        }
+        if self.pattern != "lba" {
+            bail!(
+                "[qemu] disk: pattern {:?}: the only pattern is \"lba\"",
+                self.pattern
+            );
+        }
+        if self.device.contains("drive=") {
+            bail!("[qemu] disk: device must not name a drive (xtask adds drive=disk0)");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,7 +251,7 @@ pub struct Device {
 }
 
 /// A PCI function a process drives. The root task places BAR0 at `bar0`
-/// (a 32-bit memory BAR, which one of the process's device regions must
+/// (a 32-bit or 64-bit memory BAR, placed below 4 GiB, which one of the process's device regions must
 /// map from its start), turns on memory decoding, and turns on bus mastering
 /// once the IOMMU server has the SMMU enabled with every stream aborting.
 #[derive(Debug, Deserialize)]
@@ -255,6 +335,9 @@ impl System {
     pub fn check(&self) -> Result<()> {
         if self.processes.is_empty() {
             bail!("a system needs at least one [[process]]");
+        }
+        if let Some(disk) = &self.qemu.disk {
+            disk.check()?;
         }
         let mut names = HashSet::new();
         for o in self.endpoints.iter().chain(&self.notifications) {
