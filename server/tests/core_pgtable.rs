@@ -682,7 +682,11 @@ fn unmapping_one_whole_level2_entry_invalidates_its_2mib() {
         let c = tlbi[0];
         assert_eq!(c[0] >> 48, u64::from(asid), "{what}");
         let (num, scale) = ((c[0] >> 12) & 0x1f, (c[0] >> 20) & 0x1f);
-        assert_eq!((c[1] & !0xfff, (num + 1) << scale), (3 * M2, 512), "{what}: {c:x?}");
+        assert_eq!(
+            (c[1] & !0xfff, (num + 1) << scale),
+            (3 * M2, 512),
+            "{what}: {c:x?}"
+        );
         assert_eq!(c[1] & 1 == 1, what == "block", "{what}: Leaf bit of {c:x?}");
         assert_eq!(s.domain_info(d).unwrap().table_pages, pages, "{what}");
         assert!(s.with_page_table(d, |pt| pt.walk(3 * M2).level).is_ok());
@@ -699,7 +703,8 @@ fn unmapping_a_whole_leaf_table_with_a_full_free_list_loses_no_table() {
     let d = attached_domain(&fake, &s);
     let base = alloc.live();
     let pages = s.domain_info(d).unwrap().table_pages;
-    s.map(d, 0x4000_0000 - K4, 0x8000_0000, K4, Perms::RW).unwrap();
+    s.map(d, 0x4000_0000 - K4, 0x8000_0000, K4, Perms::RW)
+        .unwrap();
     for i in 0..iommu_server::pgtable::GATHER_TABLES as u64 {
         s.map(d, i * M2, 0x8000_0000, K4, Perms::RW).unwrap();
     }
@@ -719,6 +724,10 @@ fn unmapping_a_whole_leaf_table_with_a_full_free_list_loses_no_table() {
     );
     s.detach(1, 0).unwrap();
     s.free_domain(d).unwrap();
-    assert_eq!(alloc.live(), base - 1 - pages as usize, "table memory leaked");
+    assert_eq!(
+        alloc.live(),
+        base - 1 - pages as usize,
+        "table memory leaked"
+    );
     assert_eq!(alloc.bad_frees(), 0);
 }
