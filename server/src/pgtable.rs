@@ -626,17 +626,13 @@ impl<C: CacheMaintenance> IoPageTable<C> {
     fn map_in_leaf_table(&self, iova: u64, paddr: u64, len: u64, attrs: u64) -> Option<Result<()>> {
         let (t, slot, first) = self.leaf_table_of(iova, len)?;
         let n = (len / GRANULE) as usize;
-        if (first..first + n).any(|i| dma::read_u64(&t, i) & PTE_VALID != 0) {
+        if dma::any_set(&t, first..first + n, PTE_VALID) {
             return Some(Err(Error::Overlap));
         }
-        for k in 0..n {
-            let pa = paddr + k as u64 * GRANULE;
-            dma::write_u64(
-                &t,
-                first + k,
-                attrs | (pa & PTE_ADDR) | PTE_TYPE | PTE_VALID,
-            );
-        }
+        let leaf = attrs | PTE_TYPE | PTE_VALID;
+        dma::write_each(&t, first..first + n, |k| {
+            leaf | ((paddr + k * GRANULE) & PTE_ADDR)
+        });
         self.clean_range(&t, first..first + n);
         Self::add_count(Some(slot), n as i64);
         barrier::dma_wmb();

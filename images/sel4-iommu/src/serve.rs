@@ -7,8 +7,7 @@
 use crate::message;
 use crate::platform::ReceivedFrames;
 use iommu_protocol::{
-    encode, is_error_word, pack_words, unpack_words, ErrorCode, MsgBuf, Reply, FASTPATH_WORDS,
-    MSG_MAX_BYTES, MSG_MAX_WORDS,
+    encode, is_error_word, ErrorCode, MsgBuf, Reply, FASTPATH_WORDS, MSG_MAX_BYTES,
 };
 use iommu_server::handler::{Core, FrameResolver, Handler, ReceivedCap};
 use sel4_abi::message::MSG_REGISTERS;
@@ -17,7 +16,6 @@ use sel4_abi::{IpcBuffer, MessageInfo};
 /// The buffers of the full path, allocated once by the request loop (each
 /// message-sized; clearing them per request cost more than the handling).
 pub struct Scratch {
-    words: [u64; MSG_MAX_WORDS],
     request: MsgBuf,
     reply: MsgBuf,
 }
@@ -25,7 +23,6 @@ pub struct Scratch {
 impl Scratch {
     pub const fn new() -> Scratch {
         Scratch {
-            words: [0; MSG_MAX_WORDS],
             request: [0; MSG_MAX_BYTES],
             reply: [0; MSG_MAX_BYTES],
         }
@@ -70,13 +67,8 @@ pub fn request<C: Core, const W: usize>(
             };
         }
     }
-    let Scratch {
-        words,
-        request,
-        reply,
-    } = scratch;
-    let n = message::load(tag.length(), registers, buffer, words);
-    let length = unpack_words(&words[..n], request).unwrap_or(0);
+    let Scratch { request, reply } = scratch;
+    let length = message::load(tag.length(), registers, buffer, request).unwrap_or(0);
     let landed = take_received(server, tag, receive_slot);
     // A request carries at most one cap, and never one the kernel unwrapped
     // into a badge (a cap to this very endpoint): anything else is refused
@@ -89,13 +81,12 @@ pub fn request<C: Core, const W: usize>(
         }
         encode(&Reply::Err(ErrorCode::BadCapability), reply).unwrap_or(0)
     };
-    let reply_words = pack_words(&reply[..reply_length], words).unwrap_or(0);
     let mut out = [0u64; MSG_REGISTERS];
-    message::store(&words[..reply_words], &mut out, buffer);
+    let reply_words = message::store(&reply[..reply_length], &mut out, buffer).unwrap_or(0);
     *registers = out;
     Answer {
         tag: MessageInfo::new(0, 0, 0, reply_words as u64),
-        refused: reply_words > 0 && is_error_word(words[0]),
+        refused: reply_words > 0 && is_error_word(out[0]),
     }
 }
 

@@ -3,9 +3,7 @@
 
 use crate::message;
 use iommu_client::{Transport, TransportError};
-use iommu_protocol::{
-    pack_words, unpack_words, MsgBuf, FASTPATH_WORDS, MAX_CAPS_PER_MSG, MSG_MAX_WORDS,
-};
+use iommu_protocol::{unpack_words, MsgBuf, FASTPATH_WORDS, MAX_CAPS_PER_MSG};
 use sel4_abi::message::MSG_REGISTERS;
 use sel4_abi::{ipc_buffer, syscalls, CPtr, MessageInfo};
 
@@ -40,17 +38,8 @@ impl Transport for Sel4Transport {
         }
         let buffer = ipc_buffer().ok_or(TransportError::Ipc(0))?;
         let mut registers = [0u64; MSG_REGISTERS];
-        // A message that fits the registers (every hot one) is packed
-        // straight into them: no message-sized word array to clear.
-        let length = match pack_words(request, &mut registers) {
-            Some(length) => length,
-            None => {
-                let mut words = [0u64; MSG_MAX_WORDS];
-                let length = pack_words(request, &mut words).ok_or(TransportError::TooLong)?;
-                message::store(&words[..length], &mut registers, buffer);
-                length
-            }
-        };
+        let length =
+            message::store(request, &mut registers, buffer).ok_or(TransportError::TooLong)?;
         for (i, cap) in caps.iter().enumerate() {
             buffer.set_cap(i, *cap);
         }
@@ -64,9 +53,7 @@ impl Transport for Sel4Transport {
                 .ok_or(TransportError::TooLong);
         }
         let buffer = ipc_buffer().ok_or(TransportError::Ipc(0))?;
-        let mut words = [0u64; MSG_MAX_WORDS];
-        let n = message::load(answer.length(), &registers, buffer, &mut words);
-        unpack_words(&words[..n], reply).ok_or(TransportError::TooLong)
+        message::load(answer.length(), &registers, buffer, reply).ok_or(TransportError::TooLong)
     }
 
     /// The words go in the four register MRs as they are (a fastpath

@@ -618,7 +618,8 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 return Err(e);
             }
         };
-        if let Request::RegisterMemory { extend } = request {
+        if let Request::RegisterMemory { extend } = &request {
+            let extend = *extend;
             // Takes ownership of the caps (keeps or releases them).
             if !self.clients[ci].greeted {
                 self.release_all(caps);
@@ -628,29 +629,30 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         }
         // Caps that come with anything else are not wanted.
         self.release_all(caps);
-        if let Request::Hello {
+        if let &Request::Hello {
             min_version,
             max_version,
-        } = request
+        } = &request
         {
             return self.hello(ci, min_version, max_version);
         }
         if !self.clients[ci].greeted {
             return Err(ErrorCode::VersionMismatch);
         }
-        match request {
+        // By reference: a MapBatch's entries (1 KiB) are not moved again.
+        match &request {
             Request::Hello { .. } | Request::RegisterMemory { .. } => Err(ErrorCode::Malformed),
             Request::AllocDomain => self.alloc_domain(ci).map(Reply::Domain),
-            Request::FreeDomain { domain } => self.free_domain(ci, domain).map(|()| Reply::Ok),
-            Request::Attach {
+            &Request::FreeDomain { domain } => self.free_domain(ci, domain).map(|()| Reply::Ok),
+            &Request::Attach {
                 stream,
                 ssid,
                 domain,
             } => self.attach(ci, stream, ssid, domain).map(|()| Reply::Ok),
-            Request::Detach { stream, ssid } => {
+            &Request::Detach { stream, ssid } => {
                 self.detach(ci, stream, ssid, false).map(|()| Reply::Ok)
             }
-            Request::Map {
+            &Request::Map {
                 domain,
                 iova_pfn,
                 memory,
@@ -669,20 +671,22 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                     .map(|()| Reply::Ok)
             }
             Request::MapBatch { domain, entries } => {
-                self.map_batch(ci, domain, &entries).map(|()| Reply::Ok)
+                self.map_batch(ci, *domain, entries).map(|()| Reply::Ok)
             }
-            Request::Unmap {
+            &Request::Unmap {
                 domain,
                 iova_pfn,
                 pages,
             } => self.unmap(ci, domain, iova_pfn, pages).map(|()| Reply::Ok),
-            Request::BindSva { stream, ssid } => self.bind_sva(ci, stream, ssid).map(Reply::Domain),
-            Request::UnbindSva { stream, ssid } => {
+            &Request::BindSva { stream, ssid } => {
+                self.bind_sva(ci, stream, ssid).map(Reply::Domain)
+            }
+            &Request::UnbindSva { stream, ssid } => {
                 self.detach(ci, stream, ssid, true).map(|()| Reply::Ok)
             }
-            Request::Faults { max } => Ok(Reply::Faults(self.take_faults(ci, max))),
+            &Request::Faults { max } => Ok(Reply::Faults(self.take_faults(ci, max))),
             Request::Stats => Ok(Reply::Stats(self.stats(ci))),
-            Request::Walk { domain, iova_pfn } => {
+            &Request::Walk { domain, iova_pfn } => {
                 let (_, d) = self.clients[ci].domain(domain)?;
                 let iova = iova_pfn.checked_mul(PAGE).ok_or(ErrorCode::OutOfRange)?;
                 self.core
@@ -690,7 +694,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                     .map(Reply::Walk)
                     .ok_or(ErrorCode::Unsupported)
             }
-            Request::UnregisterMemory { memory } => {
+            &Request::UnregisterMemory { memory } => {
                 self.unregister_memory(ci, memory).map(|()| Reply::Ok)
             }
         }

@@ -96,11 +96,11 @@ struct Profile {
     /// For the operation named by `XTASK_PROFILE_BLOCKS`: instructions per
     /// executed block, by owner and block start, to read beside
     /// `aarch64-linux-gnu-objdump -d` of the ELF.
-    blocks: BTreeMap<(Owner, u64), u64>,
+    blocks: BTreeMap<(String, Owner, u64), u64>,
 }
 
-/// The environment variable naming the operation whose hottest blocks the
-/// profile also lists.
+/// The environment variable naming the operations (comma-separated) whose
+/// hottest blocks the profile also lists.
 const BLOCKS_VAR: &str = "XTASK_PROFILE_BLOCKS";
 
 /// What to boot and whose symbols to use.
@@ -156,7 +156,8 @@ fn analyse(log: &Path, syms: &[(Owner, Symbols); 3]) -> Result<Profile> {
     let mut in_kernel = false;
     // Per user owner: the last function outside memcpy/memset (the caller).
     let mut caller: HashMap<Owner, String> = HashMap::new();
-    let blocks_of = std::env::var(BLOCKS_VAR).ok();
+    let blocks_of = std::env::var(BLOCKS_VAR).unwrap_or_default();
+    let wanted = |op: &str| blocks_of.split(',').any(|o| o == op);
     for line in BufReader::new(file).split(b'\n') {
         let line = String::from_utf8_lossy(&line?).into_owned();
         if let Some((start, n)) = listing.as_mut() {
@@ -214,8 +215,8 @@ fn analyse(log: &Path, syms: &[(Owner, Symbols); 3]) -> Result<Profile> {
             }
             user
         };
-        if blocks_of.as_deref() == Some(o.as_str()) {
-            *profile.blocks.entry((owner, pc)).or_default() += n;
+        if wanted(o) {
+            *profile.blocks.entry((o.clone(), owner, pc)).or_default() += n;
         }
         let name = symbols(owner).name(pc).to_string();
         let name = if matches!(name.as_str(), "memcpy" | "memset" | "memmove") {
@@ -269,11 +270,15 @@ fn print(profile: &Profile, order: &[&str]) {
         for ((owner, name), n) in top.into_iter().take(12) {
             println!("  {:>7}  {:<6}  {name}", n / runs, owner.name());
         }
-        if std::env::var(BLOCKS_VAR).ok().as_deref() == Some(op.as_str()) {
-            let mut hot: Vec<_> = profile.blocks.iter().collect();
+        let mut hot: Vec<_> = profile
+            .blocks
+            .iter()
+            .filter(|((o, _, _), _)| o == op)
+            .collect();
+        if !hot.is_empty() {
             hot.sort_by(|a, b| b.1.cmp(a.1));
             println!("  hottest blocks ({BLOCKS_VAR}):");
-            for ((owner, pc), n) in hot.into_iter().take(400) {
+            for ((_, owner, pc), n) in hot.into_iter().take(400) {
                 println!("  {:>7}  {:<6}  {pc:#x}", n / runs, owner.name());
             }
         }
