@@ -731,3 +731,27 @@ fn unmapping_a_whole_leaf_table_with_a_full_free_list_loses_no_table() {
     );
     assert_eq!(alloc.bad_frees(), 0);
 }
+
+/// The one-entry unmap keeps the level-2 table's count exact: unmapping
+/// its entries one by one frees it with the last, and a 2 MiB range with
+/// nothing mapped in a populated level-2 table is `NotMapped`, not an
+/// unmap of nothing.
+#[test]
+fn level2_entries_unmapped_one_by_one_free_their_table() {
+    let (fake, s) = smmu(true);
+    let d = attached_domain(&fake, &s);
+    let empty = s.domain_info(d).unwrap().table_pages;
+    // A block, a leaf table and another block in one level-2 table.
+    s.map(d, G1, 0x8000_0000, M2, Perms::RW).unwrap();
+    s.map(d, G1 + M2, 0x9000_1000, M2, Perms::RW).unwrap();
+    s.map(d, G1 + 4 * M2, 0x8020_0000, M2, Perms::RW).unwrap();
+    let full = s.domain_info(d).unwrap().table_pages;
+    assert!(full > empty);
+    assert_eq!(s.unmap(d, G1 + 2 * M2, M2), Err(Error::NotMapped));
+    assert_eq!(s.domain_info(d).unwrap().table_pages, full);
+    for iova in [G1 + M2, G1, G1 + 4 * M2] {
+        assert_eq!(s.unmap(d, iova, M2), Ok(M2), "{iova:#x}");
+        assert_eq!(s.unmap(d, iova, M2), Err(Error::NotMapped), "{iova:#x}");
+    }
+    assert_eq!(s.domain_info(d).unwrap().table_pages, empty);
+}

@@ -6,6 +6,8 @@
 //! (the function's requester ID, granted to it alone in `[iommu]`), its DMA
 //! pool; nothing else reaches the device.
 
+pub mod bench;
+
 use crate::checks::Checks;
 use crate::nvme::{
     self, Command, Completion, QueuePair, Regs, ADMIN_CREATE_CQ, ADMIN_CREATE_SQ, ADMIN_DELETE_CQ,
@@ -76,6 +78,38 @@ impl Fail {
     }
 }
 
+/// Where the last I/O command's time went, in counter ticks (CNTVCT_EL0,
+/// read around each part; the `blk-bench` role adds them up, see
+/// [`bench`]). A part the command did not have stays 0.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IoTimes {
+    /// From entering the command to its result.
+    pub total: u64,
+    /// Inside `DmaDomain::map_single` for the data buffer (and a PRP
+    /// list's, when it has one): the client's IOVA allocation, the IPC
+    /// round trip to the IOMMU server, the server's work.
+    pub map: u64,
+    /// Inside `DmaDomain::unmap` of them: the same, and the server's
+    /// TLB invalidation and CMD_SYNC (strict: the reply comes after them).
+    pub unmap: u64,
+    /// From the doorbell write to the completion seen: polling the
+    /// completion queue while QEMU's NVMe does the I/O.
+    pub device: u64,
+    /// Polling the IOMMU server's fault notification after completion
+    /// (and reading the fault records, if any arrived).
+    pub fault_poll: u64,
+}
+
+/// A read or write of `count` blocks at `lba`, data at PRP1/PRP2.
+fn rw_command(write: bool, lba: u64, count: u64, prp1: u64, prp2: u64) -> Command {
+    let opcode = if write { IO_WRITE } else { IO_READ };
+    Command::new(opcode, NSID)
+        .prp(prp1, prp2)
+        .cdw(10, lba as u32)
+        .cdw(11, (lba >> 32) as u32)
+        .cdw(12, (count - 1) as u32)
+}
+
 /// The driver's state.
 struct Driver {
     info: &'static StartInfo,
@@ -95,6 +129,8 @@ struct Driver {
     broken: bool,
     /// Fault records for addresses no request of the moment used.
     stray_faults: u32,
+    /// Where the last I/O command's time went.
+    times: IoTimes,
     checks: Checks,
 }
 
@@ -230,6 +266,7 @@ fn bring_up(info: &'static StartInfo, role: &'static str) -> Option<Driver> {
         max_command: MAX_COMMAND_BYTES,
         broken: false,
         stray_faults: 0,
+        times: IoTimes::default(),
         checks,
     };
     let up = d.enable();
@@ -509,18 +546,24 @@ impl Driver {
     /// One NVMe read or write of `count` blocks at `lba`, between the disk
     /// and `bytes` of the pool from byte `offset`: maps the buffer for this
     /// command, unmaps it on completion, and fails if the device reported
-    /// an error or the SMMU faulted the buffer's DMA.
+    /// an error or the SMMU faulted the buffer's DMA. Where its time went
+    /// is left in `self.times`.
     fn command(&mut self, write: bool, lba: u64, count: u64, offset: u64) -> Result<(), Fail> {
+        let start = now();
+        self.times = IoTimes::default();
         let bytes = count * self.lba_size;
         let dir = if write {
             Direction::ToDevice
         } else {
             Direction::FromDevice
         };
+        let t = now();
         let data = self
             .dma
             .map_single(&mut self.iommu, self.memory, offset, bytes, dir)
-            .map_err(Fail::iommu)?;
+            .map_err(Fail::iommu);
+        self.times.map += now().wrapping_sub(t);
+        let data = data?;
         let (prp1, prp2, list) = match self.prps(&data) {
             Ok(p) => p,
             Err(e) => {
@@ -528,19 +571,36 @@ impl Driver {
                 return Err(e);
             }
         };
-        let opcode = if write { IO_WRITE } else { IO_READ };
-        let command = Command::new(opcode, NSID)
-            .prp(prp1, prp2)
-            .cdw(10, lba as u32)
-            .cdw(11, (lba >> 32) as u32)
-            .cdw(12, (count - 1) as u32);
-        let result = self.submit_io(command);
+        let result = self.submit_io(rw_command(write, lba, count, prp1, prp2));
         let ranges = [Some(data.mapped()), list.as_ref().map(|l| l.mapped())];
+        let t = now();
         let unmapped = self.dma.unmap(&mut self.iommu, data);
         let list_unmapped = list.map(|l| self.dma.unmap(&mut self.iommu, l));
+        self.times.unmap = now().wrapping_sub(t);
+        let outcome = self.completed(result, &ranges).and_then(|()| {
+            unmapped.map_err(|e| Fail::iommu(e.error))?;
+            if let Some(Err(e)) = list_unmapped {
+                return Err(Fail::iommu(e.error));
+            }
+            Ok(())
+        });
+        self.times.total = now().wrapping_sub(start);
+        outcome
+    }
+
+    /// The end of every I/O command once the device answered (or not):
+    /// drains the fault records that arrived, and fails if the device
+    /// reported an error or the SMMU faulted DMA to one of `ranges` (the
+    /// command's buffers, as mapped).
+    fn completed(
+        &mut self,
+        result: Result<Completion, Fail>,
+        ranges: &[Option<core::ops::Range<u64>>],
+    ) -> Result<(), Fail> {
         let stream = self.stream;
         let mut hit = None;
         let mut stray = 0;
+        let t = now();
         self.drain_faults(0, |r| {
             let ours =
                 r.stream == stream && ranges.iter().flatten().any(|range| range.contains(&r.iova));
@@ -551,6 +611,7 @@ impl Driver {
                 println!("blk-driver: stray fault record: {r}");
             }
         });
+        self.times.fault_poll = now().wrapping_sub(t);
         self.stray_faults += stray;
         let c = result?;
         if !c.ok() {
@@ -560,21 +621,22 @@ impl Driver {
             println!("blk-driver: DMA fault during the command: {r}");
             return Err(Fail::new(status::DMA_FAULT, r.iova));
         }
-        unmapped.map_err(|e| Fail::iommu(e.error))?;
-        if let Some(Err(e)) = list_unmapped {
-            return Err(Fail::iommu(e.error));
-        }
         Ok(())
     }
 
+    /// Submits `command` on the I/O queue and polls for its completion;
+    /// `self.times.device` is the time from the doorbell to the completion.
     fn submit_io(&mut self, command: Command) -> Result<Completion, Fail> {
         if self.broken {
             return Err(Fail::new(status::BROKEN, 0));
         }
         let io = self.io.as_mut().ok_or(Fail::new(status::BROKEN, 0))?;
         let cid = io.push(command);
+        let t = now();
         io.ring(&self.regs);
-        self.wait(true, cid)
+        let c = self.wait(true, cid);
+        self.times.device = now().wrapping_sub(t);
+        c
     }
 
     /// A read or write request: checked, split into commands of at most

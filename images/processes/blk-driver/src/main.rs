@@ -11,6 +11,9 @@
 //!   the disk image's pattern ([`pattern`]).
 //! - `doomed-driver` / `blk-watcher` (`blk-death` system): the driver dies
 //!   by a fault with a read outstanding; the watcher outlives it.
+//! - `blk-bench` (`bench-blk` system, `cargo xtask bench`): the driver
+//!   times 4 KiB random reads with per-request mappings and with a
+//!   premapped buffer pool ([`driver::bench`]).
 //!
 //! Each check prints `check <role>/<name>: ok|FAILED (...)`; the image
 //! tests (tools/xtask/src/imagetests/blk.rs) require every expected line
@@ -40,6 +43,7 @@ fn main(info: &'static StartInfo) -> bool {
         "doomed-driver" => driver::run(info, "doomed-driver"),
         "blk-client" => client::run(info),
         "blk-watcher" => client::watcher(info),
+        "blk-bench" => driver::bench::run(info),
         other => {
             println!("blk-driver: no role named {other}");
             false
