@@ -595,6 +595,20 @@ pub struct UnmapError {
     pub mapping: DmaAddr,
 }
 
+impl core::fmt::Display for UnmapError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "unmap of {:#x}+{:#x} failed ({}); still mapped",
+            self.mapping.addr(),
+            self.mapping.size(),
+            self.error
+        )
+    }
+}
+
+impl core::error::Error for UnmapError {}
+
 impl From<UnmapError> for Error {
     fn from(e: UnmapError) -> Error {
         e.error

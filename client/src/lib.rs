@@ -312,6 +312,33 @@ pub enum Error {
     IovaExhausted,
 }
 
+impl core::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TransportError::TooManyCaps => {
+                f.write_str("more capabilities than one message carries")
+            }
+            TransportError::TooLong => f.write_str("longer than one message"),
+            TransportError::Ipc(label) => write!(f, "IPC failed (label {label})"),
+        }
+    }
+}
+
+impl core::error::Error for TransportError {}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::Iommu(code) => write!(f, "IOMMU server: {code}"),
+            Error::Transport(e) => write!(f, "transport: {e}"),
+            Error::UnexpectedReply => f.write_str("unexpected reply from the IOMMU server"),
+            Error::IovaExhausted => f.write_str("no free I/O addresses left in the window"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+
 impl From<ErrorCode> for Error {
     fn from(e: ErrorCode) -> Self {
         Error::Iommu(e)
@@ -1184,6 +1211,25 @@ fn decoded(bytes: &[u8]) -> Result<Reply, Error> {
 mod tests {
     use super::*;
     use iommu_protocol::{FaultKind, FaultRecord, Ssid, StreamId};
+
+    /// A driver's error message names the layer and the reason.
+    #[test]
+    fn errors_print_what_failed() {
+        extern crate std;
+        use std::string::ToString;
+        assert_eq!(
+            Error::Iommu(ErrorCode::NotMapped).to_string(),
+            "IOMMU server: not mapped"
+        );
+        assert_eq!(
+            Error::from(TransportError::Ipc(3)).to_string(),
+            "transport: IPC failed (label 3)"
+        );
+        assert_eq!(
+            Error::IovaExhausted.to_string(),
+            "no free I/O addresses left in the window"
+        );
+    }
 
     /// Encodes `reply` and pads it to whole words, as the transport does.
     fn wire(reply: &Reply) -> ([u8; 1024], usize) {

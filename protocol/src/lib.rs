@@ -87,6 +87,7 @@
 //! | `Stats` | 11 | 1 | 1 | 0 | yes |
 //! | `RegisterMemory { extend }` | 12 | 2–7 | 1 | 1 frame cap | no (carries a cap) |
 //! | `UnregisterMemory { memory }` | 13 | 2–6 | 1 | 0 | yes |
+//! | `Walk { domain, iova_pfn }` | 14 | 3–16 | 1–2 | 0 | yes |
 //!
 //! | reply | index | bytes | words (MRs) | fastpath |
 //! |---|---|---|---|---|
@@ -97,6 +98,7 @@
 //! | `Faults(FaultBatch)` | 4 | 4–872 | 1–109 | only if ≤ 32 bytes (≤ 1 small record) |
 //! | `Stats(ClientStats)` | 5 | 17–91 | 3–12 | only if ≤ 32 bytes |
 //! | `Err(code)` | 6 | 2 | 1 | yes |
+//! | `Walk(WalkInfo)` | 7 | 4–13 | 1–2 | yes |
 //!
 //! (The reply's fastpath eligibility matters less: `seL4_ReplyRecv` takes the
 //! fastpath under the same ≤ 4 words, no caps rule, and the hot replies,
@@ -443,6 +445,34 @@ pub struct FaultRecord {
 ///     "stream 8 ssid 0: write at 0x100000: permission fault (no such access allowed) x3"
 /// );
 /// ```
+impl core::fmt::Display for ErrorCode {
+    /// What the code means to the caller, in a few words.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ErrorCode::NotPermitted => "not permitted by the policy",
+            ErrorCode::NoSuchStream => "no such stream",
+            ErrorCode::NoSuchDomain => "no such domain",
+            ErrorCode::NoSuchMemory => "no such memory",
+            ErrorCode::Overlap => "overlaps a mapping",
+            ErrorCode::NotMapped => "not mapped",
+            ErrorCode::Misaligned => "misaligned",
+            ErrorCode::OutOfRange => "out of range",
+            ErrorCode::QuotaExceeded => "quota exceeded",
+            ErrorCode::NoMemory => "the server is out of table memory",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::Malformed => "malformed request",
+            ErrorCode::Busy => "the reply did not fit the transport",
+            ErrorCode::HardwareError => "SMMU error",
+            ErrorCode::VersionMismatch => "no common protocol version (or no Hello)",
+            ErrorCode::InUse => "in use",
+            ErrorCode::BadCapability => "not a capability the server accepts",
+            ErrorCode::NoAsid => "no ASID left",
+        })
+    }
+}
+
+impl core::error::Error for ErrorCode {}
+
 impl core::fmt::Display for FaultRecord {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let what = match self.kind {
@@ -547,7 +577,9 @@ pub enum ErrorCode {
     Unsupported,
     /// The message does not decode, or carries invalid values.
     Malformed,
-    /// Try again later.
+    /// The server could not put its reply in the reply buffer (a
+    /// transport too small for the reply: the transport's bug, not the
+    /// request's). What the request did stands; asking again does not help.
     Busy,
     /// The SMMU reported an error (command queue error, timeout).
     HardwareError,

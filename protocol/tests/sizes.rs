@@ -37,7 +37,7 @@ fn record_max() -> FaultRecord {
 }
 
 /// (name, smallest, largest) in bytes for each request, as in the crate docs.
-fn request_cases() -> [(&'static str, Request, Request, usize, usize); 14] {
+fn request_cases() -> [(&'static str, Request, Request, usize, usize); 15] {
     let full: Vec<MapEntry, MAX_BATCH> = (0..MAX_BATCH).map(|_| entry_max()).collect();
     [
         (
@@ -192,6 +192,19 @@ fn request_cases() -> [(&'static str, Request, Request, usize, usize); 14] {
             2,
             6,
         ),
+        (
+            "Walk",
+            Request::Walk {
+                domain: D0,
+                iova_pfn: 0,
+            },
+            Request::Walk {
+                domain: DM,
+                iova_pfn: u64::MAX,
+            },
+            3,
+            16,
+        ),
     ]
 }
 
@@ -285,7 +298,7 @@ fn reply_sizes_match_the_documented_table() {
     };
     let full: Vec<FaultRecord, MAX_FAULTS_PER_REPLY> =
         (0..MAX_FAULTS_PER_REPLY).map(|_| record_max()).collect();
-    let cases: [(&str, Reply, Reply, usize, usize); 7] = [
+    let cases: [(&str, Reply, Reply, usize, usize); 8] = [
         ("Ok", Reply::Ok, Reply::Ok, 1, 1),
         (
             "Hello",
@@ -336,6 +349,21 @@ fn reply_sizes_match_the_documented_table() {
             Reply::Err(ErrorCode::NoAsid),
             2,
             2,
+        ),
+        (
+            "Walk",
+            Reply::Walk(WalkInfo {
+                level: 0,
+                descriptor: 0,
+                perms: Perms(0),
+            }),
+            Reply::Walk(WalkInfo {
+                level: u8::MAX,
+                descriptor: u64::MAX,
+                perms: Perms(u8::MAX),
+            }),
+            4,
+            13,
         ),
     ];
     for (name, small, large, lo, hi) in cases {
