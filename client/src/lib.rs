@@ -168,7 +168,7 @@
 //! assert_eq!((fault.stream, fault.iova, fault.kind), (StreamId(8), 0x10_0040, FaultKind::Permission));
 //! assert_eq!(
 //!     fault.to_string(),
-//!     "stream 8 ssid 0: write at 0x100040: permission fault (no such access allowed)"
+//!     "stream 0x8 ssid 0: write at 0x100040: permission fault (no such access allowed)"
 //! );
 //!
 //! // 7. Why: the page is mapped, but read-only.
@@ -1147,9 +1147,9 @@ impl<T: Transport> Iommu<T> {
     /// assert_eq!(
     ///     report,
     ///     [
-    ///         "stream 8 ssid 0: write at 0x100008: permission fault (no such access allowed): \
+    ///         "stream 0x8 ssid 0: write at 0x100008: permission fault (no such access allowed): \
     ///          the page is mapped read-only",
-    ///         "stream 8 ssid 0: write at 0x200000: translation fault (nothing mapped there): \
+    ///         "stream 0x8 ssid 0: write at 0x200000: translation fault (nothing mapped there): \
     ///          nothing is mapped there",
     ///     ]
     /// );

@@ -427,8 +427,9 @@ pub struct FaultRecord {
     pub count: u32,
 }
 
-/// Decoded for a person: `stream 8 ssid 0: write at 0x100000: translation
-/// fault (x3)`.
+/// Decoded for a person, the StreamID in hex as PCI requester IDs are
+/// written (bus:device.function packed): `stream 0x8 ssid 0: write at
+/// 0x100000: translation fault (nothing mapped there) x3`.
 ///
 /// ```
 /// use iommu_protocol::{FaultKind, FaultRecord, Ssid, StreamId};
@@ -442,7 +443,7 @@ pub struct FaultRecord {
 /// };
 /// assert_eq!(
 ///     r.to_string(),
-///     "stream 8 ssid 0: write at 0x100000: permission fault (no such access allowed) x3"
+///     "stream 0x8 ssid 0: write at 0x100000: permission fault (no such access allowed) x3"
 /// );
 /// ```
 impl core::fmt::Display for ErrorCode {
@@ -485,7 +486,7 @@ impl core::fmt::Display for FaultRecord {
         };
         write!(
             f,
-            "stream {} ssid {}: {} at {:#x}: {what}",
+            "stream {:#x} ssid {}: {} at {:#x}: {what}",
             self.stream.0,
             self.ssid.0,
             if self.write { "write" } else { "read" },
