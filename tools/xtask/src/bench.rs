@@ -11,6 +11,12 @@
 //! (`smmuv3_cmdq_opcode`), attributed to operations by the markers the
 //! driver writes to the PL011 before and after each timed call
 //! (`pl011_write`, in the same trace, in order).
+//!
+//! Last, the `bench-blk` system: the NVMe block driver (`blk-driver` in its
+//! `blk-bench` role) times 4 KiB random reads with each buffer mapped and
+//! unmapped per request and with a premapped buffer pool; the table says
+//! what the I/O rate is and how much of each read the IOMMU server calls
+//! take (issue 15).
 
 use crate::{image, qemu, system, Ctx, Tally};
 use anyhow::{bail, Context, Result};
@@ -25,6 +31,8 @@ const SYSTEM: &str = "bench";
 /// The system it boots for the throughput under contention (two clients,
 /// each in a band of its own).
 const CONTENTION_SYSTEM: &str = "bench-contention";
+/// The system it boots for the block driver's reads (an NVMe disk).
+const BLK_SYSTEM: &str = "bench-blk";
 
 /// Linux 6.1 (Debian 12), arm-smmu-v3 behind VFIO type1, per ioctl from user
 /// space and back, same QEMU machine under `-icount shift=0` (issue 8).
@@ -288,7 +296,7 @@ fn set_iterations(n: Option<u64>) {
 pub fn build_check(ctx: &Ctx) -> Tally {
     set_iterations(None);
     let mut tally = Tally::default();
-    for system in [SYSTEM, CONTENTION_SYSTEM] {
+    for system in [SYSTEM, CONTENTION_SYSTEM, BLK_SYSTEM] {
         println!("== benchmark image builds (cargo xtask image {system})");
         match image::build(ctx, system) {
             Ok(_) => {
@@ -351,6 +359,11 @@ pub fn run(ctx: &Ctx, args: &[String]) -> Result<()> {
             .context("reading the trace")?,
     );
     let contention = boot(ctx, CONTENTION_SYSTEM, false)?;
+    let blk = boot(ctx, BLK_SYSTEM, true)?;
+    let blk_commands = parse_trace(
+        &std::fs::read_to_string(blk.trace.as_ref().expect("traced"))
+            .context("reading the trace")?,
+    );
     print_table(
         &parse_serial(&rows.serial),
         &commands,
@@ -358,6 +371,7 @@ pub fn run(ctx: &Ctx, args: &[String]) -> Result<()> {
         started.elapsed(),
     );
     print_throughput(&parse_throughput(&contention.serial));
+    print_blk(&parse_blk(&blk.serial), &blk_commands);
     Ok(())
 }
 
@@ -377,6 +391,13 @@ fn boot(ctx: &Ctx, system: &str, traced: bool) -> Result<Run> {
     let edu = desc.qemu.edu.as_deref().unwrap_or("edu");
     let trace = traced.then(|| out_dir.join("bench-trace.log"));
     let mut cmd = qemu::command(&image, edu, &desc.qemu.devices, true);
+    if let Some(disk) = &desc.qemu.disk {
+        // A fresh image each boot, as `cargo xtask run` writes it.
+        let file = qemu::disk_image(ctx, system);
+        std::fs::write(&file, disk.image())
+            .with_context(|| format!("writing {}", file.display()))?;
+        cmd.args(disk.qemu_args(&file));
+    }
     if let Some(trace) = &trace {
         let _ = std::fs::remove_file(trace);
         cmd.args([
@@ -811,6 +832,185 @@ fn print_throughput(phases: &BTreeMap<String, Phase>) {
     }
 }
 
+/// One mode of the block driver's reads (`bench: blk <mode> ...`): sums
+/// over its timed reads, in virtual nanoseconds (= guest instructions).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct BlkMode {
+    ios: u64,
+    /// From entering the driver's read to its result.
+    ns: u64,
+    /// Inside `DmaDomain::map_single` / `unmap`.
+    map: u64,
+    unmap: u64,
+    /// From the doorbell write to the completion seen (polling).
+    device: u64,
+    /// Polling the server's fault notification after each completion.
+    fault_poll: u64,
+    /// One read's least and most device wait.
+    device_min: u64,
+    device_max: u64,
+}
+
+impl BlkMode {
+    /// Everything but the device wait: the driver, the kernel, the IOMMU
+    /// server.
+    fn cpu(&self) -> u64 {
+        self.ns.saturating_sub(self.device)
+    }
+
+    fn iommu(&self) -> u64 {
+        self.map + self.unmap
+    }
+}
+
+/// The modes of `bench-blk`, in the order of the table: the driver's name,
+/// what the table calls it.
+const BLK_MODES: [(&str, &str); 3] = [
+    (
+        "strict",
+        "per-request map_single + unmap, alone in its leaf table",
+    ),
+    (
+        "strict-neighbour",
+        "per-request map_single + unmap, a live neighbour mapping",
+    ),
+    ("pool", "premapped pool (map_persistent once)"),
+];
+
+/// `bench: blk <mode> ios=<n> ns=<total> ...` lines.
+fn parse_blk(serial: &str) -> BTreeMap<String, BlkMode> {
+    let mut out = BTreeMap::new();
+    for line in serial.lines() {
+        let Some(rest) = line.strip_prefix("bench: blk ") else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let Some(mode) = words.next() else { continue };
+        let f = fields(words);
+        let get = |k: &str| f.get(k).copied();
+        if let (Some(ios), Some(ns)) = (get("ios"), get("ns")) {
+            out.insert(
+                mode.to_string(),
+                BlkMode {
+                    ios,
+                    ns,
+                    map: get("map").unwrap_or(0),
+                    unmap: get("unmap").unwrap_or(0),
+                    device: get("device").unwrap_or(0),
+                    fault_poll: get("faultpoll").unwrap_or(0),
+                    device_min: get("devmin").unwrap_or(0),
+                    device_max: get("devmax").unwrap_or(0),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// The block driver's table, as printed (None: no mode measured).
+fn blk_table(
+    modes: &BTreeMap<String, BlkMode>,
+    commands: &BTreeMap<String, Commands>,
+) -> Option<String> {
+    use std::fmt::Write;
+    if modes.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<58} {:>5} {:>10} {:>13} {:>9} {:>9} {:>9} {:>13} {:>7} {:>7} {:>8} {:>8} {:>8}",
+        "4 KiB random reads, queue depth 1, polled (NVMe)",
+        "I/Os",
+        "virt. ms",
+        "I/Os/virt. s",
+        "instr/IO",
+        "dev.wait",
+        "CPU path",
+        "CPU-bound/s",
+        "map",
+        "unmap",
+        "IOMMU %",
+        "% of CPU",
+        "cmds/IO"
+    );
+    let per = |x: u64, m: &BlkMode| x as f64 / m.ios.max(1) as f64;
+    let rate = |ns: u64, m: &BlkMode| m.ios as f64 * 1e9 / ns.max(1) as f64;
+    let pct = |x: u64, of: u64| 100.0 * x as f64 / of.max(1) as f64;
+    for (key, what) in BLK_MODES {
+        let Some(m) = modes.get(key) else {
+            let _ = writeln!(out, "{what:<58} (not measured)");
+            continue;
+        };
+        let cmds = commands.get(&format!("blk-{key}")).map_or(0, |c| c.total);
+        let _ = writeln!(
+            out,
+            "{:<58} {:>5} {:>10.3} {:>13} {:>9} {:>9} {:>9} {:>13} {:>7} {:>7} {:>7.1}% {:>7.1}% {:>8.2}",
+            what,
+            m.ios,
+            m.ns as f64 / 1e6,
+            thousands(rate(m.ns, m)),
+            thousands(per(m.ns, m)),
+            thousands(per(m.device, m)),
+            thousands(per(m.cpu(), m)),
+            thousands(rate(m.cpu(), m)),
+            thousands(per(m.map, m)),
+            thousands(per(m.unmap, m)),
+            pct(m.iommu(), m.ns),
+            pct(m.iommu(), m.cpu()),
+            per(cmds, m)
+        );
+    }
+    if let (Some(s), Some(p)) = (modes.get("strict"), modes.get("pool")) {
+        let _ = writeln!(
+            out,
+            "per-request mapping: {} more instructions per read on the CPU path than the pool ({} of them inside map_single + unmap); the pool does {:.2}x the CPU-bound reads per virtual second",
+            thousands(per(s.cpu(), s) - per(p.cpu(), p)),
+            thousands(per(s.iommu(), s)),
+            rate(p.cpu(), p) / rate(s.cpu(), s)
+        );
+    }
+    let (lo, hi) = modes.values().fold((u64::MAX, 0), |(lo, hi), m| {
+        (lo.min(m.device_min), hi.max(m.device_max))
+    });
+    let poll = modes
+        .values()
+        .map(|m| per(m.fault_poll, m))
+        .fold(0.0, f64::max);
+    let _ = writeln!(
+        out,
+        "instr/IO: virtual ns (= guest instructions) from the driver's read call to its result, mean; virt. ms: their sum; I/Os/virt. s: I/Os / virt. ms"
+    );
+    let _ = writeln!(
+        out,
+        "dev.wait: from the doorbell write to the completion seen, the driver polling; only what the guest ran meanwhile counts, which depends on the host (one read: {} to {}): not reproducible",
+        thousands(lo as f64),
+        thousands(hi as f64)
+    );
+    let _ = writeln!(
+        out,
+        "CPU path: instr/IO less dev.wait, the driver, the kernel and the IOMMU server ({} of it the driver's poll of the server's fault notification): reproducible; CPU-bound/s: I/Os per virtual second of it",
+        thousands(poll)
+    );
+    let _ = writeln!(
+        out,
+        "map, unmap: per read, inside DmaDomain::map_single / ::unmap as the driver sees them: IOVA allocation, the IPC call and reply, the server's work (the unmap's reply comes after its TLBI + CMD_SYNC)"
+    );
+    let _ = writeln!(
+        out,
+        "IOMMU %: (map + unmap) / instr/IO; % of CPU: (map + unmap) / CPU path; cmds/IO: SMMU commands per read in QEMU's trace"
+    );
+    Some(out)
+}
+
+fn print_blk(modes: &BTreeMap<String, BlkMode>, commands: &BTreeMap<String, Commands>) {
+    println!();
+    match blk_table(modes, commands) {
+        Some(t) => print!("{t}"),
+        None => println!("block driver reads: not measured"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -903,6 +1103,46 @@ mod tests {
         assert_eq!(over_goal, vec!["map-2m-block 1,000 > 938".to_string()]);
         assert!(over_vfio.is_empty());
         assert!(line("unmap 4 KiB").contains("(not measured)"));
+    }
+
+    #[test]
+    fn block_driver_lines_make_the_reads_table() {
+        let serial = "bench: blk strict ios=100 ns=800000 map=250000 unmap=250000 device=200000 faultpoll=20000 min=1 max=2 p50=3 devmin=80 devmax=90000 devp50=96 loop=9\n\
+                      bench: blk pool ios=100 ns=300000 map=0 unmap=0 device=200000 faultpoll=20000 min=1 max=2 p50=3 devmin=64 devmax=50000 devp50=96 loop=9\n\
+                      bench: blk broken ns=1\n\
+                      bench: map-4k iters=1 ns=1 min=1 max=1\n";
+        let modes = parse_blk(serial);
+        assert_eq!(modes.len(), 2);
+        assert_eq!(modes["strict"].cpu(), 600_000);
+        assert_eq!(modes["pool"].device_min, 64);
+        // The blk lines are no timed row.
+        assert!(!parse_serial(serial).contains_key("blk"));
+        let mut trace = String::new();
+        for b in b"@blk-strict\n" {
+            trace += &format!("pl011_write addr 0x00000000 value 0x{b:08x}\n");
+        }
+        for _ in 0..100 {
+            trace += "smmuv3_cmdq_opcode <--- SMMU_CMD_TLBI_NH_VA\nsmmuv3_cmdq_opcode <--- SMMU_CMD_SYNC\n";
+        }
+        let t = blk_table(&modes, &parse_trace(&trace)).unwrap();
+        let line = |start: &str| t.lines().find(|l| l.starts_with(start)).unwrap();
+        // 100 reads in 800 us: 125,000 a second; 6,000 on the CPU path,
+        // 5,000 of them map + unmap: 62.5% of a read, 83.3% of its CPU path.
+        let strict = line("per-request map_single + unmap, alone");
+        for want in [
+            "0.800", "125,000", "8,000", "2,000", "6,000", "166,667", "2,500",
+        ] {
+            assert!(strict.contains(want), "{want} in {strict}");
+        }
+        assert!(strict.contains("62.5%") && strict.contains("83.3%") && strict.ends_with("2.00"));
+        let pool = line("premapped pool");
+        assert!(pool.contains("1,000,000") && pool.contains("0.0%") && pool.ends_with("0.00"));
+        assert!(line("per-request map_single + unmap, a live").contains("(not measured)"));
+        assert!(t.contains("5,000 more instructions per read"), "{t}");
+        assert!(t.contains("(5,000 of them"), "{t}");
+        assert!(t.contains("6.00x the CPU-bound reads"), "{t}");
+        assert!(t.contains("64 to 90,000"), "{t}");
+        assert!(blk_table(&BTreeMap::new(), &BTreeMap::new()).is_none());
     }
 
     #[test]
