@@ -31,6 +31,7 @@ const COMMAND: usize = 0x04;
 const BAR0: usize = 0x10;
 /// The upper half of a 64-bit BAR0.
 const BAR1: usize = 0x14;
+const COMMAND_IO_SPACE: u32 = 1;
 const COMMAND_MEMORY_SPACE: u32 = 1 << 1;
 const COMMAND_BUS_MASTER: u32 = 1 << 2;
 /// BAR bits 2:1, type: 0b00 is a 32-bit memory BAR, 0b10 a 64-bit one
@@ -38,6 +39,11 @@ const COMMAND_BUS_MASTER: u32 = 1 << 2;
 const BAR_TYPE: u32 = 0b110;
 const BAR_TYPE_64: u32 = 0b100;
 const BAR_IO: u32 = 1;
+/// A type 0 header's BARs: six words from 0x10.
+const BARS: usize = 6;
+/// The 32-bit PCIe MMIO window of `virt,highmem=off` (QEMU's `hw/arm/virt.c`
+/// VIRT_PCIE_MMIO): every BAR placed lies inside it.
+const MMIO_WINDOW: (u64, u64) = (0x1000_0000, 0x3eff_0000);
 
 /// The functions the root task programmed, to turn on bus mastering later.
 pub struct Functions {
@@ -87,9 +93,11 @@ impl Functions {
         if ids & 0xffff == 0xffff {
             return Err(fail("no function there"));
         }
+        // Decoding off while the BARs are sized; I/O space stays off for
+        // good (no process is given the I/O window).
         config.write(
             COMMAND,
-            config.read(COMMAND) & !(COMMAND_MEMORY_SPACE | COMMAND_BUS_MASTER),
+            config.read(COMMAND) & !(COMMAND_IO_SPACE | COMMAND_MEMORY_SPACE | COMMAND_BUS_MASTER),
         );
         config.write(BAR0, u32::MAX);
         let probe = config.read(BAR0);
@@ -120,6 +128,30 @@ impl Functions {
             return Err(fail("bar0 is not aligned to BAR0's size"));
         }
         let end = f.bar0 + size;
+        if f.bar0 < MMIO_WINDOW.0 || end > MMIO_WINDOW.1 {
+            return Err(fail("BAR0 would not lie inside the PCIe MMIO window"));
+        }
+        // Memory decoding turns on every memory BAR of the function, and
+        // QEMU's virt board decodes a BAR left at address 0 there (it
+        // allows BARs at 0): one the root task does not place could cover
+        // another function's BAR0 or anything else below its size. Only
+        // BAR0 is placed, so a function with another memory BAR is
+        // refused. (An I/O BAR stays dark: I/O space is never enabled.
+        // The expansion ROM has its own enable bit, never set.)
+        for i in (if wide { 2 } else { 1 })..BARS {
+            let at = BAR0 + 4 * i;
+            let was = config.read(at);
+            config.write(at, u32::MAX);
+            let probe = config.read(at);
+            config.write(at, was);
+            // An unimplemented BAR reads all zeroes (PCI Local Bus 6.2.5.1);
+            // a 64-bit one of 4 GiB or more has no size bits in its low word.
+            if probe & BAR_IO == 0 && probe != 0 {
+                return Err(fail(
+                    "the function has a memory BAR besides BAR0, which the root task does not place",
+                ));
+            }
+        }
         if self.placed[..self.count]
             .iter()
             .any(|&(start, stop)| start < end && f.bar0 < stop)

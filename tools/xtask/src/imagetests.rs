@@ -27,6 +27,7 @@ pub fn run_all(ctx: &Ctx) -> Tally {
     resources(ctx, &mut t);
     misconfig(ctx, &mut t);
     misconfig_bar(ctx, &mut t);
+    misconfig_cmb(ctx, &mut t);
     console(ctx, &mut t);
     dma_demo::run(ctx, &mut t);
     robust::run(ctx, &mut t);
@@ -331,42 +332,43 @@ fn fault(ctx: &Ctx, t: &mut Checks) {
 
 /// A misconfigured system stops at boot with a clear error, not a hang.
 fn misconfig(ctx: &Ctx, t: &mut Checks) {
-    let Some(out) = boot(ctx, t, "misconfig") else {
-        return;
-    };
-    t.check(
-        "misconfig/clear-boot-error",
-        contains(
-            &out,
-            "root: ERROR: greedy: no device untyped covers 0x8000000",
-        ),
-    );
-    t.check(
-        "misconfig/stops-with-exit-code-2",
-        if out.exit_code == Some(2) && !out.timed_out {
-            Ok(())
-        } else {
-            Err(out.summary())
-        },
+    refused_at_boot(
+        ctx,
+        t,
+        "misconfig",
+        "root: ERROR: greedy: no device untyped covers 0x8000000",
     );
 }
 
-/// A process's device region inside another process's BAR, past what the
-/// description declares of it: only the root task knows the BAR's real
-/// size, and it stops at boot.
 fn misconfig_bar(ctx: &Ctx, t: &mut Checks) {
-    let Some(out) = boot(ctx, t, "misconfig-bar") else {
+    refused_at_boot(
+        ctx,
+        t,
+        "misconfig-bar",
+        "root: ERROR: snoop: PCI function 00:01.0: a device region of this process overlaps the function's BAR",
+    );
+}
+
+/// A function with a memory BAR besides BAR0 (an NVMe controller memory
+/// buffer) is refused: memory decoding would turn it on at address 0.
+fn misconfig_cmb(ctx: &Ctx, t: &mut Checks) {
+    refused_at_boot(
+        ctx,
+        t,
+        "misconfig-cmb",
+        "root: ERROR: driver: PCI function 00:03.0: the function has a memory BAR besides BAR0, which the root task does not place",
+    );
+}
+
+/// Boots `system`, which the root task must refuse: it prints `error`
+/// and stops with exit code 2 (not a timeout).
+fn refused_at_boot(ctx: &Ctx, t: &mut Checks, system: &str, error: &str) {
+    let Some(out) = boot(ctx, t, system) else {
         return;
     };
+    t.check(&format!("{system}/clear-boot-error"), contains(&out, error));
     t.check(
-        "misconfig-bar/clear-boot-error",
-        contains(
-            &out,
-            "root: ERROR: snoop: PCI function 00:01.0: a device region of this process overlaps the function's BAR",
-        ),
-    );
-    t.check(
-        "misconfig-bar/stops-with-exit-code-2",
+        &format!("{system}/stops-with-exit-code-2"),
         if out.exit_code == Some(2) && !out.timed_out {
             Ok(())
         } else {
