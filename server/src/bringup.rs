@@ -1,6 +1,6 @@
 //! Bringing an SMMUv3 up and down: probe the ID registers, allocate the
 //! queues and the stream table, run the enable sequence; and the reverse.
-//! What comes out ([`Parts`]) is handed to the core ([`crate::shared`]),
+//! What comes out (`Parts`) is handed to the core ([`crate::shared`]),
 //! which puts each piece behind its lock.
 
 use embedded_hal::delay::DelayNs;

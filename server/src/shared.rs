@@ -8,7 +8,7 @@
 //! from the one the seL4 server runs.
 //!
 //! # What each lock guards (DESIGN.md 5)
-//! * **ASID lock** ([`AsidState`]): the ASID allocator, the stream table,
+//! * **ASID lock** (`AsidState`): the ASID allocator, the stream table,
 //!   every stream's CD table (so all STE and CD programming), which
 //!   domain's CD each (StreamID, SSID) carries, and a copy of each domain's
 //!   ASID and TTB0. Every change of an ASID or of the set of CDs that carry
@@ -34,7 +34,7 @@
 //! is free (invariant 2); attach changes the lists only under the ASID lock.
 //!
 //! # The seed's race (test builds only)
-//! Under `--cfg loom`, [`AttachOrder::SeedRace`] makes attach take the
+//! Under `--cfg loom`, `AttachOrder::SeedRace` makes attach take the
 //! device off its old domain's list *before* the ASID lock, as Linux did
 //! before "Hold arm_smmu_asid_lock during all of attach_dev": an ASID change
 //! of the old domain in that window misses the device's CD, frees the old
@@ -1373,7 +1373,7 @@ where
     /// the CDs cached through it, SMMUv3 4.3.1), then the CD table is freed;
     /// otherwise (substreams) the STE's S1DSS changes first when SSID 0
     /// leaves, then the CD is cleared. Errors: `NotAttached`, `Timeout`,
-    /// `Hardware` (the books then follow memory, see [`Self::settle`]).
+    /// `Hardware` (the books then follow memory, see `settle`).
     pub fn detach(&self, sid: u32, ssid: u32) -> Result<()> {
         let mut t0 = Token::unlocked();
         let (mut a, mut t1) = self.asid.lock(&mut t0);
