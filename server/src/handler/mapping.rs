@@ -276,17 +276,19 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             return Ok(());
         }
         // The whole range must be mapped; count what it covers and how many
-        // records a partial unmap splits in two.
+        // records a partial unmap splits in two, and note which records it
+        // touches (one pass over the records, not two).
         let mut covered = 0u64;
         let mut splits = 0usize;
-        for m in c.mappings.iter().filter(|m| m.domain == slot) {
+        let mut hits: Vec<u8, MAX_MAPPINGS> = Vec::new();
+        for (i, m) in c.mappings.iter().enumerate() {
             let lo = m.iova_pfn.max(pfn);
             let hi = m.end().min(end);
-            if lo < hi {
+            if m.domain == slot && lo < hi {
                 covered += hi - lo;
-                if m.iova_pfn < pfn && m.end() > end {
-                    splits += 1;
-                }
+                splits += usize::from(m.iova_pfn < pfn && m.end() > end);
+                // Cannot fail: at most MAX_MAPPINGS records (indices fit u8).
+                let _ = hits.push(i as u8);
             }
         }
         if covered != pages {
@@ -298,16 +300,23 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         self.core
             .unmap(d, pfn << WIRE_PAGE_SHIFT, pages << WIRE_PAGE_SHIFT)?;
         let c = &mut self.clients[ci];
-        let mut i = 0;
-        while i < c.mappings.len() {
-            let m = c.mappings[i];
+        // Highest index first: `swap_remove` moves the last record into the
+        // hole, and that one is never a hit still to come (those all sit
+        // lower) but an untouched record or a piece pushed here, which lie
+        // outside the range.
+        // Pages taken off each memory's count, applied once per memory.
+        let mut freed = [0u64; MAX_MEMORY];
+        for &i in hits.iter().rev() {
+            let m = c.mappings.swap_remove(usize::from(i));
             let lo = m.iova_pfn.max(pfn);
             let hi = m.end().min(end);
-            if m.domain != slot || lo >= hi {
-                i += 1;
+            if let Some(n) = freed.get_mut(usize::from(m.memory)) {
+                *n += hi - lo;
+            }
+            if lo == m.iova_pfn && hi == m.end() {
+                // Wholly inside the range (the usual case): nothing left.
                 continue;
             }
-            c.unmapped(m.memory, hi - lo);
             let head = MapRec {
                 pages: lo - m.iova_pfn,
                 ..m
@@ -318,9 +327,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 offset_pfn: m.offset_pfn + (hi - m.iova_pfn),
                 ..m
             };
-            c.mappings.swap_remove(i);
-            // Pieces go to the end, past `i`, and are outside the range, so
-            // they are skipped when the loop reaches them.
+            // Room was checked above.
             if head.pages > 0 {
                 let _ = c.mappings.push(head);
             }
@@ -328,9 +335,17 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
                 let _ = c.mappings.push(tail);
             }
         }
+        for (memory, &n) in freed.iter().enumerate() {
+            if n > 0 {
+                c.unmapped(memory as u8, n);
+            }
+        }
         Ok(())
     }
 }
+
+// An unmap notes the records it touches by u8 index.
+const _: () = assert!(MAX_MAPPINGS <= 256);
 
 /// Level-3, level-2 and level-1 blocks (2 MiB, 1 GiB, 512 GiB) that
 /// `[pfn, pfn + pages)` touches: at most the tables mapping it can add.
