@@ -75,6 +75,17 @@ impl<const WORDS: usize> DmaPool<WORDS> {
         // First page index whose physical address is aligned.
         let misalign = (self.paddr as usize) & (align - 1);
         let mut first = ((align - misalign) & (align - 1)) / PAGE;
+        if step == 1 {
+            // Page-aligned (every table): no run starts before the first
+            // free page, found a word (64 pages) at a time.
+            first = self
+                .used
+                .iter()
+                .position(|&w| w != u64::MAX)
+                .map_or(self.pages, |i| {
+                    i * 64 + self.used[i].trailing_ones() as usize
+                });
+        }
         while first + count <= self.pages {
             match (first..first + count).rfind(|&p| self.is_used(p)) {
                 None => return Some(first),
@@ -266,6 +277,28 @@ mod tests {
         // SAFETY: as above.
         assert_eq!(unsafe { again.vaddr.read() }, 0);
         assert_eq!(pool.alloc(PAGE, PAGE), Err(OutOfMemory));
+    }
+
+    #[test]
+    fn page_aligned_runs_start_at_the_first_free_page_past_full_words() {
+        let (_backing, mut pool) = pool(200, 0x4000_0000);
+        let blocks: std::vec::Vec<DmaBlock> =
+            (0..140).map(|_| pool.alloc(PAGE, PAGE).unwrap()).collect();
+        pool.free(blocks[130]);
+        pool.free(blocks[66]);
+        pool.free(blocks[3]);
+        pool.free(blocks[4]);
+        // Two pages: the first free pair, below the single free pages.
+        assert_eq!(pool.alloc(2 * PAGE, PAGE).unwrap().paddr, blocks[3].paddr);
+        assert_eq!(pool.alloc(PAGE, PAGE).unwrap().paddr, blocks[66].paddr);
+        assert_eq!(pool.alloc(PAGE, PAGE).unwrap().paddr, blocks[130].paddr);
+        assert_eq!(
+            pool.alloc(PAGE, PAGE).unwrap().paddr,
+            0x4000_0000 + 140 * PAGE as u64
+        );
+        // Past the end of the pool nothing is found, free bits or not.
+        while pool.alloc(PAGE, PAGE).is_ok() {}
+        assert_eq!(pool.pages_in_use(), 200);
     }
 
     #[test]
