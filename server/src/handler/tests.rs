@@ -1215,3 +1215,42 @@ fn the_pieces_a_partial_unmap_leaves_keep_their_place_in_the_memory() {
     pieces.sort_unstable();
     assert_eq!(pieces, [(0x100, 2, 2), (0x104, 2, 6)]);
 }
+
+/// A memory's frames merge into physically contiguous runs; a map that
+/// starts inside one run and crosses into others takes each page from the
+/// frame the offset names, and no page past the range.
+#[test]
+fn maps_across_runs_take_each_page_from_its_own_frame() {
+    let mut h = handler();
+    hello(&mut h, A);
+    let d = domain(&mut h, A);
+    // Runs: pages 0-1 at 0x4000_0000 (two adjacent frames), 2-3 at
+    // 0x5000_0000, 4 at 0x6000_0000.
+    let caps = [
+        h.resolver.frame(0x4000_0000, 0x1000),
+        h.resolver.frame(0x4000_1000, 0x1000),
+        h.resolver.frame(0x5000_0000, 0x2000),
+        h.resolver.frame(0x6000_0000, 0x1000),
+    ];
+    let m = register(&mut h, A, &caps);
+    let mut frames: BTreeMap<u64, u64> = BTreeMap::new();
+    for (base, n) in [(0x4_0000u64, 2u64), (0x5_0000, 2), (0x6_0000, 1)] {
+        for i in 0..n {
+            frames.insert(base + i, 0);
+        }
+    }
+    for (iova_pfn, offset, pages) in [(0x100, 1, 4), (0x200, 1, 2), (0x300, 3, 2), (0x400, 0, 5)] {
+        assert_eq!(
+            call(&mut h, A, &map(d, iova_pfn, m, offset, pages), &[]),
+            Reply::Ok,
+            "offset {offset} pages {pages}"
+        );
+        check_translation_invariant(&h, &frames);
+    }
+    // Past the memory's last page: refused, nothing mapped.
+    assert_eq!(
+        call(&mut h, A, &map(d, 0x500, m, 4, 2), &[]),
+        ERR(ErrorCode::OutOfRange)
+    );
+    check_translation_invariant(&h, &frames);
+}
