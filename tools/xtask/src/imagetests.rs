@@ -71,7 +71,12 @@ fn boot(ctx: &Ctx, t: &mut Checks, system: &str) -> Option<BootOutcome> {
     };
     t.check(&format!("{system}/build"), Ok(()));
     let mut options = BootOptions::test(system);
-    options.timeout = Some(Duration::from_secs(30));
+    // The description's own limit (`[qemu] timeout_secs`) when it sets one
+    // (blk-death's throttled disk takes seconds by design), else 30 s.
+    let limit = system::load(&ctx.root, system)
+        .ok()
+        .and_then(|d| d.qemu.timeout_secs);
+    options.timeout = Some(Duration::from_secs(limit.unwrap_or(30)));
     match qemu::boot(ctx, &image, &options) {
         Ok(outcome) => {
             if let Some(at) = outcome.time_to("root: seL4 root task") {

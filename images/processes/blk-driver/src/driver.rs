@@ -13,7 +13,8 @@ use crate::nvme::{
     self, Command, Completion, QueuePair, Regs, ADMIN_CREATE_CQ, ADMIN_CREATE_SQ, ADMIN_DELETE_CQ,
     ADMIN_DELETE_SQ, ADMIN_IDENTIFY, CSTS_CFS, CSTS_RDY, IO_COMPARE, IO_FLUSH, IO_READ, IO_WRITE,
 };
-use crate::proto::{op, status, CHUNK, STAGING_BYTES};
+use crate::pattern::image_byte;
+use crate::proto::{op, staging_range, status, CHUNK, CONTROL_BADGE, STAGING_BYTES};
 use crate::{COUNTER_HZ, PAGE};
 use iommu_client::{
     Direction, DmaAddr, DmaDomain, Error, FaultRecord, Iommu, MemoryHandle, Ssid, StreamId,
@@ -42,7 +43,8 @@ const PAGE_STAGING: u64 = 11;
 /// Pages registered with the IOMMU server.
 const POOL_PAGES: u64 = PAGE_STAGING + STAGING_BYTES / PAGE;
 
-/// 64 entries per queue: one page of submissions, a quarter of completions.
+/// 64 entries per queue at most (one page of submissions, a quarter of
+/// completions); fewer if the controller's CAP.MQES allows fewer.
 const QUEUE_ENTRIES: u16 = 64;
 const IO_QID: u16 = 1;
 const NSID: u32 = 1;
@@ -53,6 +55,10 @@ const IOVA_BASE: u64 = 0x10_0000;
 const IOVA_SIZE: u64 = 0x1000_0000;
 /// How long a command may take.
 const COMMAND_TIMEOUT: u64 = 2 * COUNTER_HZ;
+/// How long to wait for the IOMMU server's fault notification after a
+/// completion that reports an error (a DMA the SMMU refused is a likely
+/// cause): 10 ms.
+const FAULT_SETTLE: u64 = COUNTER_HZ / 100;
 
 const FILL_TEST: u8 = 0xa5;
 const FILL_CANARY: u8 = 0xc5;
@@ -96,7 +102,8 @@ pub struct IoTimes {
     /// completion queue while QEMU's NVMe does the I/O.
     pub device: u64,
     /// Polling the IOMMU server's fault notification after completion
-    /// (and reading the fault records, if any arrived).
+    /// (one system call first, see [`Driver::drain_faults`]; reading the
+    /// fault records, if any arrived).
     pub fault_poll: u64,
 }
 
@@ -121,12 +128,29 @@ struct Driver {
     notify: Option<CPtr>,
     admin: QueuePair,
     io: Option<QueuePair>,
-    /// Persistent mappings (queues), unmapped at shutdown.
-    rings: [Option<DmaAddr>; 4],
+    /// Persistent mappings (queues) and their purposes, unmapped at
+    /// shutdown.
+    rings: [Option<(DmaAddr, &'static str)>; 4],
     lba_size: u64,
     lba_count: u64,
     max_command: u64,
+    /// Entries in each queue: min([`QUEUE_ENTRIES`], CAP.MQES + 1).
+    queue_entries: u16,
+    /// A command timed out or the controller reported a fatal status: the
+    /// controller is out of service (reset, or trying to be).
     broken: bool,
+    /// The broken controller was reset and reported CSTS.RDY = 0: it does
+    /// no more DMA, so buffers may be unmapped and their I/O addresses
+    /// handed out again.
+    quiesced: bool,
+    /// Bytes of I/O addresses kept allocated for good: buffers of commands
+    /// a controller that never stopped may still be working on.
+    quarantined: u64,
+    /// Print every map and unmap (`<role>: dma map|unmap <purpose> IOVA
+    /// <addr> pages <n>`): the image test attributes each translation in
+    /// QEMU's SMMU trace to the mapping it went through and judges its
+    /// permission by the purpose. Off in the bench role.
+    log_dma: bool,
     /// Fault records for addresses no request of the moment used.
     stray_faults: u32,
     /// Where the last I/O command's time went.
@@ -181,8 +205,19 @@ fn find_function(info: &StartInfo) -> Result<(StreamId, usize, u64, u64), &'stat
 }
 
 /// Brings the controller up; `None` after printing why if it cannot.
-fn bring_up(info: &'static StartInfo, role: &'static str) -> Option<Driver> {
+/// `log_dma`: print every map and unmap (see [`Driver::log_dma`]).
+fn bring_up(info: &'static StartInfo, role: &'static str, log_dma: bool) -> Option<Driver> {
     let mut checks = Checks::new(role);
+    if !checks.check(
+        "dma-pool",
+        info.dma.frames >= POOL_PAGES,
+        format_args!(
+            "{} pages from the system's dma.pages, {POOL_PAGES} needed (queues, identify, PRP list, canary, test pages, staging buffer)",
+            info.dma.frames
+        ),
+    ) {
+        return None;
+    }
     let found = find_function(info);
     let Ok((stream, vaddr, bar0, bar0_size)) = found else {
         checks.check("pci-probe", false, format_args!("{found:?}"));
@@ -190,11 +225,13 @@ fn bring_up(info: &'static StartInfo, role: &'static str) -> Option<Driver> {
     };
     // SAFETY: the root task placed BAR0 at bar0 and mapped it at vaddr.
     let regs = unsafe { Regs::new(vaddr) };
+    // What the root task tells of the BAR: its address and decoded size
+    // (not its type); the image test compares them with the description.
     checks.check(
         "pci-probe",
         true,
         format_args!(
-            "NVMe {:04x}:{:04x} BAR0 at {bar0:#x} ({} KiB, 64-bit), StreamID {:#x}, version {:#x}, CAP {:#x}",
+            "NVMe {:04x}:{:04x} BAR0 at {bar0:#x} ({} KiB, as the root task placed and sized it), StreamID {:#x}, version {:#x}, CAP {:#x}",
             nvme::VENDOR,
             nvme::DEVICE,
             bar0_size / 1024,
@@ -241,13 +278,24 @@ fn bring_up(info: &'static StartInfo, role: &'static str) -> Option<Driver> {
     for page in 0..PAGE_STAGING {
         pool_page(info, page).fill(0);
     }
-    // SAFETY: pages 0 and 1 of the pool, zeroed, hold nothing else.
+    // What AQA and the I/O queues' sizes say, and where the queues wrap.
+    let queue_entries = u32::from(QUEUE_ENTRIES).min(regs.max_queue_entries()) as u16;
+    if queue_entries < 2 {
+        checks.check(
+            "controller-enabled",
+            false,
+            format_args!("CAP.MQES allows {queue_entries} queue entries, 2 at least are needed"),
+        );
+        return None;
+    }
+    // SAFETY: pages 0 and 1 of the pool, zeroed, hold nothing else; a page
+    // holds 64 entries of either kind.
     let admin = unsafe {
         QueuePair::new(
             0,
             (info.dma.vaddr + PAGE_ADMIN_SQ * PAGE) as usize,
             (info.dma.vaddr + PAGE_ADMIN_CQ * PAGE) as usize,
-            QUEUE_ENTRIES,
+            queue_entries,
         )
     };
     let mut d = Driver {
@@ -264,7 +312,11 @@ fn bring_up(info: &'static StartInfo, role: &'static str) -> Option<Driver> {
         lba_size: 0,
         lba_count: 0,
         max_command: MAX_COMMAND_BYTES,
+        queue_entries,
         broken: false,
+        quiesced: false,
+        quarantined: 0,
+        log_dma,
         stray_faults: 0,
         times: IoTimes::default(),
         checks,
@@ -300,16 +352,124 @@ fn bring_up(info: &'static StartInfo, role: &'static str) -> Option<Driver> {
 }
 
 impl Driver {
-    fn persistent(&mut self, page: u64, dir: Direction) -> Result<u64, Fail> {
+    fn persistent(
+        &mut self,
+        page: u64,
+        dir: Direction,
+        purpose: &'static str,
+    ) -> Result<u64, Fail> {
         let m = self
             .dma
             .map_persistent(&mut self.iommu, self.memory, page * PAGE, PAGE, dir)
             .map_err(Fail::iommu)?;
+        self.logged("map", purpose, m.mapped());
         let addr = m.addr();
         if let Some(slot) = self.rings.iter_mut().find(|r| r.is_none()) {
-            *slot = Some(m);
+            *slot = Some((m, purpose));
         }
         Ok(addr)
+    }
+
+    /// One line of the DMA log (see [`Driver::log_dma`]).
+    fn logged(&self, what: &str, purpose: &str, r: core::ops::Range<u64>) {
+        if self.log_dma {
+            println!(
+                "{}: dma {what} {purpose} IOVA {:#x} pages {}",
+                self.checks_role(),
+                r.start,
+                (r.end - r.start) / PAGE
+            );
+        }
+    }
+
+    /// `bytes` of the pool from byte `offset` mapped for one request
+    /// (`map_single`); `purpose` names it in the DMA log.
+    fn map(
+        &mut self,
+        offset: u64,
+        bytes: u64,
+        dir: Direction,
+        purpose: &str,
+    ) -> Result<DmaAddr, Fail> {
+        let m = self
+            .dma
+            .map_single(&mut self.iommu, self.memory, offset, bytes, dir)
+            .map_err(Fail::iommu)?;
+        self.logged("map", purpose, m.mapped());
+        Ok(m)
+    }
+
+    /// Takes a mapping away. Normally a strict unmap: the server replies
+    /// after the SMMU's TLBs are invalidated and synced, and the I/O
+    /// addresses go back to the allocator.
+    ///
+    /// After a command timed out (or the controller failed) and the reset
+    /// did not bring CSTS.RDY to 0, the controller may still be working on
+    /// any command it was given: the mapping is still taken away at the
+    /// server (a late DMA then faults), but its I/O addresses stay
+    /// allocated for good, so that no later buffer is ever given an address
+    /// the device may still use ([`Driver::quarantined`]).
+    fn unmap(&mut self, m: DmaAddr, purpose: &str) -> Result<(), Fail> {
+        let r = m.mapped();
+        if self.broken && !self.quiesced {
+            self.iommu
+                .unmap(self.dma.domain(), r.start, r.end - r.start)
+                .map_err(Fail::iommu)?;
+            self.logged("unmap", purpose, r.clone());
+            self.quarantined += r.end - r.start;
+            // Never handed back to the DMA domain: its addresses stay
+            // allocated in the domain's allocator.
+            let _kept_allocated = m;
+            return Ok(());
+        }
+        match self.dma.unmap(&mut self.iommu, m) {
+            Ok(()) => {
+                self.logged("unmap", purpose, r);
+                Ok(())
+            }
+            // Given up while still mapped: its addresses stay allocated.
+            Err(e) => Err(Fail::iommu(e.error)),
+        }
+    }
+
+    /// The controller is out of service (a command timed out, or CSTS.CFS):
+    /// reset it (CC.EN = 0) and wait, for CAP.TO at most, until it reports
+    /// CSTS.RDY = 0. A controller that completed its reset has stopped
+    /// processing every command it was given (NVMe base specification,
+    /// controller level reset; QEMU's cancels and drains its in-flight
+    /// requests before RDY clears), so the buffers can then be unmapped
+    /// and their addresses reused ([`Driver::quiesced`]); otherwise
+    /// [`Driver::unmap`] keeps their addresses for good.
+    fn halt(&mut self, why: Fail) {
+        if self.broken {
+            return;
+        }
+        self.broken = true;
+        self.io = None;
+        self.regs.disable();
+        // RDY alone decides (a fatal status may stay set through the reset).
+        let limit = (self.regs.timeout_500ms().max(1) * COUNTER_HZ) / 2;
+        let start = now();
+        let stopped = loop {
+            let csts = self.regs.csts();
+            if csts & CSTS_RDY == 0 {
+                break Ok(());
+            }
+            if now().wrapping_sub(start) > limit {
+                break Err(Fail::new(status::TIMEOUT, u64::from(csts)));
+            }
+            syscalls::yield_now();
+        };
+        self.quiesced = stopped.is_ok();
+        println!(
+            "{}: controller out of service ({why:?}): reset, CSTS.RDY = 0: {stopped:?}; the buffers of unfinished commands are {}",
+            self.checks_role(),
+            if self.quiesced {
+                "unmapped and their I/O addresses freed"
+            } else {
+                "unmapped, their I/O addresses kept allocated for good"
+            }
+        );
     }
 
     /// Waits until CSTS.RDY is `ready`, for CAP.TO at most.
@@ -336,9 +496,9 @@ impl Driver {
         self.regs.disable();
         self.wait_ready(false)?;
         self.regs.mask_interrupts();
-        let entries = u32::from(QUEUE_ENTRIES).min(self.regs.max_queue_entries());
-        let asq = self.persistent(PAGE_ADMIN_SQ, Direction::ToDevice)?;
-        let acq = self.persistent(PAGE_ADMIN_CQ, Direction::FromDevice)?;
+        let entries = u32::from(self.queue_entries);
+        let asq = self.persistent(PAGE_ADMIN_SQ, Direction::ToDevice, "admin-sq")?;
+        let acq = self.persistent(PAGE_ADMIN_CQ, Direction::FromDevice, "admin-cq")?;
         self.regs.set_admin_queues(entries, entries, asq, acq);
         self.regs.enable();
         self.wait_ready(true)?;
@@ -353,8 +513,9 @@ impl Driver {
         self.info.name.as_str()
     }
 
-    /// Waits for the completion of command `cid` on `queue` (admin if
-    /// None).
+    /// Waits for the completion of command `cid` on the I/O queue (`io`)
+    /// or the admin queue. A timeout or a fatal controller status takes the
+    /// controller out of service ([`Driver::halt`]) before it returns.
     fn wait(&mut self, io: bool, cid: u16) -> Result<Completion, Fail> {
         let start = now();
         loop {
@@ -375,15 +536,16 @@ impl Driver {
             }
             let csts = self.regs.csts();
             if csts & CSTS_CFS != 0 {
-                self.broken = true;
-                return Err(Fail::new(status::BROKEN, u64::from(csts)));
+                let f = Fail::new(status::BROKEN, u64::from(csts));
+                self.halt(f);
+                return Err(f);
             }
             if now().wrapping_sub(start) > COMMAND_TIMEOUT {
-                // The command may still complete: the controller is out of
-                // service from now on (its buffers are unmapped by the
-                // caller, so a late DMA faults instead of landing).
-                self.broken = true;
-                return Err(Fail::new(status::TIMEOUT, u64::from(cid)));
+                // The command may still be under way: the controller is
+                // reset before the caller unmaps the command's buffers.
+                let f = Fail::new(status::TIMEOUT, u64::from(cid));
+                self.halt(f);
+                return Err(f);
             }
         }
     }
@@ -401,23 +563,20 @@ impl Driver {
 
     /// Identify into the identify page, mapped for this command only.
     fn identify_page(&mut self, cns: u32, nsid: u32) -> Result<&'static [u8; 4096], Fail> {
-        let buf = self
-            .dma
-            .map_single(
-                &mut self.iommu,
-                self.memory,
-                PAGE_IDENTIFY * PAGE,
-                PAGE,
-                Direction::FromDevice,
-            )
-            .map_err(Fail::iommu)?;
+        let buf = self.map(
+            PAGE_IDENTIFY * PAGE,
+            PAGE,
+            Direction::FromDevice,
+            "identify",
+        )?;
         let command = Command::new(ADMIN_IDENTIFY, nsid)
             .prp(buf.addr(), 0)
             .cdw(10, cns);
         let result = self.admin(command);
-        let unmapped = self.dma.unmap(&mut self.iommu, buf);
+        // After a timeout, `wait` reset the controller first.
+        let unmapped = self.unmap(buf, "identify");
         result?;
-        unmapped.map_err(|e| Fail::iommu(e.error))?;
+        unmapped?;
         Ok(pool_page(self.info, PAGE_IDENTIFY))
     }
 
@@ -440,14 +599,17 @@ impl Driver {
         let format = usize::from(n[26] & 0xf);
         let lbads = n[128 + 4 * format + 2];
         self.lba_count = nsze;
-        self.lba_size = 1 << lbads;
+        // The device's word: a shift past 63 is no size (0, which the
+        // caller refuses), not a panic.
+        self.lba_size = 1u64.checked_shl(u32::from(lbads)).unwrap_or(0);
         Ok(())
     }
 
     fn create_io_queues(&mut self) -> Result<(), Fail> {
-        let cq = self.persistent(PAGE_IO_CQ, Direction::FromDevice)?;
-        let sq = self.persistent(PAGE_IO_SQ, Direction::ToDevice)?;
-        let size = u32::from(QUEUE_ENTRIES - 1) << 16 | u32::from(IO_QID);
+        let cq = self.persistent(PAGE_IO_CQ, Direction::FromDevice, "io-cq")?;
+        let sq = self.persistent(PAGE_IO_SQ, Direction::ToDevice, "io-sq")?;
+        let entries = self.queue_entries;
+        let size = u32::from(entries - 1) << 16 | u32::from(IO_QID);
         // Physically contiguous; interrupts off (polled).
         self.admin(
             Command::new(ADMIN_CREATE_CQ, 0)
@@ -468,11 +630,11 @@ impl Driver {
                 IO_QID,
                 (self.info.dma.vaddr + PAGE_IO_SQ * PAGE) as usize,
                 (self.info.dma.vaddr + PAGE_IO_CQ * PAGE) as usize,
-                QUEUE_ENTRIES,
+                entries,
             )
         });
         println!(
-            "{}: I/O queue pair {IO_QID}: SQ at IOVA {sq:#x}, CQ at IOVA {cq:#x}, {QUEUE_ENTRIES} entries, polled",
+            "{}: I/O queue pair {IO_QID}: SQ at IOVA {sq:#x}, CQ at IOVA {cq:#x}, {entries} entries, polled",
             self.checks_role()
         );
         Ok(())
@@ -501,28 +663,37 @@ impl Driver {
                     let page = base + (i as u64 + 1) * PAGE;
                     list[at..at + 8].copy_from_slice(&page.to_le_bytes());
                 }
-                let mapped = self
-                    .dma
-                    .map_single(
-                        &mut self.iommu,
-                        self.memory,
-                        PAGE_PRP_LIST * PAGE + start as u64,
-                        (entries * 8) as u64,
-                        Direction::ToDevice,
-                    )
-                    .map_err(Fail::iommu)?;
+                let mapped = self.map(
+                    PAGE_PRP_LIST * PAGE + start as u64,
+                    (entries * 8) as u64,
+                    Direction::ToDevice,
+                    "prp-list",
+                )?;
                 Ok((first, mapped.addr(), Some(mapped)))
             }
         }
     }
 
-    /// Fault records that arrived for this driver: waits for the server's
-    /// notification for `wait` counter ticks at most (0: only looks), then
-    /// drains them all. Calls `each` on every record.
+    /// Fault records that arrived for this driver, once a command's
+    /// completion was seen (or its wait given up): waits for the server's
+    /// notification for `wait` counter ticks at most (0: only looks, after
+    /// the barrier below), then drains them all. Calls `each` on every
+    /// record.
+    ///
+    /// The barrier: the SMMU records a fault event, and raises its
+    /// interrupt, when it refuses the device's DMA, which is before the
+    /// device posts the command's completion. The interrupt is taken at the
+    /// latest when this thread next returns from the kernel, and the IOMMU
+    /// server's thread (a higher priority) then routes the record and
+    /// signals this driver before this thread runs again. So one system
+    /// call after the completion was seen (a yield) lets the poll below see
+    /// every record of that command's DMA: none arrives later, to be blamed
+    /// on the next request (which may get the same I/O addresses).
     fn drain_faults(&mut self, wait: u64, mut each: impl FnMut(&FaultRecord)) -> usize {
         let Some(notify) = self.notify else {
             return 0;
         };
+        syscalls::yield_now();
         let start = now();
         while syscalls::poll(Notification(notify)).0 == 0 {
             if now().wrapping_sub(start) >= wait {
@@ -557,41 +728,42 @@ impl Driver {
         } else {
             Direction::FromDevice
         };
+        let purpose = if write { "write" } else { "read" };
         let t = now();
-        let data = self
-            .dma
-            .map_single(&mut self.iommu, self.memory, offset, bytes, dir)
-            .map_err(Fail::iommu);
+        let data = self.map(offset, bytes, dir, purpose);
         self.times.map += now().wrapping_sub(t);
         let data = data?;
         let (prp1, prp2, list) = match self.prps(&data) {
             Ok(p) => p,
             Err(e) => {
-                let _ = self.dma.unmap(&mut self.iommu, data);
+                let _ = self.unmap(data, purpose);
                 return Err(e);
             }
         };
         let result = self.submit_io(rw_command(write, lba, count, prp1, prp2));
         let ranges = [Some(data.mapped()), list.as_ref().map(|l| l.mapped())];
+        // After a timeout `wait` reset the controller before this point:
+        // the buffers are unmapped once it stopped, or their addresses are
+        // kept for good (`unmap`).
         let t = now();
-        let unmapped = self.dma.unmap(&mut self.iommu, data);
-        let list_unmapped = list.map(|l| self.dma.unmap(&mut self.iommu, l));
+        let unmapped = self.unmap(data, purpose);
+        let list_unmapped = list.map(|l| self.unmap(l, "prp-list"));
         self.times.unmap = now().wrapping_sub(t);
-        let outcome = self.completed(result, &ranges).and_then(|()| {
-            unmapped.map_err(|e| Fail::iommu(e.error))?;
-            if let Some(Err(e)) = list_unmapped {
-                return Err(Fail::iommu(e.error));
-            }
-            Ok(())
-        });
+        let outcome = self
+            .completed(result, &ranges)
+            .and(unmapped)
+            .and(list_unmapped.unwrap_or(Ok(())));
         self.times.total = now().wrapping_sub(start);
         outcome
     }
 
     /// The end of every I/O command once the device answered (or not):
-    /// drains the fault records that arrived, and fails if the device
-    /// reported an error or the SMMU faulted DMA to one of `ranges` (the
-    /// command's buffers, as mapped).
+    /// drains the fault records that arrived (every record of the
+    /// command's DMA has, see [`Driver::drain_faults`]; after an error
+    /// completion it also waits up to [`FAULT_SETTLE`] for one), and fails
+    /// if the device reported an error or the SMMU faulted DMA to one of
+    /// `ranges` (the command's buffers, as mapped). A record anywhere else
+    /// is counted as stray.
     fn completed(
         &mut self,
         result: Result<Completion, Fail>,
@@ -600,8 +772,12 @@ impl Driver {
         let stream = self.stream;
         let mut hit = None;
         let mut stray = 0;
+        let settle = match &result {
+            Ok(c) if c.ok() => 0,
+            _ => FAULT_SETTLE,
+        };
         let t = now();
-        self.drain_faults(0, |r| {
+        self.drain_faults(settle, |r| {
             let ours =
                 r.stream == stream && ranges.iter().flatten().any(|range| range.contains(&r.iova));
             if ours {
@@ -674,9 +850,14 @@ impl Driver {
         }
     }
 
-    /// The unmapped-buffer test: a read whose buffer (and, for variant 1,
-    /// PRP list) is unmapped before the doorbell rings. Returns the error
-    /// the read got and the buffer's IOVA; prints checks of its own.
+    /// The unmapped-buffer test. A read into a mapped buffer first (and,
+    /// for variant 1, through a mapped PRP list): the device's DMA goes
+    /// through the SMMU, which caches the translations in its TLB. Then the
+    /// buffer (and the list) are unmapped, and the same read is submitted
+    /// again, to the now-unmapped I/O addresses: only the unmap's TLB
+    /// invalidation keeps the device from the pages, which the test then
+    /// finds untouched. Returns the error the second read got and the
+    /// buffer's IOVA; prints checks of its own.
     fn test_unmapped(&mut self, variant: u64) -> (Result<(), Fail>, u64) {
         let role = self.checks_role();
         // Variant 0 reads one block into one page; variant 1 four pages.
@@ -685,40 +866,31 @@ impl Driver {
         } else {
             (TEST_PAGES, TEST_PAGES * PAGE)
         };
-        for p in 0..pages {
-            pool_page(self.info, PAGE_TEST + p).fill(FILL_TEST);
-        }
+        let fill_test = |info| {
+            for p in 0..pages {
+                pool_page(info, PAGE_TEST + p).fill(FILL_TEST);
+            }
+        };
+        fill_test(self.info);
         pool_page(self.info, PAGE_CANARY).fill(FILL_CANARY);
         // The canary: device-writable, mapped just below the buffer.
-        let canary = match self.dma.map_single(
-            &mut self.iommu,
-            self.memory,
-            PAGE_CANARY * PAGE,
-            PAGE,
-            Direction::FromDevice,
-        ) {
+        let canary = match self.map(PAGE_CANARY * PAGE, PAGE, Direction::FromDevice, "canary") {
             Ok(c) => c,
-            Err(e) => return (Err(Fail::iommu(e)), 0),
+            Err(e) => return (Err(e), 0),
         };
-        let buf = match self.dma.map_single(
-            &mut self.iommu,
-            self.memory,
-            PAGE_TEST * PAGE,
-            bytes,
-            Direction::FromDevice,
-        ) {
+        let buf = match self.map(PAGE_TEST * PAGE, bytes, Direction::FromDevice, "test-read") {
             Ok(b) => b,
             Err(e) => {
-                let _ = self.dma.unmap(&mut self.iommu, canary);
-                return (Err(Fail::iommu(e)), 0);
+                let _ = self.unmap(canary, "canary");
+                return (Err(e), 0);
             }
         };
         let iova = buf.addr();
         let (prp1, prp2, list) = match self.prps(&buf) {
             Ok(p) => p,
             Err(e) => {
-                let _ = self.dma.unmap(&mut self.iommu, buf);
-                let _ = self.dma.unmap(&mut self.iommu, canary);
+                let _ = self.unmap(buf, "test-read");
+                let _ = self.unmap(canary, "canary");
                 return (Err(e), iova);
             }
         };
@@ -728,11 +900,32 @@ impl Driver {
             .prp(prp1, prp2)
             .cdw(10, lba as u32)
             .cdw(12, (blocks - 1) as u32);
-        // Unmap first (strict: the SMMU's TLBs are invalidated and synced
-        // when the reply comes), then ring the doorbell.
-        let unmapped = self.dma.unmap(&mut self.iommu, buf);
+        // 1. The read into the mapped buffer: the data lands, the rest of
+        // its pages keeps the fill, and the SMMU's TLB holds the pages.
+        let ranges = [Some(buf.mapped()), list.as_ref().map(|l| l.mapped())];
+        let warm = self.submit_io(command);
+        let warm = self.completed(warm, &ranges);
+        let size = self.lba_size as usize;
+        let test_bytes = |info| {
+            (0..(pages * PAGE) as usize)
+                .map(move |b| pool_page(info, PAGE_TEST + (b as u64) / PAGE)[b % PAGE as usize])
+        };
+        let landed = test_bytes(self.info).enumerate().all(|(b, got)| {
+            if (b as u64) < bytes {
+                got == image_byte(lba + (b / size) as u64, b % size)
+            } else {
+                got == FILL_TEST
+            }
+        });
+        println!(
+            "{role}: test {variant}: read of {blocks} block(s) at LBA {lba:#x} into IOVA {iova:#x} while mapped: {warm:?}, data as on the disk and the rest of the page(s) untouched: {landed}"
+        );
+        fill_test(self.info);
+        // 2. Unmap (strict: the SMMU's TLBs are invalidated and synced when
+        // the reply comes), then ring the doorbell for the same read.
         let list_iova = list.as_ref().map(|l| l.addr());
-        let list_unmapped = list.map(|l| self.dma.unmap(&mut self.iommu, l));
+        let unmapped = self.unmap(buf, "test-read");
+        let list_unmapped = list.map(|l| self.unmap(l, "prp-list"));
         println!(
             "{role}: test {variant}: read of {blocks} block(s) at LBA {lba:#x} into IOVA {iova:#x}, PRP list at IOVA {:#x} (0: none), both unmapped before the doorbell ({:?}, {:?}); canary page at IOVA {:#x}",
             list_iova.unwrap_or(0),
@@ -744,7 +937,7 @@ impl Driver {
         let stream = self.stream;
         let mut first = None;
         let mut records = 0;
-        let end = iova + pages * PAGE;
+        let end = iova - iova % PAGE + pages * PAGE;
         let wanted = |r: &FaultRecord| {
             r.stream == stream
                 && ((r.iova >= iova && r.iova < end)
@@ -768,15 +961,11 @@ impl Driver {
                 Err(_) => "walk failed",
             }
         );
-        let untouched = (0..pages).all(|p| {
-            pool_page(self.info, PAGE_TEST + p)
-                .iter()
-                .all(|&b| b == FILL_TEST)
-        });
+        let untouched = test_bytes(self.info).all(|b| b == FILL_TEST);
         let canary_ok = pool_page(self.info, PAGE_CANARY)
             .iter()
             .all(|&b| b == FILL_CANARY);
-        let canary_unmapped = self.dma.unmap(&mut self.iommu, canary);
+        let canary_unmapped = self.unmap(canary, "canary");
         let outcome = match result {
             Err(e) => Err(e),
             Ok(c) if !c.ok() => Err(Fail::new(status::IO_ERROR, u64::from(c.status))),
@@ -803,14 +992,18 @@ impl Driver {
         };
         self.checks.check(
             name,
-            expected
+            warm.is_ok()
+                && landed
+                && unmapped.is_ok()
+                && list_unmapped.unwrap_or(Ok(())).is_ok()
+                && expected
                 && first.is_some()
                 && untouched
                 && canary_ok
                 && walk.is_ok_and(|w| !w.mapped())
                 && canary_unmapped.is_ok(),
             format_args!(
-                "completion {result:?} -> {outcome:?}; {records} fault record(s), first for the buffer: {}; buffer pages untouched: {untouched}; canary untouched: {canary_ok}",
+                "while mapped: {warm:?}, landed {landed}; after the unmap: completion {result:?} -> {outcome:?}; {records} fault record(s), first for the buffer: {}; buffer pages untouched: {untouched}; canary untouched: {canary_ok}",
                 first.map(|r| r.iova).unwrap_or(0)
             ),
         );
@@ -818,19 +1011,20 @@ impl Driver {
     }
 
     /// Queues deleted, controller disabled, mappings unmapped, stream
-    /// detached, domain freed.
+    /// detached, domain freed. A controller out of service was reset
+    /// already ([`Driver::halt`]): its queues are gone with it.
     fn shutdown(&mut self) -> Result<(), Fail> {
-        self.flush()?;
-        self.admin(Command::new(ADMIN_DELETE_SQ, 0).cdw(10, u32::from(IO_QID)))?;
-        self.admin(Command::new(ADMIN_DELETE_CQ, 0).cdw(10, u32::from(IO_QID)))?;
-        self.io = None;
-        self.regs.disable();
-        self.wait_ready(false)?;
-        for ring in self.rings.iter_mut() {
-            if let Some(m) = ring.take() {
-                self.dma
-                    .unmap(&mut self.iommu, m)
-                    .map_err(|e| Fail::iommu(e.error))?;
+        if !self.broken {
+            self.flush()?;
+            self.admin(Command::new(ADMIN_DELETE_SQ, 0).cdw(10, u32::from(IO_QID)))?;
+            self.admin(Command::new(ADMIN_DELETE_CQ, 0).cdw(10, u32::from(IO_QID)))?;
+            self.io = None;
+            self.regs.disable();
+            self.wait_ready(false)?;
+        }
+        for k in 0..self.rings.len() {
+            if let Some((m, purpose)) = self.rings[k].take() {
+                self.unmap(m, purpose)?;
             }
         }
         self.iommu
@@ -873,6 +1067,24 @@ fn result_words(r: Result<(), Fail>) -> [u64; 2] {
     }
 }
 
+/// What a driver role serves beyond the block requests every role serves.
+#[derive(Clone, Copy)]
+struct Role {
+    /// [`op::TEST_UNMAPPED`] (the `blk` system's `blk-driver`).
+    test_unmapped: bool,
+    /// [`op::DIE_MID_IO`] (the `blk-death` system's `doomed-driver`).
+    die_mid_io: bool,
+}
+
+fn op_name(label: u64) -> &'static str {
+    match label {
+        op::TEST_UNMAPPED => "TEST_UNMAPPED",
+        op::SHUTDOWN => "SHUTDOWN",
+        op::DIE_MID_IO => "DIE_MID_IO",
+        _ => "?",
+    }
+}
+
 /// The `blk-driver` role (and `doomed-driver`, which dies on
 /// [`op::DIE_MID_IO`]).
 pub fn run(info: &'static StartInfo, role: &'static str) -> bool {
@@ -880,19 +1092,48 @@ pub fn run(info: &'static StartInfo, role: &'static str) -> bool {
         println!("{role}: no blk endpoint");
         return false;
     };
-    let Some(mut d) = bring_up(info, role) else {
+    let serves = Role {
+        test_unmapped: role == "blk-driver",
+        die_mid_io: role == "doomed-driver",
+    };
+    let Some(mut d) = bring_up(info, role, true) else {
         return false;
     };
     println!(
-        "{role}: serving block requests: {} blocks of {} bytes",
-        d.lba_count, d.lba_size
+        "{role}: serving block requests: {} blocks of {} bytes; SHUTDOWN{} from badge {CONTROL_BADGE:#x} only",
+        d.lba_count,
+        d.lba_size,
+        match (serves.test_unmapped, serves.die_mid_io) {
+            (true, _) => " and TEST_UNMAPPED",
+            (_, true) => " and DIE_MID_IO",
+            _ => "",
+        }
     );
     let mut requests = 0u64;
+    let mut refused = 0u64;
     loop {
-        let (msg, _badge) = syscalls::recv(ep);
+        let (msg, badge) = syscalls::recv(ep);
         let w = request_words(msg.length());
         requests += 1;
-        match msg.label() {
+        let label = msg.label();
+        // Requests for the one client the system names, or for this role.
+        let allowed = match label {
+            op::TEST_UNMAPPED => serves.test_unmapped && badge.0 == CONTROL_BADGE,
+            op::DIE_MID_IO => serves.die_mid_io && badge.0 == CONTROL_BADGE,
+            op::SHUTDOWN => badge.0 == CONTROL_BADGE,
+            _ => true,
+        };
+        if !allowed {
+            refused += 1;
+            println!(
+                "{role}: refused {} from badge {:#x} (not {CONTROL_BADGE:#x}, or not in this role)",
+                op_name(label),
+                badge.0
+            );
+            reply(&[status::REFUSED, 0]);
+            continue;
+        }
+        match label {
             op::INFO => reply(&[
                 status::OK,
                 0,
@@ -902,31 +1143,29 @@ pub fn run(info: &'static StartInfo, role: &'static str) -> bool {
                 d.max_command,
             ]),
             op::READ | op::WRITE => {
-                let r = d.transfer(msg.label() == op::WRITE, w[0], w[1], w[2]);
+                let r = d.transfer(label == op::WRITE, w[0], w[1], w[2]);
                 reply(&result_words(r));
             }
             op::GET => {
-                let (offset, len) = (w[0] as usize, w[1] as usize);
-                if len > CHUNK || len % 8 != 0 || offset + len > STAGING_BYTES as usize {
+                let Some(range) = staging_range(w[0], w[1]) else {
                     reply(&[status::INVALID, 0]);
                     continue;
-                }
+                };
                 let mut out = [0u64; 2 + CHUNK / 8];
-                for (k, chunk) in staging(info)[offset..offset + len].chunks(8).enumerate() {
+                let len = range.len();
+                for (k, chunk) in staging(info)[range].chunks(8).enumerate() {
                     out[2 + k] = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
                 }
                 reply(&out[..2 + len / 8]);
             }
             op::PUT => {
-                let (offset, len) = (w[0] as usize, w[1] as usize);
-                if len > CHUNK || len % 8 != 0 || offset + len > STAGING_BYTES as usize {
+                // The data words must all have come with the message.
+                let range = staging_range(w[0], w[1]).filter(|r| msg.length() >= 2 + r.len() / 8);
+                let Some(range) = range else {
                     reply(&[status::INVALID, 0]);
                     continue;
-                }
-                for (k, chunk) in staging(info)[offset..offset + len]
-                    .chunks_mut(8)
-                    .enumerate()
-                {
+                };
+                for (k, chunk) in staging(info)[range].chunks_mut(8).enumerate() {
                     chunk.copy_from_slice(&w[2 + k].to_le_bytes());
                 }
                 reply(&[status::OK, 0]);
@@ -936,6 +1175,10 @@ pub fn run(info: &'static StartInfo, role: &'static str) -> bool {
                 reply(&result_words(r));
             }
             op::TEST_UNMAPPED => {
+                if w[0] > 1 {
+                    reply(&[status::INVALID, 0]);
+                    continue;
+                }
                 let (r, iova) = d.test_unmapped(w[0]);
                 let [code, detail] = result_words(r);
                 reply(&[code, detail, iova]);
@@ -949,8 +1192,9 @@ pub fn run(info: &'static StartInfo, role: &'static str) -> bool {
                     "shutdown",
                     r.is_ok(),
                     format_args!(
-                        "{r:?} after {requests} requests: flushed, I/O queues deleted, controller disabled, queues unmapped, stream detached, domain freed, memory unregistered; IOVA ranges still allocated: {}",
-                        d.dma.allocator().live()
+                        "{r:?} after {requests} requests ({refused} refused): flushed, I/O queues deleted, controller disabled, queues unmapped, stream detached, domain freed, memory unregistered; IOVA ranges still allocated: {}, bytes kept for good after a timeout: {}",
+                        d.dma.allocator().live(),
+                        d.quarantined
                     ),
                 );
                 let stray = d.stray_faults;
@@ -976,31 +1220,28 @@ pub fn run(info: &'static StartInfo, role: &'static str) -> bool {
 /// buffer's third page, replies with both buffers' IOVAs, and dies by a
 /// fault with both outstanding: the root task stops this process and
 /// retires it at the IOMMU server (stream to abort, domain and tables
-/// freed), so whatever the device does for them from then on must not
-/// reach memory.
+/// freed). Bad arguments get [`status::INVALID`] and no death.
 ///
 /// QEMU's NVMe translates a read's buffer when it starts the command (the
-/// block layer then writes through the host mapping it got), but a
-/// Compare reads the host's data only after its disk read, which the
-/// throttled disk delays past the retirement: that DMA, and both
-/// completions, meet the aborting stream.
-fn die_mid_io(d: &mut Driver, lba: u64, count: u64) -> ! {
+/// block layer then writes through the host mapping it got, so the read's
+/// data does land in this process's pool after the retirement: no SMMU
+/// sees that write), but a Compare reads the host's data only after its
+/// disk read, which the throttled disk delays past the retirement: that
+/// DMA, and both completions, meet the aborting stream.
+fn die_mid_io(d: &mut Driver, lba: u64, count: u64) {
     let role = d.checks_role();
     let count = count.clamp(1, 2 * PAGE / d.lba_size);
+    if lba.checked_add(count).is_none_or(|e| e > d.lba_count) {
+        reply(&[status::INVALID, 0]);
+        return;
+    }
     let bytes = count * d.lba_size;
-    let read = d.dma.map_single(
-        &mut d.iommu,
-        d.memory,
-        PAGE_STAGING * PAGE,
-        bytes,
-        Direction::FromDevice,
-    );
-    let compare = d.dma.map_single(
-        &mut d.iommu,
-        d.memory,
+    let read = d.map(PAGE_STAGING * PAGE, bytes, Direction::FromDevice, "read");
+    let compare = d.map(
         (PAGE_STAGING + 2) * PAGE,
         bytes,
         Direction::ToDevice,
+        "compare",
     );
     let prp2 = |m: &DmaAddr| {
         if bytes > PAGE {
@@ -1036,7 +1277,7 @@ fn die_mid_io(d: &mut Driver, lba: u64, count: u64) -> ! {
         compare_iova,
     ]);
     println!(
-        "{role}: dying by a fault with StreamID {:#x} attached, a read (command {:?}) into IOVA {read_iova:#x} and a compare (command {:?}) from IOVA {compare_iova:#x} outstanding",
+        "{role}: dying by a fault with StreamID {:#x} attached, a read (command {:?}) of LBA {lba:#x}+{count} into IOVA {read_iova:#x} and a compare (command {:?}) from IOVA {compare_iova:#x} outstanding",
         d.stream.0,
         submitted.map(|s| s.0),
         submitted.map(|s| s.1),

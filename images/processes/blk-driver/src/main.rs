@@ -8,7 +8,10 @@
 //!   buffer `map_single` with a direction and unmapped on completion), and
 //!   serves block requests on its `blk` endpoint ([`proto`]).
 //! - `blk-client` asks it to read and write and checks the bytes against
-//!   the disk image's pattern ([`pattern`]).
+//!   the disk image's pattern ([`pattern`]) and the bytes around each read
+//!   against a guard pattern; it holds the badge that may shut the driver
+//!   down ([`proto::CONTROL_BADGE`]). `blk-stranger`, another client, is
+//!   refused the control and test requests and every overflowing request.
 //! - `doomed-driver` / `blk-watcher` (`blk-death` system): the driver dies
 //!   by a fault with a read outstanding; the watcher outlives it.
 //! - `blk-bench` (`bench-blk` system, `cargo xtask bench`): the driver
@@ -42,6 +45,7 @@ fn main(info: &'static StartInfo) -> bool {
         "blk-driver" => driver::run(info, "blk-driver"),
         "doomed-driver" => driver::run(info, "doomed-driver"),
         "blk-client" => client::run(info),
+        "blk-stranger" => client::stranger(info),
         "blk-watcher" => client::watcher(info),
         "blk-bench" => driver::bench::run(info),
         other => {

@@ -13,6 +13,13 @@
 //! A request is the message label ([`op`]) and its words; the reply's label
 //! is 0, word 0 a [`status`], word 1 a detail (the NVMe status field, or
 //! the IOMMU error code), then the op's own words.
+//!
+//! Every word of a request is the client's: the driver checks each with
+//! checked arithmetic and answers a bad one with [`status::INVALID`],
+//! never a panic. [`op::SHUTDOWN`] is for the caller whose badge is
+//! [`CONTROL_BADGE`] only; the test requests ([`op::TEST_UNMAPPED`],
+//! [`op::DIE_MID_IO`]) only in the driver role made for that test, and for
+//! that caller only. Anything else is refused with [`status::REFUSED`].
 
 /// Request labels.
 pub mod op {
@@ -28,16 +35,20 @@ pub mod op {
     pub const PUT: u64 = 5;
     /// NVMe Flush.
     pub const FLUSH: u64 = 6;
-    /// `variant`: a read whose data buffer the driver unmaps before it
-    /// rings the doorbell (0: one page, PRP1 only; 1: four pages through a
-    /// PRP list, which is unmapped too). Reply: the error the read got;
-    /// word 2 the IOVA of the buffer.
+    /// `variant`: a read into a mapped buffer (the SMMU's TLB then holds
+    /// its pages), then the same read again after the driver unmapped the
+    /// buffer (0: one page, PRP1 only; 1: four pages through a PRP list,
+    /// which is unmapped too). Reply: the error the second read got; word 2
+    /// the IOVA of the buffer. The `blk-driver` role only, from
+    /// [`CONTROL_BADGE`].
     pub const TEST_UNMAPPED: u64 = 7;
     /// Queues deleted, controller disabled, mappings and domain freed; the
-    /// driver reports done after replying.
+    /// driver reports done after replying. From [`CONTROL_BADGE`] only.
     pub const SHUTDOWN: u64 = 8;
-    /// `lba, count`: submits a read, replies (word 2: the buffer's IOVA),
-    /// and dies by a fault with the read outstanding (`blk-death`).
+    /// `lba, count`: submits a read and a compare, replies (words 2 and 3:
+    /// their buffers' IOVAs), and dies by a fault with both outstanding
+    /// (`blk-death`). The `doomed-driver` role only, from
+    /// [`CONTROL_BADGE`].
     pub const DIE_MID_IO: u64 = 9;
 }
 
@@ -57,9 +68,29 @@ pub mod status {
     pub const INVALID: u64 = 5;
     /// The controller is out of service (an earlier timeout or fatal status).
     pub const BROKEN: u64 = 6;
+    /// Not for this caller (its badge) or not in this driver role.
+    pub const REFUSED: u64 = 7;
 }
+
+/// The badge of the `blk` endpoint cap that the system description gives
+/// the one client that may shut the driver down and ask for the role's test
+/// requests (`badge = 1` on `blk-client`'s cap in blk.toml, on
+/// `blk-watcher`'s in blk-death.toml). An unbadged cap's calls arrive with
+/// badge 0.
+pub const CONTROL_BADGE: u64 = 1;
 
 /// Staging buffer size.
 pub const STAGING_BYTES: u64 = 128 * 1024;
-/// Bytes a GET or PUT carries.
+/// Bytes a GET or PUT carries at most.
 pub const CHUNK: usize = 512;
+
+/// The staging bytes a GET or PUT of `len` bytes from `offset` names: a
+/// multiple of 8 bytes, at most [`CHUNK`], inside the staging buffer.
+/// `None` for anything else, whatever the words (no overflow).
+pub fn staging_range(offset: u64, len: u64) -> Option<core::ops::Range<usize>> {
+    let end = offset.checked_add(len)?;
+    if len > CHUNK as u64 || !len.is_multiple_of(8) || end > STAGING_BYTES {
+        return None;
+    }
+    Some(offset as usize..end as usize)
+}

@@ -295,7 +295,7 @@ impl Driver {
 
 /// The `blk-bench` role.
 pub fn run(info: &'static StartInfo) -> bool {
-    let Some(mut d) = bring_up(info, "blk-bench") else {
+    let Some(mut d) = bring_up(info, "blk-bench", false) else {
         println!("bench: FAILED blk: the controller did not come up");
         return false;
     };
