@@ -47,6 +47,26 @@ extern "C" {
 
 static mut INFO: Option<&'static StartInfo> = None;
 
+/// Iterations a benchmark process runs per measurement: `BENCH_ITERATIONS`
+/// when the image was built with it (`cargo xtask bench --iterations N` /
+/// `--quick` set it), else `default`.
+pub const fn bench_iterations(default: u64) -> u64 {
+    match option_env!("BENCH_ITERATIONS") {
+        Some(s) => {
+            // Decimal digits, in a `const` context.
+            let b = s.as_bytes();
+            let mut i = 0;
+            let mut n = 0u64;
+            while i < b.len() {
+                n = n * 10 + (b[i] - b'0') as u64;
+                i += 1;
+            }
+            n
+        }
+        None => default,
+    }
+}
+
 /// This process's start info.
 pub fn info() -> &'static StartInfo {
     // SAFETY: written once in `entry` before any other code runs, then only read.

@@ -42,27 +42,13 @@ type Client = Iommu<Sel4Transport>;
 type Error = iommu_client::Error;
 
 /// Round trips averaged per operation (issue 8: at least 200).
-const ITERATIONS: u64 = match option_env!("BENCH_ITERATIONS") {
-    Some(s) => parse(s),
-    None => 200,
-};
+const ITERATIONS: u64 = procrt::bench_iterations(200);
 
 /// Map + unmap pairs each client issues in each contention phase: some 60
 /// million instructions each, several of the kernel's 10 ms time slices,
 /// so the clients really take turns when run at once.
 const CONTENTION_PAIRS: u64 = 20_000;
 
-/// `const` parsing of BENCH_ITERATIONS (decimal).
-const fn parse(s: &str) -> u64 {
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut n = 0u64;
-    while i < b.len() {
-        n = n * 10 + (b[i] - b'0') as u64;
-        i += 1;
-    }
-    n
-}
 const PAGE: u64 = 4096;
 /// The edu at 00:01.0 (the system pins it with `addr=1`).
 const STREAM: StreamId = StreamId(0x8);

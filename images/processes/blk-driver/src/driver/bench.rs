@@ -40,10 +40,7 @@ use procrt::{println, StartInfo};
 
 /// Timed reads per mode (`cargo xtask bench --iterations N` / `--quick`
 /// set BENCH_ITERATIONS when the image is built).
-const IOS: u64 = match option_env!("BENCH_ITERATIONS") {
-    Some(s) => parse(s),
-    None => 500,
-};
+const IOS: u64 = procrt::bench_iterations(500);
 /// Reads before each mode's timed ones, not counted.
 const WARMUP: u64 = 8;
 /// Staging pages the reads go to, in turn.
@@ -54,18 +51,6 @@ const READ_BYTES: u64 = PAGE;
 const SAMPLES: usize = 2048;
 /// The PRNG's seed: every mode reads the same LBAs.
 const SEED: u64 = 0x15_b10c_5eed;
-
-/// `const` parsing of BENCH_ITERATIONS (decimal).
-const fn parse(s: &str) -> u64 {
-    let b = s.as_bytes();
-    let mut i = 0;
-    let mut n = 0u64;
-    while i < b.len() {
-        n = n * 10 + (b[i] - b'0') as u64;
-        i += 1;
-    }
-    n
-}
 
 /// splitmix64: a fixed sequence from [`SEED`].
 struct Rng(u64);
