@@ -9,6 +9,7 @@ mod blk;
 mod dma_demo;
 mod hostile;
 mod robust;
+mod trace;
 
 /// What QEMU 7.2's SMMUv3 reports (DESIGN.md §4); other versions differ.
 const QEMU72_IDR: [(&str, u32); 3] = [("IDR0", 0x0d40_101a), ("IDR1", 0x0273_0010), ("IDR5", 0x74)];

@@ -7,6 +7,7 @@
 //! writes left there), and from QEMU's SMMU trace (what the NVMe's DMA
 //! really did at the SMMU, attributed to the mappings the driver logged).
 
+use super::trace::{covers, hex_field, nothing_bypassed, on_page, Event, Trace};
 use super::{boot, ended_with_pass, process_check, Checks};
 use crate::qemu::{self, BootOutcome};
 use crate::system::{self, lba_pattern_byte, DISK_SECTOR};
@@ -110,7 +111,7 @@ fn blk(ctx: &Ctx, t: &mut Checks) {
         "blk/disk/writes-reached-the-image",
         image.and_then(|bytes| writes_in_image(&bytes)),
     );
-    let Some(trace) = trace_of(&out, t, "blk") else {
+    let Some(trace) = Trace::of_run(&out, t, "blk") else {
         return;
     };
     let asid = domain_asid(&trace);
@@ -180,7 +181,7 @@ fn death(ctx: &Ctx, t: &mut Checks) {
         "blk-death/retired-well-inside-the-throttle-window",
         retired_in_time(&out),
     );
-    let Some(trace) = trace_of(&out, t, "blk-death") else {
+    let Some(trace) = Trace::of_run(&out, t, "blk-death") else {
         return;
     };
     let asid = domain_asid(&trace);
@@ -215,20 +216,6 @@ fn death(ctx: &Ctx, t: &mut Checks) {
             _ => Err("the driver never printed its buffers' or CQ's IOVA".into()),
         },
     );
-}
-
-/// QEMU's SMMU trace of the run, parsed; a failed check if there is none.
-fn trace_of(out: &BootOutcome, t: &mut Checks, system: &str) -> Option<Trace> {
-    match out.trace_file.as_ref().map(std::fs::read_to_string) {
-        Some(Ok(text)) => Some(Trace::parse(&text)),
-        other => {
-            t.check(
-                &format!("{system}/smmu-trace"),
-                Err(format!("no QEMU trace: {other:?}")),
-            );
-            None
-        }
-    }
 }
 
 /// The image file after QEMU exited: the written sectors hold the client's
@@ -452,183 +439,6 @@ fn hex_field_where(serial: &str, needles: &[&str], key: &str) -> Option<u64> {
         .lines()
         .find(|l| needles.iter().all(|n| l.contains(n)))
         .and_then(|l| hex_field(l, key))
-}
-
-/// `key0x..` or `key..` (hex) in a line.
-fn hex_field(line: &str, key: &str) -> Option<u64> {
-    let start = line.find(key)? + key.len();
-    let digits = line[start..].trim_start_matches("0x");
-    let end = digits
-        .find(|c: char| !c.is_ascii_hexdigit())
-        .unwrap_or(digits.len());
-    u64::from_str_radix(&digits[..end], 16).ok()
-}
-
-/// `key..` (decimal, QEMU's `%d`) in a line; None for a negative number.
-fn dec_field(line: &str, key: &str) -> Option<u64> {
-    let start = line.find(key)? + key.len();
-    let digits = &line[start..];
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse().ok()
-}
-
-/// The events of QEMU's SMMU trace these checks use, in trace order.
-#[derive(Debug, Clone, PartialEq)]
-enum Event {
-    /// A translation (`smmuv3_translate_success`): `perm` is the page's
-    /// permission as the SMMU found it (QEMU's IOMMU_RO 0x1, IOMMU_RW 0x3),
-    /// `asid` the ASID of the IOTLB lookup just before it.
-    Translated {
-        sid: u64,
-        iova: u64,
-        paddr: u64,
-        perm: u64,
-        asid: Option<u64>,
-    },
-    /// The stream's STE aborts (or the SMMU is disabled): no walk.
-    Aborted {
-        sid: u64,
-        iova: u64,
-    },
-    /// A fault event written to the event queue, at the address QEMU was
-    /// walking.
-    Recorded {
-        kind: String,
-        sid: u64,
-        iova: Option<u64>,
-    },
-    /// The IOTLB filled after a walk (`smmu_iotlb_insert`).
-    Filled {
-        asid: u64,
-        addr: u64,
-    },
-    /// A range invalidation (`smmuv3_s1_range_inval`) of
-    /// `[addr, addr + bytes)`, made for the command `command` (the last
-    /// `smmuv3_cmdq_opcode`): `asid` None for all ASIDs (TLBI_NH_VAA).
-    RangeInvalidated {
-        asid: Option<u64>,
-        addr: u64,
-        bytes: u64,
-        command: String,
-    },
-    /// The IOTLB emptied of one ASID's entries, or of everything (`asid`
-    /// None).
-    Invalidated {
-        asid: Option<u64>,
-    },
-    /// A command the SMMU consumed (`SMMU_CMD_SYNC`, ...).
-    Command {
-        name: String,
-    },
-    Bypassed {
-        sid: u64,
-    },
-    /// CMD_CFGI_STE for a StreamID.
-    ConfigInvalidated {
-        sid: u64,
-    },
-}
-
-struct Trace {
-    events: Vec<Event>,
-}
-
-impl Trace {
-    fn parse(text: &str) -> Trace {
-        let mut events = Vec::new();
-        let mut walking: Option<u64> = None;
-        let mut looked_up: Option<u64> = None;
-        let mut command = String::new();
-        for line in text.lines() {
-            if line.contains("smmu_iotlb_lookup_") {
-                walking = hex_field(line, "addr=");
-                looked_up = dec_field(line, "asid=");
-            } else if line.contains("smmu_ptw_level") {
-                walking = hex_field(line, "iova=");
-            }
-            let event = if line.contains("smmuv3_translate_success") {
-                match (
-                    hex_field(line, "sid="),
-                    hex_field(line, "iova="),
-                    hex_field(line, "translated="),
-                    hex_field(line, "perm="),
-                ) {
-                    (Some(sid), Some(iova), Some(paddr), Some(perm)) => Some(Event::Translated {
-                        sid,
-                        iova,
-                        paddr,
-                        perm,
-                        asid: looked_up.take(),
-                    }),
-                    _ => None,
-                }
-            } else if line.contains("smmuv3_translate_abort") {
-                match (hex_field(line, "sid="), hex_field(line, "iova:")) {
-                    (Some(sid), Some(iova)) => Some(Event::Aborted { sid, iova }),
-                    _ => None,
-                }
-            } else if line.contains("smmuv3_record_event") {
-                let after = line.split("smmuv3_record_event").nth(1).unwrap_or("");
-                let kind = after.split_whitespace().next().unwrap_or("").to_string();
-                hex_field(line, "sid=").map(|sid| Event::Recorded {
-                    kind,
-                    sid,
-                    iova: walking,
-                })
-            } else if line.contains("smmu_iotlb_insert") {
-                match (dec_field(line, "asid="), hex_field(line, "addr=")) {
-                    (Some(asid), Some(addr)) => Some(Event::Filled { asid, addr }),
-                    _ => None,
-                }
-            } else if line.contains("smmuv3_s1_range_inval") {
-                // tg 0: one 4 KiB page; else the granule 2^(tg * 2 + 10).
-                let tg = dec_field(line, "tg=").unwrap_or(0);
-                let granule = if tg == 0 { 12 } else { tg * 2 + 10 };
-                match (hex_field(line, "addr="), hex_field(line, "num_pages=")) {
-                    (Some(addr), Some(pages)) => Some(Event::RangeInvalidated {
-                        asid: dec_field(line, "asid="),
-                        addr,
-                        bytes: pages << granule,
-                        command: command.clone(),
-                    }),
-                    _ => None,
-                }
-            } else if line.contains("smmu_iotlb_inv_asid") {
-                Some(Event::Invalidated {
-                    asid: dec_field(line, "asid="),
-                })
-            } else if line.contains("smmu_iotlb_inv_all") {
-                Some(Event::Invalidated { asid: None })
-            } else if line.contains("smmuv3_cmdq_opcode") {
-                command = line.rsplit(' ').next().unwrap_or("").trim().to_string();
-                Some(Event::Command {
-                    name: command.clone(),
-                })
-            } else if line.contains("smmuv3_translate_bypass")
-                || line.contains("smmuv3_translate_disable")
-            {
-                hex_field(line, "sid=").map(|sid| Event::Bypassed { sid })
-            } else if line.contains("smmuv3_cmdq_cfgi_ste ") {
-                hex_field(line, "streamid= ").map(|sid| Event::ConfigInvalidated { sid })
-            } else {
-                None
-            };
-            events.extend(event);
-        }
-        Trace { events }
-    }
-}
-
-fn on_page(iova: u64, page: u64) -> bool {
-    iova >> 12 == page >> 12
-}
-
-/// Whether `[addr, addr + bytes)` holds the page of `iova`.
-fn covers(addr: u64, bytes: u64, iova: u64) -> bool {
-    let page = iova & !(PAGE - 1);
-    page >= addr && page < addr.saturating_add(bytes)
 }
 
 /// The ASID of the driver's domain: every translation for the NVMe's
@@ -913,17 +723,6 @@ fn translated_in_domain(
     Ok(())
 }
 
-fn nothing_bypassed(trace: &Trace) -> Result<(), String> {
-    match trace
-        .events
-        .iter()
-        .find(|e| matches!(e, Event::Bypassed { .. }))
-    {
-        None => Ok(()),
-        Some(e) => Err(format!("{e:?}")),
-    }
-}
-
 /// The page of `iova` was in the SMMU's TLB through the mapping the test
 /// then unmapped (the last logged `purpose` mapping of the page before its
 /// faults: the device's read into it while mapped, so a walk, an IOTLB
@@ -1101,6 +900,7 @@ fn aborted_after_death(trace: &Trace, read: u64, pages: &[u64]) -> Result<(), St
 
 #[cfg(test)]
 mod tests {
+    use super::super::trace::samples::NVME;
     use super::*;
 
     /// Boots both systems and runs these checks alone (not part of
@@ -1114,89 +914,14 @@ mod tests {
         assert_eq!(t.tally.failed, 0, "{} passed", t.tally.passed);
     }
 
-    const SAMPLE: &str = "\
-1@1:smmu_iotlb_lookup_miss IOTLB cache MISS asid=1 addr=0x100000 hit=0 miss=1 hit rate=0
-1@1:smmu_iotlb_insert IOTLB ++ asid=1 addr=0x100000 tg=1 level=3
-1@1:smmuv3_translate_success smmuv3-iommu-memory-region-24-2 sid=0x18 iova=0x100000 translated=0x7ff04000 perm=0x3
-1@2:smmuv3_cmdq_opcode <--- SMMU_CMD_TLBI_NH_VA
-1@2:smmuv3_s1_range_inval vmid=0 asid=1 addr=0x101000 tg=0 num_pages=0x1 ttl=0 leaf=0
-1@3:smmu_ptw_level level=3 iova=0x101000 subpage_sz=0x1000 baseaddr=0x4030f000 offset=257 => pte=0x0
-1@4:smmuv3_record_event SMMU_EVT_F_TRANSLATION sid=0x18
-1@5:smmuv3_cmdq_cfgi_ste streamid= 0x18
-1@6:smmuv3_translate_abort smmuv3-iommu-memory-region-24-2 sid=0x18 abort on iova:0x100fd010 is_write=0
-";
-
     #[test]
-    fn parses_the_nvme_trace() {
-        let t = Trace::parse(SAMPLE);
-        assert_eq!(
-            t.events,
-            vec![
-                Event::Filled {
-                    asid: 1,
-                    addr: 0x10_0000
-                },
-                Event::Translated {
-                    sid: 0x18,
-                    iova: 0x10_0000,
-                    paddr: 0x7ff0_4000,
-                    perm: 0x3,
-                    asid: Some(1),
-                },
-                Event::Command {
-                    name: "SMMU_CMD_TLBI_NH_VA".into()
-                },
-                Event::RangeInvalidated {
-                    asid: Some(1),
-                    addr: 0x10_1000,
-                    bytes: 0x1000,
-                    command: "SMMU_CMD_TLBI_NH_VA".into(),
-                },
-                Event::Recorded {
-                    kind: "SMMU_EVT_F_TRANSLATION".into(),
-                    sid: 0x18,
-                    iova: Some(0x10_1000)
-                },
-                Event::ConfigInvalidated { sid: 0x18 },
-                Event::Aborted {
-                    sid: 0x18,
-                    iova: 0x100f_d010
-                },
-            ]
-        );
+    fn judges_the_nvme_sample() {
+        let t = Trace::parse(NVME);
         assert_eq!(domain_asid(&t), Ok(1));
         assert_eq!(faults_only_at(&t, &[0x10_1000]), Ok(()));
         assert!(faults_only_at(&t, &[0x10_2000]).is_err());
         assert_eq!(aborted_after_death(&t, 0x10_0000, &[0x100f_d000]), Ok(()));
         assert!(aborted_after_death(&t, 0x10_0000, &[0x10_1000]).is_err());
-    }
-
-    #[test]
-    fn range_invalidations_in_larger_granules_and_for_all_asids() {
-        let t = Trace::parse(
-            "smmuv3_cmdq_opcode <--- SMMU_CMD_TLBI_NH_VAA\n\
-             smmuv3_s1_range_inval vmid=0 asid=-1 addr=0x100000 tg=1 num_pages=0x4 ttl=3 leaf=1\n\
-             smmuv3_s1_range_inval vmid=0 asid=12 addr=0x200000 tg=2 num_pages=0x2 ttl=3 leaf=1\n",
-        );
-        assert_eq!(
-            t.events[1..],
-            [
-                Event::RangeInvalidated {
-                    asid: None,
-                    addr: 0x10_0000,
-                    bytes: 0x4000,
-                    command: "SMMU_CMD_TLBI_NH_VAA".into(),
-                },
-                Event::RangeInvalidated {
-                    asid: Some(12),
-                    addr: 0x20_0000,
-                    bytes: 0x8000,
-                    command: "SMMU_CMD_TLBI_NH_VAA".into(),
-                },
-            ]
-        );
-        assert!(covers(0x10_0000, 0x4000, 0x10_3fff));
-        assert!(!covers(0x10_0000, 0x4000, 0x10_4000));
     }
 
     /// A read into the page (the SMMU walks it and fills its TLB), the

@@ -3,6 +3,7 @@
 //! drivers saw in memory and in their fault records), and from QEMU's own
 //! SMMU trace (what the SMMU really translated, aborted and recorded).
 
+use super::trace::{hex_field, nothing_bypassed, on_page, Event, Trace};
 use super::{boot, ended_with_pass, process_check, Checks};
 use crate::qemu::BootOutcome;
 use crate::Ctx;
@@ -65,15 +66,8 @@ pub fn run(ctx: &Ctx, t: &mut Checks) {
         "dma-demo/pci-by-the-root-task",
         pci_by_the_root_task(&out.serial),
     );
-    let trace = match out.trace_file.as_ref().map(std::fs::read_to_string) {
-        Some(Ok(text)) => Trace::parse(&text),
-        other => {
-            t.check(
-                "dma-demo/smmu-trace",
-                Err(format!("no QEMU trace: {other:?}")),
-            );
-            return;
-        }
+    let Some(trace) = Trace::of_run(&out, t, "dma-demo") else {
+        return;
     };
     let pool_a = pool_paddr(&out, "driver-a");
     t.check(
@@ -105,144 +99,6 @@ fn pool_paddr(out: &BootOutcome, role: &str) -> Option<u64> {
         .find_map(|l| hex_field(l, "DMA pool at physical "))
 }
 
-/// The events of QEMU's SMMU trace the checks use, in trace order.
-#[derive(Debug, Clone, PartialEq)]
-enum Event {
-    Translated {
-        sid: u64,
-        iova: u64,
-        paddr: u64,
-    },
-    Aborted {
-        sid: u64,
-        iova: u64,
-    },
-    /// A fault event written to the event queue, with the address of the
-    /// walk that raised it (QEMU logs the walk, not the address, with it).
-    Recorded {
-        kind: String,
-        sid: u64,
-        iova: Option<u64>,
-    },
-    /// A TLB invalidation by address (per page or range), or of an ASID.
-    Invalidated {
-        addr: Option<u64>,
-    },
-    Bypassed {
-        sid: u64,
-    },
-    /// A stage-1 walk that ended at a block descriptor.
-    BlockWalk {
-        level: u64,
-        iova: u64,
-        block: u64,
-        size_mib: u64,
-    },
-}
-
-struct Trace {
-    events: Vec<Event>,
-}
-
-/// `key=0x..` or `key:0x..` in a trace line.
-fn hex_field(line: &str, key: &str) -> Option<u64> {
-    let start = line.find(key)? + key.len();
-    let digits = line[start..].trim_start_matches("0x");
-    let end = digits
-        .find(|c: char| !c.is_ascii_hexdigit())
-        .unwrap_or(digits.len());
-    u64::from_str_radix(&digits[..end], 16).ok()
-}
-
-impl Trace {
-    fn parse(text: &str) -> Trace {
-        let mut events = Vec::new();
-        // The address of the translation QEMU is working on.
-        let mut walking: Option<u64> = None;
-        for line in text.lines() {
-            if line.contains("smmu_iotlb_lookup_") {
-                walking = hex_field(line, "addr=");
-            }
-            // Lines look like `pid@time:event_name args...`.
-            let event = if line.contains("smmuv3_translate_success") {
-                match (
-                    hex_field(line, "sid="),
-                    hex_field(line, "iova="),
-                    hex_field(line, "translated="),
-                ) {
-                    (Some(sid), Some(iova), Some(paddr)) => {
-                        Some(Event::Translated { sid, iova, paddr })
-                    }
-                    _ => None,
-                }
-            } else if line.contains("smmuv3_translate_abort") {
-                match (hex_field(line, "sid="), hex_field(line, "iova:")) {
-                    (Some(sid), Some(iova)) => Some(Event::Aborted { sid, iova }),
-                    _ => None,
-                }
-            } else if line.contains("smmuv3_record_event") {
-                let after = line.split("smmuv3_record_event").nth(1).unwrap_or("");
-                let kind = after.split_whitespace().next().unwrap_or("").to_string();
-                hex_field(line, "sid=").map(|sid| Event::Recorded {
-                    kind,
-                    sid,
-                    iova: walking,
-                })
-            } else if line.contains("smmu_iotlb_inv_iova") || line.contains("smmuv3_s1_range_inval")
-            {
-                Some(Event::Invalidated {
-                    addr: hex_field(line, "addr="),
-                })
-            } else if line.contains("smmu_iotlb_inv_asid") || line.contains("smmu_iotlb_inv_all") {
-                Some(Event::Invalidated { addr: None })
-            } else if line.contains("smmu_ptw_block_pte") {
-                let size_mib = line
-                    .split("block size = ")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .and_then(|n| n.parse().ok());
-                let level = line
-                    .split("level=")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .and_then(|n| n.parse().ok());
-                match (
-                    level,
-                    hex_field(line, "iova="),
-                    hex_field(line, "block address = "),
-                    size_mib,
-                ) {
-                    (Some(level), Some(iova), Some(block), Some(size_mib)) => {
-                        Some(Event::BlockWalk {
-                            level,
-                            iova,
-                            block,
-                            size_mib,
-                        })
-                    }
-                    _ => None,
-                }
-            } else if line.contains("smmuv3_translate_bypass")
-                || line.contains("smmuv3_translate_disable")
-            {
-                hex_field(line, "sid=").map(|sid| Event::Bypassed { sid })
-            } else {
-                None
-            };
-            events.extend(event);
-        }
-        Trace { events }
-    }
-
-    fn position(&self, from: usize, f: impl Fn(&Event) -> bool) -> Option<usize> {
-        self.events[from..].iter().position(f).map(|i| i + from)
-    }
-}
-
-fn on_page(iova: u64, page: u64) -> bool {
-    iova >> 12 == page >> 12
-}
-
 /// Driver A's first round trip: the SMMU translated its two IOVAs to the
 /// physical pages of its DMA pool that the server was asked to map.
 fn translations_a(trace: &Trace, pool: Option<u64>) -> Result<(), String> {
@@ -254,6 +110,7 @@ fn translations_a(trace: &Trace, pool: Option<u64>) -> Result<(), String> {
                 sid,
                 iova: i,
                 paddr,
+                ..
             } if *sid == STREAM_A && on_page(*i, iova) => Some(*paddr),
             _ => None,
         });
@@ -279,11 +136,9 @@ fn translations_a(trace: &Trace, pool: Option<u64>) -> Result<(), String> {
 fn translations_b(trace: &Trace, pool: Option<u64>) -> Result<(), String> {
     let pool = pool.ok_or("driver-b never printed its DMA pool's physical address")?;
     let seen = trace.events.iter().find_map(|e| match e {
-        Event::Translated { sid, iova, paddr }
-            if *sid == STREAM_B && on_page(*iova, SVA_SOURCE) =>
-        {
-            Some(*paddr)
-        }
+        Event::Translated {
+            sid, iova, paddr, ..
+        } if *sid == STREAM_B && on_page(*iova, SVA_SOURCE) => Some(*paddr),
         _ => None,
     });
     match seen {
@@ -337,8 +192,10 @@ fn unmap_invalidated(trace: &Trace) -> Result<(), String> {
         return Err(format!("{page:#x} still translated after the unmap: {stale:?}"));
     }
     let invalidated = trace.events[mapped..aborted].iter().any(|e| match e {
-        Event::Invalidated { addr: Some(a) } => on_page(*a, page),
-        Event::Invalidated { addr: None } => true,
+        Event::RangeInvalidated { addr: a, .. } | Event::IovaInvalidated { addr: Some(a) } => {
+            on_page(*a, page)
+        }
+        Event::IovaInvalidated { addr: None } | Event::Invalidated { .. } => true,
         _ => false,
     });
     if invalidated {
@@ -365,8 +222,6 @@ fn detach_aborts(trace: &Trace) -> Result<(), String> {
     }
 }
 
-/// No DMA ever passed untranslated: the SMMU was enabled before any device
-/// ran, and no stream was in bypass.
 /// Driver A's write into its 2 MiB frame: the SMMU walked to a 2 MiB block
 /// at level 2 (one descriptor for the whole frame, not 512 pages), and
 /// translated the write to that block's address plus the offset.
@@ -398,6 +253,7 @@ fn large_frame_block(trace: &Trace) -> Result<(), String> {
             sid,
             iova: i,
             paddr,
+            ..
         } if *sid == STREAM_A && *i == iova => Some(*paddr),
         _ => None,
     });
@@ -406,17 +262,6 @@ fn large_frame_block(trace: &Trace) -> Result<(), String> {
         other => Err(format!(
             "IOVA {iova:#x} translated to {other:x?}, expected block {block:#x} + offset = {want:#x}"
         )),
-    }
-}
-
-fn nothing_bypassed(trace: &Trace) -> Result<(), String> {
-    match trace
-        .events
-        .iter()
-        .find(|e| matches!(e, Event::Bypassed { .. }))
-    {
-        None => Ok(()),
-        Some(e) => Err(format!("{e:?}")),
     }
 }
 
@@ -459,57 +304,27 @@ fn server_threads(serial: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::trace::samples::EDU;
     use super::*;
 
-    const SAMPLE: &str = "\
-123@1.000:smmuv3_translate_success smmuv3-iommu-memory-region-8-1 sid=0x8 iova=0x100000 translated=0x4a001000 perm=0x1
-123@1.100:smmuv3_translate_abort smmuv3-iommu-memory-region-8-1 sid=0x8 abort on iova:0xf000000 is_write=1
-123@1.101:smmu_iotlb_lookup_miss IOTLB cache MISS asid=2 addr=0xf000000 hit=0 miss=5 hit rate=0
-123@1.102:smmu_ptw_invalid_pte stage=1 level=2 base@=0x7f814000 pte@=0x7f8143c0 offset=120 pte=0x0
-123@1.103:smmuv3_record_event SMMU_EVT_F_TRANSLATION sid=0x8
-123@1.2:smmuv3_s1_range_inval vmid=0 asid=1 addr=0x300000 tg=1 num_pages=0x1 ttl=3 leaf=1
-123@1.3:smmuv3_translate_bypass smmuv3-iommu-memory-region-16-2 sid=0x10 bypass iova:0x1000 is_write=0
-123@1.4:smmu_ptw_block_pte stage=1 level=2 base@=0x7f814000 pte@=0x7f814018 pte=0x60000040400f45 iova=0x7fe000 block address = 0x40400000 block size = 2 MiB
-123@1.5:smmuv3_translate_success smmuv3-iommu-memory-region-8-1 sid=0x8 iova=0x7fe800 translated=0x405fe800 perm=0x3
-";
+    /// Boots the system and runs these checks alone (not part of
+    /// `cargo test`): `cargo test -p xtask -- --ignored dma_demo_system`.
+    #[test]
+    #[ignore = "builds and boots a QEMU image"]
+    fn dma_demo_system() {
+        let ctx = crate::Ctx::new().unwrap();
+        let mut t = Checks::default();
+        run(&ctx, &mut t);
+        println!(
+            "dma-demo: {} passed, {} failed",
+            t.tally.passed, t.tally.failed
+        );
+        assert_eq!(t.tally.failed, 0, "{} passed", t.tally.passed);
+    }
 
     #[test]
-    fn parses_qemu_72_trace_lines() {
-        let t = Trace::parse(SAMPLE);
-        assert_eq!(
-            t.events,
-            vec![
-                Event::Translated {
-                    sid: 0x8,
-                    iova: 0x10_0000,
-                    paddr: 0x4a00_1000
-                },
-                Event::Aborted {
-                    sid: 0x8,
-                    iova: 0xf00_0000
-                },
-                Event::Recorded {
-                    kind: "SMMU_EVT_F_TRANSLATION".into(),
-                    sid: 0x8,
-                    iova: Some(0xf00_0000)
-                },
-                Event::Invalidated {
-                    addr: Some(0x30_0000)
-                },
-                Event::Bypassed { sid: 0x10 },
-                Event::BlockWalk {
-                    level: 2,
-                    iova: 0x7f_e000,
-                    block: 0x4040_0000,
-                    size_mib: 2
-                },
-                Event::Translated {
-                    sid: 0x8,
-                    iova: 0x7f_e800,
-                    paddr: 0x405f_e800
-                },
-            ]
-        );
+    fn judges_the_edu_sample() {
+        let t = Trace::parse(EDU);
         assert!(nothing_bypassed(&t).is_err());
         assert_eq!(large_frame_block(&t), Ok(()));
     }
@@ -534,7 +349,7 @@ mod tests {
 
     #[test]
     fn translation_to_the_wrong_page_fails() {
-        let t = Trace::parse(SAMPLE);
+        let t = Trace::parse(EDU);
         assert!(
             translations_a(&t, Some(0x4a00_0000)).is_err(),
             "target IOVA never translated"
@@ -545,16 +360,44 @@ mod tests {
                     sid: 0x8,
                     iova: IOVA_SOURCE,
                     paddr: 0x5000_0000,
+                    perm: 0x3,
+                    asid: Some(1),
                 },
                 Event::Translated {
                     sid: 0x8,
                     iova: IOVA_TARGET,
                     paddr: 0x4a00_1000,
+                    perm: 0x3,
+                    asid: Some(1),
                 },
             ],
         };
         assert!(translations_a(&wrong, Some(0x4a00_0000))
             .unwrap_err()
             .contains("translated to"));
+    }
+
+    #[test]
+    fn an_unmapped_page_faults_after_an_invalidation_covering_it() {
+        let dma = "smmuv3_translate_success smmuv3-iommu-memory-region-8-1 sid=0x8 iova=0x300000 translated=0x4a004000 perm=0x3\n";
+        let fault = "smmu_iotlb_lookup_miss IOTLB cache MISS asid=1 addr=0x300000 hit=0 miss=2 hit rate=0\n\
+                     smmuv3_record_event SMMU_EVT_F_TRANSLATION sid=0x8\n";
+        let check =
+            |between: &str| unmap_invalidated(&Trace::parse(&format!("{dma}{between}{fault}")));
+        for covering in [
+            "smmuv3_s1_range_inval vmid=0 asid=1 addr=0x300000 tg=1 num_pages=0x1 ttl=3 leaf=1\n",
+            "smmu_iotlb_inv_iova IOTLB invalidate asid=1 addr=0x300000\n",
+            "smmu_iotlb_inv_asid IOTLB invalidate asid=1\n",
+            "smmu_iotlb_inv_all IOTLB invalidate all\n",
+        ] {
+            assert_eq!(check(covering), Ok(()), "{covering}");
+        }
+        let elsewhere =
+            "smmuv3_s1_range_inval vmid=0 asid=1 addr=0x301000 tg=1 num_pages=0x1 ttl=3 leaf=1\n";
+        assert!(check(elsewhere)
+            .unwrap_err()
+            .contains("no TLB invalidation"));
+        let stale = format!("smmu_iotlb_inv_all IOTLB invalidate all\n{dma}");
+        assert!(check(&stale).unwrap_err().contains("still translated"));
     }
 }

@@ -13,6 +13,7 @@
 //!
 //! Run alone: `cargo test -p xtask -- --ignored hostile_system`.
 
+use super::trace::{Event, Trace};
 use super::{ended_with_pass, process_check, tail, Checks};
 use crate::qemu::{self, BootOptions, BootOutcome};
 use crate::Ctx;
@@ -123,16 +124,10 @@ pub fn run(ctx: &Ctx, t: &mut Checks) {
             }
         }),
     );
-    let trace = match out.trace_file.as_ref().map(std::fs::read_to_string) {
-        Some(Ok(text)) => translations(&text),
-        other => {
-            t.check(
-                "hostile/smmu-trace",
-                Err(format!("no QEMU trace: {other:?}")),
-            );
-            return;
-        }
+    let Some(trace) = Trace::of_run(&out, t, "hostile") else {
+        return;
     };
+    let trace = translations(&trace);
     let mut pools = Vec::new();
     for (name, role, stream) in [
         (
@@ -445,16 +440,15 @@ struct Translation {
     paddr: u64,
 }
 
-fn translations(trace: &str) -> Vec<Translation> {
+fn translations(trace: &Trace) -> Vec<Translation> {
     trace
-        .lines()
-        .filter(|l| l.contains("smmuv3_translate_success"))
-        .filter_map(|l| {
-            Some(Translation {
-                sid: hex_after(l, "sid=")?,
-                iova: hex_after(l, "iova=")?,
-                paddr: hex_after(l, "translated=")?,
-            })
+        .events
+        .iter()
+        .filter_map(|e| match *e {
+            Event::Translated {
+                sid, iova, paddr, ..
+            } => Some(Translation { sid, iova, paddr }),
+            _ => None,
         })
         .collect()
 }
@@ -616,11 +610,11 @@ root: victim done: pass
 
     #[test]
     fn judges_translations() {
-        let trace = translations(
+        let trace = translations(&Trace::parse(
             "1@1.0:smmuv3_translate_success smmuv3-iommu-memory-region-16-2 sid=0x10 iova=0x100000 translated=0x7ff6b000 perm=0x1\n\
              1@1.1:smmuv3_translate_success smmuv3-iommu-memory-region-8-1 sid=0x8 iova=0x180000 translated=0x7ff61000 perm=0x3\n\
              1@1.2:smmuv3_translate_abort smmuv3-iommu-memory-region-16-2 sid=0x10 abort on iova:0x300000 is_write=1\n",
-        );
+        ));
         assert_eq!(trace.len(), 2);
         assert_eq!(
             only_in_pool(&trace, 0x10, (0x7ff6_8000, 0x7ff7_0000)),
@@ -630,14 +624,14 @@ root: victim done: pass
         assert!(only_in_pool(&trace, 0x20, (0, u64::MAX)).is_err());
         let kernel = [("the kernel's image", 0x4000_0000, 0x4023_1000)];
         assert_eq!(outside(&trace, &kernel, &[]), Ok(()));
-        let read = translations(
+        let read = translations(&Trace::parse(
             "1@2:smmuv3_translate_success smmuv3-iommu-memory-region-16-2 sid=0x10 iova=0x400000 translated=0x40010000 perm=0x1\n",
-        );
+        ));
         assert!(outside(&read, &kernel, &[]).unwrap_err().contains("kernel"));
         // A pool the root task carved from the reclaimed .boot is no kernel.
-        let boot = translations(
+        let boot = translations(&Trace::parse(
             "1@3:smmuv3_translate_success smmuv3-iommu-memory-region-16-2 sid=0x10 iova=0x100000 translated=0x40003000 perm=0x1\n",
-        );
+        ));
         let pool = [(0x10, (0x4000_0000, 0x4000_8000))];
         assert_eq!(outside(&boot, &kernel, &pool), Ok(()));
         assert!(outside(&read, &kernel, &pool).is_err());

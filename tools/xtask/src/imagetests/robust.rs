@@ -3,6 +3,7 @@
 //! what the server and the root task print when the root task retires a
 //! client, and from QEMU's SMMU trace.
 
+use super::trace::{Event, Trace};
 use super::{boot, ended_with_pass, process_check, Checks};
 use crate::qemu::BootOutcome;
 use crate::Ctx;
@@ -87,14 +88,16 @@ fn traced_commands(out: &BootOutcome) -> Result<(u64, u64, u64), String> {
     let file = out.trace_file.as_ref().ok_or("no trace file requested")?;
     let trace = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let (mut commands, mut syncs, mut events) = (0, 0, 0);
-    for line in trace.lines() {
-        if line.contains("smmuv3_cmdq_opcode") {
-            commands += 1;
-            if line.contains("SMMU_CMD_SYNC") {
-                syncs += 1;
+    for e in &Trace::parse(&trace).events {
+        match e {
+            Event::Command { name } => {
+                commands += 1;
+                if name == "SMMU_CMD_SYNC" {
+                    syncs += 1;
+                }
             }
-        } else if line.contains("smmuv3_record_event") {
-            events += 1;
+            Event::Recorded { .. } => events += 1,
+            _ => {}
         }
     }
     Ok((commands, syncs, events))
@@ -387,20 +390,19 @@ fn hog_retired(out: &BootOutcome) -> Result<(), String> {
 /// (The hog's stream, 0x8, had exactly one attach: the retirement's two
 /// STE invalidations are the last ones for it.)
 fn dma_after_death_aborts(trace: &str) -> Result<(), String> {
+    const HOG: u64 = 0x8;
     let mut last = None;
     let mut cfgi = 0;
-    for line in trace.lines() {
-        if line.contains("smmuv3_cmdq_cfgi_ste") && line.contains("streamid= 0x8") {
-            cfgi += 1;
-        }
-        let ours = line.contains("sid=0x8 ");
-        if ours && line.contains("smmuv3_translate_success") {
-            last = Some("translated");
-        } else if ours
-            && (line.contains("smmuv3_translate_abort")
-                || line.contains("smmuv3_translate_disable"))
-        {
-            last = Some("aborted");
+    for e in &Trace::parse(trace).events {
+        match e {
+            Event::ConfigInvalidated { sid: HOG } => cfgi += 1,
+            Event::Translated { sid: HOG, .. } => last = Some("translated"),
+            Event::Aborted { sid: HOG, .. }
+            | Event::Bypassed {
+                sid: HOG,
+                disabled: true,
+            } => last = Some("aborted"),
+            _ => {}
         }
     }
     match last {
