@@ -116,15 +116,14 @@ impl<M: Mmio, D: DelayNs, C: CacheMaintenance> Hw<M, D, C> {
     }
 
     fn count(&mut self, c: &Command) {
-        let op = (c.opcode() as usize).min(127);
-        self.stats.commands[op] += 1;
-        if c.is_tlbi() {
+        // One opcode decode per command (the unmap path issues two).
+        let op = c.opcode();
+        self.stats.commands[(op as usize).min(127)] += 1;
+        if crate::cmd::op::is_tlbi(op) {
             self.stats.tlbis += 1;
-        }
-        if c.is_cfgi() {
+        } else if crate::cmd::op::is_cfgi(op) {
             self.stats.cfgis += 1;
-        }
-        if matches!(c, Command::Sync) {
+        } else if op == crate::cmd::op::CMD_SYNC {
             self.stats.syncs += 1;
         }
     }
