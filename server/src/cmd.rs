@@ -32,16 +32,6 @@ pub mod op {
     pub const RESUME: u8 = 0x44;
     pub const STALL_TERM: u8 = 0x45;
     pub const CMD_SYNC: u8 = 0x46;
-
-    /// A configuration structure invalidation (CFGI_*).
-    pub const fn is_cfgi(op: u8) -> bool {
-        matches!(op, CFGI_STE..=CFGI_VMS_PIDM)
-    }
-
-    /// A TLB invalidation (TLBI_*, opcodes 0x10-0x3f).
-    pub const fn is_tlbi(op: u8) -> bool {
-        matches!(op, 0x10..=0x3f)
-    }
 }
 
 /// TLBI_NH_VA range fields (4.4.1.1 "Range-based invalidation"): the range is
@@ -171,12 +161,12 @@ impl Command {
 
     /// Whether this is a configuration-cache invalidation (CFGI_*).
     pub fn is_cfgi(&self) -> bool {
-        op::is_cfgi(self.opcode())
+        matches!(self.opcode(), op::CFGI_STE..=op::CFGI_VMS_PIDM)
     }
 
     /// Whether this is a TLB invalidation (TLBI_*).
     pub fn is_tlbi(&self) -> bool {
-        op::is_tlbi(self.opcode())
+        matches!(self.opcode(), 0x10..=0x3f)
     }
 }
 

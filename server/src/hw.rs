@@ -116,14 +116,15 @@ impl<M: Mmio, D: DelayNs, C: CacheMaintenance> Hw<M, D, C> {
     }
 
     fn count(&mut self, c: &Command) {
-        // One opcode decode per command (the unmap path issues two).
-        let op = c.opcode();
-        self.stats.commands[(op as usize).min(127)] += 1;
-        if crate::cmd::op::is_tlbi(op) {
+        let op = (c.opcode() as usize).min(127);
+        self.stats.commands[op] += 1;
+        if c.is_tlbi() {
             self.stats.tlbis += 1;
-        } else if crate::cmd::op::is_cfgi(op) {
+        }
+        if c.is_cfgi() {
             self.stats.cfgis += 1;
-        } else if op == crate::cmd::op::CMD_SYNC {
+        }
+        if matches!(c, Command::Sync) {
             self.stats.syncs += 1;
         }
     }
