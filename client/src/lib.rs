@@ -222,8 +222,10 @@
 //! - [`DmaDomain::map_single`] maps one buffer for one request and
 //!   [`DmaDomain::unmap`] takes it away on completion, strictly (as
 //!   [`Iommu::unmap`]). [`DmaDomain::map_persistent`] maps rings and other
-//!   long-lived structures at the top of the window, where per-request
-//!   mappings coming and going do not fragment the space around them.
+//!   long-lived structures. Addresses are handed out top-down, so the
+//!   rings (mapped first) take the top of the window and per-request
+//!   buffers come right below them, in the same leaf table, which the
+//!   server then never frees and builds again per request.
 //!   [`DmaDomain::map_sg`] maps a scatter list so that the device sees one
 //!   contiguous buffer.
 //! - A map that fails in a way that leaves the server's state unknown keeps

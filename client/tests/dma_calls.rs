@@ -132,9 +132,10 @@ fn map_single_is_one_map_with_the_direction_s_permissions() {
         );
         maps.push(m);
     }
-    // First fit from the bottom of the window, back to back.
+    // Top-down from the end of the window, back to back.
+    let top = BASE + SIZE;
     let starts: Vec<u64> = maps.iter().map(|m| m.mapped().start).collect();
-    assert_eq!(starts, vec![BASE, BASE + 0x2000, BASE + 0x4000]);
+    assert_eq!(starts, vec![top - 0x2000, top - 0x4000, top - 0x6000]);
     for m in maps {
         let (iova, len) = (m.mapped().start, 0x2000);
         dma.unmap(&mut iommu, m).unwrap();
@@ -152,10 +153,11 @@ fn persistent_mappings_come_from_the_top() {
         .unwrap();
     assert!(ring.is_persistent());
     assert_eq!(ring.addr(), BASE + SIZE - 0x1000);
+    // A per-request buffer right below it: the same leaf table.
     let buf = dma
         .map_single(&mut iommu, MEM, 0x1000, 0x1000, Direction::ToDevice)
         .unwrap();
-    assert_eq!(buf.addr(), BASE);
+    assert_eq!(buf.addr(), BASE + SIZE - 0x2000);
     dma.unmap(&mut iommu, buf).unwrap();
     dma.unmap(&mut iommu, ring).unwrap();
 }
@@ -204,9 +206,10 @@ fn map_sg_is_one_batch_at_one_contiguous_range() {
     let m = dma
         .map_sg(&mut iommu, &segs, Direction::FromDevice)
         .unwrap();
-    assert_eq!(m.addr(), BASE + 0x800);
+    let start = BASE + SIZE - 0x4000;
+    assert_eq!(m.addr(), start + 0x800);
     assert_eq!(m.size(), 0x800 + 0x2000 + 0x10);
-    assert_eq!(m.mapped(), BASE..BASE + 0x4000);
+    assert_eq!(m.mapped(), start..start + 0x4000);
     let entry = |iova: u64, off: u64, pages: u32| MapEntry {
         iova_pfn: iova >> 12,
         memory: MEM,
@@ -222,9 +225,9 @@ fn map_sg_is_one_batch_at_one_contiguous_range() {
             assert_eq!(
                 entries.as_slice(),
                 &[
-                    entry(BASE, 0x9000, 1),
-                    entry(BASE + 0x1000, 0x2000, 2),
-                    entry(BASE + 0x3000, 0x1e000, 1),
+                    entry(start, 0x9000, 1),
+                    entry(start + 0x1000, 0x2000, 2),
+                    entry(start + 0x3000, 0x1e000, 1),
                 ]
             );
         }
@@ -232,7 +235,7 @@ fn map_sg_is_one_batch_at_one_contiguous_range() {
     }
     // One unmap takes the whole range.
     dma.unmap(&mut iommu, m).unwrap();
-    assert_eq!(take(&mut iommu), vec![unmap_req(BASE, 0x4000)]);
+    assert_eq!(take(&mut iommu), vec![unmap_req(start, 0x4000)]);
 
     // Pieces that merge into one region go as one (fastpath) Map.
     let m = dma
@@ -244,7 +247,7 @@ fn map_sg_is_one_batch_at_one_contiguous_range() {
         .unwrap();
     assert_eq!(
         take(&mut iommu),
-        vec![map_req(BASE, 0x4000, 0x3000, Perms::READ)]
+        vec![map_req(BASE + SIZE - 0x3000, 0x4000, 0x3000, Perms::READ)]
     );
     dma.unmap(&mut iommu, m).unwrap();
 }
@@ -323,7 +326,7 @@ fn long_scatter_lists_take_several_batches_and_roll_back() {
     assert_eq!(e, Error::Iommu(ErrorCode::QuotaExceeded));
     let sent = take(&mut iommu);
     assert_eq!(sent.len(), 3);
-    assert_eq!(sent[2], unmap_req(BASE, 0x4000));
+    assert_eq!(sent[2], unmap_req(BASE + SIZE - 0xa000, 0x4000));
     assert_eq!(dma.allocator(), &before);
     assert_eq!(dma.quarantined_bytes(), 0);
 
@@ -338,7 +341,7 @@ fn long_scatter_lists_take_several_batches_and_roll_back() {
         .unwrap_err();
     assert_eq!(dma.quarantined_bytes(), 0xa000);
     assert_eq!(dma.allocator().live(), 1);
-    assert!(dma.allocator().is_allocated(BASE, 0xa000));
+    assert!(dma.allocator().is_allocated(BASE + SIZE - 0xa000, 0xa000));
 }
 
 #[test]
@@ -391,7 +394,7 @@ fn unknown_outcomes_quarantine_the_addresses() {
     let next = dma
         .map_single(&mut iommu, MEM, 0, 0x1000, Direction::ToDevice)
         .unwrap();
-    assert_eq!(next.addr(), BASE + 0x3000);
+    assert_eq!(next.addr(), BASE + SIZE - 0x4000);
     dma.unmap(&mut iommu, next).unwrap();
 }
 

@@ -312,7 +312,12 @@ fn persistent_rings_stay_while_requests_come_and_go() {
         dma.unmap(&mut iommu, buf).unwrap();
     }
     seen.dedup();
-    assert_eq!(seen, vec![BASE], "requests reuse the bottom of the window");
+    // Top-down: right below the ring, in its leaf table, reused.
+    assert_eq!(
+        seen,
+        vec![BASE + SIZE - 0x2000],
+        "requests reuse the page below the ring"
+    );
     assert_eq!(m.mem.read_u64(paddr + 49 * 8), Some(49));
     dma.unmap(&mut iommu, ring).unwrap();
     assert!(m
@@ -503,17 +508,18 @@ fn a_refused_second_batch_is_rolled_back() {
     );
     assert_eq!(iommu.stats().unwrap(), stats);
     assert_eq!(dma.allocator(), &before);
-    for i in 0..36u64 {
+    let top = BASE + SIZE;
+    for i in 1..=36u64 {
         assert!(m
             .smmu
-            .translate_uncached(SID_A, None, BASE + i * 0x1000, Access::READ)
+            .translate_uncached(SID_A, None, top - i * 0x1000, Access::READ)
             .is_err());
     }
     // 30 pieces fit one batch and the quota.
     let sg = dma
         .map_sg(&mut iommu, &segs[..30], Direction::ToDevice)
         .unwrap();
-    assert_eq!(sg.mapped(), BASE..BASE + 30 * 0x1000);
+    assert_eq!(sg.mapped(), top - 30 * 0x1000..top);
     assert_eq!(iommu.stats().unwrap().mappings, 30);
     dma.unmap(&mut iommu, sg).unwrap();
 }
@@ -537,15 +543,16 @@ fn a_refused_unmap_keeps_the_addresses() {
     iommu.unmap(dma.domain(), buf.addr(), 0x1000).unwrap();
     let e = dma.unmap(&mut iommu, buf).unwrap_err();
     assert_eq!(e.error, Error::Iommu(ErrorCode::NotMapped));
-    assert!(dma.allocator().is_allocated(BASE, 0x2000));
+    let top = BASE + SIZE;
+    assert!(dma.allocator().is_allocated(top - 0x2000, 0x2000));
     let other = dma
         .map_single(&mut iommu, memory.handle, 0, 0x1000, Direction::ToDevice)
         .unwrap();
-    assert_eq!(other.addr(), BASE + 0x2000, "not handed out again");
+    assert_eq!(other.addr(), top - 0x3000, "not handed out again");
     dma.unmap(&mut iommu, other).unwrap();
     // Once the rest is unmapped the same way, the layer still holds it: a
     // driver that knows better can only leave it (nothing double-frees).
-    iommu.unmap(dma.domain(), BASE + 0x1000, 0x1000).unwrap();
+    iommu.unmap(dma.domain(), top - 0x1000, 0x1000).unwrap();
     let e = dma.unmap(&mut iommu, e.mapping).unwrap_err();
     assert_eq!(e.error, Error::Iommu(ErrorCode::NotMapped));
     assert_eq!(dma.allocator().live(), 1);

@@ -868,11 +868,11 @@ impl BlkMode {
 const BLK_MODES: [(&str, &str); 3] = [
     (
         "strict",
-        "per-request map_single + unmap, alone in its leaf table",
+        "per-request map_single + unmap (beside the queues)",
     ),
     (
         "strict-neighbour",
-        "per-request map_single + unmap, a live neighbour mapping",
+        "the same, one more page mapped beside the buffer",
     ),
     ("pool", "premapped pool (map_persistent once)"),
 ];
@@ -1128,7 +1128,7 @@ mod tests {
         let line = |start: &str| t.lines().find(|l| l.starts_with(start)).unwrap();
         // 100 reads in 800 us: 125,000 a second; 6,000 on the CPU path,
         // 5,000 of them map + unmap: 62.5% of a read, 83.3% of its CPU path.
-        let strict = line("per-request map_single + unmap, alone");
+        let strict = line("per-request map_single + unmap (beside");
         for want in [
             "0.800", "125,000", "8,000", "2,000", "6,000", "166,667", "2,500",
         ] {
@@ -1137,7 +1137,7 @@ mod tests {
         assert!(strict.contains("62.5%") && strict.contains("83.3%") && strict.ends_with("2.00"));
         let pool = line("premapped pool");
         assert!(pool.contains("1,000,000") && pool.contains("0.0%") && pool.ends_with("0.00"));
-        assert!(line("per-request map_single + unmap, a live").contains("(not measured)"));
+        assert!(line("the same, one more page").contains("(not measured)"));
         assert!(t.contains("5,000 more instructions per read"), "{t}");
         assert!(t.contains("(5,000 of them"), "{t}");
         assert!(t.contains("6.00x the CPU-bound reads"), "{t}");

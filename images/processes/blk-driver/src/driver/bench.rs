@@ -11,13 +11,11 @@
 //! of the staging buffer in turn:
 //! - `strict`: [`Driver::command`], as every request of the `blk` system:
 //!   the buffer `map_single` before the doorbell, `unmap` after the
-//!   completion (the server replies after its TLBI + CMD_SYNC). Nothing
-//!   else lives in that leaf table of the domain (the queues are mapped
-//!   at the window's top), so each map builds the leaf table and each
-//!   unmap frees it again (the server frees tables that become empty).
-//! - `strict-neighbour`: the same with one page kept mapped beside the
-//!   buffers (as a driver with other buffers in flight has): the leaf
-//!   table stays.
+//!   completion (the server replies after its TLBI + CMD_SYNC). The
+//!   client's DMA layer hands out addresses top-down, so the buffer sits
+//!   right below the queues, in their leaf table, which stays.
+//! - `strict-neighbour`: the same with one more page kept mapped beside
+//!   the buffers (as a driver with other buffers in flight has).
 //! - `pool`: [`Driver::read_premapped`]: each buffer mapped once with
 //!   `map_persistent` before the run; no IOMMU server call per I/O.
 //!
@@ -212,8 +210,8 @@ impl Driver {
                 }
             }
             Mode::StrictNeighbour => {
-                // The lowest free IOVA: the per-request buffers come right
-                // after it, in the same leaf table.
+                // The highest free IOVA, below the queues: the per-request
+                // buffers come right below it, in the same leaf table.
                 let m = self
                     .dma
                     .map_single(
