@@ -1253,4 +1253,98 @@ fn maps_across_runs_take_each_page_from_its_own_frame() {
         ERR(ErrorCode::OutOfRange)
     );
     check_translation_invariant(&h, &frames);
+
+    // Frames that follow each other in the memory but not upwards in
+    // physical memory (one below the other, one frame twice) are runs of
+    // their own.
+    let caps = [
+        h.resolver.frame(0x7000_1000, 0x1000),
+        h.resolver.frame(0x7000_0000, 0x1000),
+        h.resolver.frame(0x7000_0000, 0x1000),
+    ];
+    let m = register(&mut h, A, &caps);
+    frames.insert(0x7_0000, 0);
+    frames.insert(0x7_0001, 0);
+    assert_eq!(call(&mut h, A, &map(d, 0x600, m, 0, 3), &[]), Reply::Ok);
+    check_translation_invariant(&h, &frames);
+}
+
+/// A "frame" the resolver describes oddly is refused whole and released:
+/// empty, not whole pages, not page aligned, wrapping the address space;
+/// and a memory may not grow past 2^32 pages (offsets on the wire are u32).
+#[test]
+fn odd_frames_and_oversized_memory_are_refused() {
+    let mut h = handler();
+    hello(&mut h, A);
+    for (paddr, size) in [
+        (0x4000_0000u64, 0u64),
+        (0x4000_0000, 0x1800),
+        (0x4000_0800, 0x1000),
+        (!0xfff, 0x2000),
+    ] {
+        let cap = h.resolver.frame(paddr, size);
+        assert_eq!(
+            call(&mut h, A, &Request::RegisterMemory { extend: None }, &[cap]),
+            ERR(ErrorCode::BadCapability),
+            "{paddr:#x}+{size:#x}"
+        );
+        assert!(h.resolver().is_released(cap));
+    }
+    // 2^32 - 1 pages fit; one page more does not.
+    let big = h.resolver.frame(0, (u64::from(u32::MAX)) << 12);
+    let m = register(&mut h, A, &[big]);
+    let one = h.resolver.frame(0x1_0000_0000_0000, 0x1000);
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::RegisterMemory { extend: Some(m) },
+            &[one]
+        ),
+        ERR(ErrorCode::OutOfRange)
+    );
+    assert!(h.resolver().is_released(one));
+}
+
+/// One memory holds at most MAX_FRAMES frames, even when the client's
+/// frame quota would allow more.
+#[test]
+fn a_memory_holds_at_most_max_frames() {
+    static ROOMY: [ClientPolicy; 1] = [ClientPolicy {
+        name: "roomy",
+        badge: 0xa,
+        streams: &[StreamGrant::new(StreamId(8))],
+        quotas: Quotas {
+            memory_frames: MAX_FRAMES as u32 + 8,
+            ..QUOTAS
+        },
+    }];
+    let mut h = std::boxed::Box::new(
+        Handler::new(
+            RefCore::with_ssid_bits(4),
+            FakeFrames::new(),
+            Policy::new(&ROOMY),
+        )
+        .unwrap(),
+    );
+    h.grant_everything();
+    hello(&mut h, A);
+    let caps: StdVec<ReceivedCap> = (0..MAX_FRAMES as u64)
+        .map(|i| h.resolver.frame(0x4000_0000 + i * 0x1000, 0x1000))
+        .collect();
+    let m = register(&mut h, A, &caps);
+    let one_more = h.resolver.frame(0x5000_0000, 0x1000);
+    assert_eq!(
+        call(
+            &mut h,
+            A,
+            &Request::RegisterMemory { extend: Some(m) },
+            &[one_more]
+        ),
+        ERR(ErrorCode::QuotaExceeded)
+    );
+    assert!(h.resolver().is_released(one_more));
+    // A new memory takes a frame.
+    let again = h.resolver.frame(0x5000_0000, 0x1000);
+    register(&mut h, A, &[again]);
 }
