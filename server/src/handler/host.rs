@@ -76,6 +76,14 @@ impl FakeFrames {
     }
 }
 
+impl FakeFrames {
+    /// The frame `cap` names, released or not: what the tests hold the
+    /// server's mappings against.
+    pub fn frame_of(&self, cap: ReceivedCap) -> Option<Frame> {
+        self.caps.get(cap.0 as usize).and_then(|e| e.frame)
+    }
+}
+
 impl FrameResolver for FakeFrames {
     fn resolve(&mut self, cap: ReceivedCap) -> Result<Frame, ErrorCode> {
         match self.caps.get(cap.0 as usize) {

@@ -105,8 +105,8 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             c.frames -= m.frames.len() as u32;
             r.memory_regions += 1;
             r.frames += m.frames.len() as u32;
-            for f in m.frames {
-                self.resolver.release(f.cap);
+            for cap in m.frames {
+                self.resolver.release(cap);
             }
         }
         let c = &mut self.clients[ci];

@@ -114,7 +114,7 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
             }
             m.pages += f.pages;
             // Cannot fail: capacity checked above.
-            let _ = m.frames.push(f);
+            let _ = m.frames.push(f.cap);
         }
         let pages = m.pages;
         c.frames += caps.len() as u32;
@@ -139,8 +139,8 @@ impl<C: Core, R: FrameResolver> Handler<C, R> {
         };
         c.memory_gen[slot as usize] += 1;
         c.frames -= m.frames.len() as u32;
-        for f in m.frames {
-            self.resolver.release(f.cap);
+        for cap in m.frames {
+            self.resolver.release(cap);
         }
         Ok(())
     }

@@ -221,6 +221,7 @@ struct DomainSlot<D> {
     generation: u32,
 }
 
+/// A frame cap resolved while registering, before it is recorded.
 #[derive(Debug, Clone, Copy)]
 struct FrameEntry {
     cap: ReceivedCap,
@@ -251,8 +252,10 @@ impl Run {
 #[derive(Debug)]
 struct MemSlot {
     generation: u32,
-    frames: Vec<FrameEntry, MAX_FRAMES>,
-    /// The same pages as `frames`, physically contiguous runs merged.
+    /// The frame caps, kept to release them; where their pages are is in
+    /// `runs`.
+    frames: Vec<ReceivedCap, MAX_FRAMES>,
+    /// The memory's pages in order, physically contiguous frames merged.
     runs: Vec<Run, MAX_FRAMES>,
     pages: u64,
     /// Pages of this memory mapped anywhere (with multiplicity).

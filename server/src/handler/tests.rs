@@ -795,8 +795,10 @@ fn check_translation_invariant(h: &H, frames: &BTreeMap<u64, u64>) {
                 .as_ref()
                 .expect("record of live memory");
             let mut pages = StdVec::new();
-            for f in &mem.frames {
-                for i in 0..f.pages {
+            // From the resolver, not from the server's own runs.
+            for &cap in &mem.frames {
+                let f = h.resolver.frame_of(cap).expect("a frame cap");
+                for i in 0..f.size >> 12 {
                     pages.push((f.paddr >> 12) + i);
                 }
             }
