@@ -678,19 +678,10 @@ impl<C: CacheMaintenance> IoPageTable<C> {
             return None;
         }
         let removed = if is_table(desc, 2) {
-            let leaves = Self::count(&t, i);
-            if leaves == 0 || g.free_list.is_full() {
+            if Self::count(&t, i) == 0 || g.free_list.is_full() {
                 return None;
             }
-            let child = self.child(&t, i, 2);
-            self.put(&t, i, 0);
-            g.tables_removed = true;
-            g.add_span(iova, iova + len, 3);
-            // Not listed leaf by leaf: without range invalidation the
-            // whole ASID goes.
-            g.overflow = true;
-            let _ = g.free_list.push((child, 3));
-            leaves * GRANULE
+            self.unlink_leaf_table(&t, i, self.child(&t, i, 2), iova, g)
         } else {
             self.put(&t, i, 0);
             g.add_leaf(iova, 2);
@@ -698,6 +689,31 @@ impl<C: CacheMaintenance> IoPageTable<C> {
         };
         Self::add_count(Some(slot), -1);
         Some(Ok(removed))
+    }
+
+    /// Unlinks `child`, the leaf table entry `i` of level-2 table `t`
+    /// points at (it maps `[va, va + 2 MiB)`), as a unit: one write, its
+    /// 2 MiB listed for one range invalidation with the walk caches, the
+    /// table queued in `g` to be freed after it (the caller made room).
+    /// Returns the bytes its leaves mapped; the caller fixes `t`'s count.
+    #[inline(always)]
+    fn unlink_leaf_table(
+        &self,
+        t: &DmaBlock,
+        i: usize,
+        child: DmaBlock,
+        va: u64,
+        g: &mut Gather,
+    ) -> u64 {
+        let removed = Self::count(t, i) * GRANULE;
+        self.put(t, i, 0);
+        g.tables_removed = true;
+        g.add_span(va, va + level_size(2), 3);
+        // Not listed leaf by leaf: without range invalidation the whole
+        // ASID goes.
+        g.overflow = true;
+        let _ = g.free_list.push((child, 3));
+        removed
     }
 
     /// Clears the valid 4 KiB leaves among entries `range` of the level-3
@@ -1087,16 +1103,9 @@ impl<C: CacheMaintenance> IoPageTable<C> {
                             break;
                         }
                     }
-                    removed += Self::count(t, i) * GRANULE;
-                    self.put(t, i, 0);
+                    removed += self.unlink_leaf_table(t, i, child, va, g);
                     cleared += 1;
                     touched = true;
-                    g.tables_removed = true;
-                    g.add_span(va, va + level_size(2), 3);
-                    // Not listed leaf by leaf: without range invalidation
-                    // the whole ASID goes.
-                    g.overflow = true;
-                    let _ = g.free_list.push((child, 3));
                     continue;
                 }
                 let (n, empty) =
