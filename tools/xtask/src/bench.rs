@@ -391,13 +391,7 @@ fn boot(ctx: &Ctx, system: &str, traced: bool) -> Result<Run> {
     let edu = desc.qemu.edu.as_deref().unwrap_or("edu");
     let trace = traced.then(|| out_dir.join("bench-trace.log"));
     let mut cmd = qemu::command(&image, edu, &desc.qemu.devices, true);
-    if let Some(disk) = &desc.qemu.disk {
-        // A fresh image each boot, as `cargo xtask run` writes it.
-        let file = qemu::disk_image(ctx, system);
-        std::fs::write(&file, disk.image())
-            .with_context(|| format!("writing {}", file.display()))?;
-        cmd.args(disk.qemu_args(&file));
-    }
+    qemu::attach_disk(ctx, system, &desc, &mut cmd)?;
     if let Some(trace) = &trace {
         let _ = std::fs::remove_file(trace);
         cmd.args([
@@ -500,16 +494,23 @@ fn fields(words: std::str::SplitWhitespace<'_>) -> BTreeMap<&str, u64> {
         .collect()
 }
 
+/// The `<prefix><name> <key>=<n> ...` lines of `serial`: each line's name
+/// and its numeric fields.
+fn tagged<'a>(
+    serial: &'a str,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a str, BTreeMap<&'a str, u64>)> + 'a {
+    serial.lines().filter_map(move |line| {
+        let mut words = line.strip_prefix(prefix)?.split_whitespace();
+        let name = words.next()?;
+        Some((name, fields(words)))
+    })
+}
+
 /// `bench: variant <op> pages=<n> handles=<k>` lines.
 fn parse_variants(serial: &str) -> BTreeMap<String, Variant> {
     let mut out = BTreeMap::new();
-    for line in serial.lines() {
-        let Some(rest) = line.strip_prefix("bench: variant ") else {
-            continue;
-        };
-        let mut words = rest.split_whitespace();
-        let Some(op) = words.next() else { continue };
-        let f = fields(words);
+    for (op, f) in tagged(serial, "bench: variant ") {
         if let (Some(&pages), Some(&handles)) = (f.get("pages"), f.get("handles")) {
             out.insert(op.to_string(), Variant { pages, handles });
         }
@@ -529,13 +530,7 @@ struct Phase {
 /// `bench: throughput <phase> ops=<n> ns=<total>` lines.
 fn parse_throughput(serial: &str) -> BTreeMap<String, Phase> {
     let mut out = BTreeMap::new();
-    for line in serial.lines() {
-        let Some(rest) = line.strip_prefix("bench: throughput ") else {
-            continue;
-        };
-        let mut words = rest.split_whitespace();
-        let Some(phase) = words.next() else { continue };
-        let f = fields(words);
+    for (phase, f) in tagged(serial, "bench: throughput ") {
         if let (Some(&ops), Some(&ns)) = (f.get("ops"), f.get("ns")) {
             let switched = f.get("switched").copied().unwrap_or(0);
             out.insert(phase.to_string(), Phase { ops, ns, switched });
@@ -880,13 +875,7 @@ const BLK_MODES: [(&str, &str); 3] = [
 /// `bench: blk <mode> ios=<n> ns=<total> ...` lines.
 fn parse_blk(serial: &str) -> BTreeMap<String, BlkMode> {
     let mut out = BTreeMap::new();
-    for line in serial.lines() {
-        let Some(rest) = line.strip_prefix("bench: blk ") else {
-            continue;
-        };
-        let mut words = rest.split_whitespace();
-        let Some(mode) = words.next() else { continue };
-        let f = fields(words);
+    for (mode, f) in tagged(serial, "bench: blk ") {
         let get = |k: &str| f.get(k).copied();
         if let (Some(ios), Some(ns)) = (get("ios"), get("ns")) {
             out.insert(

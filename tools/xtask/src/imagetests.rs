@@ -3,7 +3,6 @@
 
 use crate::qemu::{self, BootOptions, BootOutcome};
 use crate::{image, system, Ctx, Tally};
-use std::time::Duration;
 
 mod blk;
 mod dma_demo;
@@ -71,13 +70,10 @@ fn boot(ctx: &Ctx, t: &mut Checks, system: &str) -> Option<BootOutcome> {
         }
     };
     t.check(&format!("{system}/build"), Ok(()));
-    let mut options = BootOptions::test(system);
-    // The description's own limit (`[qemu] timeout_secs`) when it sets one
-    // (blk-death's throttled disk takes seconds by design), else 30 s.
-    let limit = system::load(&ctx.root, system)
-        .ok()
-        .and_then(|d| d.qemu.timeout_secs);
-    options.timeout = Some(Duration::from_secs(limit.unwrap_or(30)));
+    // No timeout of its own: `qemu::boot` takes the description's
+    // (`[qemu] timeout_secs`; blk-death's throttled disk takes seconds by
+    // design), else 30 s.
+    let options = BootOptions::test(system);
     match qemu::boot(ctx, &image, &options) {
         Ok(outcome) => {
             if let Some(at) = outcome.time_to("root: seL4 root task") {

@@ -149,6 +149,24 @@ pub fn disk_image(ctx: &Ctx, system: &str) -> PathBuf {
     ctx.build.join("images").join(system).join("disk.img")
 }
 
+/// Writes `system`'s disk image afresh, if its description has one, and
+/// attaches it to `cmd`: the tests judge what the guest wrote against the
+/// pattern, so every boot starts from it.
+pub fn attach_disk(
+    ctx: &Ctx,
+    system: &str,
+    desc: &system::System,
+    cmd: &mut Command,
+) -> Result<()> {
+    if let Some(disk) = &desc.qemu.disk {
+        let file = disk_image(ctx, system);
+        std::fs::write(&file, disk.image())
+            .with_context(|| format!("writing {}", file.display()))?;
+        cmd.args(disk.qemu_args(&file));
+    }
+    Ok(())
+}
+
 pub fn boot(ctx: &Ctx, image: &Path, options: &BootOptions) -> Result<BootOutcome> {
     let desc = system::load(&ctx.root, &options.system)?;
     let timeout = options
@@ -164,14 +182,7 @@ pub fn boot(ctx: &Ctx, image: &Path, options: &BootOptions) -> Result<BootOutcom
 
     let log_dir = ctx.build.join("images").join(&options.system);
     std::fs::create_dir_all(&log_dir)?;
-    if let Some(disk) = &desc.qemu.disk {
-        // A fresh image each boot: the tests judge what the guest wrote
-        // against the pattern.
-        let file = disk_image(ctx, &options.system);
-        std::fs::write(&file, disk.image())
-            .with_context(|| format!("writing {}", file.display()))?;
-        cmd.args(disk.qemu_args(&file));
-    }
+    attach_disk(ctx, &options.system, &desc, &mut cmd)?;
     let trace_file = options.trace.then(|| log_dir.join("smmu-trace.log"));
     if let Some(file) = &trace_file {
         let _ = std::fs::remove_file(file);
