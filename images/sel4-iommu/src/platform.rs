@@ -68,13 +68,18 @@ pub struct CounterDelay {
 
 impl CounterDelay {
     pub fn new() -> CounterDelay {
+        CounterDelay {
+            ticks_per_us: (Self::frequency() / 1_000_000).max(1),
+        }
+    }
+
+    /// The counter's ticks per second (CNTFRQ_EL0), at least 1.
+    pub fn frequency() -> u64 {
         let frequency: u64;
         // SAFETY: reading CNTFRQ_EL0 has no side effects; EL0 may read it
         // whenever it may read the counter.
         unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) frequency) };
-        CounterDelay {
-            ticks_per_us: (frequency / 1_000_000).max(1),
-        }
+        frequency.max(1)
     }
 
     pub fn now() -> u64 {

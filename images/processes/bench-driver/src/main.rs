@@ -202,10 +202,8 @@ impl Bench {
     }
 
     fn report(&self) {
-        let hz: u64;
-        // SAFETY: reading CNTFRQ_EL0 has no side effects; EL0 may read it.
-        unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) hz) };
-        let ns = |ticks: u64| ticks * 1_000_000_000 / hz.max(1);
+        let hz = CounterDelay::frequency();
+        let ns = |ticks: u64| ticks * 1_000_000_000 / hz;
         println!("bench: counter {hz} Hz");
         for op in OPS {
             let a = self.acc[op as usize];

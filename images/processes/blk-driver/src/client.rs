@@ -236,10 +236,6 @@ impl Blk {
     }
 }
 
-fn image(lba: u64, offset: usize) -> u8 {
-    image_byte(lba, offset)
-}
-
 pub fn run(info: &'static StartInfo) -> bool {
     let mut checks = Checks::new("blk-client");
     let Some(blk) = Blk::connect(info) else {
@@ -278,7 +274,7 @@ pub fn run(info: &'static StartInfo) -> bool {
         ("read-last-sector", last, 1, 0, "the disk's last block"),
     ];
     for (name, lba, count, offset, what) in reads {
-        let (outcome, wrong, guard) = blk.read_and_compare(lba, count, offset, image);
+        let (outcome, wrong, guard) = blk.read_and_compare(lba, count, offset, image_byte);
         checks.check(
             name,
             outcome == (status::OK, 0) && wrong.is_none() && guard.intact(),
@@ -312,7 +308,7 @@ pub fn run(info: &'static StartInfo) -> bool {
             if (lba..lba + count).contains(&l) {
                 written_byte(l, i)
             } else {
-                image(l, i)
+                image_byte(l, i)
             }
         });
         let name = ["write-one-page", "write-crossing-page", "write-multi-page"][k];
@@ -360,7 +356,7 @@ pub fn run(info: &'static StartInfo) -> bool {
         );
     }
     // The driver still works afterwards.
-    let (outcome, wrong, guard) = blk.read_and_compare(0x40, 8, 0, image);
+    let (outcome, wrong, guard) = blk.read_and_compare(0x40, 8, 0, image_byte);
     checks.check(
         "read-after-faults",
         outcome == (status::OK, 0) && wrong.is_none() && guard.intact(),
@@ -447,7 +443,7 @@ pub fn stranger(info: &'static StartInfo) -> bool {
         ),
     );
     // Still serving, with the same data.
-    let (outcome, wrong, guard) = blk.read_and_compare(7, 1, 0, image);
+    let (outcome, wrong, guard) = blk.read_and_compare(7, 1, 0, image_byte);
     checks.check(
         "driver-still-serves",
         outcome == (status::OK, 0) && wrong.is_none() && guard.intact(),
@@ -472,7 +468,7 @@ pub fn watcher(info: &'static StartInfo) -> bool {
     // The disk's first I/O passes the throttle at once and fills it (four
     // sectors: four seconds' worth, blk-death.toml): the reads after it
     // wait.
-    let (outcome, wrong, guard) = blk.read_and_compare(0, 4, 0, image);
+    let (outcome, wrong, guard) = blk.read_and_compare(0, 4, 0, image_byte);
     checks.check(
         "read-before-death",
         outcome == (status::OK, 0) && wrong.is_none() && guard.intact(),

@@ -151,13 +151,6 @@ impl Sums {
     }
 }
 
-fn counter_hz() -> u64 {
-    let hz: u64;
-    // SAFETY: reading CNTFRQ_EL0 has no side effects; EL0 may read it.
-    unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) hz) };
-    hz.max(1)
-}
-
 /// A marker for QEMU's trace (`pl011_write`), straight to the PL011 when
 /// the description maps it here (`uart = true`).
 fn marker(info: &StartInfo, text: core::fmt::Arguments) {
@@ -282,7 +275,7 @@ pub fn run(info: &'static StartInfo) -> bool {
         println!("bench: FAILED blk: the controller did not come up");
         return false;
     };
-    let hz = counter_hz();
+    let hz = sel4_iommu::platform::CounterDelay::frequency();
     let ns = |ticks: u64| ticks * 1_000_000_000 / hz;
     println!(
         "blk-bench: {} blocks of {} bytes; {IOS} reads of {READ_BYTES} bytes per mode after {WARMUP} untimed, random LBAs (seed {SEED:#x}), queue depth 1, polled; counter {hz} Hz",
